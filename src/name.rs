@@ -1,0 +1,236 @@
+//! File names as they travel on the wire, checked once.
+//!
+//! Every name that comes from the network (on the server) or from a server (on the client) goes
+//! through [`FileName::parse`] before it touches anything else. The rules are those of
+//! `PROTOCOL.md` section 4 ("File name"). This module does no I/O: it cannot know about symlinks
+//! or what exists on disk; the store enforces those when it opens paths.
+
+use std::fmt;
+
+/// The longest name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 1024;
+/// The longest single `/`-separated component accepted, in bytes (the common filesystem limit).
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// The server's private state folder at the top of the shared folder; never reachable by name.
+pub const STATE_DIR: &str = ".barge";
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// The name is the empty string.
+    #[error("the name is empty")]
+    Empty,
+    /// The whole name is longer than [`MAX_NAME_LEN`] bytes.
+    #[error("the name is {0} bytes long; the limit is {MAX_NAME_LEN}")]
+    TooLong(usize),
+    /// One component is longer than [`MAX_COMPONENT_LEN`] bytes.
+    #[error("a part of the name is {0} bytes long; the limit is {MAX_COMPONENT_LEN}")]
+    ComponentTooLong(usize),
+    /// The name starts or ends with `/`, or contains `//`.
+    #[error("the name has an empty part (a leading, trailing or doubled '/')")]
+    EmptyComponent,
+    /// A component is `.` or `..`.
+    #[error("the name has a '.' or '..' part")]
+    DotComponent,
+    /// The name contains a backslash.
+    #[error("the name contains a backslash")]
+    Backslash,
+    /// The name contains a control character (including NUL, CR, LF, TAB, ESC).
+    #[error("the name contains a control character")]
+    ControlChar,
+    /// The name contains an invisible formatting character that can disguise it.
+    #[error("the name contains an invisible formatting character (such as U+202E)")]
+    FormattingChar,
+    /// The first component looks like a Windows drive prefix (`C:`).
+    #[error("the name starts with a drive prefix")]
+    DrivePrefix,
+    /// The name points into the server's private state folder.
+    #[error("the name is inside the reserved folder '{STATE_DIR}'")]
+    Reserved,
+}
+
+/// A checked, relative file name with `/` between folders.
+///
+/// Holding a `FileName` proves the rules were checked; it is still only text, and must be opened
+/// relative to the shared folder without following symlinks (the store does that).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileName(String);
+
+impl FileName {
+    /// Checks `s` against the naming rules.
+    ///
+    /// # Errors
+    /// The first rule the name breaks.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        if s.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if s.len() > MAX_NAME_LEN {
+            return Err(NameError::TooLong(s.len()));
+        }
+        for c in s.chars() {
+            if c == '\\' {
+                return Err(NameError::Backslash);
+            }
+            if c.is_control() {
+                return Err(NameError::ControlChar);
+            }
+            if is_formatting(c) {
+                return Err(NameError::FormattingChar);
+            }
+        }
+        for (i, part) in s.split('/').enumerate() {
+            match part {
+                "" => return Err(NameError::EmptyComponent),
+                "." | ".." => return Err(NameError::DotComponent),
+                _ if part.len() > MAX_COMPONENT_LEN => {
+                    return Err(NameError::ComponentTooLong(part.len()));
+                }
+                _ => {}
+            }
+            if i == 0 {
+                if part == STATE_DIR {
+                    return Err(NameError::Reserved);
+                }
+                let b = part.as_bytes();
+                if b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':' {
+                    return Err(NameError::DrivePrefix);
+                }
+            }
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// The name as text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The `/`-separated components; never empty, never `.` or `..`.
+    pub fn components(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.0.split('/')
+    }
+
+    /// The folders before the last component, and the last component.
+    #[must_use]
+    pub fn split_parent(&self) -> (Option<&str>, &str) {
+        match self.0.rsplit_once('/') {
+            Some((parent, leaf)) => (Some(parent), leaf),
+            None => (None, &self.0),
+        }
+    }
+}
+
+impl fmt::Display for FileName {
+    /// Shows the name escaped, so a name can never smuggle terminal escape sequences.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape(&self.0))
+    }
+}
+
+/// Invisible characters that reorder or hide text (bidi overrides, zero-width marks).
+fn is_formatting(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// Escapes control and formatting characters so that untrusted text is safe to print to a
+/// terminal or a log. Ordinary text, including non-ASCII letters, is left as it is.
+#[must_use]
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() || is_formatting(c)) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() || is_formatting(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for ok in [
+            "a",
+            "my_file.jpg",
+            "with space.txt",
+            "semi;colon;1.txt",
+            "photos/2024/beach.jpg",
+            "ünïcødé/日本語.txt",
+            ".hidden",
+            "...",
+            "a..b",
+            "%2e%2e/x",
+            "C",
+            "1:2",
+            "emoji 🚀.bin",
+            ".barge-not-really",
+            "sub/.barge",
+        ] {
+            assert_eq!(FileName::parse(ok).map(|n| n.0), Ok(ok.to_owned()), "{ok:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_hostile_names() {
+        let long_component = "x".repeat(256);
+        let long_path = ["abc"; 1300].join("/");
+        let cases: Vec<(&str, NameError)> = vec![
+            ("", NameError::Empty),
+            ("..", NameError::DotComponent),
+            (".", NameError::DotComponent),
+            ("../x", NameError::DotComponent),
+            ("a/../../x", NameError::DotComponent),
+            ("a/./b", NameError::DotComponent),
+            ("/etc/x", NameError::EmptyComponent),
+            ("a/", NameError::EmptyComponent),
+            ("a//b", NameError::EmptyComponent),
+            ("C:\\x", NameError::Backslash),
+            ("C:x", NameError::DrivePrefix),
+            ("c:/x", NameError::DrivePrefix),
+            ("\\\\host\\share\\x", NameError::Backslash),
+            ("a\\..\\b", NameError::Backslash),
+            ("nul\0byte", NameError::ControlChar),
+            ("line\nfeed", NameError::ControlChar),
+            ("carriage\rreturn", NameError::ControlChar),
+            ("tab\there", NameError::ControlChar),
+            ("esc\u{1b}[31mred", NameError::ControlChar),
+            ("c1\u{85}", NameError::ControlChar),
+            ("evil\u{202E}gnp.exe", NameError::FormattingChar),
+            ("zero\u{200B}width", NameError::FormattingChar),
+            (".barge", NameError::Reserved),
+            (".barge/index.redb", NameError::Reserved),
+            (&long_component, NameError::ComponentTooLong(256)),
+            (&long_path, NameError::TooLong(long_path.len())),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(FileName::parse(bad), Err(want), "{:?}", escape(bad));
+        }
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        let c = "y".repeat(MAX_COMPONENT_LEN);
+        assert!(FileName::parse(&c).is_ok());
+        let p = vec!["z".repeat(204); 5].join("/");
+        assert_eq!(p.len(), MAX_NAME_LEN);
+        assert!(FileName::parse(&p).is_ok());
+    }
+
+    #[test]
+    fn split_parent_and_display() {
+        let n = FileName::parse("a/b/c.txt").unwrap();
+        assert_eq!(n.split_parent(), (Some("a/b"), "c.txt"));
+        assert_eq!(FileName::parse("c").unwrap().split_parent(), (None, "c"));
+        assert_eq!(escape("bad\u{1b}[2J"), "bad\\u{1b}[2J");
+        assert_eq!(escape("fine é"), "fine é");
+    }
+}

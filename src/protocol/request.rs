@@ -1,0 +1,277 @@
+//! Client commands (`PROTOCOL.md` section 5): one line in, one typed [`Request`] out.
+
+use super::value::{FileId, UploadSpec, ValueError, parse_size, split_size};
+use crate::name::{FileName, NameError};
+
+/// A reference to a file on the server: an id, a name, or text that is both (ids win; see
+/// `PROTOCOL.md` section 5.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRef {
+    /// Set when the text is a valid id.
+    pub id: Option<FileId>,
+    /// Set when the text is a valid name.
+    pub name: Option<FileName>,
+}
+
+impl FileRef {
+    /// Reads an id-or-name argument.
+    ///
+    /// # Errors
+    /// The name error, when the text is neither a valid id nor a valid name.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let id = FileId::parse(s).ok();
+        match (id, FileName::parse(s)) {
+            (id, Ok(name)) => Ok(Self { id, name: Some(name) }),
+            (Some(id), Err(_)) => Ok(Self { id: Some(id), name: None }),
+            (None, Err(e)) => Err(e),
+        }
+    }
+
+    /// The text as the client gave it (for messages).
+    #[must_use]
+    pub fn as_str(&self) -> String {
+        match (&self.name, &self.id) {
+            (Some(n), _) => n.as_str().to_owned(),
+            (None, Some(id)) => id.to_hex(),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// What a `RENAME` line carried (`PROTOCOL.md` section 5.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RenameArgs {
+    /// `RENAME` alone: ask for both names.
+    Prompt,
+    /// `RENAME old`: ask for the new name.
+    From(FileRef),
+    /// `RENAME old<TAB>new`.
+    Both(FileRef, FileName),
+}
+
+/// One client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `LIST_FILES`, `LIST`, `LIST FILES`.
+    ListFiles,
+    /// `UPLOAD` (ask for `name;size`) or `UPLOAD name;size`.
+    Upload(Option<UploadSpec>),
+    /// `PUT name;size`, the body following at once.
+    Put(UploadSpec),
+    /// `DOWNLOAD` (ask for the id) or `DOWNLOAD id-or-name`.
+    Download(Option<FileRef>),
+    /// `RENAME`, `CHANGE`, `MV`.
+    Rename(RenameArgs),
+    /// `DELETE` (ask for the id) or `DELETE id-or-name`; also `RM`.
+    Delete(Option<FileRef>),
+    /// `HELP`.
+    Help,
+    /// `DISCONNECT`, `BYE`, `QUIT`, `EXIT`.
+    Disconnect,
+}
+
+/// Why a command line could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The line is empty.
+    #[error("empty command; send HELP for the list of commands")]
+    Empty,
+    /// The line is not valid UTF-8.
+    #[error("the line is not valid UTF-8")]
+    NotUtf8,
+    /// The command word is not one the server knows.
+    #[error("unknown command '{0}'; send HELP for the list of commands")]
+    UnknownCommand(String),
+    /// The command takes no argument but one was given.
+    #[error("{0} takes no argument")]
+    UnexpectedArgument(&'static str),
+    /// A value (size, `name;size`) was malformed.
+    #[error("{0}")]
+    Value(ValueError),
+    /// A name broke the naming rules.
+    #[error("invalid name: {0}")]
+    Name(#[from] NameError),
+    /// A `PUT` whose name is invalid but whose size is known: its body must still be read and
+    /// discarded to keep the connection in step.
+    #[error("invalid name: {source}")]
+    PutName {
+        /// The size of the body that follows the line.
+        size: u64,
+        /// What was wrong with the name.
+        source: NameError,
+    },
+}
+
+impl From<ValueError> for DecodeError {
+    fn from(e: ValueError) -> Self {
+        match e {
+            ValueError::Name(n) => Self::Name(n),
+            other => Self::Value(other),
+        }
+    }
+}
+
+impl DecodeError {
+    /// For a `PUT` whose body length is known despite the error, that length.
+    #[must_use]
+    pub fn pending_body(&self) -> Option<u64> {
+        match self {
+            Self::PutName { size, .. } => Some(*size),
+            _ => None,
+        }
+    }
+}
+
+impl Request {
+    /// Decodes one line (without its line ending; a trailing `\r` is tolerated).
+    ///
+    /// # Errors
+    /// See [`DecodeError`].
+    pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+        if line.is_empty() {
+            return Err(DecodeError::Empty);
+        }
+        let (word, arg) = match line.split_once(' ') {
+            Some((w, a)) => (w, Some(a)),
+            None => (line, None),
+        };
+        let word = word.to_ascii_uppercase();
+        let no_arg = |name: &'static str, req: Self| match arg {
+            None => Ok(req),
+            Some(_) => Err(DecodeError::UnexpectedArgument(name)),
+        };
+        match word.as_str() {
+            "LIST_FILES" => no_arg("LIST_FILES", Self::ListFiles),
+            "LIST" => match arg.map(str::to_ascii_uppercase).as_deref() {
+                None | Some("FILES" | "FILE") => Ok(Self::ListFiles),
+                Some(_) => Err(DecodeError::UnexpectedArgument("LIST")),
+            },
+            "UPLOAD" => Ok(Self::Upload(arg.map(UploadSpec::decode).transpose()?)),
+            "PUT" => {
+                let arg = arg.ok_or(DecodeError::Value(ValueError::MissingField("PUT name;size")))?;
+                let (name, size) = split_size(arg)?;
+                let size = parse_size(size)?;
+                let name = FileName::parse(name).map_err(|source| DecodeError::PutName { size, source })?;
+                Ok(Self::Put(UploadSpec { name, size }))
+            }
+            "DOWNLOAD" | "GET" => Ok(Self::Download(arg.map(FileRef::parse).transpose()?)),
+            "RENAME" | "CHANGE" | "MV" => Ok(Self::Rename(match arg {
+                None => RenameArgs::Prompt,
+                Some(a) => match a.split_once('\t') {
+                    None => RenameArgs::From(FileRef::parse(a)?),
+                    Some((from, to)) => RenameArgs::Both(FileRef::parse(from)?, FileName::parse(to)?),
+                },
+            })),
+            "DELETE" | "RM" => Ok(Self::Delete(arg.map(FileRef::parse).transpose()?)),
+            "HELP" => no_arg("HELP", Self::Help),
+            "DISCONNECT" | "BYE" | "QUIT" | "EXIT" => no_arg("DISCONNECT", Self::Disconnect),
+            _ => Err(DecodeError::UnknownCommand(crate::name::escape(&truncate(&word, 64)))),
+        }
+    }
+
+    /// The command line, with its `\n`, in the canonical one-line form.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut s = match self {
+            Self::ListFiles => "LIST_FILES".to_owned(),
+            Self::Upload(None) => "UPLOAD".to_owned(),
+            Self::Upload(Some(spec)) => format!("UPLOAD {}", spec.encode()),
+            Self::Put(spec) => format!("PUT {}", spec.encode()),
+            Self::Download(None) => "DOWNLOAD".to_owned(),
+            Self::Download(Some(r)) => format!("DOWNLOAD {}", r.as_str()),
+            Self::Rename(RenameArgs::Prompt) => "RENAME".to_owned(),
+            Self::Rename(RenameArgs::From(r)) => format!("RENAME {}", r.as_str()),
+            Self::Rename(RenameArgs::Both(r, to)) => format!("RENAME {}\t{}", r.as_str(), to.as_str()),
+            Self::Delete(None) => "DELETE".to_owned(),
+            Self::Delete(Some(r)) => format!("DELETE {}", r.as_str()),
+            Self::Help => "HELP".to_owned(),
+            Self::Disconnect => "DISCONNECT".to_owned(),
+        };
+        s.push('\n');
+        s
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> FileName {
+        FileName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn decodes_every_command_form() {
+        let id = "9e107d9d372bb6826bd81d3542a419d6";
+        let download_id = format!("DOWNLOAD {id}");
+        let cases: Vec<(&str, Request)> = vec![
+            ("LIST_FILES", Request::ListFiles),
+            ("list_files\r", Request::ListFiles),
+            ("List", Request::ListFiles),
+            ("LIST FILES", Request::ListFiles),
+            ("UPLOAD", Request::Upload(None)),
+            ("upload a b;c.txt;12", Request::Upload(Some(UploadSpec { name: name("a b;c.txt"), size: 12 }))),
+            ("PUT x/y;0", Request::Put(UploadSpec { name: name("x/y"), size: 0 })),
+            ("DOWNLOAD", Request::Download(None)),
+            ("download fox.txt", Request::Download(Some(FileRef { id: None, name: Some(name("fox.txt")) }))),
+            (
+                &download_id,
+                Request::Download(Some(FileRef { id: FileId::parse(id).ok(), name: Some(name(id)) })),
+            ),
+            ("RENAME", Request::Rename(RenameArgs::Prompt)),
+            ("change old name", Request::Rename(RenameArgs::From(FileRef::parse("old name").unwrap()))),
+            (
+                "MV a;1\tsub/b c",
+                Request::Rename(RenameArgs::Both(FileRef::parse("a;1").unwrap(), name("sub/b c"))),
+            ),
+            ("DELETE", Request::Delete(None)),
+            ("rm gone.txt", Request::Delete(Some(FileRef::parse("gone.txt").unwrap()))),
+            ("HELP", Request::Help),
+            ("DISCONNECT", Request::Disconnect),
+            ("bye", Request::Disconnect),
+            ("Quit", Request::Disconnect),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Request::decode(line.as_bytes()), Ok(want.clone()), "{line:?}");
+            // Every request survives an encode/decode round trip.
+            let enc = want.encode();
+            assert_eq!(Request::decode(enc.trim_end_matches('\n').as_bytes()), Ok(want), "{enc:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_lines() {
+        let cases: Vec<(&[u8], DecodeError)> = vec![
+            (b"", DecodeError::Empty),
+            (b"\r", DecodeError::Empty),
+            (b"\xff\xfe", DecodeError::NotUtf8),
+            (b"FROB", DecodeError::UnknownCommand("FROB".into())),
+            (b"HELP me", DecodeError::UnexpectedArgument("HELP")),
+            (b"LIST everything", DecodeError::UnexpectedArgument("LIST")),
+            (b"UPLOAD noseparator", DecodeError::Value(ValueError::MissingField("name;size"))),
+            (b"UPLOAD a;-1", DecodeError::Value(ValueError::BadSize("-1".into()))),
+            (b"UPLOAD ../x;1", DecodeError::Name(NameError::DotComponent)),
+            (b"PUT ../x;5", DecodeError::PutName { size: 5, source: NameError::DotComponent }),
+            (b"PUT x;1e9", DecodeError::Value(ValueError::BadSize("1e9".into()))),
+            (b"DOWNLOAD /etc/passwd", DecodeError::Name(NameError::EmptyComponent)),
+            (b"RENAME a\t../b", DecodeError::Name(NameError::DotComponent)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(Request::decode(line), Err(want), "{:?}", String::from_utf8_lossy(line));
+        }
+        assert_eq!(Request::decode(b"PUT ../x;5").unwrap_err().pending_body(), Some(5));
+        assert_eq!(Request::decode(b"PUT x;-5").unwrap_err().pending_body(), None);
+    }
+
+    #[test]
+    fn unknown_command_is_escaped() {
+        let err = Request::decode(b"\x1b[2J").unwrap_err();
+        assert_eq!(err, DecodeError::UnknownCommand("\\u{1b}[2J".into()));
+    }
+}
