@@ -10,5 +10,7 @@
 //!
 //! The wire format is specified in `PROTOCOL.md`.
 
+pub mod client;
 pub mod name;
 pub mod protocol;
+pub mod transport;

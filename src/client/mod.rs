@@ -1,0 +1,1 @@
+//! A typed async client for the barge protocol (being written).

@@ -1,0 +1,316 @@
+//! Lines and bodies over any byte stream, with hard limits and timeouts.
+//!
+//! [`Connection`] is generic over `AsyncRead + AsyncWrite`, so the same code runs over plain TCP
+//! today, TLS tomorrow, and an in-memory duplex pipe in tests. It knows the framing of
+//! `PROTOCOL.md` section 1 (lines of bounded length, raw bodies of announced length) but nothing
+//! about what the lines mean: that is [`crate::protocol`]'s job.
+//!
+//! Replies are queued and written out only when the connection would otherwise wait for the
+//! peer, so a pipelining client gets many replies in one segment instead of one per command.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+
+use crate::protocol::{MAX_LINE_LEN, Reply};
+
+/// Why reading or writing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// A line was longer than the limit; framing is lost, so the connection must be closed.
+    #[error("line longer than {0} bytes")]
+    LineTooLong(usize),
+    /// The peer closed the connection in the middle of a line or a body.
+    #[error("connection closed by the peer in the middle of a transfer")]
+    Closed,
+    /// Nothing arrived (or nothing could be sent) within the time allowed.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The operating system reported an error.
+    #[error("network error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A byte stream with line framing, a bounded read buffer and a reply queue.
+#[derive(Debug)]
+pub struct Connection<S> {
+    inner: BufReader<S>,
+    /// Replies queued but not yet written.
+    out: Vec<u8>,
+    /// The line being assembled when it spans several reads.
+    line: Vec<u8>,
+    max_line: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// Wraps `stream`, with the protocol's line limit.
+    pub fn new(stream: S) -> Self {
+        Self::with_line_limit(stream, MAX_LINE_LEN)
+    }
+
+    /// Wraps `stream`, allowing lines of up to `max_line` bytes (line ending included).
+    pub fn with_line_limit(stream: S, max_line: usize) -> Self {
+        Self {
+            // Small on purpose: an idle connection should cost little. Bodies bypass it.
+            inner: BufReader::with_capacity(16 * 1024, stream),
+            out: Vec::new(),
+            line: Vec::new(),
+            max_line,
+        }
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The underlying stream, mutably. Bytes already buffered for reading stay buffered.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// How many received bytes are buffered and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.inner.buffer().len()
+    }
+
+    /// Reads one line, without its `\n` (a `\r` before it is kept; the decoder drops it).
+    ///
+    /// Returns `Ok(None)` when the peer closed the connection cleanly between lines. Queued
+    /// replies are written out before waiting for the peer.
+    ///
+    /// # Errors
+    /// [`TransportError::LineTooLong`] past the limit, [`TransportError::Closed`] on a close in
+    /// the middle of a line, [`TransportError::TimedOut`] when nothing completes a line within
+    /// `timeout`, or an I/O error.
+    pub async fn read_line(&mut self, timeout: Option<Duration>) -> Result<Option<&[u8]>, TransportError> {
+        self.line.clear();
+        loop {
+            let buf = self.inner.buffer();
+            if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                if self.line.len() + pos + 1 > self.max_line {
+                    return Err(TransportError::LineTooLong(self.max_line));
+                }
+                self.line.extend_from_slice(&buf[..pos]);
+                self.inner.consume(pos + 1);
+                return Ok(Some(&self.line));
+            }
+            let n = buf.len();
+            if self.line.len() + n >= self.max_line {
+                return Err(TransportError::LineTooLong(self.max_line));
+            }
+            self.line.extend_from_slice(buf);
+            self.inner.consume(n);
+            // About to wait for the peer: make sure it has every reply it is waiting for.
+            self.flush(timeout).await?;
+            let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
+            if filled == 0 {
+                return if self.line.is_empty() { Ok(None) } else { Err(TransportError::Closed) };
+            }
+        }
+    }
+
+    /// Queues a reply; it is written out at the next [`flush`](Self::flush) or read.
+    pub fn queue_reply(&mut self, reply: &Reply) {
+        reply.encode_into(&mut self.out);
+    }
+
+    /// Queues raw bytes (a request line, or listing lines).
+    pub fn queue_bytes(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues a reply and writes everything queued.
+    ///
+    /// # Errors
+    /// An I/O error or a timeout.
+    pub async fn send_reply(&mut self, reply: &Reply, timeout: Option<Duration>) -> Result<(), TransportError> {
+        self.queue_reply(reply);
+        self.flush(timeout).await
+    }
+
+    /// Writes everything queued.
+    ///
+    /// # Errors
+    /// An I/O error, or [`TransportError::TimedOut`] if the peer does not take the bytes in time.
+    pub async fn flush(&mut self, timeout: Option<Duration>) -> Result<(), TransportError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stream = self.inner.get_mut();
+        with_timeout(timeout, async {
+            stream.write_all(&self.out).await?;
+            stream.flush().await
+        })
+        .await?;
+        self.out.clear();
+        // Do not keep a large buffer around after a big listing.
+        if self.out.capacity() > 64 * 1024 {
+            self.out = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Reads up to `buf.len()` body bytes: buffered bytes first, then straight from the stream.
+    ///
+    /// # Errors
+    /// [`TransportError::Closed`] if the peer closed the connection, a timeout if no byte
+    /// arrived within `timeout`, or an I/O error.
+    pub async fn read_body(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize, TransportError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = with_timeout(timeout, self.inner.read(buf)).await?;
+        if n == 0 { Err(TransportError::Closed) } else { Ok(n) }
+    }
+
+    /// Reads and throws away exactly `len` body bytes (a refused or failed upload's body).
+    ///
+    /// # Errors
+    /// As [`read_body`](Self::read_body).
+    pub async fn discard_body(&mut self, mut len: u64, timeout: Option<Duration>) -> Result<(), TransportError> {
+        let mut scratch = vec![0u8; 64 * 1024];
+        while len > 0 {
+            let want = usize::try_from(len).unwrap_or(usize::MAX).min(scratch.len());
+            let n = self.read_body(&mut scratch[..want], timeout).await?;
+            len -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// Writes body bytes, after anything queued.
+    ///
+    /// # Errors
+    /// An I/O error, or a timeout if the peer stops taking bytes.
+    pub async fn write_body(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<(), TransportError> {
+        self.flush(timeout).await?;
+        let stream = self.inner.get_mut();
+        with_timeout(timeout, stream.write_all(data)).await?;
+        Ok(())
+    }
+
+    /// Shuts the write side down after writing everything queued (best effort).
+    pub async fn shutdown(&mut self, timeout: Option<Duration>) {
+        if self.flush(timeout).await.is_ok() {
+            let _ = with_timeout(timeout, self.inner.get_mut().shutdown()).await;
+        }
+    }
+}
+
+/// Runs `fut`, failing with [`TransportError::TimedOut`] after `timeout` if one is given.
+async fn with_timeout<T>(
+    timeout: Option<Duration>,
+    fut: impl Future<Output = io::Result<T>>,
+) -> Result<T, TransportError> {
+    match timeout {
+        None => Ok(fut.await?),
+        Some(t) => match tokio::time::timeout(t, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(TransportError::TimedOut(t)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Code;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn lines_split_across_reads_and_crlf() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(64);
+        let mut conn = Connection::new(a);
+        let writer = tokio::spawn(async move {
+            for piece in [&b"LIST_"[..], b"FILES\r", b"\nHELP\nBY", b"E\n"] {
+                b.write_all(piece).await?;
+                tokio::task::yield_now().await;
+            }
+            drop(b);
+            Ok::<_, io::Error>(())
+        });
+        assert_eq!(conn.read_line(None).await?, Some(&b"LIST_FILES\r"[..]));
+        assert_eq!(conn.read_line(None).await?, Some(&b"HELP"[..]));
+        assert_eq!(conn.read_line(None).await?, Some(&b"BYE"[..]));
+        assert_eq!(conn.read_line(None).await?, None);
+        writer.await.map_err(io::Error::other)??;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn empty_line_and_close_mid_line() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(64);
+        let mut conn = Connection::new(a);
+        b.write_all(b"\nhalf").await?;
+        drop(b);
+        assert_eq!(conn.read_line(None).await?, Some(&b""[..]));
+        assert!(matches!(conn.read_line(None).await, Err(TransportError::Closed)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn over_long_line_is_refused() -> Result<(), TransportError> {
+        for len in [16usize, 17, 40] {
+            let (a, mut b) = duplex(1024);
+            let mut conn = Connection::with_line_limit(a, 16);
+            let mut data = vec![b'x'; len];
+            data.push(b'\n');
+            b.write_all(&data).await?;
+            assert!(matches!(conn.read_line(None).await, Err(TransportError::LineTooLong(16))), "{len}");
+        }
+        // Exactly at the limit (15 bytes + '\n') is fine.
+        let (a, mut b) = duplex(1024);
+        let mut conn = Connection::with_line_limit(a, 16);
+        b.write_all(&[b'y'; 15]).await?;
+        b.write_all(b"\n").await?;
+        assert_eq!(conn.read_line(None).await?.map(<[u8]>::len), Some(15));
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_times_out() {
+        let (a, _b) = duplex(64);
+        let mut conn = Connection::new(a);
+        let r = conn.read_line(Some(Duration::from_secs(5))).await;
+        assert!(matches!(r, Err(TransportError::TimedOut(_))));
+    }
+
+    #[tokio::test]
+    async fn body_after_line_uses_buffered_bytes_first() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(1024);
+        let mut conn = Connection::new(a);
+        b.write_all(b"PUT x;5\nhelloLIST\n").await?;
+        assert_eq!(conn.read_line(None).await?, Some(&b"PUT x;5"[..]));
+        let mut buf = [0u8; 5];
+        let mut got = 0;
+        while got < 5 {
+            got += conn.read_body(&mut buf[got..], None).await?;
+        }
+        assert_eq!(&buf, b"hello");
+        assert_eq!(conn.read_line(None).await?, Some(&b"LIST"[..]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn replies_are_queued_until_a_read_would_wait() -> Result<(), TransportError> {
+        let (a, b) = duplex(1024);
+        let mut conn = Connection::new(a);
+        let mut peer = Connection::new(b);
+        conn.queue_reply(&Reply::new(Code::GREETING, "barge/1 ready"));
+        conn.queue_reply(&Reply::new(Code::BYE, "Bye"));
+        // Nothing written yet; the read below flushes before it waits.
+        let reader = tokio::spawn(async move {
+            let first = peer.read_line(None).await?.map(<[u8]>::to_vec);
+            let second = peer.read_line(None).await?.map(<[u8]>::to_vec);
+            peer.queue_bytes(b"x\n");
+            peer.flush(None).await?;
+            Ok::<_, TransportError>((first, second))
+        });
+        assert_eq!(conn.read_line(None).await?, Some(&b"x"[..]));
+        let (first, second) = reader.await.map_err(io::Error::other)??;
+        assert_eq!(first.as_deref(), Some(&b"220 barge/1 ready"[..]));
+        assert_eq!(second.as_deref(), Some(&b"221 Bye"[..]));
+        Ok(())
+    }
+}
