@@ -13,4 +13,5 @@
 pub mod client;
 pub mod name;
 pub mod protocol;
+pub mod store;
 pub mod transport;
