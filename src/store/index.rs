@@ -5,6 +5,9 @@
 //! database costs a rehash, never a wrong id. It is kept in `redb` (crash-safe, embedded) by one
 //! writer thread that commits changes in batches, so uploads never wait for a database commit.
 
+// redb's error type is large, and these functions run once per batch: boxing buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::mpsc;
@@ -47,6 +50,7 @@ impl Index {
             .unwrap_or_default()
     }
 
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.files.len()
     }
@@ -130,7 +134,7 @@ impl Persist {
         let thread = thread::Builder::new()
             .name("barge-index".into())
             .spawn(move || writer(db, rx))
-            .map_err(|e| redb::Error::Io(e))?;
+            .map_err(redb::Error::Io)?;
         Ok((
             Self {
                 tx: Some(tx),
