@@ -313,7 +313,7 @@ impl Store {
         let mut pending = 0;
         let mut added = false;
         for f in unknown {
-            if f.meta.size <= budget && !lock(&self.queued).contains(&f.name) {
+            if f.meta.size <= budget {
                 budget -= f.meta.size;
                 if let Ok(Some((_, e))) = self.open_hashed(&f.name) {
                     entries.push(ListingEntry {
@@ -445,12 +445,11 @@ impl Store {
             }
         }
         if let Some(name) = &target.name {
-            if let Some(st) =
-                fsops::stat_name(&self.root, name).map_err(io_err(format!("looking up {name}")))?
-            {
-                if fsops::is_regular(&st) {
-                    return Ok(name.clone());
-                }
+            match fsops::stat_name(&self.root, name) {
+                Ok(Some(st)) if fsops::is_regular(&st) => return Ok(name.clone()),
+                Ok(_) => {}
+                Err(e) if fsops::is_absent(&e) => {}
+                Err(e) => return Err(io_err(format!("looking up {name}"))(e)),
             }
         }
         Err(StoreError::NotFound(target.as_str()))
@@ -477,7 +476,9 @@ impl Store {
         }
         match fsops::stat_name(&self.root, name) {
             Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(StoreError::AlreadyExists(format!("{name} already exists"))),
+            Ok(Some(_)) => Err(StoreError::AlreadyExists(format!(
+                "a file named {name} already exists"
+            ))),
             Err(e)
                 if e.kind() == io::ErrorKind::NotADirectory
                     || e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) =>
@@ -532,7 +533,9 @@ impl Store {
         ) {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => {
-                return Err(StoreError::AlreadyExists(format!("{to} already exists")));
+                return Err(StoreError::AlreadyExists(format!(
+                    "a file named {to} already exists"
+                )));
             }
             Err(Errno::NOENT) => return Err(StoreError::NotFound(from.to_string())),
             // Filesystems without RENAME_NOREPLACE: a hard link refuses to replace, too.
@@ -726,7 +729,9 @@ fn link_no_replace(
 ) -> Result<(), StoreError> {
     match rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(Errno::EXIST) => Err(StoreError::AlreadyExists(format!("{name} already exists"))),
+        Err(Errno::EXIST) => Err(StoreError::AlreadyExists(format!(
+            "a file named {name} already exists"
+        ))),
         Err(e) => Err(io_err(format!("storing {name}"))(e.into())),
     }
 }

@@ -1,0 +1,11 @@
+//! barge's integration tests: one test binary, shared helpers in `common`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod common;
+mod server;
