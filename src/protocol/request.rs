@@ -139,7 +139,17 @@ impl Request {
     /// See [`DecodeError`].
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let line = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+        let line = match std::str::from_utf8(line) {
+            Ok(line) => line,
+            // A PUT's body follows its line at once: if the line cannot be read, neither can
+            // the body's length, and carrying on would run the body as commands.
+            Err(_) if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"PUT ") => {
+                return Err(DecodeError::PutUnframed(ValueError::MissingField(
+                    "a UTF-8 name;size",
+                )));
+            }
+            Err(_) => return Err(DecodeError::NotUtf8),
+        };
         if line.is_empty() {
             return Err(DecodeError::Empty);
         }
@@ -307,6 +317,11 @@ mod tests {
             (b"", DecodeError::Empty),
             (b"\r", DecodeError::Empty),
             (b"\xff\xfe", DecodeError::NotUtf8),
+            (b"UPLOAD \xff;3", DecodeError::NotUtf8),
+            (
+                b"put \xff;3",
+                DecodeError::PutUnframed(ValueError::MissingField("a UTF-8 name;size")),
+            ),
             (b"FROB", DecodeError::UnknownCommand("FROB".into())),
             (b"HELP me", DecodeError::UnexpectedArgument("HELP")),
             (b"LIST everything", DecodeError::UnexpectedArgument("LIST")),
