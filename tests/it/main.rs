@@ -8,4 +8,9 @@
 )]
 
 mod common;
+mod faults;
+mod hostile;
+mod load;
+mod props;
 mod server;
+mod support;
