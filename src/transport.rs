@@ -15,6 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 
+/// Queued replies are written out before the next line is read once they reach this size,
+/// whether or not more lines are already buffered.
+const MAX_QUEUED: usize = 64 * 1024;
+
 /// Why reading or writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -89,6 +93,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         timeout: Option<Duration>,
     ) -> Result<Option<&[u8]>, TransportError> {
         self.line.clear();
+        if self.out.len() >= MAX_QUEUED {
+            // A client that pipelines requests without reading the replies: write them out
+            // now (waiting for it to read) rather than queue replies without bound.
+            self.flush(timeout).await?;
+        }
         loop {
             let buf = self.inner.buffer();
             if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
@@ -327,6 +336,20 @@ mod tests {
         }
         assert_eq!(&buf, b"hello");
         assert_eq!(conn.read_line(None).await?, Some(&b"LIST"[..]));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_large_queue_is_written_before_the_next_line() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(1 << 20);
+        let mut conn = Connection::new(a);
+        b.write_all(b"ONE\nTWO\n").await?;
+        assert_eq!(conn.read_line(None).await?, Some(&b"ONE"[..]));
+        conn.queue_bytes(&vec![b'x'; MAX_QUEUED]);
+        // The next line is already buffered, yet the queue goes out first.
+        assert_eq!(conn.read_line(None).await?, Some(&b"TWO"[..]));
+        let mut got = vec![0u8; MAX_QUEUED];
+        b.read_exact(&mut got).await?;
         Ok(())
     }
 
