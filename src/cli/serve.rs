@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use barge::server::{self, ServerConfig};
@@ -54,7 +54,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
+    let listener = bind(&args.host, args.port)
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
@@ -85,6 +85,39 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// Connections the kernel holds for us before we accept them. `TcpListener::bind` asks for
+/// 128: a burst of more connections than that (a class starting a client at once) overflows
+/// the queue, and the kernel then drops their handshakes, so those clients wait for its
+/// retries (1, 3, 7, 15 s...) before they get even a busy reply. The kernel caps this at
+/// `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds the first address `host` resolves to that works, with [`LISTEN_BACKLOG`].
+async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            "the host name resolves to no address",
+        )
+    }))
 }
 
 async fn wait_for_signal() {
