@@ -44,8 +44,8 @@ impl Default for ServerConfig {
     }
 }
 
-/// Refusals in flight at once; past this, connections over the limit are closed without a word
-/// rather than letting a flood of them pile up tasks.
+/// Refusals in flight at once; past this, connections over the limit get their busy line with
+/// one non-blocking write and are closed at once, rather than letting a flood pile up tasks.
 const MAX_REFUSALS: usize = 256;
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
@@ -96,6 +96,10 @@ pub async fn run(
                         refuse_busy(stream).await;
                         drop(permit);
                     });
+                } else {
+                    // Too many refusals in flight to spend a task on this one; a fresh
+                    // socket's send buffer is empty, so the line goes out without waiting.
+                    let _ = stream.try_write(BUSY_LINE.as_bytes());
                 }
                 tracing::info!(%peer, "refused: {} connections already", config.max_connections);
             }
@@ -109,12 +113,14 @@ pub async fn run(
     Ok(())
 }
 
+/// The text of the busy reply.
+const BUSY: &str = "Server busy: too many connections, try again later";
+/// The busy reply as a wire line, for the path that cannot wait.
+const BUSY_LINE: &str = "503 Server busy: too many connections, try again later\n";
+
 async fn refuse_busy(stream: TcpStream) {
     let mut conn = Connection::new(stream);
-    let reply = Reply::new(
-        Code::UNAVAILABLE,
-        "Server busy: too many connections, try again later",
-    );
+    let reply = Reply::new(Code::UNAVAILABLE, BUSY);
     let t = Some(Duration::from_secs(5));
     if conn.send_reply(&reply, t).await.is_ok() {
         conn.shutdown(t).await;
