@@ -59,8 +59,10 @@ async fn a_thousand_connections() -> TestResult {
     let mut tasks = Vec::with_capacity(CONNECTIONS);
     for i in 0..CONNECTIONS {
         tasks.push(tokio::spawn(async move {
-            let mut c = Raw::connect(addr).await?;
-            let first = c.line().await?;
+            let mut c = Raw::connect(addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let first = c.line().await.map_err(|e| format!("first line: {e}"))?;
             if first.starts_with("503 ") {
                 assert!(first.starts_with("503 Server busy"), "{first}");
                 assert!(c.closed().await?);
@@ -71,22 +73,28 @@ async fn a_thousand_connections() -> TestResult {
                 assert_eq!(c.list().await?.len(), 1);
             }
             // Then silence: the idle timeout must end it.
-            let last = c.line().await?;
+            let last = c.line().await.map_err(|e| format!("idle: {e}"))?;
             assert_code(&last, 408);
             assert!(c.closed().await?);
             Ok(true)
         }));
     }
-    let (mut served, mut busy) = (0, 0);
+    let (mut served, mut busy, mut failed) = (0, 0, Vec::new());
     for t in tasks {
-        if t.await?? {
-            served += 1;
-        } else {
-            busy += 1;
+        match t.await? {
+            Ok(true) => served += 1,
+            Ok(false) => busy += 1,
+            Err(e) => failed.push(e.to_string()),
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{} connections failed ({served} served, {busy} busy), e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
     println!(
-        "{served} served, {busy} busy, in {:?}; server fds {fds0} -> peak, rss {rss0} KiB",
+        "{served} served, {busy} busy, in {:?}; server fds {fds0} before",
         start.elapsed()
     );
     assert_eq!(served + busy, CONNECTIONS);
@@ -128,18 +136,18 @@ async fn a_client_that_never_reads_cannot_grow_server_memory() -> TestResult {
     while c.list().await?.len() < 2000 {
         assert!(Instant::now() < deadline, "never indexed");
     }
-    let listing_bytes = 2000 * 70;
+    let listing_bytes = 2000 * 250;
     let rss0 = server.rss_kib();
-    // 64 KiB of requests, each answered by ~140 KB: 1.8 GB if all were held at once.
+    // 64 KiB of requests, each answered by ~500 KB: 6 GB if all were held at once.
     let flood = b"LIST\n".repeat(64 * 1024 / 5);
     let mut f = Raw::connect(server.addr).await?;
     f.line().await?;
     tokio::time::timeout(Duration::from_secs(2), f.writer.write_all(&flood))
         .await
         .ok();
-    // Watch the server for a second while nobody reads.
+    // Watch the server for two seconds while nobody reads.
     let mut peak = rss0;
-    let until = Instant::now() + Duration::from_secs(1);
+    let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
         peak = peak.max(server.rss_kib());
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -150,7 +158,7 @@ async fn a_client_that_never_reads_cannot_grow_server_memory() -> TestResult {
         listing_bytes / 1000
     );
     assert!(
-        peak < rss0 + 64 * 1024,
+        peak < rss0 + 24 * 1024,
         "server memory grew from {rss0} KiB to {peak} KiB for a client that does not read"
     );
     // The reader side still works: it is answered in order.
@@ -184,12 +192,14 @@ async fn slow_clients_do_not_hold_up_fast_ones() -> TestResult {
             let mut c = Raw::connect(addr).await?;
             c.line().await?;
             // A command, one byte per tick.
-            for b in b"LIST\n" {
+            for b in b"HELP\n" {
                 c.send([*b]).await?;
                 tokio::time::sleep(TICK).await;
             }
-            assert!(c.line().await?.starts_with("210 1 file"));
-            c.line().await?;
+            assert!(c.line().await?.starts_with("211 8 "));
+            for _ in 0..8 {
+                c.line().await?;
+            }
             // An upload body, one byte per tick.
             let body: Vec<u8> = format!("slow {i} ").repeat(4).into_bytes();
             assert_code(
