@@ -175,7 +175,11 @@ mod tests {
             ".barge-not-really",
             "sub/.barge",
         ] {
-            assert_eq!(FileName::parse(ok).map(|n| n.0), Ok(ok.to_owned()), "{ok:?}");
+            assert_eq!(
+                FileName::parse(ok).map(|n| n.0),
+                Ok(ok.to_owned()),
+                "{ok:?}"
+            );
         }
     }
 

@@ -84,7 +84,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// [`TransportError::LineTooLong`] past the limit, [`TransportError::Closed`] on a close in
     /// the middle of a line, [`TransportError::TimedOut`] when nothing completes a line within
     /// `timeout`, or an I/O error.
-    pub async fn read_line(&mut self, timeout: Option<Duration>) -> Result<Option<&[u8]>, TransportError> {
+    pub async fn read_line(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<&[u8]>, TransportError> {
         self.line.clear();
         loop {
             let buf = self.inner.buffer();
@@ -106,7 +109,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.flush(timeout).await?;
             let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
             if filled == 0 {
-                return if self.line.is_empty() { Ok(None) } else { Err(TransportError::Closed) };
+                return if self.line.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(TransportError::Closed)
+                };
             }
         }
     }
@@ -125,7 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// # Errors
     /// An I/O error or a timeout.
-    pub async fn send_reply(&mut self, reply: &Reply, timeout: Option<Duration>) -> Result<(), TransportError> {
+    pub async fn send_reply(
+        &mut self,
+        reply: &Reply,
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
         self.queue_reply(reply);
         self.flush(timeout).await
     }
@@ -157,22 +168,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// # Errors
     /// [`TransportError::Closed`] if the peer closed the connection, a timeout if no byte
     /// arrived within `timeout`, or an I/O error.
-    pub async fn read_body(&mut self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize, TransportError> {
+    pub async fn read_body(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Option<Duration>,
+    ) -> Result<usize, TransportError> {
         if buf.is_empty() {
             return Ok(0);
         }
         let n = with_timeout(timeout, self.inner.read(buf)).await?;
-        if n == 0 { Err(TransportError::Closed) } else { Ok(n) }
+        if n == 0 {
+            Err(TransportError::Closed)
+        } else {
+            Ok(n)
+        }
     }
 
     /// Reads and throws away exactly `len` body bytes (a refused or failed upload's body).
     ///
     /// # Errors
     /// As [`read_body`](Self::read_body).
-    pub async fn discard_body(&mut self, mut len: u64, timeout: Option<Duration>) -> Result<(), TransportError> {
+    pub async fn discard_body(
+        &mut self,
+        mut len: u64,
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
         let mut scratch = vec![0u8; 64 * 1024];
         while len > 0 {
-            let want = usize::try_from(len).unwrap_or(usize::MAX).min(scratch.len());
+            let want = usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(scratch.len());
             let n = self.read_body(&mut scratch[..want], timeout).await?;
             len -= n as u64;
         }
@@ -183,7 +208,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ///
     /// # Errors
     /// An I/O error, or a timeout if the peer stops taking bytes.
-    pub async fn write_body(&mut self, data: &[u8], timeout: Option<Duration>) -> Result<(), TransportError> {
+    pub async fn write_body(
+        &mut self,
+        data: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<(), TransportError> {
         self.flush(timeout).await?;
         let stream = self.inner.get_mut();
         with_timeout(timeout, stream.write_all(data)).await?;
@@ -245,7 +274,10 @@ mod tests {
         b.write_all(b"\nhalf").await?;
         drop(b);
         assert_eq!(conn.read_line(None).await?, Some(&b""[..]));
-        assert!(matches!(conn.read_line(None).await, Err(TransportError::Closed)));
+        assert!(matches!(
+            conn.read_line(None).await,
+            Err(TransportError::Closed)
+        ));
         Ok(())
     }
 
@@ -257,7 +289,13 @@ mod tests {
             let mut data = vec![b'x'; len];
             data.push(b'\n');
             b.write_all(&data).await?;
-            assert!(matches!(conn.read_line(None).await, Err(TransportError::LineTooLong(16))), "{len}");
+            assert!(
+                matches!(
+                    conn.read_line(None).await,
+                    Err(TransportError::LineTooLong(16))
+                ),
+                "{len}"
+            );
         }
         // Exactly at the limit (15 bytes + '\n') is fine.
         let (a, mut b) = duplex(1024);

@@ -114,7 +114,10 @@ impl ClientError {
 
 /// Replies after which the server closes the connection (`PROTOCOL.md` section 3).
 pub(super) fn closes_connection(code: Code) -> bool {
-    matches!(code, Code::BYE | Code::IDLE_TIMEOUT | Code::LINE_TOO_LONG | Code::UNAVAILABLE)
+    matches!(
+        code,
+        Code::BYE | Code::IDLE_TIMEOUT | Code::LINE_TOO_LONG | Code::UNAVAILABLE
+    )
 }
 
 #[cfg(test)]
@@ -130,10 +133,19 @@ mod tests {
         // The cause is the error's source, not part of its message (the CLI prints the chain).
         assert_eq!(e.to_string(), "cannot connect to 127.0.0.1:65432");
         assert!(std::error::Error::source(&e).is_some());
-        let e = ClientError::Refused { code: Code::NOT_FOUND, text: "No such file \u{1b}[2J".into() };
-        assert_eq!(e.to_string(), "the server refused: 404 No such file \\u{1b}[2J");
+        let e = ClientError::Refused {
+            code: Code::NOT_FOUND,
+            text: "No such file \u{1b}[2J".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the server refused: 404 No such file \\u{1b}[2J"
+        );
         assert!(!e.is_connection_lost());
-        let e = ClientError::Refused { code: Code::UNAVAILABLE, text: "Server shutting down".into() };
+        let e = ClientError::Refused {
+            code: Code::UNAVAILABLE,
+            text: "Server shutting down".into(),
+        };
         assert!(e.is_connection_lost());
     }
 }

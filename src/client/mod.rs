@@ -28,8 +28,8 @@ pub use pipeline::PutItem;
 
 use crate::name::{FileName, escape};
 use crate::protocol::{
-    Code, DownloadHeader, FileId, FileRef, ListingEntry, ListingHeader, PROTOCOL_VERSION, RenameArgs, Reply,
-    Request, UploadSpec,
+    Code, DownloadHeader, FileId, FileRef, ListingEntry, ListingHeader, PROTOCOL_VERSION,
+    RenameArgs, Reply, Request, UploadSpec,
 };
 use crate::transport::Connection;
 use split::{ReadSide, WriteSide};
@@ -126,6 +126,16 @@ pub struct Client<S> {
     broken: Option<String>,
 }
 
+impl<S> std::fmt::Debug for Client<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("greeting", &self.greeting)
+            .field("timeout", &self.timeout)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client<TcpStream> {
     /// Connects over TCP to `addr` (`host:port`), and reads the server's greeting.
     ///
@@ -136,7 +146,10 @@ impl Client<TcpStream> {
     /// [`ClientError::Connect`] when no connection could be made, [`ClientError::Busy`] when the
     /// server answers `503`, or what [`Client::handshake`] returns.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let failed = |source| ClientError::Connect { addr: addr.to_owned(), source };
+        let failed = |source| ClientError::Connect {
+            addr: addr.to_owned(),
+            source,
+        };
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(failed(e)),
@@ -169,7 +182,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         match reply.code {
             Code::GREETING if reply.first_word().starts_with("barge/") => {}
             Code::UNAVAILABLE => return Err(ClientError::Busy { text: reply.text }),
-            _ => return Err(ClientError::Protocol(format!("not a barge server: it said {reply}"))),
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "not a barge server: it said {reply}"
+                )));
+            }
         }
         client.greeting = reply;
         Ok(client)
@@ -214,7 +231,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if reply.code != Code::LISTING {
             return Err(self.unexpected(reply));
         }
-        let count = ListingHeader::decode(&reply.text).map_err(|e| protocol("listing header", &e))?.count;
+        let count = ListingHeader::decode(&reply.text)
+            .map_err(|e| protocol("listing header", &e))?
+            .count;
         if count > MAX_LISTING_ENTRIES {
             return Err(ClientError::Protocol(format!(
                 "the server announced {count} files; this client accepts at most {MAX_LISTING_ENTRIES}"
@@ -227,7 +246,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             entries.push(ListingEntry::decode(line).map_err(|e| protocol("listing line", &e))?);
         }
         self.in_exchange = false;
-        Ok(Listing { entries, pending: pending_count(&reply.text) })
+        Ok(Listing {
+            entries,
+            pending: pending_count(&reply.text),
+        })
     }
 
     /// Uploads the local file at `path` under `name` (`UPLOAD name;size`), streaming it from
@@ -261,7 +283,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         progress: &mut dyn FnMut(Progress),
     ) -> Result<Verified, ClientError> {
         let (mut file, size) = open_regular(path).await?;
-        let reply = self.request(&Request::Upload(Some(UploadSpec { name: name.clone(), size }))).await?;
+        let reply = self
+            .request(&Request::Upload(Some(UploadSpec {
+                name: name.clone(),
+                size,
+            })))
+            .await?;
         if reply.code != Code::READY {
             return Err(self.unexpected(reply));
         }
@@ -290,7 +317,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         // A name that reads as an id would be taken as an id ("ids win"), and could delete
         // another file; leave such a copy alone.
         if FileId::parse(name.as_str()).is_err() {
-            let _ = self.delete(&FileRef { id: None, name: Some(name.clone()) }).await;
+            let _ = self
+                .delete(&FileRef {
+                    id: None,
+                    name: Some(name.clone()),
+                })
+                .await;
         }
     }
 
@@ -312,7 +344,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         mut progress: impl FnMut(Progress),
     ) -> Result<Downloaded, ClientError> {
         self.usable()?;
-        let result = self.download_inner(file, dest, overwrite, &mut progress).await;
+        let result = self
+            .download_inner(file, dest, overwrite, &mut progress)
+            .await;
         self.settle(result)
     }
 
@@ -340,7 +374,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if reply.code != Code::FILE_FOLLOWS {
             return Err(self.unexpected(reply));
         }
-        let header = DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
+        let header =
+            DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
         let answers = file.id == Some(header.id) || file.name.as_ref() == Some(&header.name);
         if !answers {
             return Err(ClientError::Protocol(format!(
@@ -366,14 +401,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 return Err(e);
             }
         };
-        let actual = self.receive_body(temp.as_file(), temp.path(), header.size, progress).await?;
+        let actual = self
+            .receive_body(temp.as_file(), temp.path(), header.size, progress)
+            .await?;
         self.in_exchange = false;
         if actual != header.id {
             // Dropping `temp` deletes it: nothing unverified is kept.
-            return Err(ClientError::ChecksumMismatch { expected: header.id, actual });
+            return Err(ClientError::ChecksumMismatch {
+                expected: header.id,
+                actual,
+            });
         }
         persist(temp, &path, overwrite).await?;
-        Ok(Downloaded { name: header.name, id: header.id, size: header.size, path })
+        Ok(Downloaded {
+            name: header.name,
+            id: header.id,
+            size: header.size,
+            path,
+        })
     }
 
     /// Reads a `size`-byte body into `file`, hashing it. A local write error stops the writing
@@ -391,7 +436,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         progress(Progress { done, total: size });
         while done < size {
             let want = chunk_len(size - done, self.chunk.len());
-            let n = self.rx.read_body(&mut self.chunk[..want], self.timeout).await?;
+            let n = self
+                .rx
+                .read_body(&mut self.chunk[..want], self.timeout)
+                .await?;
             hasher.update(&self.chunk[..n]);
             done += n as u64;
             if let Err(e) = out.write_all(&self.chunk[..n]).await {
@@ -427,7 +475,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// # Errors
     /// A refusal (no such file, an id shared by several files...) or a transport error.
     pub async fn delete(&mut self, file: &FileRef) -> Result<(), ClientError> {
-        self.simple(&Request::Delete(Some(file.clone())), Code::DONE).await.map(drop)
+        self.simple(&Request::Delete(Some(file.clone())), Code::DONE)
+            .await
+            .map(drop)
     }
 
     /// The server's own list of commands (`HELP`), one line per command.
@@ -445,9 +495,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if reply.code != Code::HELP {
             return Err(self.unexpected(reply));
         }
-        let count = ListingHeader::decode(&reply.text).map_err(|e| protocol("help header", &e))?.count;
+        let count = ListingHeader::decode(&reply.text)
+            .map_err(|e| protocol("help header", &e))?
+            .count;
         if count > MAX_HELP_LINES {
-            return Err(ClientError::Protocol(format!("the server announced {count} lines of help")));
+            return Err(ClientError::Protocol(format!(
+                "the server announced {count} lines of help"
+            )));
         }
         let mut lines = Vec::new();
         for _ in 0..count {
@@ -503,7 +557,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     fn unexpected(&mut self, reply: Reply) -> ClientError {
         if reply.code.is_error() {
             self.in_exchange = false;
-            ClientError::Refused { code: reply.code, text: reply.text }
+            ClientError::Refused {
+                code: reply.code,
+                text: reply.text,
+            }
         } else {
             ClientError::Protocol(format!("unexpected reply {reply}"))
         }
@@ -532,25 +589,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 }
 
 /// Reads one line and decodes it as a status line.
-async fn recv_reply<R>(rx: &mut Connection<R>, timeout: Option<Duration>) -> Result<Reply, ClientError>
+async fn recv_reply<R>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+) -> Result<Reply, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
 {
     let line = recv_line(rx, timeout).await?;
-    Reply::decode(line).map_err(|_| ClientError::Protocol(format!("malformed reply {:?}", escape(line))))
+    Reply::decode(line)
+        .map_err(|_| ClientError::Protocol(format!("malformed reply {:?}", escape(line))))
 }
 
 /// Reads one line of text from the server (without its line ending).
-async fn recv_line<R>(rx: &mut Connection<R>, timeout: Option<Duration>) -> Result<&str, ClientError>
+async fn recv_line<R>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+) -> Result<&str, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(line) = rx.read_line(timeout).await? else {
-        return Err(ClientError::Disconnected("the server closed the connection".to_owned()));
+        return Err(ClientError::Disconnected(
+            "the server closed the connection".to_owned(),
+        ));
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let line = std::str::from_utf8(line)
-        .map_err(|_| ClientError::Protocol("the server sent a line that is not UTF-8".to_owned()))?;
+    let line = std::str::from_utf8(line).map_err(|_| {
+        ClientError::Protocol("the server sent a line that is not UTF-8".to_owned())
+    })?;
     tracing::debug!(target: "barge::wire", "< {}", escape(line));
     Ok(line)
 }
@@ -568,12 +635,24 @@ fn protocol(what: &str, e: &crate::protocol::ValueError) -> ClientError {
 }
 
 /// Checks a `226` reply against what was sent.
-fn verify_stored(reply: &Reply, ours: FileId, name: &FileName, size: u64) -> Result<Verified, ClientError> {
+fn verify_stored(
+    reply: &Reply,
+    ours: FileId,
+    name: &FileName,
+    size: u64,
+) -> Result<Verified, ClientError> {
     let theirs = FileId::parse(reply.first_word()).map_err(|e| protocol("upload reply", &e))?;
     if theirs == ours {
-        Ok(Verified { name: name.clone(), id: ours, size })
+        Ok(Verified {
+            name: name.clone(),
+            id: ours,
+            size,
+        })
     } else {
-        Err(ClientError::ChecksumMismatch { expected: ours, actual: theirs })
+        Err(ClientError::ChecksumMismatch {
+            expected: ours,
+            actual: theirs,
+        })
     }
 }
 
@@ -604,10 +683,14 @@ async fn exists(path: &Path) -> bool {
 
 /// Opens a local file for upload, with its size.
 async fn open_regular(path: &Path) -> Result<(tokio::fs::File, u64), ClientError> {
-    let file = tokio::fs::File::open(path).await.map_err(ClientError::io(path))?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(ClientError::io(path))?;
     let meta = file.metadata().await.map_err(ClientError::io(path))?;
     if !meta.is_file() {
-        return Err(ClientError::NotAFile { path: path.to_owned() });
+        return Err(ClientError::NotAFile {
+            path: path.to_owned(),
+        });
     }
     Ok((file, meta.len()))
 }
@@ -620,10 +703,15 @@ async fn read_chunk(
     left: u64,
 ) -> Result<usize, ClientError> {
     let want = chunk_len(left, chunk.len());
-    let n = file.read(&mut chunk[..want]).await.map_err(ClientError::io(path))?;
+    let n = file
+        .read(&mut chunk[..want])
+        .await
+        .map_err(ClientError::io(path))?;
     if n == 0 {
         // The size was announced already; the body can no longer be completed.
-        return Err(ClientError::FileChanged { path: path.to_owned() });
+        return Err(ClientError::FileChanged {
+            path: path.to_owned(),
+        });
     }
     Ok(n)
 }
@@ -651,10 +739,18 @@ fn temp_file_for(target: &Path) -> Result<tempfile::NamedTempFile, ClientError> 
 }
 
 /// Moves a verified temporary file to its target.
-async fn persist(temp: tempfile::NamedTempFile, target: &Path, overwrite: bool) -> Result<(), ClientError> {
+async fn persist(
+    temp: tempfile::NamedTempFile,
+    target: &Path,
+    overwrite: bool,
+) -> Result<(), ClientError> {
     let to = target.to_owned();
     let result = tokio::task::spawn_blocking(move || {
-        let result = if overwrite { temp.persist(&to) } else { temp.persist_noclobber(&to) };
+        let result = if overwrite {
+            temp.persist(&to)
+        } else {
+            temp.persist_noclobber(&to)
+        };
         // On failure the temporary file comes back inside the error and is deleted with it.
         result.map(drop).map_err(|e| e.error)
     })
@@ -663,7 +759,9 @@ async fn persist(temp: tempfile::NamedTempFile, target: &Path, overwrite: bool) 
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(ClientError::AlreadyExists { path: target.to_owned() })
+            Err(ClientError::AlreadyExists {
+                path: target.to_owned(),
+            })
         }
         Err(e) => Err(ClientError::io(target)(e)),
     }

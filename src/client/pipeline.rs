@@ -14,7 +14,9 @@ use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{ClientError, Verified, open_regular, read_chunk, recv_reply, trace_sent, verify_stored};
+use super::{
+    ClientError, Verified, open_regular, read_chunk, recv_reply, trace_sent, verify_stored,
+};
 use crate::name::FileName;
 use crate::protocol::{Code, FileId};
 
@@ -37,7 +39,12 @@ pub struct PutItem {
 /// What the writer tells the reader about each item, in order.
 enum Sent {
     /// Sent; the reply will say whether it was stored.
-    Put { index: usize, name: FileName, size: u64, id: FileId },
+    Put {
+        index: usize,
+        name: FileName,
+        size: u64,
+        id: FileId,
+    },
     /// Not sent: the local file could not be opened.
     Skipped { index: usize, error: ClientError },
 }
@@ -67,8 +74,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
         self.in_exchange = true;
         let mut mismatched = Vec::new();
         let (to_reader, from_writer) = mpsc::channel(IN_FLIGHT);
-        let writer = write_puts(&mut self.tx, &mut self.chunk, items, to_reader, self.timeout);
-        let reader = read_replies(&mut self.rx, from_writer, self.timeout, &mut on_result, &mut mismatched);
+        let writer = write_puts(
+            &mut self.tx,
+            &mut self.chunk,
+            items,
+            to_reader,
+            self.timeout,
+        );
+        let reader = read_replies(
+            &mut self.rx,
+            from_writer,
+            self.timeout,
+            &mut on_result,
+            &mut mismatched,
+        );
         let result = tokio::try_join!(writer, reader).map(drop);
         if result.is_ok() {
             self.in_exchange = false;
@@ -122,7 +141,12 @@ where
                     }
                     done += n as u64;
                 }
-                Sent::Put { index, name: item.name, size, id: FileId(hasher.finalize().into()) }
+                Sent::Put {
+                    index,
+                    name: item.name,
+                    size,
+                    id: FileId(hasher.finalize().into()),
+                }
             }
         };
         if queued >= BATCH {
@@ -162,13 +186,25 @@ where
                 on_result(index, Err(error));
                 continue;
             }
-            Sent::Put { index, name, size, id } => (index, name, size, id),
+            Sent::Put {
+                index,
+                name,
+                size,
+                id,
+            } => (index, name, size, id),
         };
         let reply = recv_reply(rx, timeout).await?;
         let outcome = match reply.code {
             Code::STORED => verify_stored(&reply, id, &name, size),
-            code if code.is_error() => Err(ClientError::Refused { code, text: reply.text }),
-            _ => return Err(ClientError::Protocol(format!("unexpected reply to PUT: {reply}"))),
+            code if code.is_error() => Err(ClientError::Refused {
+                code,
+                text: reply.text,
+            }),
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "unexpected reply to PUT: {reply}"
+                )));
+            }
         };
         let lost = matches!(&outcome, Err(e) if e.is_connection_lost())
             // 400 and 413 to a PUT close the connection too (PROTOCOL.md section 5.3).

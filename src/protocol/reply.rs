@@ -126,7 +126,10 @@ impl Reply {
             Some(rest) => rest.strip_prefix(' ').ok_or_else(bad)?,
             None => return Err(bad()),
         };
-        Ok(Self { code, text: text.to_owned() })
+        Ok(Self {
+            code,
+            text: text.to_owned(),
+        })
     }
 
     /// The first word of the text (the data of replies that carry data).
@@ -170,7 +173,16 @@ mod tests {
 
     #[test]
     fn decode_rejects_garbage() {
-        for bad in ["", "22", "abc hello", "2200 x", "199 x", "600 x", "22x y", "220x"] {
+        for bad in [
+            "",
+            "22",
+            "abc hello",
+            "2200 x",
+            "199 x",
+            "600 x",
+            "22x y",
+            "220x",
+        ] {
             assert!(Reply::decode(bad).is_err(), "{bad:?}");
         }
         assert_eq!(Reply::decode("221").unwrap().text, "");

@@ -21,8 +21,14 @@ impl FileRef {
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let id = FileId::parse(s).ok();
         match (id, FileName::parse(s)) {
-            (id, Ok(name)) => Ok(Self { id, name: Some(name) }),
-            (Some(id), Err(_)) => Ok(Self { id: Some(id), name: None }),
+            (id, Ok(name)) => Ok(Self {
+                id,
+                name: Some(name),
+            }),
+            (Some(id), Err(_)) => Ok(Self {
+                id: Some(id),
+                name: None,
+            }),
             (None, Err(e)) => Err(e),
         }
     }
@@ -150,10 +156,13 @@ impl Request {
             },
             "UPLOAD" => Ok(Self::Upload(arg.map(UploadSpec::decode).transpose()?)),
             "PUT" => {
-                let arg = arg.ok_or(DecodeError::Value(ValueError::MissingField("PUT name;size")))?;
+                let arg = arg.ok_or(DecodeError::Value(ValueError::MissingField(
+                    "PUT name;size",
+                )))?;
                 let (name, size) = split_size(arg)?;
                 let size = parse_size(size)?;
-                let name = FileName::parse(name).map_err(|source| DecodeError::PutName { size, source })?;
+                let name = FileName::parse(name)
+                    .map_err(|source| DecodeError::PutName { size, source })?;
                 Ok(Self::Put(UploadSpec { name, size }))
             }
             "DOWNLOAD" | "GET" => Ok(Self::Download(arg.map(FileRef::parse).transpose()?)),
@@ -161,13 +170,17 @@ impl Request {
                 None => RenameArgs::Prompt,
                 Some(a) => match a.split_once('\t') {
                     None => RenameArgs::From(FileRef::parse(a)?),
-                    Some((from, to)) => RenameArgs::Both(FileRef::parse(from)?, FileName::parse(to)?),
+                    Some((from, to)) => {
+                        RenameArgs::Both(FileRef::parse(from)?, FileName::parse(to)?)
+                    }
                 },
             })),
             "DELETE" | "RM" => Ok(Self::Delete(arg.map(FileRef::parse).transpose()?)),
             "HELP" => no_arg("HELP", Self::Help),
             "DISCONNECT" | "BYE" | "QUIT" | "EXIT" => no_arg("DISCONNECT", Self::Disconnect),
-            _ => Err(DecodeError::UnknownCommand(crate::name::escape(&truncate(&word, 64)))),
+            _ => Err(DecodeError::UnknownCommand(crate::name::escape(&truncate(
+                &word, 64,
+            )))),
         }
     }
 
@@ -183,7 +196,9 @@ impl Request {
             Self::Download(Some(r)) => format!("DOWNLOAD {}", r.as_str()),
             Self::Rename(RenameArgs::Prompt) => "RENAME".to_owned(),
             Self::Rename(RenameArgs::From(r)) => format!("RENAME {}", r.as_str()),
-            Self::Rename(RenameArgs::Both(r, to)) => format!("RENAME {}\t{}", r.as_str(), to.as_str()),
+            Self::Rename(RenameArgs::Both(r, to)) => {
+                format!("RENAME {}\t{}", r.as_str(), to.as_str())
+            }
             Self::Delete(None) => "DELETE".to_owned(),
             Self::Delete(Some(r)) => format!("DELETE {}", r.as_str()),
             Self::Help => "HELP".to_owned(),
@@ -216,32 +231,70 @@ mod tests {
             ("List", Request::ListFiles),
             ("LIST FILES", Request::ListFiles),
             ("UPLOAD", Request::Upload(None)),
-            ("upload a b;c.txt;12", Request::Upload(Some(UploadSpec { name: name("a b;c.txt"), size: 12 }))),
-            ("PUT x/y;0", Request::Put(UploadSpec { name: name("x/y"), size: 0 })),
+            (
+                "upload a b;c.txt;12",
+                Request::Upload(Some(UploadSpec {
+                    name: name("a b;c.txt"),
+                    size: 12,
+                })),
+            ),
+            (
+                "PUT x/y;0",
+                Request::Put(UploadSpec {
+                    name: name("x/y"),
+                    size: 0,
+                }),
+            ),
             ("DOWNLOAD", Request::Download(None)),
-            ("download fox.txt", Request::Download(Some(FileRef { id: None, name: Some(name("fox.txt")) }))),
+            (
+                "download fox.txt",
+                Request::Download(Some(FileRef {
+                    id: None,
+                    name: Some(name("fox.txt")),
+                })),
+            ),
             (
                 &download_id,
-                Request::Download(Some(FileRef { id: FileId::parse(id).ok(), name: Some(name(id)) })),
+                Request::Download(Some(FileRef {
+                    id: FileId::parse(id).ok(),
+                    name: Some(name(id)),
+                })),
             ),
             ("RENAME", Request::Rename(RenameArgs::Prompt)),
-            ("change old name", Request::Rename(RenameArgs::From(FileRef::parse("old name").unwrap()))),
+            (
+                "change old name",
+                Request::Rename(RenameArgs::From(FileRef::parse("old name").unwrap())),
+            ),
             (
                 "MV a;1\tsub/b c",
-                Request::Rename(RenameArgs::Both(FileRef::parse("a;1").unwrap(), name("sub/b c"))),
+                Request::Rename(RenameArgs::Both(
+                    FileRef::parse("a;1").unwrap(),
+                    name("sub/b c"),
+                )),
             ),
             ("DELETE", Request::Delete(None)),
-            ("rm gone.txt", Request::Delete(Some(FileRef::parse("gone.txt").unwrap()))),
+            (
+                "rm gone.txt",
+                Request::Delete(Some(FileRef::parse("gone.txt").unwrap())),
+            ),
             ("HELP", Request::Help),
             ("DISCONNECT", Request::Disconnect),
             ("bye", Request::Disconnect),
             ("Quit", Request::Disconnect),
         ];
         for (line, want) in cases {
-            assert_eq!(Request::decode(line.as_bytes()), Ok(want.clone()), "{line:?}");
+            assert_eq!(
+                Request::decode(line.as_bytes()),
+                Ok(want.clone()),
+                "{line:?}"
+            );
             // Every request survives an encode/decode round trip.
             let enc = want.encode();
-            assert_eq!(Request::decode(enc.trim_end_matches('\n').as_bytes()), Ok(want), "{enc:?}");
+            assert_eq!(
+                Request::decode(enc.trim_end_matches('\n').as_bytes()),
+                Ok(want),
+                "{enc:?}"
+            );
         }
     }
 
@@ -254,19 +307,51 @@ mod tests {
             (b"FROB", DecodeError::UnknownCommand("FROB".into())),
             (b"HELP me", DecodeError::UnexpectedArgument("HELP")),
             (b"LIST everything", DecodeError::UnexpectedArgument("LIST")),
-            (b"UPLOAD noseparator", DecodeError::Value(ValueError::MissingField("name;size"))),
-            (b"UPLOAD a;-1", DecodeError::Value(ValueError::BadSize("-1".into()))),
+            (
+                b"UPLOAD noseparator",
+                DecodeError::Value(ValueError::MissingField("name;size")),
+            ),
+            (
+                b"UPLOAD a;-1",
+                DecodeError::Value(ValueError::BadSize("-1".into())),
+            ),
             (b"UPLOAD ../x;1", DecodeError::Name(NameError::DotComponent)),
-            (b"PUT ../x;5", DecodeError::PutName { size: 5, source: NameError::DotComponent }),
-            (b"PUT x;1e9", DecodeError::Value(ValueError::BadSize("1e9".into()))),
-            (b"DOWNLOAD /etc/passwd", DecodeError::Name(NameError::EmptyComponent)),
-            (b"RENAME a\t../b", DecodeError::Name(NameError::DotComponent)),
+            (
+                b"PUT ../x;5",
+                DecodeError::PutName {
+                    size: 5,
+                    source: NameError::DotComponent,
+                },
+            ),
+            (
+                b"PUT x;1e9",
+                DecodeError::Value(ValueError::BadSize("1e9".into())),
+            ),
+            (
+                b"DOWNLOAD /etc/passwd",
+                DecodeError::Name(NameError::EmptyComponent),
+            ),
+            (
+                b"RENAME a\t../b",
+                DecodeError::Name(NameError::DotComponent),
+            ),
         ];
         for (line, want) in cases {
-            assert_eq!(Request::decode(line), Err(want), "{:?}", String::from_utf8_lossy(line));
+            assert_eq!(
+                Request::decode(line),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
         }
-        assert_eq!(Request::decode(b"PUT ../x;5").unwrap_err().pending_body(), Some(5));
-        assert_eq!(Request::decode(b"PUT x;-5").unwrap_err().pending_body(), None);
+        assert_eq!(
+            Request::decode(b"PUT ../x;5").unwrap_err().pending_body(),
+            Some(5)
+        );
+        assert_eq!(
+            Request::decode(b"PUT x;-5").unwrap_err().pending_body(),
+            None
+        );
     }
 
     #[test]

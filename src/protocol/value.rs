@@ -99,7 +99,10 @@ impl UploadSpec {
     pub fn decode(s: &str) -> Result<Self, ValueError> {
         let (name, size) = split_size(s)?;
         let size = parse_size(size)?;
-        Ok(Self { name: FileName::parse(name)?, size })
+        Ok(Self {
+            name: FileName::parse(name)?,
+            size,
+        })
     }
 
     /// The `name;size` text, without a line ending.
@@ -111,7 +114,8 @@ impl UploadSpec {
 
 /// Splits off the size after the last `;`.
 pub(crate) fn split_size(s: &str) -> Result<(&str, &str), ValueError> {
-    s.rsplit_once(';').ok_or(ValueError::MissingField("name;size"))
+    s.rsplit_once(';')
+        .ok_or(ValueError::MissingField("name;size"))
 }
 
 /// One line of a listing: `id;name;size`.
@@ -135,8 +139,13 @@ impl ListingEntry {
             .split_once(';')
             .ok_or(ValueError::MissingField("id;name;size"))?;
         let id = FileId::parse(id)?;
-        let (name, size) = split_size(rest).map_err(|_| ValueError::MissingField("id;name;size"))?;
-        Ok(Self { id, size: parse_size(size)?, name: FileName::parse(name)? })
+        let (name, size) =
+            split_size(rest).map_err(|_| ValueError::MissingField("id;name;size"))?;
+        Ok(Self {
+            id,
+            size: parse_size(size)?,
+            name: FileName::parse(name)?,
+        })
     }
 
     /// Writes `id;name;size` (no line ending) into `out`.
@@ -188,7 +197,11 @@ impl DownloadHeader {
         let (Some(size), Some(id), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(ValueError::BadReply(text.to_owned()));
         };
-        Ok(Self { size: parse_size(size)?, id: FileId::parse(id)?, name: FileName::parse(name)? })
+        Ok(Self {
+            size: parse_size(size)?,
+            id: FileId::parse(id)?,
+            name: FileName::parse(name)?,
+        })
     }
 
     /// The reply text `<size> <id> <name>`.
@@ -204,10 +217,25 @@ mod tests {
 
     #[test]
     fn sizes() {
-        for (s, want) in [("0", Some(0)), ("123456", Some(123_456)), ("18446744073709551615", Some(u64::MAX))] {
+        for (s, want) in [
+            ("0", Some(0)),
+            ("123456", Some(123_456)),
+            ("18446744073709551615", Some(u64::MAX)),
+        ] {
             assert_eq!(parse_size(s).ok(), want, "{s}");
         }
-        for bad in ["", "-1", "+1", "1e9", " 1", "1 ", "18446744073709551616", "0x10", "１２", "999999999999999999999"] {
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            "1e9",
+            " 1",
+            "1 ",
+            "18446744073709551616",
+            "0x10",
+            "１２",
+            "999999999999999999999",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }
@@ -216,7 +244,12 @@ mod tests {
     fn ids() {
         let id = FileId::parse("D41D8CD98F00B204E9800998ECF8427E").unwrap();
         assert_eq!(id.to_string(), "d41d8cd98f00b204e9800998ecf8427e");
-        for bad in ["", "d41d8cd98f00b204e9800998ecf8427", "d41d8cd98f00b204e9800998ecf8427eX", "g41d8cd98f00b204e9800998ecf8427e"] {
+        for bad in [
+            "",
+            "d41d8cd98f00b204e9800998ecf8427",
+            "d41d8cd98f00b204e9800998ecf8427eX",
+            "g41d8cd98f00b204e9800998ecf8427e",
+        ] {
             assert!(FileId::parse(bad).is_err(), "{bad:?}");
         }
     }
@@ -227,10 +260,22 @@ mod tests {
         assert_eq!(spec.name.as_str(), "notes; draft 2.txt");
         assert_eq!(spec.size, 1234);
         assert_eq!(UploadSpec::decode(&spec.encode()).unwrap(), spec);
-        assert_eq!(UploadSpec::decode("noseparator"), Err(ValueError::MissingField("name;size")));
-        assert!(matches!(UploadSpec::decode("a;-1"), Err(ValueError::BadSize(_))));
-        assert!(matches!(UploadSpec::decode(";5"), Err(ValueError::Name(NameError::Empty))));
-        assert!(matches!(UploadSpec::decode("../x;5"), Err(ValueError::Name(NameError::DotComponent))));
+        assert_eq!(
+            UploadSpec::decode("noseparator"),
+            Err(ValueError::MissingField("name;size"))
+        );
+        assert!(matches!(
+            UploadSpec::decode("a;-1"),
+            Err(ValueError::BadSize(_))
+        ));
+        assert!(matches!(
+            UploadSpec::decode(";5"),
+            Err(ValueError::Name(NameError::Empty))
+        ));
+        assert!(matches!(
+            UploadSpec::decode("../x;5"),
+            Err(ValueError::Name(NameError::DotComponent))
+        ));
     }
 
     #[test]
@@ -241,7 +286,12 @@ mod tests {
         let mut s = String::new();
         e.encode_into(&mut s);
         assert_eq!(s, "9e107d9d372bb6826bd81d3542a419d6;a;b;c.txt;43");
-        for bad in ["", "x;y;1", "9e107d9d372bb6826bd81d3542a419d6;43", "9e107d9d372bb6826bd81d3542a419d6;../a;4"] {
+        for bad in [
+            "",
+            "x;y;1",
+            "9e107d9d372bb6826bd81d3542a419d6;43",
+            "9e107d9d372bb6826bd81d3542a419d6;../a;4",
+        ] {
             assert!(ListingEntry::decode(bad).is_err(), "{bad:?}");
         }
     }
@@ -252,15 +302,31 @@ mod tests {
         assert_eq!(h.size, 43);
         assert_eq!(h.name.as_str(), "my fox.txt");
         assert_eq!(DownloadHeader::decode(&h.encode()).unwrap(), h);
-        for bad in ["", "43", "43 9e107d9d372bb6826bd81d3542a419d6", "x 9e107d9d372bb6826bd81d3542a419d6 a", "4 9e107d9d372bb6826bd81d3542a419d6 ../../.bashrc"] {
+        for bad in [
+            "",
+            "43",
+            "43 9e107d9d372bb6826bd81d3542a419d6",
+            "x 9e107d9d372bb6826bd81d3542a419d6 a",
+            "4 9e107d9d372bb6826bd81d3542a419d6 ../../.bashrc",
+        ] {
             assert!(DownloadHeader::decode(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn listing_header() {
-        assert_eq!(ListingHeader::decode("0 No files available at the moment").unwrap().count, 0);
-        assert_eq!(ListingHeader::decode("12 files (3 more being indexed)").unwrap().count, 12);
+        assert_eq!(
+            ListingHeader::decode("0 No files available at the moment")
+                .unwrap()
+                .count,
+            0
+        );
+        assert_eq!(
+            ListingHeader::decode("12 files (3 more being indexed)")
+                .unwrap()
+                .count,
+            12
+        );
         assert_eq!(ListingHeader::decode("7").unwrap().count, 7);
         assert!(ListingHeader::decode("files 12").is_err());
     }

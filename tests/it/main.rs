@@ -1,0 +1,4 @@
+//! Integration tests: one binary, shared helpers.
+
+mod cli;
+mod client;
