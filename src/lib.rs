@@ -13,4 +13,6 @@
 pub mod client;
 pub mod name;
 pub mod protocol;
+pub mod server;
+pub mod store;
 pub mod transport;

@@ -97,6 +97,10 @@ pub enum DecodeError {
     /// A name broke the naming rules.
     #[error("invalid name: {0}")]
     Name(#[from] NameError),
+    /// A `PUT` line without a valid `name;size`: where its body ends is unknown, so the
+    /// connection cannot continue.
+    #[error("{0}; the connection is closed because the body's length is unknown")]
+    PutUnframed(ValueError),
     /// A `PUT` whose name is invalid but whose size is known: its body must still be read and
     /// discarded to keep the connection in step.
     #[error("invalid name: {source}")]

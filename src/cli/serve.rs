@@ -1,0 +1,139 @@
+//! `barge serve`: share a folder.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use barge::server::{self, ServerConfig};
+use barge::store::{Store, StoreConfig};
+
+/// Options of `barge serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// Folder to share (created if missing)
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "barge-files",
+        env = "BARGE_ROOT"
+    )]
+    root: PathBuf,
+    /// Address to listen on (0.0.0.0 for every interface)
+    #[arg(long, default_value = "127.0.0.1", env = "BARGE_HOST")]
+    host: String,
+    /// Port to listen on (0 picks a free one)
+    #[arg(long, short, default_value_t = 65432, env = "BARGE_PORT")]
+    port: u16,
+    /// Refuse uploads, renames and deletes
+    #[arg(long)]
+    read_only: bool,
+    /// Connections served at once; more get a "busy" reply
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_connections: usize,
+    /// Close connections silent for this many seconds
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Largest upload accepted, in bytes (suffixes K, M, G, T allowed)
+    #[arg(long, default_value = "1T", value_name = "SIZE", value_parser = parse_bytes)]
+    max_file_size: u64,
+    /// Free space to keep on the disk, in bytes (suffixes allowed)
+    #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_bytes)]
+    min_free_space: u64,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let store_config = StoreConfig {
+        read_only: args.read_only,
+        max_file_size: args.max_file_size,
+        min_free_space: args.min_free_space,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&args.root, store_config)
+        .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
+    println!(
+        "barge {} sharing {} on {addr}{}",
+        env!("CARGO_PKG_VERSION"),
+        shown.display(),
+        if args.read_only { " (read-only)" } else { "" }
+    );
+    println!("Press Ctrl-C to stop.");
+    let config = ServerConfig {
+        max_connections: args.max_connections.max(1),
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        ..ServerConfig::default()
+    };
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!(
+            "shutting down: no new connections; running transfers get {}s",
+            ServerConfig::default().shutdown_grace.as_secs()
+        );
+        signal.cancel();
+    });
+    server::run(listener, std::sync::Arc::clone(&store), config, shutdown).await?;
+    store.close();
+    println!("barge stopped.");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Parses `1234`, `64K`, `10M`, `2G`, `1T` (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix in {s:?}; use K, M, G or T")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes_with_suffixes() {
+        assert_eq!(parse_bytes("1234"), Ok(1234));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("1t"), Ok(1 << 40));
+        assert!(parse_bytes("1X").is_err());
+        assert!(parse_bytes("-1").is_err());
+        assert!(parse_bytes("99999999999T").is_err());
+    }
+}

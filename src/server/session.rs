@@ -1,0 +1,623 @@
+//! One connection's dialogue (`PROTOCOL.md` sections 3 and 5).
+//!
+//! A session reads a line, decodes it into a [`Request`], runs it against the store on a
+//! blocking thread, and queues the reply. Bodies are streamed in bounded chunks: an upload's
+//! bytes are hashed and written on a blocking thread while the next chunk is read from the
+//! socket, and a download's are read from disk on one while the previous chunk is sent.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{ServerConfig, reply_for};
+use crate::name::{FileName, escape};
+use crate::protocol::{
+    Code, DecodeError, DownloadHeader, FileRef, PROTOCOL_VERSION, RenameArgs, Reply, Request,
+    UploadSpec, ValueError,
+};
+use crate::store::{Download, Store, StoreError, Upload};
+use crate::transport::{Connection, TransportError};
+
+/// Size of one body chunk. Small enough that a hundred transfers stay within a few tens of MiB,
+/// large enough that per-chunk overhead is lost in the hashing time.
+const CHUNK: usize = 128 * 1024;
+/// Chunks in flight between the socket and the disk thread, per transfer.
+const DEPTH: usize = 3;
+/// Files up to this size are read in one go with the open, saving a thread hop per chunk.
+const INLINE_BODY: u64 = 64 * 1024;
+
+/// Whether the connection goes on after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// What waiting for a line produced.
+enum Next {
+    Line(Vec<u8>),
+    /// The peer closed the connection, or it broke; nothing more can be said.
+    Gone,
+    /// The session ends with this reply (timeout, over-long line, shutdown).
+    End(Reply),
+}
+
+struct Session<'a, S> {
+    conn: Connection<S>,
+    peer: SocketAddr,
+    store: Arc<Store>,
+    config: &'a ServerConfig,
+    shutdown: &'a CancellationToken,
+    /// Set when a prompt's answer never came (timeout, shutdown, close): the session is over.
+    ended: bool,
+}
+
+/// Runs the dialogue of one connection until it ends. Never fails: every error is either
+/// answered on the wire or ends this connection only.
+pub(super) async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    store: Arc<Store>,
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut s = Session {
+        conn: Connection::new(stream),
+        peer,
+        store,
+        config,
+        shutdown,
+        ended: false,
+    };
+    s.reply(Reply::new(
+        Code::GREETING,
+        format!("{PROTOCOL_VERSION} ready"),
+    ));
+    loop {
+        let line = match s.next_line().await {
+            Next::Line(line) => line,
+            Next::Gone => return,
+            Next::End(reply) => {
+                s.reply(reply);
+                break;
+            }
+        };
+        tracing::debug!(peer = %s.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
+        let flow = match Request::decode(&line) {
+            Ok(req) => s.handle(req).await,
+            Err(e) => s.refuse_request(&e).await,
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(e) => {
+                tracing::debug!(peer = %s.peer, "connection dropped: {e}");
+                return;
+            }
+        }
+    }
+    s.conn.shutdown(Some(s.config.stall_timeout)).await;
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
+    fn reply(&mut self, reply: Reply) {
+        tracing::debug!(peer = %self.peer, "< {reply}");
+        self.conn.queue_reply(&reply);
+    }
+
+    /// Waits for the next line, ending the session on silence, shutdown or broken framing.
+    async fn next_line(&mut self) -> Next {
+        let idle = self.config.idle_timeout;
+        let read = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Next::End(Reply::new(Code::UNAVAILABLE, "Server shutting down")),
+            read = self.conn.read_line(Some(idle)) => read.map(|l| l.map(<[u8]>::to_vec)),
+        };
+        match read {
+            Ok(Some(line)) => Next::Line(line),
+            Ok(None) | Err(TransportError::Closed | TransportError::Io(_)) => Next::Gone,
+            Err(TransportError::TimedOut(_)) => Next::End(Reply::new(
+                Code::IDLE_TIMEOUT,
+                format!("Idle for {}s; closing the connection", idle.as_secs()),
+            )),
+            Err(TransportError::LineTooLong(n)) => Next::End(Reply::new(
+                Code::LINE_TOO_LONG,
+                format!("Line longer than {n} bytes; closing the connection"),
+            )),
+        }
+    }
+
+    /// Asks for one more line (a prompt's answer); `Err(flow)` when the session must stop.
+    async fn prompt(&mut self, reply: Reply) -> Result<Vec<u8>, Result<Flow, TransportError>> {
+        self.reply(reply);
+        match self.next_line().await {
+            Next::Line(l) => {
+                tracing::debug!(peer = %self.peer, "> {}", escape(&String::from_utf8_lossy(&l)));
+                Ok(l)
+            }
+            Next::Gone => Err(Ok(Flow::Close)),
+            Next::End(r) => {
+                self.reply(r);
+                Err(Ok(Flow::Close))
+            }
+        }
+    }
+
+    async fn refuse_request(&mut self, e: &DecodeError) -> Result<Flow, TransportError> {
+        if let Some(size) = e.pending_body() {
+            self.conn
+                .discard_body(size, Some(self.config.stall_timeout))
+                .await?;
+        }
+        let code = match e {
+            DecodeError::Name(_) | DecodeError::PutName { .. } => Code::INVALID_NAME,
+            _ => Code::BAD_REQUEST,
+        };
+        self.reply(Reply::new(code, capitalised(e)));
+        Ok(if matches!(e, DecodeError::PutUnframed(_)) {
+            Flow::Close
+        } else {
+            Flow::Continue
+        })
+    }
+
+    async fn handle(&mut self, req: Request) -> Result<Flow, TransportError> {
+        match req {
+            Request::ListFiles => self.list().await,
+            Request::Help => {
+                self.help();
+                Ok(Flow::Continue)
+            }
+            Request::Disconnect => {
+                self.reply(Reply::new(Code::BYE, "Bye"));
+                Ok(Flow::Close)
+            }
+            Request::Upload(Some(spec)) => self.upload(spec, false).await,
+            Request::Upload(None) => {
+                let line = match self
+                    .prompt(Reply::new(Code::SEND_SPEC, "Send file name;file size"))
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(flow) => return flow,
+                };
+                match decode_text(&line)
+                    .and_then(|t| UploadSpec::decode(t).map_err(DecodeError::from))
+                {
+                    Ok(spec) => self.upload(spec, false).await,
+                    Err(e) => self.refuse_request(&e).await,
+                }
+            }
+            Request::Put(spec) => self.upload(spec, true).await,
+            Request::Download(target) => {
+                let Some(target) = (match target {
+                    Some(t) => Some(t),
+                    None => {
+                        self.ask_ref(Reply::new(Code::SEND_ID, "Please send a file ID"))
+                            .await?
+                    }
+                }) else {
+                    return Ok(self.flow_after_prompt());
+                };
+                self.download(target).await
+            }
+            Request::Delete(target) => {
+                let Some(target) = (match target {
+                    Some(t) => Some(t),
+                    None => {
+                        self.ask_ref(Reply::new(
+                            Code::SEND_ID,
+                            "Please send the file ID or name to delete",
+                        ))
+                        .await?
+                    }
+                }) else {
+                    return Ok(self.flow_after_prompt());
+                };
+                let store = Arc::clone(&self.store);
+                match blocking(move || store.delete(&target)).await {
+                    Ok(name) => {
+                        self.reply(Reply::new(Code::DONE, format!("Deleted {}", name.as_str())))
+                    }
+                    Err(e) => self.refuse(&e),
+                }
+                Ok(Flow::Continue)
+            }
+            Request::Rename(args) => self.rename(args).await,
+        }
+    }
+
+    /// After a prompt whose answer was refused (or the session ended), go on unless it ended.
+    fn flow_after_prompt(&self) -> Flow {
+        if self.ended {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    /// Asks for an id-or-name. `Ok(None)` when the answer was refused (already replied) or the
+    /// session ended (then `self.ended` is set).
+    async fn ask_ref(&mut self, reply: Reply) -> Result<Option<FileRef>, TransportError> {
+        let line = match self.prompt(reply).await {
+            Ok(l) => l,
+            Err(_) => {
+                self.ended = true;
+                return Ok(None);
+            }
+        };
+        match decode_text(&line).and_then(|t| FileRef::parse(t).map_err(DecodeError::from)) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.refuse_request(&e).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    fn refuse(&mut self, e: &StoreError) {
+        if matches!(e, StoreError::Io { .. } | StoreError::Index(_)) {
+            tracing::error!(peer = %self.peer, "{e}");
+        }
+        self.reply(reply_for(e));
+    }
+
+    fn help(&mut self) {
+        const LINES: [&str; 8] = [
+            "LIST_FILES             list the files, one id;name;size per line (also LIST)",
+            "UPLOAD [name;size]     upload a file: send its bytes after 350 (also PUT name;size, body at once)",
+            "DOWNLOAD [id-or-name]  download a file: 213 size id name, then its bytes",
+            "RENAME [old<TAB>new]   rename a file (also CHANGE, MV)",
+            "DELETE [id-or-name]    delete a file (also RM)",
+            "HELP                   this list",
+            "DISCONNECT             end the session (also BYE, QUIT, EXIT)",
+            "See PROTOCOL.md for the exact dialogue of each command",
+        ];
+        self.reply(Reply::new(Code::HELP, format!("{} lines", LINES.len())));
+        for line in LINES {
+            self.conn.queue_bytes(line.as_bytes());
+            self.conn.queue_bytes(b"\n");
+        }
+    }
+
+    async fn list(&mut self) -> Result<Flow, TransportError> {
+        let store = Arc::clone(&self.store);
+        let listing = match blocking(move || store.list()).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let n = listing.entries.len();
+        let mut text = match n {
+            0 => "0 No files available at the moment".to_owned(),
+            1 => "1 file".to_owned(),
+            n => format!("{n} files"),
+        };
+        if listing.pending > 0 {
+            text.push_str(&format!(" ({} more being indexed)", listing.pending));
+        }
+        self.reply(Reply::new(Code::LISTING, text));
+        let mut out = String::with_capacity(n * 64);
+        for entry in &listing.entries {
+            entry.encode_into(&mut out);
+            out.push('\n');
+        }
+        self.conn.queue_bytes(out.as_bytes());
+        Ok(Flow::Continue)
+    }
+
+    async fn rename(&mut self, args: RenameArgs) -> Result<Flow, TransportError> {
+        let (from, to) = match args {
+            RenameArgs::Both(from, to) => (from, to),
+            RenameArgs::Prompt | RenameArgs::From(_) => {
+                let from = match args {
+                    RenameArgs::From(f) => f,
+                    _ => match self
+                        .ask_ref(Reply::new(
+                            Code::SEND_CURRENT_NAME,
+                            "Send the current name or ID",
+                        ))
+                        .await?
+                    {
+                        Some(f) => f,
+                        None => return Ok(self.flow_after_prompt()),
+                    },
+                };
+                let line = match self
+                    .prompt(Reply::new(Code::SEND_NEW_NAME, "Send the new name"))
+                    .await
+                {
+                    Ok(l) => l,
+                    Err(flow) => return flow,
+                };
+                match decode_text(&line).and_then(|t| FileName::parse(t).map_err(DecodeError::from))
+                {
+                    Ok(to) => (from, to),
+                    Err(e) => return self.refuse_request(&e).await,
+                }
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let to2 = to.clone();
+        match blocking(move || store.rename(&from, &to2)).await {
+            Ok(old) => self.reply(Reply::new(
+                Code::DONE,
+                format!("Renamed {} to {}", old.as_str(), to.as_str()),
+            )),
+            Err(e) => self.refuse(&e),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn upload(&mut self, spec: UploadSpec, pipelined: bool) -> Result<Flow, TransportError> {
+        let stall = Some(self.config.stall_timeout);
+        let store = Arc::clone(&self.store);
+        let UploadSpec { name, size } = spec;
+        let shown = name.to_string();
+        let upload = match blocking(move || store.begin_upload(name, size)).await {
+            Ok(u) => u,
+            Err(e) => {
+                if pipelined {
+                    if matches!(e, StoreError::TooLarge { .. }) {
+                        // Not reading that many bytes; the body's end cannot be found otherwise.
+                        self.refuse(&e);
+                        return Ok(Flow::Close);
+                    }
+                    self.conn.discard_body(size, stall).await?;
+                }
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        if !pipelined {
+            self.reply(Reply::new(
+                Code::READY,
+                format!("Ready to receive {size} bytes"),
+            ));
+            self.conn.flush(stall).await?;
+        }
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        let outcome = tokio::select! {
+            r = receive_body(&mut self.conn, upload, size, self.config.stall_timeout) => r?,
+            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+        };
+        match outcome {
+            Ok(id) => {
+                tracing::info!(peer = %self.peer, "stored {shown} ({size} bytes, {id})");
+                self.reply(Reply::new(Code::STORED, format!("{id} Upload complete")));
+            }
+            Err(e) => self.refuse(&e),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
+        let store = Arc::clone(&self.store);
+        let opened = blocking(move || {
+            let mut d = store.open_download(&target)?;
+            let inline = if d.size <= INLINE_BODY {
+                let mut buf = Vec::with_capacity(usize::try_from(d.size).unwrap_or(0));
+                (&mut d.file)
+                    .take(d.size)
+                    .read_to_end(&mut buf)
+                    .map_err(|e| StoreError::Io {
+                        context: format!("reading {}", d.name),
+                        source: e,
+                    })?;
+                Some(buf)
+            } else {
+                None
+            };
+            Ok((d, inline))
+        })
+        .await;
+        let (d, inline) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let header = DownloadHeader {
+            size: d.size,
+            id: d.id,
+            name: d.name.clone(),
+        };
+        self.reply(Reply::new(Code::FILE_FOLLOWS, header.encode()));
+        let stall = Some(self.config.stall_timeout);
+        if let Some(body) = inline {
+            if body.len() as u64 != d.size {
+                // The file shrank after it was opened; the promised length cannot be kept.
+                tracing::warn!(peer = %self.peer, "{} changed while being sent", d.name);
+                return Ok(Flow::Close);
+            }
+            self.conn.queue_bytes(&body);
+            return Ok(Flow::Continue);
+        }
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        let name = d.name.clone();
+        let sent = tokio::select! {
+            r = send_body(&mut self.conn, d, stall) => r?,
+            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+        };
+        if !sent {
+            tracing::warn!(peer = %self.peer, "{name} shrank while being sent; closing the connection");
+            return Ok(Flow::Close);
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// Resolves when shutdown has started and the grace period has passed.
+async fn after_grace(shutdown: &CancellationToken, grace: Duration) {
+    shutdown.cancelled().await;
+    tokio::time::sleep(grace).await;
+}
+
+/// Moves `size` bytes from the connection into `upload`, hashing and writing on a blocking
+/// thread while the next chunk is read. The outer error is a broken connection; the inner one
+/// a refused or failed upload, after which the body has still been read in full so the
+/// connection stays in step.
+async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    mut upload: Upload,
+    size: u64,
+    stall: Duration,
+) -> Result<Result<crate::protocol::FileId, StoreError>, TransportError> {
+    let stall = Some(stall);
+    if size <= INLINE_BODY {
+        // Small files: one read, one thread hop.
+        let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
+        let mut got = 0;
+        while got < buf.len() {
+            got += conn.read_body(&mut buf[got..], stall).await?;
+        }
+        return Ok(blocking(move || {
+            upload.write(&buf)?;
+            upload.finish()
+        })
+        .await);
+    }
+    let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some(buf) = full_rx.blocking_recv() {
+            upload.write(&buf)?;
+            let _ = empty_tx.try_send(buf);
+        }
+        upload.finish()
+    });
+    let mut remaining = size;
+    let mut allocated = 0;
+    let mut failed = false;
+    while remaining > 0 {
+        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(CHUNK);
+        let mut buf = match empty_rx.try_recv() {
+            Ok(b) => b,
+            Err(_) if allocated < DEPTH + 1 => {
+                allocated += 1;
+                vec![0u8; CHUNK]
+            }
+            Err(_) => match empty_rx.recv().await {
+                Some(b) => b,
+                None => vec![0u8; CHUNK], // The writer stopped; it no longer needs buffers.
+            },
+        };
+        buf.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            filled += conn.read_body(&mut buf[filled..], stall).await?;
+        }
+        remaining -= want as u64;
+        if !failed && full_tx.send(buf).await.is_err() {
+            // The writer failed (disk full...): keep reading so the connection stays in step.
+            failed = true;
+        }
+    }
+    drop(full_tx);
+    Ok(writer.await.unwrap_or_else(|e| Err(join_error(&e))))
+}
+
+/// Sends the download's bytes, reading the next chunk from disk on a blocking thread while the
+/// previous one is sent. Returns false if the file ended early (it shrank on disk).
+async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    d: Download,
+    stall: Option<Duration>,
+) -> Result<bool, TransportError> {
+    let (full_tx, mut full_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
+    let size = d.size;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut file = d.file.take(size);
+        let mut spare = Some(vec![0u8; CHUNK]);
+        loop {
+            let mut buf = spare
+                .take()
+                .or_else(|| empty_rx.blocking_recv())
+                .unwrap_or_else(|| vec![0u8; CHUNK]);
+            buf.resize(CHUNK, 0);
+            match read_full(&mut file, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if full_tx.blocking_send(Ok(buf)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = full_tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    let mut sent = 0u64;
+    while let Some(chunk) = full_rx.recv().await {
+        let Ok(chunk) = chunk else { break };
+        conn.write_body(&chunk, stall).await?;
+        sent += chunk.len() as u64;
+        let _ = empty_tx.try_send(chunk);
+    }
+    drop(full_rx);
+    let _ = reader.await;
+    Ok(sent == size)
+}
+
+/// Reads until `buf` is full or the reader ends.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Runs store work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(join_error(&e)))
+}
+
+fn join_error(e: &tokio::task::JoinError) -> StoreError {
+    StoreError::Io {
+        context: "a worker thread failed".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn decode_text(line: &[u8]) -> Result<&str, DecodeError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let text = std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)?;
+    if text.is_empty() {
+        Err(DecodeError::Value(ValueError::MissingField("an answer")))
+    } else {
+        Ok(text)
+    }
+}
+
+fn capitalised(e: &DecodeError) -> String {
+    let s = e.to_string();
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,204 @@
+//! Opening paths beneath the shared folder without ever following a symlink.
+//!
+//! Every path is walked one component at a time from an open handle on the shared folder, with
+//! `O_NOFOLLOW` at each step. So a symlink anywhere in a path, including one swapped in for a
+//! folder after a name was checked, makes the open fail instead of leading out of the folder.
+//! `Path::join` is never used on a name from the network.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use crate::name::FileName;
+
+/// What identifies one version of a file on disk: if any of these changed, its id may have too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub(crate) size: u64,
+    pub(crate) mtime_ns: i64,
+    pub(crate) ino: u64,
+}
+
+impl Meta {
+    pub(crate) fn of(st: &Stat) -> Self {
+        #[allow(clippy::useless_conversion, clippy::unnecessary_fallible_conversions)]
+        // Field types vary by platform.
+        let (secs, nanos) = (
+            i64::try_from(st.st_mtime).unwrap_or(0),
+            i64::try_from(st.st_mtime_nsec).unwrap_or(0),
+        );
+        Self {
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime_ns: secs.saturating_mul(1_000_000_000).saturating_add(nanos),
+            #[allow(clippy::useless_conversion)]
+            ino: u64::from(st.st_ino),
+        }
+    }
+}
+
+/// True when `st` describes a regular file (not a folder, symlink, FIFO or device).
+pub(crate) fn is_regular(st: &Stat) -> bool {
+    FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Opens a folder directly inside `dir`, refusing symlinks.
+pub(crate) fn open_dir_at(dir: impl AsFd, name: &str) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?)
+}
+
+/// Opens the shared folder itself (which may be reached through symlinks: the operator chose it).
+pub(crate) fn open_root(path: &std::path::Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens the folder that holds `name` (walking its parent components), optionally creating
+/// missing folders. Returns the folder and the last component.
+pub(crate) fn open_parent<'n>(
+    root: &OwnedFd,
+    name: &'n FileName,
+    create: bool,
+) -> io::Result<(OwnedFd, &'n str)> {
+    let (parent, leaf) = name.split_parent();
+    let mut dir = rustix::io::dup(root)?;
+    if let Some(parent) = parent {
+        for comp in parent.split('/') {
+            dir = match open_dir_at(&dir, comp) {
+                Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
+                    match rustix::fs::mkdirat(&dir, comp, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => {}
+                        // Another upload created it meanwhile: fine.
+                        Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    open_dir_at(&dir, comp)?
+                }
+                other => other?,
+            };
+        }
+    }
+    Ok((dir, leaf))
+}
+
+/// Opens the regular file `name` for reading, refusing symlinks anywhere in the path, and
+/// returns it with its metadata.
+pub(crate) fn open_file(root: &OwnedFd, name: &FileName) -> io::Result<(File, Stat)> {
+    let (dir, leaf) = open_parent(root, name, false)?;
+    // NONBLOCK: opening a FIFO someone left in the folder must not hang the server.
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = rustix::fs::openat(&dir, leaf, flags, Mode::empty())?;
+    let st = rustix::fs::fstat(&fd)?;
+    if !is_regular(&st) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "not a regular file",
+        ));
+    }
+    Ok((File::from(fd), st))
+}
+
+/// Stats `name` without following symlinks; `Ok(None)` if nothing is there.
+pub(crate) fn stat_name(root: &OwnedFd, name: &FileName) -> io::Result<Option<Stat>> {
+    let (dir, leaf) = match open_parent(root, name, false) {
+        Ok(v) => v,
+        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(st)),
+        Err(rustix::io::Errno::NOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True for errors that mean "nothing usable at that path": missing, or a symlink or a file
+/// where a folder was expected.
+pub(crate) fn is_absent(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+}
+
+/// Makes a folder's entries durable (after a link, rename or unlink in it).
+pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
+    Ok(rustix::fs::fsync(dir)?)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `fd`.
+pub(crate) fn free_space(fd: impl AsFd) -> io::Result<u64> {
+    let st = rustix::fs::fstatvfs(fd)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// One regular file found by [`walk`].
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) name: FileName,
+    pub(crate) meta: Meta,
+}
+
+/// Lists every regular file beneath `root` whose name is valid, skipping symlinks, special
+/// files, the state folder and names that break the naming rules. Folders that cannot be read
+/// are skipped (and reported in `skipped`).
+pub(crate) fn walk(root: &OwnedFd, skipped: &mut usize) -> io::Result<Vec<Found>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(OwnedFd, String)> = vec![(rustix::io::dup(root)?, String::new())];
+    while let Some((dir_fd, prefix)) = stack.pop() {
+        let dir = match rustix::fs::Dir::read_from(&dir_fd) {
+            Ok(d) => d,
+            Err(_) => {
+                *skipped += 1;
+                continue;
+            }
+        };
+        for entry in dir {
+            let Ok(entry) = entry else {
+                *skipped += 1;
+                break;
+            };
+            let Ok(leaf) = entry.file_name().to_str() else {
+                *skipped += 1;
+                continue;
+            };
+            if leaf == "." || leaf == ".." {
+                continue;
+            }
+            let rel = if prefix.is_empty() {
+                leaf.to_owned()
+            } else {
+                format!("{prefix}/{leaf}")
+            };
+            let Ok(name) = FileName::parse(&rel) else {
+                // Covers the state folder at the top, and names a client could not use.
+                continue;
+            };
+            let Ok(st) = rustix::fs::statat(&dir_fd, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue; // Vanished meanwhile.
+            };
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => out.push(Found {
+                    name,
+                    meta: Meta::of(&st),
+                }),
+                FileType::Directory => match open_dir_at(&dir_fd, leaf) {
+                    Ok(fd) => stack.push((fd, rel)),
+                    Err(_) => *skipped += 1,
+                },
+                _ => {} // Symlinks, FIFOs, sockets, devices: never shared.
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
