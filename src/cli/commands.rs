@@ -227,6 +227,16 @@ fn report_upload(
             ui.done(format_args!("Success: {} {}", v.name, v.id))?;
             Ok(Status::Success)
         }
+        // These name the local file themselves.
+        Err(
+            e @ (ClientError::Io { .. }
+            | ClientError::NotAFile { .. }
+            | ClientError::FileChanged { .. }),
+        ) => {
+            let e = anyhow::Error::new(e);
+            ui.fail(format_args!("Fail: {}", render(&e)));
+            Ok(status_of(&e))
+        }
         Err(e) => Ok(fail(ui, &name.to_string(), &anyhow::Error::new(e))),
     }
 }

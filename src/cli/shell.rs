@@ -227,7 +227,19 @@ impl Shell<'_> {
                 Some(id) => words.push(id),
                 None => return Flow::Continue,
             },
-            _ => {}
+            (
+                "ls" | "list" | "list_files" | "put" | "upload" | "get" | "download" | "mv"
+                | "change" | "rename" | "rm" | "delete",
+                _,
+            ) => {}
+            (other, _) => {
+                let e = format!(
+                    "unknown command '{}'; type HELP for the list of commands",
+                    escape(other)
+                );
+                self.fail_with(Status::Usage, &e);
+                return Flow::Continue;
+            }
         }
         let command = match Line::try_parse_from(&words) {
             Ok(line) => line.command,
@@ -320,11 +332,10 @@ impl Shell<'_> {
 
     /// `UPLOAD` alone: asks for the file, shows its name and size, and asks for approval.
     fn ask_upload(&mut self, input: &mut Input) -> Option<String> {
+        // The answer is one path, spaces and all.
         let path = self.ask(input, "file name: ")?;
-        // The answer is one path, spaces and all; quote it for the argument parser.
-        let quoted = quote_word(&path);
         if !self.interactive {
-            return Some(quoted);
+            return Some(path);
         }
         let size = match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => meta.len(),
@@ -346,7 +357,7 @@ impl Shell<'_> {
             .map_or_else(|| escape(&path), |n| escape(&n.to_string_lossy()));
         let answer = self.ask(input, &format!("Upload {name} ({size} bytes)? [y/N] "))?;
         if matches!(answer.to_lowercase().as_str(), "y" | "yes") {
-            Some(quoted)
+            Some(path)
         } else {
             self.ui.note("Upload cancelled.");
             None
@@ -509,25 +520,6 @@ fn split_words(line: &str) -> Result<Vec<String>, String> {
     Ok(words)
 }
 
-/// Quotes a word so that [`split_words`] gives it back unchanged.
-fn quote_word(word: &str) -> String {
-    if !word.is_empty()
-        && !word.contains(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\'))
-    {
-        return word.to_owned();
-    }
-    let mut out = String::with_capacity(word.len() + 2);
-    out.push('"');
-    for c in word.chars() {
-        if matches!(c, '"' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
-}
-
 /// Characters that end a word for completion; a `\` before one of them keeps it in the word.
 fn is_break(c: char) -> bool {
     matches!(c, ' ' | '\t' | '"' | '\'' | '\\')
@@ -638,13 +630,6 @@ mod tests {
         }
         assert!(split_words("put \"open").is_err());
         assert!(split_words("put trailing\\").is_err());
-    }
-
-    #[test]
-    fn quoting_round_trips() {
-        for w in ["plain", "with space", "q\"uote", "back\\slash", "", "it's"] {
-            assert_eq!(split_words(&quote_word(w)), Ok(vec![w.to_owned()]), "{w:?}");
-        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub(crate) mod fake {
         pub(crate) busy: bool,
         /// Greet with this line instead.
         pub(crate) greeting: Option<String>,
+        /// Answer this many commands, then close the connection instead of answering the next.
+        pub(crate) close_after: Option<usize>,
     }
 
     pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
@@ -114,9 +116,14 @@ pub(crate) mod fake {
             .write_all(format!("{greeting}\n").as_bytes())
             .await?;
         let mut line = Vec::new();
+        let mut served = 0;
         loop {
             line.clear();
             if s.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(());
+            }
+            served += 1;
+            if quirks.close_after.is_some_and(|n| served > n) {
                 return Ok(());
             }
             let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
