@@ -603,3 +603,61 @@ fn count_files(dir: &Path) -> std::io::Result<usize> {
 }
 
 use md5::Digest as _;
+
+/// Throughput of pipelined small uploads against the real server (fsync off, to measure the
+/// protocol path rather than the disk), or with `FAKE=1` against the in-memory fake server (the
+/// client's own cost). Run with
+/// `cargo test --release --test it -- --ignored put_many_throughput --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark; run on demand"]
+async fn put_many_throughput() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = barge::store::StoreConfig {
+        sync: false,
+        ..barge::store::StoreConfig::default()
+    };
+    let store = barge::store::Store::open(&dir.path().join("srv"), config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = barge::server::ServerConfig::default();
+    tokio::spawn(barge::server::run(
+        listener,
+        store,
+        server,
+        shutdown.clone(),
+    ));
+
+    let n = 20_000;
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src)?;
+    let mut items = Vec::new();
+    for i in 0..n {
+        let path = src.join(format!("f{i:05}"));
+        std::fs::write(&path, [(i % 251) as u8; 1024])?;
+        items.push(PutItem {
+            path,
+            name: name(&format!("f{i:05}"))?,
+        });
+    }
+    let fake_server = fake::start(Quirks::default()).await?;
+    let addr = if std::env::var_os("FAKE").is_some() {
+        fake_server.addr()
+    } else {
+        addr
+    };
+    let mut client = Client::connect(&addr, Duration::from_secs(5)).await?;
+    let started = std::time::Instant::now();
+    let mut ok = 0;
+    client
+        .put_many(items, |_, r| ok += usize::from(r.is_ok()))
+        .await?;
+    let took = started.elapsed();
+    assert_eq!(ok, n);
+    println!(
+        "{n} uploads of 1 KiB in {took:?}: {:.0}/s",
+        n as f64 / took.as_secs_f64()
+    );
+    shutdown.cancel();
+    Ok(())
+}
