@@ -464,15 +464,28 @@ impl Store {
     }
 
     /// Fails unless nothing exists at `name` and no upload of it is in progress.
+    ///
+    /// A name that differs from an existing one only by Unicode normalisation (`é` as one code
+    /// point or as `e` plus a combining accent) counts as taken: the two would look the same in
+    /// every listing, and some filesystems (macOS) treat them as one file.
     fn check_free_name(
         &self,
         name: &FileName,
         reserved: &HashMap<FileName, u64>,
     ) -> Result<(), StoreError> {
-        if reserved.contains_key(name) {
-            return Err(StoreError::AlreadyExists(format!(
-                "an upload of {name} is already in progress"
-            )));
+        for variant in normalisation_variants(name) {
+            if reserved.contains_key(&variant) {
+                return Err(StoreError::AlreadyExists(format!(
+                    "an upload of {variant} is already in progress"
+                )));
+            }
+            if variant != *name {
+                if let Ok(Some(_)) = fsops::stat_name(&self.root, &variant) {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "a file named {variant} already exists (the names differ only in Unicode normalisation)"
+                    )));
+                }
+            }
         }
         match fsops::stat_name(&self.root, name) {
             Ok(None) => Ok(()),
@@ -718,6 +731,26 @@ impl Drop for Upload {
         }
         lock(&self.store.reserved).remove(&self.name);
     }
+}
+
+/// `name` itself, then its NFC and NFD forms where they differ from it and are valid names.
+fn normalisation_variants(name: &FileName) -> Vec<FileName> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = vec![name.clone()];
+    if name.as_str().is_ascii() {
+        return out; // ASCII text is the same in every normal form.
+    }
+    for form in [
+        name.as_str().nfc().collect::<String>(),
+        name.as_str().nfd().collect(),
+    ] {
+        if let Ok(n) = FileName::parse(&form) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 fn link_no_replace(
