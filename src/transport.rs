@@ -11,7 +11,11 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+    Interest,
+};
+use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 
@@ -31,6 +35,23 @@ pub enum TransportError {
     #[error("network error: {0}")]
     Io(#[from] io::Error),
 }
+
+/// A stream a [`Connection`] can run over: any async byte stream. Plain TCP can also take file
+/// bytes straight from the page cache (`sendfile`), which a TLS stream, say, cannot.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath, when file bytes may be sent to it directly.
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Stream for TcpStream {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Stream for DuplexStream {}
 
 /// A byte stream with line framing, a bounded read buffer and a reply queue.
 #[derive(Debug)]
@@ -224,6 +245,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.flush(timeout).await.is_ok() {
             let _ = with_timeout(timeout, self.inner.get_mut().shutdown()).await;
         }
+    }
+}
+
+impl<S: Stream> Connection<S> {
+    /// Sends `len` bytes of `file` from `offset` straight from the page cache to the socket,
+    /// after anything queued. Returns `Ok(None)` when the stream or the file does not allow it
+    /// (the caller then copies), otherwise the bytes sent, which are fewer than `len` only if the
+    /// file shrank meanwhile.
+    ///
+    /// # Errors
+    /// An I/O error, or a timeout if the peer stops taking bytes.
+    pub async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<u64>, TransportError> {
+        if self.inner.get_ref().as_tcp().is_none() {
+            return Ok(None);
+        }
+        self.flush(timeout).await?;
+        let Some(sock) = self.inner.get_ref().as_tcp() else {
+            return Ok(None);
+        };
+        let mut pos = offset;
+        let end = offset.saturating_add(len);
+        while pos < end {
+            // At most 1 GiB per call: Linux caps a single sendfile a little below 2 GiB anyway.
+            let count = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            with_timeout(timeout, sock.writable()).await?;
+            match sock.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(sock, file, Some(&mut pos), count).map_err(io::Error::from)
+            }) {
+                Ok(0) => break, // The file is shorter than it was.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e)
+                    if pos == offset
+                        && matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::INVAL.raw_os_error() || c == rustix::io::Errno::NOSYS.raw_os_error()) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(pos - offset))
     }
 }
 

@@ -160,11 +160,10 @@ impl Request {
             },
             "UPLOAD" => Ok(Self::Upload(arg.map(UploadSpec::decode).transpose()?)),
             "PUT" => {
-                let arg = arg.ok_or(DecodeError::Value(ValueError::MissingField(
-                    "PUT name;size",
-                )))?;
-                let (name, size) = split_size(arg)?;
-                let size = parse_size(size)?;
+                let unframed = DecodeError::PutUnframed;
+                let arg = arg.ok_or(unframed(ValueError::MissingField("PUT name;size")))?;
+                let (name, size) = split_size(arg).map_err(unframed)?;
+                let size = parse_size(size).map_err(unframed)?;
                 let name = FileName::parse(name)
                     .map_err(|source| DecodeError::PutName { size, source })?;
                 Ok(Self::Put(UploadSpec { name, size }))
@@ -329,7 +328,15 @@ mod tests {
             ),
             (
                 b"PUT x;1e9",
-                DecodeError::Value(ValueError::BadSize("1e9".into())),
+                DecodeError::PutUnframed(ValueError::BadSize("1e9".into())),
+            ),
+            (
+                b"PUT",
+                DecodeError::PutUnframed(ValueError::MissingField("PUT name;size")),
+            ),
+            (
+                b"put x",
+                DecodeError::PutUnframed(ValueError::MissingField("name;size")),
             ),
             (
                 b"DOWNLOAD /etc/passwd",

@@ -21,7 +21,7 @@ use crate::protocol::{
     UploadSpec, ValueError,
 };
 use crate::store::{Download, Store, StoreError, Upload};
-use crate::transport::{Connection, TransportError};
+use crate::transport::{Connection, Stream, TransportError};
 
 /// Size of one body chunk. Small enough that a hundred transfers stay within a few tens of MiB,
 /// large enough that per-chunk overhead is lost in the hashing time.
@@ -65,7 +65,7 @@ pub(super) async fn serve<S>(
     config: &ServerConfig,
     shutdown: &CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Stream,
 {
     let mut s = Session {
         conn: Connection::new(stream),
@@ -105,7 +105,7 @@ pub(super) async fn serve<S>(
     s.conn.shutdown(Some(s.config.stall_timeout)).await;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
+impl<S: Stream> Session<'_, S> {
     fn reply(&mut self, reply: Reply) {
         tracing::debug!(peer = %self.peer, "< {reply}");
         self.conn.queue_reply(&reply);
@@ -528,13 +528,19 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(writer.await.unwrap_or_else(|e| Err(join_error(&e))))
 }
 
-/// Sends the download's bytes, reading the next chunk from disk on a blocking thread while the
-/// previous one is sent. Returns false if the file ended early (it shrank on disk).
-async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends the download's bytes: straight from the page cache where the stream allows it
+/// (`sendfile`: no copy through user space, and the id is known, so nothing to hash), otherwise
+/// reading the next chunk from disk on a blocking thread while the previous one is sent.
+/// Returns false if the file ended early (it shrank on disk).
+async fn send_body<S: Stream>(
     conn: &mut Connection<S>,
     d: Download,
     stall: Option<Duration>,
 ) -> Result<bool, TransportError> {
+    let _ = rustix::fs::fadvise(&d.file, 0, None, rustix::fs::Advice::Sequential);
+    if let Some(sent) = conn.send_file(&d.file, 0, d.size, stall).await? {
+        return Ok(sent == d.size);
+    }
     let (full_tx, mut full_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
     let size = d.size;

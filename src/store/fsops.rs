@@ -107,11 +107,12 @@ pub(crate) fn open_file(root: &OwnedFd, name: &FileName) -> io::Result<(File, St
     Ok((File::from(fd), st))
 }
 
-/// Stats `name` without following symlinks; `Ok(None)` if nothing is there.
+/// Stats `name` without following symlinks; `Ok(None)` if nothing is there. A file or symlink
+/// where one of its folders should be is an error (`NotADirectory` or `ELOOP`), not "nothing".
 pub(crate) fn stat_name(root: &OwnedFd, name: &FileName) -> io::Result<Option<Stat>> {
     let (dir, leaf) = match open_parent(root, name, false) {
         Ok(v) => v,
-        Err(e) if is_absent(&e) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
     match rustix::fs::statat(&dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {

@@ -313,7 +313,7 @@ impl Store {
         let mut pending = 0;
         let mut added = false;
         for f in unknown {
-            if f.meta.size <= budget && !lock(&self.queued).contains(&f.name) {
+            if f.meta.size <= budget {
                 budget -= f.meta.size;
                 if let Ok(Some((_, e))) = self.open_hashed(&f.name) {
                     entries.push(ListingEntry {
@@ -445,12 +445,11 @@ impl Store {
             }
         }
         if let Some(name) = &target.name {
-            if let Some(st) =
-                fsops::stat_name(&self.root, name).map_err(io_err(format!("looking up {name}")))?
-            {
-                if fsops::is_regular(&st) {
-                    return Ok(name.clone());
-                }
+            match fsops::stat_name(&self.root, name) {
+                Ok(Some(st)) if fsops::is_regular(&st) => return Ok(name.clone()),
+                Ok(_) => {}
+                Err(e) if fsops::is_absent(&e) => {}
+                Err(e) => return Err(io_err(format!("looking up {name}"))(e)),
             }
         }
         Err(StoreError::NotFound(target.as_str()))
@@ -465,19 +464,34 @@ impl Store {
     }
 
     /// Fails unless nothing exists at `name` and no upload of it is in progress.
+    ///
+    /// A name that differs from an existing one only by Unicode normalisation (`é` as one code
+    /// point or as `e` plus a combining accent) counts as taken: the two would look the same in
+    /// every listing, and some filesystems (macOS) treat them as one file.
     fn check_free_name(
         &self,
         name: &FileName,
         reserved: &HashMap<FileName, u64>,
     ) -> Result<(), StoreError> {
-        if reserved.contains_key(name) {
-            return Err(StoreError::AlreadyExists(format!(
-                "an upload of {name} is already in progress"
-            )));
+        for variant in normalisation_variants(name) {
+            if reserved.contains_key(&variant) {
+                return Err(StoreError::AlreadyExists(format!(
+                    "an upload of {variant} is already in progress"
+                )));
+            }
+            if variant != *name {
+                if let Ok(Some(_)) = fsops::stat_name(&self.root, &variant) {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "a file named {variant} already exists (the names differ only in Unicode normalisation)"
+                    )));
+                }
+            }
         }
         match fsops::stat_name(&self.root, name) {
             Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(StoreError::AlreadyExists(format!("{name} already exists"))),
+            Ok(Some(_)) => Err(StoreError::AlreadyExists(format!(
+                "a file named {name} already exists"
+            ))),
             Err(e)
                 if e.kind() == io::ErrorKind::NotADirectory
                     || e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) =>
@@ -532,7 +546,9 @@ impl Store {
         ) {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => {
-                return Err(StoreError::AlreadyExists(format!("{to} already exists")));
+                return Err(StoreError::AlreadyExists(format!(
+                    "a file named {to} already exists"
+                )));
             }
             Err(Errno::NOENT) => return Err(StoreError::NotFound(from.to_string())),
             // Filesystems without RENAME_NOREPLACE: a hard link refuses to replace, too.
@@ -717,6 +733,26 @@ impl Drop for Upload {
     }
 }
 
+/// `name` itself, then its NFC and NFD forms where they differ from it and are valid names.
+fn normalisation_variants(name: &FileName) -> Vec<FileName> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = vec![name.clone()];
+    if name.as_str().is_ascii() {
+        return out; // ASCII text is the same in every normal form.
+    }
+    for form in [
+        name.as_str().nfc().collect::<String>(),
+        name.as_str().nfd().collect(),
+    ] {
+        if let Ok(n) = FileName::parse(&form) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 fn link_no_replace(
     from_dir: &OwnedFd,
     from: &str,
@@ -726,7 +762,9 @@ fn link_no_replace(
 ) -> Result<(), StoreError> {
     match rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()) {
         Ok(()) => Ok(()),
-        Err(Errno::EXIST) => Err(StoreError::AlreadyExists(format!("{name} already exists"))),
+        Err(Errno::EXIST) => Err(StoreError::AlreadyExists(format!(
+            "a file named {name} already exists"
+        ))),
         Err(e) => Err(io_err(format!("storing {name}"))(e.into())),
     }
 }

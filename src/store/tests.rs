@@ -272,3 +272,36 @@ fn large_unknown_files_are_hashed_in_background() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn names_differing_only_by_normalisation_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let composed = "caf\u{e9}.txt";
+    let decomposed = "cafe\u{301}.txt";
+    put(&store, composed, b"1").unwrap();
+    assert!(matches!(
+        put(&store, decomposed, b"2"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    put(&store, "other", b"3").unwrap();
+    assert!(matches!(
+        store.rename(&r("other"), &FileName::parse(decomposed).unwrap()),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    // An exact re-upload is still the plain conflict, and unrelated accents are fine.
+    assert!(matches!(
+        put(&store, composed, b"1"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    put(&store, "caf\u{e8}.txt", b"4").unwrap();
+    // While one form is being uploaded, the other is refused too.
+    let up = store
+        .begin_upload(FileName::parse("na\u{ef}ve").unwrap(), 1)
+        .unwrap();
+    assert!(matches!(
+        store.begin_upload(FileName::parse("nai\u{308}ve").unwrap(), 1),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    drop(up);
+}

@@ -8,6 +8,7 @@ use predicates::prelude::*;
 use predicates::str::contains;
 
 use crate::client::fake::{self, FakeServer, Quirks};
+use crate::common::BlockingServer;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -16,50 +17,6 @@ const FAILURE: i32 = 1;
 const USAGE: i32 = 2;
 const CANNOT_CONNECT: i32 = 3;
 const VERIFICATION: i32 = 4;
-
-/// A real server in this process, on its own runtime, for tests that run the binary.
-struct Server {
-    port: u16,
-    root: tempfile::TempDir,
-    shutdown: tokio_util::sync::CancellationToken,
-    runtime: Option<tokio::runtime::Runtime>,
-}
-
-impl Server {
-    fn start() -> Result<Self, Box<dyn std::error::Error>> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        let root = tempfile::tempdir()?;
-        let store = barge::store::Store::open(root.path(), barge::store::StoreConfig::default())?;
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let port = listener.local_addr()?.port();
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        let config = barge::server::ServerConfig::default();
-        runtime.spawn(barge::server::run(
-            listener,
-            store,
-            config,
-            shutdown.clone(),
-        ));
-        Ok(Self {
-            port,
-            root,
-            shutdown,
-            runtime: Some(runtime),
-        })
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_timeout(Duration::from_secs(5));
-        }
-    }
-}
 
 /// A fake server kept running on its own runtime.
 struct Fake {
@@ -112,35 +69,35 @@ fn stdout_of(cmd: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
 
 #[test]
 fn put_ls_get_round_trip() -> TestResult {
-    let server = Server::start()?;
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
     let work = tempfile::tempdir()?;
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 256) as u8).collect();
     std::fs::write(work.path().join("big.bin"), &big)?;
     std::fs::write(work.path().join("my notes.txt"), b"hello\n")?;
     std::fs::write(work.path().join("small.txt"), b"small")?;
 
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "big.bin", "my notes.txt", "small.txt"])
         .assert()
         .success()
         .stdout(contains("Success: big.bin ").and(contains(
             "Success: my notes.txt b1946ac92492d2347c6235b4d2611184",
         )));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "small.txt", "--as", "sub dir/renamed;1.txt"])
         .assert()
         .success()
         .stdout(contains("Success: sub dir/renamed;1.txt"));
-    assert_eq!(std::fs::read(server.root.path().join("big.bin"))?, big);
+    assert_eq!(std::fs::read(server.root.join("big.bin"))?, big);
 
-    let human = stdout_of(barge(server.port, work.path()).arg("ls"))?;
+    let human = stdout_of(barge(server.addr.port(), work.path()).arg("ls"))?;
     assert_eq!(human.lines().count(), 4, "{human}");
     assert!(human.lines().any(
         |l| l.starts_with("b1946ac92492d2347c6235b4d2611184") && l.ends_with("  my notes.txt")
     ));
 
     let json: serde_json::Value = serde_json::from_str(&stdout_of(
-        barge(server.port, work.path()).args(["ls", "--json"]),
+        barge(server.addr.port(), work.path()).args(["ls", "--json"]),
     )?)?;
     let entries = json.as_array().ok_or("not an array")?;
     assert_eq!(entries.len(), 4);
@@ -161,7 +118,7 @@ fn put_ls_get_round_trip() -> TestResult {
     // By id and by name, into a folder; the names come from the server.
     let out = tempfile::tempdir()?;
     let out_dir = out.path().to_str().ok_or("path")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["get", &big_id, "sub dir/renamed;1.txt", "-o", out_dir])
         .assert()
         .success()
@@ -172,26 +129,26 @@ fn put_ls_get_round_trip() -> TestResult {
     // To an exact path; an existing file is kept unless --force.
     let target = out.path().join("copy.txt");
     let target_s = target.to_str().ok_or("path")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["get", "my notes.txt", "-o", target_s])
         .assert()
         .success();
     assert_eq!(std::fs::read(&target)?, b"hello\n");
     std::fs::write(&target, b"mine")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["get", "my notes.txt", "-o", target_s])
         .assert()
         .code(FAILURE)
         .stderr(contains("already exists"));
     assert_eq!(std::fs::read(&target)?, b"mine");
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["get", "my notes.txt", "-o", target_s, "--force"])
         .assert()
         .success();
     assert_eq!(std::fs::read(&target)?, b"hello\n");
 
     // Default target: the current folder.
-    barge(server.port, out.path())
+    barge(server.addr.port(), out.path())
         .args(["get", "small.txt"])
         .assert()
         .success();
@@ -201,18 +158,18 @@ fn put_ls_get_round_trip() -> TestResult {
             .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".barge-")))
     );
 
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["mv", "small.txt", "folder/moved.txt"])
         .assert()
         .success()
         .stdout(contains("Renamed"));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["rm", "folder/moved.txt"])
         .assert()
         .success()
         .stdout(contains("Deleted"));
     let json: serde_json::Value = serde_json::from_str(&stdout_of(
-        barge(server.port, work.path()).args(["ls", "--json"]),
+        barge(server.addr.port(), work.path()).args(["ls", "--json"]),
     )?)?;
     assert_eq!(json.as_array().map(Vec::len), Some(3));
     Ok(())
@@ -220,58 +177,58 @@ fn put_ls_get_round_trip() -> TestResult {
 
 #[test]
 fn refusals_have_their_exit_statuses() -> TestResult {
-    let server = Server::start()?;
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
     let work = tempfile::tempdir()?;
     std::fs::write(work.path().join("a.txt"), b"a")?;
     std::fs::write(work.path().join("b.txt"), b"b")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "a.txt", "b.txt"])
         .assert()
         .success();
 
     // The name is taken: Fail, the other file still goes.
     std::fs::write(work.path().join("c.txt"), b"c")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "a.txt", "c.txt"])
         .assert()
         .code(FAILURE)
         .stdout(contains("Success: c.txt"))
         .stderr(contains("Fail: a.txt").and(contains("409")));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "missing.txt"])
         .assert()
         .code(FAILURE)
         .stderr(contains("Fail: missing.txt"));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["get", "nothing"])
         .assert()
         .code(FAILURE)
         .stderr(contains("404"));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["rm", "nothing"])
         .assert()
         .code(FAILURE)
         .stderr(contains("404"));
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["mv", "a.txt", "b.txt"])
         .assert()
         .code(FAILURE)
         .stderr(contains("409"));
 
     // Usage errors.
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["rm", "../etc/passwd"])
         .assert()
         .code(USAGE);
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["put", "a.txt", "b.txt", "--as", "x"])
         .assert()
         .code(USAGE);
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["frobnicate"])
         .assert()
         .code(USAGE);
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .assert()
         .code(USAGE)
         .stderr(contains("Usage"));
@@ -305,16 +262,16 @@ fn refusals_have_their_exit_statuses() -> TestResult {
 
 #[test]
 fn quiet_and_debug() -> TestResult {
-    let server = Server::start()?;
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
     let work = tempfile::tempdir()?;
     std::fs::write(work.path().join("a.txt"), b"a")?;
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["--quiet", "put", "a.txt"])
         .assert()
         .success()
         .stdout("")
         .stderr("");
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .args(["ls", "--debug"])
         .assert()
         .success()
@@ -401,7 +358,7 @@ fn hostile_names_write_nothing() -> TestResult {
 
 #[test]
 fn shell_from_a_pipe() -> TestResult {
-    let server = Server::start()?;
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
     let work = tempfile::tempdir()?;
     std::fs::write(work.path().join("a b.txt"), b"from the shell")?;
     std::fs::create_dir(work.path().join("out"))?;
@@ -416,7 +373,7 @@ fn shell_from_a_pipe() -> TestResult {
         get c.txt -o out/d.txt\n\
         ls --json\n\
         bye\n";
-    let out = barge(server.port, work.path())
+    let out = barge(server.addr.port(), work.path())
         .arg("shell")
         .write_stdin(script)
         .output()?;
@@ -442,12 +399,12 @@ fn shell_from_a_pipe() -> TestResult {
     );
 
     // A clean session exits 0; `barge` with no command on a pipe is a usage error.
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .arg("shell")
         .write_stdin("ls\nrm c.txt\nquit\n")
         .assert()
         .success();
-    barge(server.port, work.path())
+    barge(server.addr.port(), work.path())
         .arg("shell")
         .write_stdin("frob\n")
         .assert()

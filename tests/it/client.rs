@@ -616,17 +616,10 @@ async fn put_many_throughput() -> TestResult {
         sync: false,
         ..barge::store::StoreConfig::default()
     };
-    let store = barge::store::Store::open(&dir.path().join("srv"), config)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = barge::server::ServerConfig::default();
-    tokio::spawn(barge::server::run(
-        listener,
-        store,
-        server,
-        shutdown.clone(),
-    ));
+    let server =
+        crate::common::TestServer::start_with(tempfile::tempdir()?, config, Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
 
     let n = 20_000;
     let src = dir.path().join("src");
@@ -644,7 +637,7 @@ async fn put_many_throughput() -> TestResult {
     let addr = if std::env::var_os("FAKE").is_some() {
         fake_server.addr()
     } else {
-        addr
+        server.addr.to_string()
     };
     let mut client = Client::connect(&addr, Duration::from_secs(5)).await?;
     let started = std::time::Instant::now();
@@ -658,6 +651,6 @@ async fn put_many_throughput() -> TestResult {
         "{n} uploads of 1 KiB in {took:?}: {:.0}/s",
         n as f64 / took.as_secs_f64()
     );
-    shutdown.cancel();
+    server.stop().await.map_err(|e| e.to_string())?;
     Ok(())
 }

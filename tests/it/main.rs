@@ -1,4 +1,13 @@
-//! Integration tests: one binary, shared helpers.
+//! barge's integration tests: one test binary, shared helpers in `common`.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_docs,
+    unreachable_pub
+)]
 
 mod cli;
 mod client;
+mod common;
+mod server;
