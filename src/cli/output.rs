@@ -11,6 +11,11 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::StdoutClosed;
 
+/// Transfers smaller than this finish before a bar would tell anything.
+const MIN_BAR_BYTES: u64 = 1 << 20;
+/// Batches of fewer files than this get no bar either.
+const MIN_BAR_FILES: u64 = 50;
+
 /// The terminal side of a command.
 #[derive(Debug)]
 pub(crate) struct Ui {
@@ -71,13 +76,10 @@ impl Ui {
             .unwrap_or_default();
     }
 
-    /// Starts a progress bar (replacing any other); hidden unless bars are on.
+    /// Starts a progress bar (replacing any other). It stays hidden until the first progress
+    /// shows the transfer is big enough to be worth a bar, and for good unless bars are on.
     pub(crate) fn start_bar(&self, label: &str, total: u64, unit: Unit) {
-        let bar = if self.bars {
-            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
         let template = match unit {
             Unit::Bytes => {
                 "{msg:.bold} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}"
@@ -89,16 +91,26 @@ impl Ui {
             .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(label.to_owned());
+        let worth_it = match unit {
+            Unit::Bytes => total >= MIN_BAR_BYTES,
+            Unit::Files => total >= MIN_BAR_FILES,
+        };
+        if self.bars && worth_it {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
         if let Some(old) = self.bar.replace(Some(bar)) {
             old.finish_and_clear();
         }
     }
 
-    /// Moves the bar.
+    /// Moves a byte-counting bar; the first call tells its total.
     pub(crate) fn progress(&self, done: u64, total: u64) {
         if let Some(bar) = self.bar.borrow().as_ref() {
             if bar.length() != Some(total) {
                 bar.set_length(total);
+                if self.bars && bar.is_hidden() && total >= MIN_BAR_BYTES {
+                    bar.set_draw_target(ProgressDrawTarget::stderr());
+                }
             }
             bar.set_position(done);
         }
