@@ -258,6 +258,12 @@ impl Shell<'_> {
 
     /// Runs one command, connecting first if the connection was lost.
     fn run(&mut self, command: ShellCommand) {
+        if let Some(client) = self.client.as_mut() {
+            if let Err(e) = self.rt.block_on(client.check_idle()) {
+                self.ui.fail(format_args!("barge: {e}; reconnecting."));
+                self.client = None;
+            }
+        }
         if self.client.is_none() {
             match self
                 .rt

@@ -31,7 +31,7 @@ use crate::protocol::{
     Code, DownloadHeader, FileId, FileRef, ListingEntry, ListingHeader, PROTOCOL_VERSION,
     RenameArgs, Reply, Request, UploadSpec,
 };
-use crate::transport::Connection;
+use crate::transport::{Connection, TransportError};
 use split::{ReadSide, WriteSide};
 
 /// The port a server listens on unless told otherwise.
@@ -213,6 +213,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     #[must_use]
     pub fn is_usable(&self) -> bool {
         self.broken.is_none() && !self.in_exchange
+    }
+
+    /// Checks, without waiting, that the server has not hung up on an idle connection (after
+    /// its idle timeout, a shutdown, or a restart). Worth calling before a request after the
+    /// connection sat idle, to reconnect instead of failing.
+    ///
+    /// # Errors
+    /// [`ClientError::Disconnected`] when the connection is no longer usable, with the server's
+    /// parting words if it sent any.
+    pub async fn check_idle(&mut self) -> Result<(), ClientError> {
+        self.usable()?;
+        // A zero timeout still polls the read once: it sees what has already arrived.
+        let why = match self.rx.read_line(Some(Duration::ZERO)).await {
+            Err(TransportError::TimedOut(_)) => return Ok(()),
+            Ok(None) => "the server closed the connection".to_owned(),
+            Ok(Some(line)) => {
+                let line = String::from_utf8_lossy(line);
+                format!(
+                    "the server closed the connection: {}",
+                    escape(line.trim_end())
+                )
+            }
+            Err(e) => e.to_string(),
+        };
+        self.broken = Some(why.clone());
+        Err(ClientError::Disconnected(why))
     }
 
     /// Lists the files on the server (`LIST_FILES`).

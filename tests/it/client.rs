@@ -43,6 +43,8 @@ pub(crate) mod fake {
         pub(crate) greeting: Option<String>,
         /// Answer this many commands, then close the connection instead of answering the next.
         pub(crate) close_after: Option<usize>,
+        /// Right after the greeting, send this line and close (as after an idle timeout).
+        pub(crate) hang_up: Option<String>,
     }
 
     pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
@@ -115,6 +117,12 @@ pub(crate) mod fake {
         s.get_mut()
             .write_all(format!("{greeting}\n").as_bytes())
             .await?;
+        if let Some(last) = &quirks.hang_up {
+            s.get_mut()
+                .write_all(format!("{last}\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
         let mut line = Vec::new();
         let mut served = 0;
         loop {
@@ -574,6 +582,39 @@ async fn greetings_are_checked() -> TestResult {
         drop(listener);
         let r = Client::connect(&addr, Duration::from_secs(5)).await;
         assert!(matches!(r, Err(ClientError::Connect { .. })), "{r:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_hang_up_is_noticed_before_the_next_request() -> TestResult {
+    bounded(async {
+        let quirks = Quirks {
+            hang_up: Some("408 Idle timeout".into()),
+            ..Quirks::default()
+        };
+        let server = fake::start(quirks).await?;
+        let mut client = connect(&server).await?;
+        let why = loop {
+            match client.check_idle().await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => break e,
+            }
+        };
+        assert!(why.to_string().contains("408 Idle timeout"), "{why}");
+        assert!(!client.is_usable());
+        assert!(matches!(
+            client.list().await,
+            Err(ClientError::Disconnected(_))
+        ));
+
+        // A live connection passes, and stays usable.
+        let server = fake::start(Quirks::default()).await?;
+        let mut client = connect(&server).await?;
+        client.check_idle().await?;
+        client.list().await?;
+        client.check_idle().await?;
         Ok(())
     })
     .await
