@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 
+/// Queued replies beyond this many bytes are written before the next line is read.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
 /// Why reading or writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -59,8 +62,14 @@ pub struct Connection<S> {
     inner: BufReader<S>,
     /// Replies queued but not yet written.
     out: Vec<u8>,
+    /// How much of `out` is already written.
+    written: usize,
     /// The line being assembled when it spans several reads.
     line: Vec<u8>,
+    /// True once `line` holds a whole line that was handed out.
+    line_complete: bool,
+    /// How long the replies that [`read_line`](Self::read_line) flushes may wait for the peer.
+    write_timeout: Option<Duration>,
     max_line: usize,
 }
 
@@ -76,9 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Small on purpose: an idle connection should cost little. Bodies bypass it.
             inner: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::new(),
+            written: 0,
             line: Vec::new(),
+            line_complete: false,
+            write_timeout: None,
             max_line,
         }
+    }
+
+    /// Sets how long queued replies written out by [`read_line`](Self::read_line) may wait for
+    /// the peer to take them (no limit by default).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_timeout = timeout;
     }
 
     /// The underlying stream.
@@ -109,7 +127,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<&[u8]>, TransportError> {
-        self.line.clear();
+        // A client that pipelines without reading its replies must not make them pile up
+        // here without bound: past a threshold, they go out before another line is read (and
+        // if the client never reads them, the write times out and the connection ends).
+        if self.out.len() >= FLUSH_THRESHOLD {
+            self.flush(self.write_timeout).await?;
+        }
+        // A call cancelled while waiting keeps the part of the line it had; the next call
+        // goes on from there. Only a completed line is cleared.
+        if self.line_complete {
+            self.line.clear();
+            self.line_complete = false;
+        }
         loop {
             let buf = self.inner.buffer();
             if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
@@ -118,6 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.line.extend_from_slice(&buf[..pos]);
                 self.inner.consume(pos + 1);
+                self.line_complete = true;
                 return Ok(Some(&self.line));
             }
             let n = buf.len();
@@ -127,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.line.extend_from_slice(buf);
             self.inner.consume(n);
             // About to wait for the peer: make sure it has every reply it is waiting for.
-            self.flush(timeout).await?;
+            self.flush(self.write_timeout).await?;
             let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
             if filled == 0 {
                 return if self.line.is_empty() {
@@ -170,13 +200,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let stream = self.inner.get_mut();
-        with_timeout(timeout, async {
-            stream.write_all(&self.out).await?;
-            stream.flush().await
-        })
-        .await?;
+        // Progress is kept in `self.written`, so a flush cancelled half-way never sends the
+        // same bytes twice.
+        while self.written < self.out.len() {
+            let stream = self.inner.get_mut();
+            let n = with_timeout(timeout, stream.write(&self.out[self.written..])).await?;
+            if n == 0 {
+                return Err(TransportError::Io(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        with_timeout(timeout, self.inner.get_mut().flush()).await?;
         self.out.clear();
+        self.written = 0;
         // Do not keep a large buffer around after a big listing.
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
@@ -373,6 +409,19 @@ mod tests {
         b.write_all(&[b'y'; 15]).await?;
         b.write_all(b"\n").await?;
         assert_eq!(conn.read_line(None).await?.map(<[u8]>::len), Some(15));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn cancelled_read_keeps_the_partial_line() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(64);
+        let mut conn = Connection::new(a);
+        b.write_all(b"LIST_").await?;
+        // One poll only: the half line is taken in, then the read is dropped.
+        let once = tokio::time::timeout(Duration::ZERO, conn.read_line(None)).await;
+        assert!(once.is_err());
+        b.write_all(b"FILES\n").await?;
+        assert_eq!(conn.read_line(None).await?, Some(&b"LIST_FILES"[..]));
         Ok(())
     }
 

@@ -52,6 +52,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         min_free_space: args.min_free_space,
         ..StoreConfig::default()
     };
+    raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
     let listener = TcpListener::bind((args.host.as_str(), args.port))
@@ -85,6 +86,36 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// Each connection needs a socket, and a transfer a file too: raise the soft limit on open
+/// files towards the hard one, so `--max-connections` is not cut short by the default 1024.
+fn raise_fd_limit(connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(256);
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let target = limit.maximum.map_or(want, |max| want.min(max));
+    if setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    )
+    .is_err()
+        || target < want
+    {
+        tracing::warn!(
+            "open-file limit is {target}; --max-connections {connections} may not be reachable"
+        );
+    }
 }
 
 async fn wait_for_signal() {

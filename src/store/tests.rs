@@ -305,3 +305,47 @@ fn names_differing_only_by_normalisation_conflict() {
     ));
     drop(up);
 }
+
+#[test]
+fn batch_gives_each_file_its_own_result_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "taken", b"t").unwrap();
+    let n = |s: &str| FileName::parse(s).unwrap();
+    let results = store.put_batch(vec![
+        (n("one"), b"1".to_vec()),
+        (n("taken"), b"2".to_vec()),
+        (n("dir/two"), b"22".to_vec()),
+        (n("one"), b"dup".to_vec()),
+        (n("empty"), Vec::new()),
+    ]);
+    assert_eq!(results.len(), 5);
+    assert_eq!(
+        results[0].as_ref().unwrap().to_hex(),
+        "c4ca4238a0b923820dcc509a6f75849b"
+    );
+    assert!(matches!(results[1], Err(StoreError::AlreadyExists(_))));
+    assert!(results[2].is_ok());
+    assert!(matches!(results[3], Err(StoreError::AlreadyExists(_))));
+    assert_eq!(
+        results[4].as_ref().unwrap().to_hex(),
+        "d41d8cd98f00b204e9800998ecf8427e"
+    );
+    assert_eq!(std::fs::read(dir.path().join("one")).unwrap(), b"1");
+    assert_eq!(std::fs::read(dir.path().join("dir/two")).unwrap(), b"22");
+    assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"t");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".barge/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let names: Vec<_> = store
+        .list()
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["dir/two", "empty", "one", "taken"]);
+}
