@@ -46,6 +46,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// a fact: past this, the reply is refused rather than trusted with unbounded memory.
 pub const MAX_LISTING_ENTRIES: u64 = 1_000_000;
 
+/// The most listing text accepted in one `210` reply, in bytes: with the entry limit, this
+/// bounds the memory a server can make a listing take.
+pub const MAX_LISTING_BYTES: usize = 256 << 20;
+
 /// The most lines accepted in one `211` (help) reply.
 const MAX_HELP_LINES: u64 = 1_000;
 
@@ -267,8 +271,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         // Not `with_capacity(count)`: the count is the server's word.
         let mut entries = Vec::new();
+        let mut bytes = 0;
         for _ in 0..count {
             let line = recv_line(&mut self.rx, self.timeout).await?;
+            bytes += line.len();
+            if bytes > MAX_LISTING_BYTES {
+                return Err(ClientError::Protocol(format!(
+                    "the listing is over {MAX_LISTING_BYTES} bytes; this client accepts no more"
+                )));
+            }
             entries.push(ListingEntry::decode(line).map_err(|e| protocol("listing line", &e))?);
         }
         self.in_exchange = false;
@@ -809,6 +820,92 @@ mod tests {
     fn leaves_stay_inside() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(leaf(&FileName::parse("a/b/c.txt")?)?, Path::new("c.txt"));
         assert_eq!(leaf(&FileName::parse("x")?)?, Path::new("x"));
+        Ok(())
+    }
+
+    /// A client over an in-memory pipe whose other end is driven by `server`, which gets the
+    /// pipe after the greeting was sent.
+    async fn scripted<F, Fut>(server: F) -> Result<Client<tokio::io::DuplexStream>, ClientError>
+    where
+        F: FnOnce(tokio::io::DuplexStream) -> Fut + Send + 'static,
+        Fut: Future<Output = std::io::Result<()>> + Send,
+    {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            theirs.write_all(b"220 barge/1 ready\n").await?;
+            server(theirs).await
+        });
+        Client::handshake(ours, Some(Duration::from_secs(5))).await
+    }
+
+    /// Reads one request line from the client's side of the pipe.
+    async fn request_line(s: &mut tokio::io::DuplexStream) -> std::io::Result<String> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while s.read_exact(&mut byte).await.is_ok() && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    #[tokio::test]
+    async fn an_absurd_listing_count_is_refused_without_reading_on() -> Result<(), ClientError> {
+        let mut client = scripted(|mut s| async move {
+            request_line(&mut s).await?;
+            s.write_all(b"210 99999999999 files\n").await?;
+            // Keep the pipe open: the client must not wait for these lines.
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await?;
+        let r = client.list().await;
+        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+        assert!(!client.is_usable());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_download_of_something_else_is_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let asked = "9e107d9d372bb6826bd81d3542a419d6";
+        let mut client = scripted(|mut s| async move {
+            request_line(&mut s).await?;
+            s.write_all(b"213 3 d41d8cd98f00b204e9800998ecf8427e other.txt\nabc")
+                .await?;
+            Ok(())
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let r = client
+            .download(
+                &FileRef::parse(asked)?,
+                &Destination::Dir(dir.path().into()),
+                false,
+                |_| {},
+            )
+            .await;
+        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+        assert_eq!(std::fs::read_dir(dir.path())?.count(), 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_malformed_upload_reply_is_a_protocol_error() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let mut client = scripted(|mut s| async move {
+            request_line(&mut s).await?;
+            s.write_all(b"350 Ready\n").await?;
+            let mut body = [0u8; 5];
+            s.read_exact(&mut body).await?;
+            s.write_all(b"226 not-an-id Upload complete\n").await?;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a");
+        std::fs::write(&path, b"hello")?;
+        let r = client.upload(&path, &FileName::parse("a")?, |_| {}).await;
+        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
         Ok(())
     }
 
