@@ -167,6 +167,9 @@ pub(crate) fn run(rt: &Runtime, addr: &str, ui: &Ui) -> Status {
             let _ = shell.rt.block_on(client.disconnect());
         }
     }
+    if interactive {
+        ui.note("Disconnected.");
+    }
     input.save();
     if interactive {
         Status::Success
