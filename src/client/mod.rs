@@ -313,11 +313,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         result
     }
 
-    async fn upload_inner(
+    async fn upload_inner<P: FnMut(Progress)>(
         &mut self,
         path: &Path,
         name: &FileName,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut P,
     ) -> Result<Verified, ClientError> {
         let (mut file, size) = open_regular(path).await?;
         let reply = self
@@ -387,12 +387,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.settle(result)
     }
 
-    async fn download_inner(
+    async fn download_inner<P: FnMut(Progress)>(
         &mut self,
         file: &FileRef,
         dest: &Destination,
         overwrite: bool,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut P,
     ) -> Result<Downloaded, ClientError> {
         // Refuse before asking when the target is already known.
         if let Destination::File(path) = dest {
@@ -460,12 +460,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Reads a `size`-byte body into `file`, hashing it. A local write error stops the writing
     /// but the rest of the body is still read, so the connection stays in step.
-    async fn receive_body(
+    async fn receive_body<P: FnMut(Progress)>(
         &mut self,
         file: &std::fs::File,
         path: &Path,
         size: u64,
-        progress: &mut dyn FnMut(Progress),
+        progress: &mut P,
     ) -> Result<FileId, ClientError> {
         let mut out = tokio::fs::File::from_std(file.try_clone().map_err(ClientError::io(path))?);
         let mut hasher = Md5::new();
@@ -906,6 +906,33 @@ mod tests {
         std::fs::write(&path, b"hello")?;
         let r = client.upload(&path, &FileName::parse("a")?, |_| {}).await;
         assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+        Ok(())
+    }
+
+    /// The client's futures can be spawned onto a multi-threaded runtime.
+    #[test]
+    fn futures_are_send() -> Result<(), Box<dyn std::error::Error>> {
+        // Generic callbacks, not `dyn`: a future is `Send` exactly when its callback is.
+        fn spawnable<T: Send>(_: &T) {}
+        let dir = tempfile::tempdir()?;
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        rt.block_on(async {
+            let (ours, _theirs) = tokio::io::duplex(64);
+            // Never polled: only their types matter.
+            let connect = Client::connect("127.0.0.1:9", Duration::from_secs(1));
+            spawnable(&connect);
+            let handshake = Client::handshake(ours, None);
+            spawnable(&handshake);
+        });
+        let name = FileName::parse("x")?;
+        let mut client: Option<Client<TcpStream>> = None;
+        if let Some(c) = client.as_mut() {
+            spawnable(&c.list());
+            spawnable(&c.upload(dir.path(), &name, |_| {}));
+            let dest = Destination::Dir(dir.path().into());
+            spawnable(&c.download(&FileRef::parse("x")?, &dest, false, |_| {}));
+            spawnable(&c.put_many(Vec::new(), |_, _| {}));
+        }
         Ok(())
     }
 
