@@ -194,9 +194,12 @@ async fn put_batch(
     let names: Vec<FileName> = batch.iter().map(|i| i.name.clone()).collect();
     let mut worst = Status::Success;
     let mut printing = Ok(());
+    // Outcomes come in order: everything before this one has been reported.
+    let mut reported = 0;
     ui.start_bar("uploading", batch.len() as u64, Unit::Files);
     let result = client
         .put_many(batch, |i, result| {
+            reported = i + 1;
             ui.step();
             if let Some(name) = names.get(i) {
                 match report_upload(ui, name, result) {
@@ -210,7 +213,9 @@ async fn put_batch(
     printing?;
     if let Err(e) = result {
         let e = anyhow::Error::new(e);
-        ui.fail(format_args!("barge: {}", render(&e)));
+        for name in names.get(reported..).unwrap_or_default() {
+            ui.fail(format_args!("Fail: {name}: no reply: {}", render(&e)));
+        }
         return Err(Reported(worst.max(status_of(&e))).into());
     }
     Ok(worst)

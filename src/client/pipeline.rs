@@ -278,12 +278,11 @@ where
         if let Err(ClientError::ChecksumMismatch { .. }) = &outcome {
             mismatched.push(name);
         }
-        let why = outcome.as_ref().err().map(ToString::to_string);
+        let code = reply.code;
         on_result(index, outcome);
         if lost {
             return Err(ClientError::Disconnected(format!(
-                "the server closed the connection after: {}",
-                why.unwrap_or_default()
+                "the server closed the connection after its {code} reply"
             )));
         }
     }

@@ -261,6 +261,72 @@ fn refusals_have_their_exit_statuses() -> TestResult {
 }
 
 #[test]
+fn server_limits_are_refusals() -> TestResult {
+    use barge::store::StoreConfig;
+    let work = tempfile::tempdir()?;
+    std::fs::write(work.path().join("a.txt"), b"some bytes")?;
+    std::fs::write(work.path().join("b.txt"), b"more bytes")?;
+
+    let read_only = StoreConfig {
+        read_only: true,
+        ..StoreConfig::default()
+    };
+    let server =
+        BlockingServer::start_with(read_only, Default::default()).map_err(|e| e.to_string())?;
+    let port = server.addr.port();
+    barge(port, work.path())
+        .args(["put", "a.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("403"));
+    barge(port, work.path())
+        .args(["put", "a.txt", "b.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("403"));
+    barge(port, work.path())
+        .args(["rm", "a.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("40"));
+
+    let tiny = StoreConfig {
+        max_file_size: 4,
+        ..StoreConfig::default()
+    };
+    let server = BlockingServer::start_with(tiny, Default::default()).map_err(|e| e.to_string())?;
+    barge(server.addr.port(), work.path())
+        .args(["put", "a.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("Fail: a.txt").and(contains("413")));
+    Ok(())
+}
+
+#[test]
+fn empty_listings_and_bad_targets() -> TestResult {
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir()?;
+    barge(server.addr.port(), work.path())
+        .arg("ls")
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(contains("No files available"));
+    barge(server.addr.port(), work.path())
+        .args(["ls", "--json"])
+        .assert()
+        .success()
+        .stdout("[]\n");
+    barge(server.addr.port(), work.path())
+        .args(["get", "a", "b", "-o", "no/such/folder"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("not a folder"));
+    Ok(())
+}
+
+#[test]
 fn quiet_and_debug() -> TestResult {
     let server = BlockingServer::start().map_err(|e| e.to_string())?;
     let work = tempfile::tempdir()?;
