@@ -300,6 +300,13 @@ fn server_limits_are_refusals() -> TestResult {
         .assert()
         .code(FAILURE)
         .stderr(contains("Fail: a.txt").and(contains("413")));
+    // Pipelined, a 413 ends the connection: the files after it are reported too.
+    std::fs::write(work.path().join("c.txt"), b"ok")?;
+    barge(server.addr.port(), work.path())
+        .args(["put", "a.txt", "c.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains("Fail: a.txt").and(contains("Fail: c.txt: no reply")));
     Ok(())
 }
 
