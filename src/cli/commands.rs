@@ -141,7 +141,7 @@ pub(crate) async fn put(
     let mut worst = Status::Success;
     // Runs of small files go out pipelined; anything else one by one.
     let mut batch: Vec<PutItem> = Vec::new();
-    for path in &args.files {
+    for (i, path) in args.files.iter().enumerate() {
         let name = match &args.name {
             Some(name) => Ok(name.clone()),
             None => name_for(path),
@@ -171,6 +171,10 @@ pub(crate) async fn put(
         ui.end_bar();
         worst = worst.max(report_upload(ui, &name, result)?);
         if !client.is_usable() {
+            // The batch was sent before this upload, so only later files are left.
+            let rest = args.files.get(i + 1..).unwrap_or_default();
+            let rest = rest.iter().map(|p| p.display().to_string());
+            not_attempted(ui, rest);
             return Err(Reported(worst).into());
         }
     }
@@ -246,6 +250,15 @@ fn report_upload(
     }
 }
 
+/// Reports the files a lost connection left untried.
+fn not_attempted(ui: &Ui, rest: impl Iterator<Item = String>) {
+    for what in rest {
+        ui.fail(format_args!(
+            "Fail: {what}: not attempted: the connection was lost"
+        ));
+    }
+}
+
 /// Prints `Fail: what: why`; returns the error's status.
 fn fail(ui: &Ui, what: &str, e: &anyhow::Error) -> Status {
     ui.fail(format_args!("Fail: {what}: {}", render(e)));
@@ -291,7 +304,7 @@ pub(crate) async fn get(
         }
     }
     let mut worst = Status::Success;
-    for file in &args.files {
+    for (i, file) in args.files.iter().enumerate() {
         let shown = escape(&file.as_str());
         ui.start_bar(&shown, 0, Unit::Bytes);
         let result = client
@@ -299,12 +312,15 @@ pub(crate) async fn get(
             .await;
         ui.end_bar();
         match result {
-            Ok(d) => ui.done(format_args!(
-                "Success: {} {} saved as {}",
-                d.name,
-                d.id,
-                escape(&d.path.display().to_string())
-            ))?,
+            Ok(d) => {
+                let path = d.path.strip_prefix(".").unwrap_or(&d.path);
+                ui.done(format_args!(
+                    "Success: {} {} saved as {}",
+                    d.name,
+                    d.id,
+                    escape(&path.display().to_string())
+                ))?;
+            }
             Err(e) => {
                 let hint = matches!(e, ClientError::AlreadyExists { .. });
                 worst = worst.max(fail(ui, &shown, &anyhow::Error::new(e)));
@@ -314,6 +330,8 @@ pub(crate) async fn get(
             }
         }
         if !client.is_usable() {
+            let rest = args.files.get(i + 1..).unwrap_or_default();
+            not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
             break;
         }
     }

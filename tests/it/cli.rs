@@ -508,6 +508,29 @@ fn shell_reconnects_after_the_server_goes_away() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn a_lost_connection_reports_every_file() -> TestResult {
+    let work = tempfile::tempdir()?;
+    let fake = Fake::start(Quirks {
+        close_after: Some(1),
+        ..Quirks::default()
+    })?;
+    for name in ["a.txt", "b.txt", "c.txt"] {
+        fake.server.insert(name, name.as_bytes());
+    }
+    barge(fake.port(), work.path())
+        .args(["get", "a.txt", "b.txt", "c.txt"])
+        .assert()
+        .code(FAILURE)
+        .stdout(contains("Success: a.txt"))
+        .stderr(
+            contains("Fail: b.txt: connection lost").and(contains("Fail: c.txt: not attempted")),
+        );
+    assert_eq!(std::fs::read(work.path().join("a.txt"))?, b"a.txt");
+    assert!(!work.path().join("b.txt").exists());
+    Ok(())
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();
