@@ -595,7 +595,7 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
         let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(CHUNK);
         let mut buf = match empty_rx.try_recv() {
             Ok(b) => b,
-            Err(_) if allocated < DEPTH + 1 => {
+            Err(_) if allocated < DEPTH => {
                 allocated += 1;
                 vec![0u8; CHUNK]
             }
