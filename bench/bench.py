@@ -517,7 +517,7 @@ class Peers:
                     port, i, subprocess.DEVNULL, subprocess.DEVNULL, o,
                 )
 
-        self.list.append(Peer("nc", up, down, "OpenBSD nc into a file, no verification"))
+        self.list.append(Peer("nc", up, down, "OpenBSD nc into a file, no verification (raw TCP)"))
 
     def _socat(self) -> None:
         if not shutil.which("socat"):
@@ -705,7 +705,7 @@ class Peers:
             return PROCS.run(["rsync", "-r", f"{base}/{rel(srcdir)}/", f"{destdir}/"], t,
                              "rsync -r")
 
-        self.list.append(Peer("rsync daemon", up, down, "rsync:// protocol, checksummed",
+        self.list.append(Peer("rsync daemon", up, down, "rsync:// protocol; whole-file xxh128 checksum, not MD5",
                               small_up, small_down))
 
     def _dufs(self) -> None:
@@ -1126,6 +1126,7 @@ class Bench:
                                + (f"; {busy} refused" if busy else ""))
             row.peaks.append(peak)
             row.extra = {"rss_before": before, "rss": rss, "refused": busy}
+            row.note = f"served with --max-connections {n + 100} (the default is lower)"
         finally:
             for s in socks:
                 s.close()
@@ -1242,6 +1243,8 @@ def report(bench: Bench, peers: Peers, started: float) -> str:
                f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GiB)} GiB, "
                f"kernel {platform.release()}; files and shared folders on tmpfs "
                f"({bench.work}); loopback only")
+    out.append("rate: bytes or files per second of wall time; vs md5sum: time / md5sum's time; "
+               "time/barge: a peer's time / barge's time (above 1: barge is faster)")
     out.append("")
     out.append(table(res, ref_for))
     out.append("")
