@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 
+/// Queued replies beyond this many bytes are written before the next line is read.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
+
 /// Why reading or writing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -65,6 +68,8 @@ pub struct Connection<S> {
     line: Vec<u8>,
     /// True once `line` holds a whole line that was handed out.
     line_complete: bool,
+    /// How long the replies that [`read_line`](Self::read_line) flushes may wait for the peer.
+    write_timeout: Option<Duration>,
     max_line: usize,
 }
 
@@ -83,8 +88,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             written: 0,
             line: Vec::new(),
             line_complete: false,
+            write_timeout: None,
             max_line,
         }
+    }
+
+    /// Sets how long queued replies written out by [`read_line`](Self::read_line) may wait for
+    /// the peer to take them (no limit by default).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_timeout = timeout;
     }
 
     /// The underlying stream.
@@ -115,6 +127,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<&[u8]>, TransportError> {
+        // A client that pipelines without reading its replies must not make them pile up
+        // here without bound: past a threshold, they go out before another line is read (and
+        // if the client never reads them, the write times out and the connection ends).
+        if self.out.len() >= FLUSH_THRESHOLD {
+            self.flush(self.write_timeout).await?;
+        }
         // A call cancelled while waiting keeps the part of the line it had; the next call
         // goes on from there. Only a completed line is cleared.
         if self.line_complete {
@@ -139,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.line.extend_from_slice(buf);
             self.inner.consume(n);
             // About to wait for the peer: make sure it has every reply it is waiting for.
-            self.flush(timeout).await?;
+            self.flush(self.write_timeout).await?;
             let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
             if filled == 0 {
                 return if self.line.is_empty() {

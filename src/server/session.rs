@@ -75,8 +75,10 @@ pub(super) async fn serve<S>(
 ) where
     S: Stream,
 {
+    let mut conn = Connection::new(stream);
+    conn.set_write_timeout(Some(config.stall_timeout));
     let mut s = Session {
-        conn: Connection::new(stream),
+        conn,
         peer,
         store,
         config,

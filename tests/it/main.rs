@@ -7,5 +7,7 @@
     unreachable_pub
 )]
 
+mod cli;
+mod client;
 mod common;
 mod server;
