@@ -1103,9 +1103,13 @@ class Bench:
             before = srv.rss()
             srv.reset_peak()
             t0 = time.perf_counter()
+            slow = 0
             for _ in range(n):
+                t1 = time.perf_counter()
                 s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
                 socks.append(s)
+                # A connect this slow waited for a SYN retransmit: the listen queue overflowed.
+                slow += time.perf_counter() - t1 > 0.5
             busy = 0
             for s in socks:
                 buf = b""
@@ -1122,10 +1126,12 @@ class Bench:
             row = self.res.row(f"{n:,} idle connections", "barge", unit="B", times=[opened],
                                detail=f"RSS {human(before)} before, {human(rss)} with them open; "
                                f"+{(rss - before) / n / KiB:.1f} KiB per connection; time = "
-                               "opening them all and reading each greeting"
+                               "opening them all back to back, then reading each greeting"
+                               + (f"; {slow} connects waited > 0.5 s (a SYN retransmit: the "
+                                  "listen queue overflowed)" if slow else "")
                                + (f"; {busy} refused" if busy else ""))
             row.peaks.append(peak)
-            row.extra = {"rss_before": before, "rss": rss, "refused": busy}
+            row.extra = {"rss_before": before, "rss": rss, "refused": busy, "slow": slow}
             row.note = f"served with --max-connections {n + 100} (the default is lower)"
         finally:
             for s in socks:
