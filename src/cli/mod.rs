@@ -44,10 +44,10 @@ pub(crate) struct Cli {
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
-    /// Server to connect to
+    /// Server to connect to (for `serve`: the address to listen on; 0.0.0.0 for all)
     #[arg(long, global = true, env = "BARGE_HOST", default_value = "127.0.0.1")]
     host: String,
-    /// Port of the server
+    /// Port of the server (for `serve`: the port to listen on; 0 picks a free one)
     #[arg(long, global = true, env = "BARGE_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Show the protocol exchange on stderr (names escaped)
@@ -174,7 +174,7 @@ pub(crate) fn main() -> ExitCode {
     let command = match cli.command {
         Some(Command::Serve(args)) => {
             init_server_tracing(cli.global.debug);
-            return match runtime.block_on(serve::run(args)) {
+            return match runtime.block_on(serve::run(args, &cli.global.host, cli.global.port)) {
                 Ok(()) => Status::Success.into(),
                 Err(e) => report(&e).into(),
             };

@@ -21,12 +21,6 @@ pub(crate) struct ServeArgs {
         env = "BARGE_ROOT"
     )]
     root: PathBuf,
-    /// Address to listen on (0.0.0.0 for every interface)
-    #[arg(long, default_value = "127.0.0.1", env = "BARGE_HOST")]
-    host: String,
-    /// Port to listen on (0 picks a free one)
-    #[arg(long, short, default_value_t = 65432, env = "BARGE_PORT")]
-    port: u16,
     /// Refuse uploads, renames and deletes
     #[arg(long)]
     read_only: bool,
@@ -44,8 +38,8 @@ pub(crate) struct ServeArgs {
     min_free_space: u64,
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the server on `host:port` until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Result<()> {
     let store_config = StoreConfig {
         read_only: args.read_only,
         max_file_size: args.max_file_size,
@@ -55,9 +49,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = TcpListener::bind((args.host.as_str(), args.port))
+    let listener = TcpListener::bind((host, port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let addr = listener.local_addr()?;
     let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
     println!(

@@ -12,6 +12,7 @@
 //! With `tracing` enabled at debug level for the target `barge::wire`, the exchange is logged
 //! line by line (`> ` sent, `< ` received), escaped for a terminal.
 
+mod body;
 mod error;
 mod pipeline;
 mod split;
@@ -19,8 +20,7 @@ mod split;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
-use md5::{Digest, Md5};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 pub use error::ClientError;
@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         name: &FileName,
         progress: &mut P,
     ) -> Result<Verified, ClientError> {
-        let (mut file, size) = open_regular(path).await?;
+        let (file, size) = open_regular(path).await?;
         let reply = self
             .request(&Request::Upload(Some(UploadSpec {
                 name: name.clone(),
@@ -330,23 +330,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             return Err(self.unexpected(reply));
         }
         trace_body(size);
-        let mut hasher = Md5::new();
+        let mut source = body::Source::spawn(file.into_std().await, size);
         let mut done = 0;
         progress(Progress { done, total: size });
         while done < size {
-            let n = read_chunk(&mut file, path, &mut self.chunk, size - done).await?;
-            hasher.update(&self.chunk[..n]);
-            self.tx.write_body(&self.chunk[..n], self.timeout).await?;
-            done += n as u64;
+            let chunk = match source.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(ClientError::io(path)(e)),
+                // The size was announced already; the body can no longer be completed.
+                None => {
+                    return Err(ClientError::FileChanged {
+                        path: path.to_owned(),
+                    });
+                }
+            };
+            self.tx.write_body(&chunk, self.timeout).await?;
+            done += chunk.len() as u64;
+            source.recycle(chunk);
             progress(Progress { done, total: size });
         }
         self.tx.flush(self.timeout).await?;
+        let sent = source.finish().await.map_err(ClientError::io(path))?;
         let reply = recv_reply(&mut self.rx, self.timeout).await?;
         if reply.code != Code::STORED {
             return Err(self.unexpected(reply));
         }
         self.in_exchange = false;
-        verify_stored(&reply, FileId(hasher.finalize().into()), name, size)
+        verify_stored(&reply, sent, name, size)
     }
 
     /// Best effort: removes a copy the server stored with the wrong content.
@@ -467,28 +477,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         size: u64,
         progress: &mut P,
     ) -> Result<FileId, ClientError> {
-        let mut out = tokio::fs::File::from_std(file.try_clone().map_err(ClientError::io(path))?);
-        let mut hasher = Md5::new();
+        let mut sink = body::Sink::spawn(file.try_clone().map_err(ClientError::io(path))?);
         let mut done = 0;
         progress(Progress { done, total: size });
         while done < size {
-            let want = chunk_len(size - done, self.chunk.len());
-            let n = self
-                .rx
-                .read_body(&mut self.chunk[..want], self.timeout)
-                .await?;
-            hasher.update(&self.chunk[..n]);
-            done += n as u64;
-            if let Err(e) = out.write_all(&self.chunk[..n]).await {
-                self.skip_body(size - done).await?;
-                return Err(ClientError::io(path)(e));
+            let mut buf = sink.buffer().await;
+            let want = chunk_len(size - done, buf.len());
+            let mut filled = 0;
+            // Fill whole chunks: fewer, larger hand-offs to the hashing thread.
+            while filled < want {
+                filled += self
+                    .rx
+                    .read_body(&mut buf[filled..want], self.timeout)
+                    .await?;
             }
+            buf.truncate(filled);
+            done += filled as u64;
+            sink.push(buf).await;
             progress(Progress { done, total: size });
         }
         // Waits for the last write to reach the file; the data is not forced to disk, which is
         // the usual trade-off for a downloaded copy (a crash means downloading it again).
-        out.flush().await.map_err(ClientError::io(path))?;
-        Ok(FileId(hasher.finalize().into()))
+        let (id, written) = sink.finish().await;
+        written.map_err(ClientError::io(path))?;
+        Ok(id)
     }
 
     /// Reads and drops the rest of a body, ending the exchange.
@@ -807,6 +819,7 @@ async fn persist(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     #[test]
     fn pending_counts() {
