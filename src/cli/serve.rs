@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
 use barge::server::{self, ServerConfig};
@@ -49,7 +49,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
     raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = TcpListener::bind((host, port))
+    let listener = listen(host, port)
         .await
         .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let addr = listener.local_addr()?;
@@ -80,6 +80,32 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// How many connections may wait to be accepted. The usual default (128) overflows when
+/// hundreds of clients connect at once, and each overflow costs a client a one-second SYN
+/// retransmit.
+const BACKLOG: u32 = 1024;
+
+/// Binds and listens on the first address `host:port` resolves to.
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        // A restarted server can take its port back while old connections linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address to listen on")
+    }))
 }
 
 /// Each connection needs a socket, and a transfer a file too: raise the soft limit on open
