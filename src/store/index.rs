@@ -47,10 +47,7 @@ impl Index {
 
     /// The names that currently carry `id`, in name order.
     pub(crate) fn names_of(&self, id: &FileId) -> Vec<FileName> {
-        self.by_id
-            .get(id)
-            .cloned()
-            .unwrap_or_default()
+        self.by_id.get(id).cloned().unwrap_or_default()
     }
 
     #[cfg(test)]

@@ -48,6 +48,9 @@ pub struct StoreConfig {
     /// How many bytes of not-yet-hashed files a listing hashes before it answers; larger files
     /// are hashed in the background and listed once their id is known.
     pub inline_hash_budget: u64,
+    /// How long a listing may spend hashing before it answers; what is left is hashed in the
+    /// background. Keeps the first listing of a folder of many small new files quick.
+    pub inline_hash_time: std::time::Duration,
     /// Flush each upload to stable storage before it becomes visible (fsync).
     pub sync: bool,
 }
@@ -59,6 +62,7 @@ impl Default for StoreConfig {
             max_file_size: 1 << 40,
             min_free_space: 64 << 20,
             inline_hash_budget: 64 << 20,
+            inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
         }
     }
@@ -274,6 +278,7 @@ impl Store {
     }
 
     fn scan(&self, mut budget: u64) -> Result<Listing, StoreError> {
+        let started = std::time::Instant::now();
         let mut skipped = 0;
         let found =
             fsops::walk(&self.root, &mut skipped).map_err(io_err("reading the shared folder"))?;
@@ -313,7 +318,7 @@ impl Store {
         let mut pending = 0;
         let mut added = false;
         for f in unknown {
-            if f.meta.size <= budget {
+            if f.meta.size <= budget && started.elapsed() < self.config.inline_hash_time {
                 budget -= f.meta.size;
                 if let Ok(Some((_, e))) = self.open_hashed(&f.name) {
                     entries.push(ListingEntry {

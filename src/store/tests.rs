@@ -349,3 +349,26 @@ fn batch_gives_each_file_its_own_result_in_order() {
         .collect();
     assert_eq!(names, ["dir/two", "empty", "one", "taken"]);
 }
+
+#[test]
+fn listing_hashes_only_for_its_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(dir.path().join(format!("f{i}")), format!("{i}")).unwrap();
+    }
+    let cfg = StoreConfig {
+        inline_hash_time: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).unwrap();
+    let first = store.list().unwrap();
+    assert_eq!(first.entries.len() + first.pending, 50);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.list().unwrap().entries.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background hashing never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
