@@ -11,13 +11,16 @@
 use std::io;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{
+    AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream,
+    Interest,
+};
+use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 
-/// Queued replies are written out before the next line is read once they reach this size,
-/// whether or not more lines are already buffered.
-const MAX_QUEUED: usize = 64 * 1024;
+/// Queued replies beyond this many bytes are written before the next line is read.
+const FLUSH_THRESHOLD: usize = 64 * 1024;
 
 /// Why reading or writing failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +39,37 @@ pub enum TransportError {
     Io(#[from] io::Error),
 }
 
+/// A stream a [`Connection`] can run over: any async byte stream. Plain TCP can also take file
+/// bytes straight from the page cache (`sendfile`), which a TLS stream, say, cannot.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// The TCP socket underneath, when file bytes may be sent to it directly.
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl Stream for TcpStream {
+    fn as_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Stream for DuplexStream {}
+
 /// A byte stream with line framing, a bounded read buffer and a reply queue.
 #[derive(Debug)]
 pub struct Connection<S> {
     inner: BufReader<S>,
     /// Replies queued but not yet written.
     out: Vec<u8>,
+    /// How much of `out` is already written.
+    written: usize,
     /// The line being assembled when it spans several reads.
     line: Vec<u8>,
+    /// True once `line` holds a whole line that was handed out.
+    line_complete: bool,
+    /// How long the replies that [`read_line`](Self::read_line) flushes may wait for the peer.
+    write_timeout: Option<Duration>,
     max_line: usize,
 }
 
@@ -59,9 +85,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Small on purpose: an idle connection should cost little. Bodies bypass it.
             inner: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::new(),
+            written: 0,
             line: Vec::new(),
+            line_complete: false,
+            write_timeout: None,
             max_line,
         }
+    }
+
+    /// Sets how long queued replies written out by [`read_line`](Self::read_line) may wait for
+    /// the peer to take them (no limit by default).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_timeout = timeout;
     }
 
     /// The underlying stream.
@@ -92,11 +127,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         &mut self,
         timeout: Option<Duration>,
     ) -> Result<Option<&[u8]>, TransportError> {
-        self.line.clear();
-        if self.out.len() >= MAX_QUEUED {
-            // A client that pipelines requests without reading the replies: write them out
-            // now (waiting for it to read) rather than queue replies without bound.
-            self.flush(timeout).await?;
+        // A client that pipelines without reading its replies must not make them pile up
+        // here without bound: past a threshold, they go out before another line is read (and
+        // if the client never reads them, the write times out and the connection ends).
+        if self.out.len() >= FLUSH_THRESHOLD {
+            self.flush(self.write_timeout).await?;
+        }
+        // A call cancelled while waiting keeps the part of the line it had; the next call
+        // goes on from there. Only a completed line is cleared.
+        if self.line_complete {
+            self.line.clear();
+            self.line_complete = false;
         }
         loop {
             let buf = self.inner.buffer();
@@ -106,6 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.line.extend_from_slice(&buf[..pos]);
                 self.inner.consume(pos + 1);
+                self.line_complete = true;
                 return Ok(Some(&self.line));
             }
             let n = buf.len();
@@ -115,7 +157,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.line.extend_from_slice(buf);
             self.inner.consume(n);
             // About to wait for the peer: make sure it has every reply it is waiting for.
-            self.flush(timeout).await?;
+            self.flush(self.write_timeout).await?;
             let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
             if filled == 0 {
                 return if self.line.is_empty() {
@@ -158,13 +200,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let stream = self.inner.get_mut();
-        with_timeout(timeout, async {
-            stream.write_all(&self.out).await?;
-            stream.flush().await
-        })
-        .await?;
+        // Progress is kept in `self.written`, so a flush cancelled half-way never sends the
+        // same bytes twice.
+        while self.written < self.out.len() {
+            let stream = self.inner.get_mut();
+            let n = with_timeout(timeout, stream.write(&self.out[self.written..])).await?;
+            if n == 0 {
+                return Err(TransportError::Io(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += n;
+        }
+        with_timeout(timeout, self.inner.get_mut().flush()).await?;
         self.out.clear();
+        self.written = 0;
         // Do not keep a large buffer around after a big listing.
         if self.out.capacity() > 64 * 1024 {
             self.out = Vec::new();
@@ -233,6 +281,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.flush(timeout).await.is_ok() {
             let _ = with_timeout(timeout, self.inner.get_mut().shutdown()).await;
         }
+    }
+}
+
+impl<S: Stream> Connection<S> {
+    /// Sends `len` bytes of `file` from `offset` straight from the page cache to the socket,
+    /// after anything queued. Returns `Ok(None)` when the stream or the file does not allow it
+    /// (the caller then copies), otherwise the bytes sent, which are fewer than `len` only if the
+    /// file shrank meanwhile.
+    ///
+    /// # Errors
+    /// An I/O error, or a timeout if the peer stops taking bytes.
+    pub async fn send_file(
+        &mut self,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+        timeout: Option<Duration>,
+    ) -> Result<Option<u64>, TransportError> {
+        if self.inner.get_ref().as_tcp().is_none() {
+            return Ok(None);
+        }
+        self.flush(timeout).await?;
+        let Some(sock) = self.inner.get_ref().as_tcp() else {
+            return Ok(None);
+        };
+        let mut pos = offset;
+        let end = offset.saturating_add(len);
+        while pos < end {
+            // At most 1 GiB per call: Linux caps a single sendfile a little below 2 GiB anyway.
+            let count = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(1 << 30);
+            with_timeout(timeout, sock.writable()).await?;
+            match sock.try_io(Interest::WRITABLE, || {
+                rustix::fs::sendfile(sock, file, Some(&mut pos), count).map_err(io::Error::from)
+            }) {
+                Ok(0) => break, // The file is shorter than it was.
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e)
+                    if pos == offset
+                        && matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::INVAL.raw_os_error() || c == rustix::io::Errno::NOSYS.raw_os_error()) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Some(pos - offset))
     }
 }
 
@@ -315,6 +412,19 @@ mod tests {
         Ok(())
     }
 
+    #[tokio::test]
+    async fn cancelled_read_keeps_the_partial_line() -> Result<(), TransportError> {
+        let (a, mut b) = duplex(64);
+        let mut conn = Connection::new(a);
+        b.write_all(b"LIST_").await?;
+        // One poll only: the half line is taken in, then the read is dropped.
+        let once = tokio::time::timeout(Duration::ZERO, conn.read_line(None)).await;
+        assert!(once.is_err());
+        b.write_all(b"FILES\n").await?;
+        assert_eq!(conn.read_line(None).await?, Some(&b"LIST_FILES"[..]));
+        Ok(())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_times_out() {
         let (a, _b) = duplex(64);
@@ -336,20 +446,6 @@ mod tests {
         }
         assert_eq!(&buf, b"hello");
         assert_eq!(conn.read_line(None).await?, Some(&b"LIST"[..]));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_large_queue_is_written_before_the_next_line() -> Result<(), TransportError> {
-        let (a, mut b) = duplex(1 << 20);
-        let mut conn = Connection::new(a);
-        b.write_all(b"ONE\nTWO\n").await?;
-        assert_eq!(conn.read_line(None).await?, Some(&b"ONE"[..]));
-        conn.queue_bytes(&vec![b'x'; MAX_QUEUED]);
-        // The next line is already buffered, yet the queue goes out first.
-        assert_eq!(conn.read_line(None).await?, Some(&b"TWO"[..]));
-        let mut got = vec![0u8; MAX_QUEUED];
-        b.read_exact(&mut got).await?;
         Ok(())
     }
 

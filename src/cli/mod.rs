@@ -1,3 +1,463 @@
-//! The command line: clap definitions and each command's terminal side.
+//! The command line: clap definitions, dispatch, exit statuses and error reporting.
+//!
+//! Each client command's terminal side lives in [`commands`] (shared with the [`shell`]); output
+//! and progress bars in [`output`]; `barge serve` in [`serve`]. The protocol work itself is the
+//! library's [`barge::client`].
 
+mod commands;
+mod output;
 pub(crate) mod serve;
+mod shell;
+
+use std::io::{self, IsTerminal as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, CommandFactory as _, Parser, Subcommand};
+
+use barge::client::{ClientError, DEFAULT_PORT};
+use commands::{GetArgs, LsArgs, MvArgs, PutArgs, RmArgs};
+use output::Ui;
+
+/// How long connecting (and waiting for the greeting) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0    success
+  1    failure: the server refused a request (no such file, name taken...), or a local error
+  2    usage error: bad arguments
+  3    cannot connect: no server at that address, or the server is busy
+  4    verification failed: an MD5 did not match, nothing unverified was kept
+  130  interrupted (Ctrl-C)";
+
+/// Verified file sharing on your own network.
+#[derive(Parser, Debug)]
+#[command(name = "barge", version, about, after_help = EXIT_STATUS_HELP)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Options every client command takes.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct Global {
+    /// Server to connect to (for `serve`: the address to listen on; 0.0.0.0 for all)
+    #[arg(long, global = true, env = "BARGE_HOST", default_value = "127.0.0.1")]
+    host: String,
+    /// Port of the server (for `serve`: the port to listen on; 0 picks a free one)
+    #[arg(long, global = true, env = "BARGE_PORT", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Show the protocol exchange on stderr (names escaped)
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Print nothing but errors (and the listing `ls` was asked for)
+    #[arg(long, short, global = true, conflicts_with = "debug")]
+    quiet: bool,
+}
+
+impl Global {
+    /// `host:port`, with brackets around an IPv6 address.
+    fn addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the files on the server: id, size, name
+    #[command(visible_alias = "list")]
+    Ls(LsArgs),
+    /// Upload files; each is verified by MD5
+    #[command(visible_alias = "upload")]
+    Put(PutArgs),
+    /// Download files by id or name; each is verified by MD5 before it is kept
+    #[command(visible_alias = "download")]
+    Get(GetArgs),
+    /// Rename a file on the server
+    #[command(visible_aliases = ["rename", "change"])]
+    Mv(MvArgs),
+    /// Delete a file on the server
+    #[command(visible_alias = "delete")]
+    Rm(RmArgs),
+    /// Interactive session (the default when stdin is a terminal)
+    Shell,
+    /// Share a folder: wait for clients and serve them
+    Serve(serve::ServeArgs),
+}
+
+/// The exit statuses, as documented in `barge --help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Success = 0,
+    Failure = 1,
+    Usage = 2,
+    CannotConnect = 3,
+    Verification = 4,
+    Interrupted = 130,
+}
+
+impl Status {
+    /// Which of two failures to report when a command had several: the most specific.
+    fn severity(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failure => 1,
+            Self::Usage => 2,
+            Self::CannotConnect => 3,
+            Self::Verification => 4,
+            Self::Interrupted => 5,
+        }
+    }
+
+    /// The worse of two statuses.
+    pub(crate) fn max(self, other: Self) -> Self {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl From<Status> for ExitCode {
+    fn from(s: Status) -> Self {
+        Self::from(s as u8)
+    }
+}
+
+/// A failure already reported to the user (for example one `Fail:` line per file): `main` only
+/// turns it into the exit status.
+#[derive(Debug, thiserror::Error)]
+#[error("failed")]
+pub(crate) struct Reported(pub(crate) Status);
+
+/// The connection was made but the session could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to {0}")]
+pub(crate) struct CannotConnect(pub(crate) String);
+
+/// The user pressed Ctrl-C during a command.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub(crate) struct Interrupted;
+
+/// Standard output was closed by its reader (`barge ls | head -1`).
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+pub(crate) struct StdoutClosed;
+
+/// Runs the `barge` command.
+pub(crate) fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("barge: cannot start: {e}");
+            return Status::Failure.into();
+        }
+    };
+    let ui = Ui::new(cli.global.quiet);
+    let addr = cli.global.addr();
+    let command = match cli.command {
+        Some(Command::Serve(args)) => {
+            init_server_tracing(cli.global.debug);
+            return match runtime.block_on(serve::run(args, &cli.global.host, cli.global.port)) {
+                Ok(()) => Status::Success.into(),
+                Err(e) => report(&e).into(),
+            };
+        }
+        Some(command) => command,
+        None if io::stdin().is_terminal() => Command::Shell,
+        None => {
+            let _ = Cli::command().write_help(&mut io::stderr());
+            return Status::Usage.into();
+        }
+    };
+    init_client_tracing(cli.global.debug);
+    catch_interrupts(&runtime);
+    let status = match command {
+        Command::Shell => shell::run(&runtime, &addr, &ui),
+        command => match runtime.block_on(one_shot(&addr, &ui, command)) {
+            Ok(()) => Status::Success,
+            Err(e) => report(&e),
+        },
+    };
+    status.into()
+}
+
+/// Connects, runs one command, says goodbye.
+async fn one_shot(addr: &str, ui: &Ui, command: Command) -> anyhow::Result<()> {
+    let mut client = commands::connect(addr).await?;
+    let result = interruptible(async {
+        match &command {
+            Command::Ls(args) => commands::ls(&mut client, ui, args).await,
+            Command::Put(args) => commands::put(&mut client, ui, args).await,
+            Command::Get(args) => commands::get(&mut client, ui, args).await,
+            Command::Mv(args) => commands::mv(&mut client, ui, args).await,
+            Command::Rm(args) => commands::rm(&mut client, ui, args).await,
+            Command::Shell | Command::Serve(_) => Ok(()),
+        }
+    })
+    .await;
+    if client.is_usable() {
+        // Polite, not essential: the server cleans up a dropped connection just the same.
+        let _ = client.disconnect().await;
+    }
+    result
+}
+
+/// Ctrl-C while a command runs cancels it (dropping a transfer halfway deletes its temporary
+/// file); Ctrl-C at any other time ends the program at once, as usual.
+///
+/// Once a program listens for Ctrl-C, the signal no longer ends it by itself, so the listener
+/// installed by [`catch_interrupts`] decides, by whether a command is running.
+mod interrupt {
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+
+    use tokio::sync::Notify;
+
+    /// How many times Ctrl-C was pressed.
+    static PRESSED: AtomicU64 = AtomicU64::new(0);
+    /// How many interruptible commands are running.
+    static RUNNING: AtomicUsize = AtomicUsize::new(0);
+    static WAKE: Notify = Notify::const_new();
+
+    pub(super) fn install(rt: &tokio::runtime::Runtime) {
+        rt.spawn(async {
+            while tokio::signal::ctrl_c().await.is_ok() {
+                if RUNNING.load(SeqCst) == 0 {
+                    std::process::exit(super::Status::Interrupted as i32);
+                }
+                PRESSED.fetch_add(1, SeqCst);
+                WAKE.notify_waiters();
+            }
+        });
+    }
+
+    /// Completes when Ctrl-C is pressed after the call.
+    pub(super) async fn pressed() {
+        // Read the count before counting ourselves as running: a press in between then ends
+        // the program (nothing has started yet) or is seen here, never lost.
+        let start = PRESSED.load(SeqCst);
+        RUNNING.fetch_add(1, SeqCst);
+        let _running = Running;
+        loop {
+            let notified = WAKE.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if PRESSED.load(SeqCst) != start {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    struct Running;
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            RUNNING.fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+/// Listens for Ctrl-C for the rest of the program (see [`interruptible`]).
+fn catch_interrupts(rt: &tokio::runtime::Runtime) {
+    interrupt::install(rt);
+}
+
+/// Runs `fut` unless Ctrl-C comes first.
+pub(crate) async fn interruptible<T>(
+    fut: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        r = fut => r,
+        () = interrupt::pressed() => Err(Interrupted.into()),
+    }
+}
+
+/// Prints an error (unless it was reported already) and returns its exit status.
+pub(crate) fn report(e: &anyhow::Error) -> Status {
+    let status = status_of(e);
+    if e.downcast_ref::<Reported>().is_none() && e.downcast_ref::<StdoutClosed>().is_none() {
+        eprintln!("barge: {}", render(e));
+    }
+    status
+}
+
+/// The exit status an error calls for.
+pub(crate) fn status_of(e: &anyhow::Error) -> Status {
+    if let Some(Reported(status)) = e.downcast_ref::<Reported>() {
+        return *status;
+    }
+    if e.downcast_ref::<StdoutClosed>().is_some() {
+        // The reader has what it wanted; as for other Unix tools, that is not a failure.
+        return Status::Success;
+    }
+    if e.downcast_ref::<Interrupted>().is_some() {
+        return Status::Interrupted;
+    }
+    if e.downcast_ref::<CannotConnect>().is_some() {
+        return Status::CannotConnect;
+    }
+    for cause in e.chain() {
+        match cause.downcast_ref::<ClientError>() {
+            Some(ClientError::Connect { .. } | ClientError::Busy { .. }) => {
+                return Status::CannotConnect;
+            }
+            Some(ClientError::ChecksumMismatch { .. }) => return Status::Verification,
+            _ => {}
+        }
+    }
+    Status::Failure
+}
+
+/// One line: the error and its causes, `: `-separated, without repeating a cause a message
+/// already quotes, with operating-system errors in plain words.
+pub(crate) fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut refused = false;
+    for cause in e.chain() {
+        let raw = cause.to_string();
+        if !out.is_empty() && out.contains(&raw) {
+            continue;
+        }
+        let text = match cause.downcast_ref::<io::Error>() {
+            Some(io) => {
+                refused |= io.kind() == io::ErrorKind::ConnectionRefused;
+                describe_io(io)
+            }
+            None => raw,
+        };
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    if refused
+        && e.downcast_ref::<ClientError>()
+            .is_some_and(|c| matches!(c, ClientError::Connect { .. }))
+    {
+        out.push_str(" \u{2014} is `barge serve` running?");
+    }
+    out
+}
+
+/// An I/O error in plain lower-case words, without the `(os error N)` suffix.
+fn describe_io(e: &io::Error) -> String {
+    use io::ErrorKind as K;
+    let known = match e.kind() {
+        K::ConnectionRefused => "connection refused",
+        K::ConnectionReset => "connection reset by the server",
+        K::ConnectionAborted => "connection aborted",
+        K::BrokenPipe => "the server closed the connection",
+        K::TimedOut => "timed out",
+        K::NotFound => "no such file or directory",
+        K::PermissionDenied => "permission denied",
+        K::AlreadyExists => "already exists",
+        K::HostUnreachable => "host unreachable",
+        K::NetworkUnreachable => "network unreachable",
+        K::AddrNotAvailable => "address not available",
+        K::IsADirectory => "is a directory",
+        K::NotADirectory => "not a directory",
+        K::StorageFull => "no space left on device",
+        K::ReadOnlyFilesystem => "read-only file system",
+        _ => return e.to_string(),
+    };
+    known.to_owned()
+}
+
+/// `--debug` for client commands: the exchange, one line per message, nothing else.
+fn init_client_tracing(debug: bool) {
+    if !debug {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("barge::wire=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Logging for `barge serve`.
+fn init_server_tracing(debug: bool) {
+    let default = if debug { "barge=debug" } else { "barge=info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_render_on_one_line() {
+        let e = anyhow::Error::new(ClientError::Connect {
+            addr: "127.0.0.1:65432".into(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+        });
+        assert_eq!(
+            render(&e),
+            "cannot connect to 127.0.0.1:65432: connection refused \u{2014} is `barge serve` running?"
+        );
+        assert_eq!(status_of(&e), Status::CannotConnect);
+        let e = anyhow::Error::new(ClientError::ChecksumMismatch {
+            expected: barge::protocol::FileId([1; 16]),
+            actual: barge::protocol::FileId([2; 16]),
+        })
+        .context("uploading `a.txt`");
+        assert_eq!(status_of(&e), Status::Verification);
+        assert!(render(&e).starts_with("uploading `a.txt`: verification failed"));
+        assert_eq!(
+            Status::Failure.max(Status::Verification),
+            Status::Verification
+        );
+        assert_eq!(
+            Status::Verification.max(Status::Failure),
+            Status::Verification
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_get_brackets() {
+        let g = Global {
+            host: "::1".into(),
+            port: 7,
+            debug: false,
+            quiet: false,
+        };
+        assert_eq!(g.addr(), "[::1]:7");
+        let g = Global {
+            host: "files.local".into(),
+            ..g
+        };
+        assert_eq!(g.addr(), "files.local:7");
+    }
+}

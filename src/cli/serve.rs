@@ -21,12 +21,6 @@ pub(crate) struct ServeArgs {
         env = "BARGE_ROOT"
     )]
     root: PathBuf,
-    /// Address to listen on (0.0.0.0 for every interface)
-    #[arg(long, default_value = "127.0.0.1", env = "BARGE_HOST")]
-    host: String,
-    /// Port to listen on (0 picks a free one)
-    #[arg(long, short, default_value_t = 65432, env = "BARGE_PORT")]
-    port: u16,
     /// Refuse uploads, renames and deletes
     #[arg(long)]
     read_only: bool,
@@ -44,19 +38,20 @@ pub(crate) struct ServeArgs {
     min_free_space: u64,
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs the server on `host:port` until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Result<()> {
     let store_config = StoreConfig {
         read_only: args.read_only,
         max_file_size: args.max_file_size,
         min_free_space: args.min_free_space,
         ..StoreConfig::default()
     };
+    raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = bind(&args.host, args.port)
+    let listener = listen(host, port)
         .await
-        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
     let addr = listener.local_addr()?;
     let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
     println!(
@@ -87,15 +82,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections the kernel holds for us before we accept them. `TcpListener::bind` asks for
-/// 128: a burst of more connections than that (a class starting a client at once) overflows
-/// the queue, and the kernel then drops their handshakes, so those clients wait for its
-/// retries (1, 3, 7, 15 s...) before they get even a busy reply. The kernel caps this at
-/// `net.core.somaxconn`.
-const LISTEN_BACKLOG: u32 = 1024;
+/// How many connections may wait to be accepted. The usual default (128) overflows when
+/// hundreds of clients connect at once, and each overflow costs a client a one-second SYN
+/// retransmit.
+const BACKLOG: u32 = 1024;
 
-/// Binds the first address `host` resolves to that works, with [`LISTEN_BACKLOG`].
-async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+/// Binds and listens on the first address `host:port` resolves to.
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
     let mut last = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
         let socket = if addr.is_ipv4() {
@@ -103,21 +96,46 @@ async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
         } else {
             TcpSocket::new_v6()?
         };
+        // A restarted server can take its port back while old connections linger in TIME_WAIT.
         socket.set_reuseaddr(true)?;
-        match socket
-            .bind(addr)
-            .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        {
+        match socket.bind(addr).and_then(|()| socket.listen(BACKLOG)) {
             Ok(listener) => return Ok(listener),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::AddrNotAvailable,
-            "the host name resolves to no address",
-        )
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no address to listen on")
     }))
+}
+
+/// Each connection needs a socket, and a transfer a file too: raise the soft limit on open
+/// files towards the hard one, so `--max-connections` is not cut short by the default 1024.
+fn raise_fd_limit(connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let want = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2)
+        .saturating_add(256);
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let target = limit.maximum.map_or(want, |max| want.min(max));
+    if setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        },
+    )
+    .is_err()
+        || target < want
+    {
+        tracing::warn!(
+            "open-file limit is {target}; --max-connections {connections} may not be reachable"
+        );
+    }
 }
 
 async fn wait_for_signal() {

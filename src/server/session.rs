@@ -8,6 +8,7 @@
 use std::io::Read;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,7 +22,7 @@ use crate::protocol::{
     UploadSpec, ValueError,
 };
 use crate::store::{Download, Store, StoreError, Upload};
-use crate::transport::{Connection, TransportError};
+use crate::transport::{Connection, Stream, TransportError};
 
 /// Size of one body chunk. Small enough that a hundred transfers stay within a few tens of MiB,
 /// large enough that per-chunk overhead is lost in the hashing time.
@@ -54,7 +55,14 @@ struct Session<'a, S> {
     shutdown: &'a CancellationToken,
     /// Set when a prompt's answer never came (timeout, shutdown, close): the session is over.
     ended: bool,
+    /// Small pipelined uploads received whole, waiting for one group commit.
+    batch: Vec<(FileName, Vec<u8>)>,
+    batch_bytes: usize,
 }
+
+/// A group commit happens at the latest after this many files or bytes.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
 
 /// Runs the dialogue of one connection until it ends. Never fails: every error is either
 /// answered on the wire or ends this connection only.
@@ -65,33 +73,62 @@ pub(super) async fn serve<S>(
     config: &ServerConfig,
     shutdown: &CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
+    S: Stream,
 {
+    let mut conn = Connection::new(stream);
+    conn.set_write_timeout(Some(config.stall_timeout));
     let mut s = Session {
-        conn: Connection::new(stream),
+        conn,
         peer,
         store,
         config,
         shutdown,
         ended: false,
+        batch: Vec::new(),
+        batch_bytes: 0,
     };
     s.reply(Reply::new(
         Code::GREETING,
         format!("{PROTOCOL_VERSION} ready"),
     ));
     loop {
-        let line = match s.next_line().await {
+        let next = if s.batch.is_empty() {
+            s.next_line().await
+        } else if let Some(next) = s.next_line_now() {
+            next
+        } else {
+            // The client has sent nothing more: it may be waiting for these replies.
+            s.commit_batch().await;
+            s.next_line().await
+        };
+        let line = match next {
             Next::Line(line) => line,
-            Next::Gone => return,
+            Next::Gone => {
+                // Bodies that arrived whole are stored even if their sender left.
+                s.commit_batch().await;
+                return;
+            }
             Next::End(reply) => {
+                s.commit_batch().await;
                 s.reply(reply);
                 break;
             }
         };
         tracing::debug!(peer = %s.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
         let flow = match Request::decode(&line) {
-            Ok(req) => s.handle(req).await,
-            Err(e) => s.refuse_request(&e).await,
+            Ok(Request::Put(spec))
+                if spec.size <= INLINE_BODY && spec.size <= s.store.config().max_file_size =>
+            {
+                s.stage_put(spec).await
+            }
+            Ok(req) => {
+                s.commit_batch().await;
+                s.handle(req).await
+            }
+            Err(e) => {
+                s.commit_batch().await;
+                s.refuse_request(&e).await
+            }
         };
         match flow {
             Ok(Flow::Continue) => {}
@@ -105,7 +142,7 @@ pub(super) async fn serve<S>(
     s.conn.shutdown(Some(s.config.stall_timeout)).await;
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
+impl<S: Stream> Session<'_, S> {
     fn reply(&mut self, reply: Reply) {
         tracing::debug!(peer = %self.peer, "< {reply}");
         self.conn.queue_reply(&reply);
@@ -130,6 +167,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<'_, S> {
                 Code::LINE_TOO_LONG,
                 format!("Line longer than {n} bytes; closing the connection"),
             )),
+        }
+    }
+
+    /// The next line if it can be had without waiting for the peer.
+    fn next_line_now(&mut self) -> Option<Next> {
+        let mut fut = std::pin::pin!(self.next_line());
+        // Reading is cancel-safe (a partial line is kept), so polling once and dropping the
+        // future loses nothing.
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(next) => Some(next),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Reads a small `PUT` body and adds it to the batch, committing when the batch is full.
+    async fn stage_put(&mut self, spec: UploadSpec) -> Result<Flow, TransportError> {
+        let mut body = vec![0u8; usize::try_from(spec.size).unwrap_or(0)];
+        let mut got = 0;
+        while got < body.len() {
+            got += self
+                .conn
+                .read_body(&mut body[got..], Some(self.config.stall_timeout))
+                .await?;
+        }
+        self.batch_bytes += body.len();
+        self.batch.push((spec.name, body));
+        if self.batch.len() >= BATCH_FILES || self.batch_bytes >= BATCH_BYTES {
+            self.commit_batch().await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Stores the batched uploads with one group commit and queues their replies, in order.
+    async fn commit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let names: Vec<String> = items.iter().map(|(n, _)| n.to_string()).collect();
+        let store = Arc::clone(&self.store);
+        let count = items.len();
+        let results = match tokio::task::spawn_blocking(move || store.put_batch(items)).await {
+            Ok(r) => r,
+            Err(e) => (0..count).map(|_| Err(join_error(&e))).collect(),
+        };
+        for (name, result) in names.iter().zip(results) {
+            match result {
+                Ok(id) => {
+                    tracing::info!(peer = %self.peer, "stored {name} ({id})");
+                    self.reply(Reply::new(Code::STORED, format!("{id} Upload complete")));
+                }
+                Err(e) => self.refuse(&e),
+            }
         }
     }
 
@@ -504,7 +595,7 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
         let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(CHUNK);
         let mut buf = match empty_rx.try_recv() {
             Ok(b) => b,
-            Err(_) if allocated < DEPTH + 1 => {
+            Err(_) if allocated < DEPTH => {
                 allocated += 1;
                 vec![0u8; CHUNK]
             }
@@ -528,13 +619,19 @@ async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(writer.await.unwrap_or_else(|e| Err(join_error(&e))))
 }
 
-/// Sends the download's bytes, reading the next chunk from disk on a blocking thread while the
-/// previous one is sent. Returns false if the file ended early (it shrank on disk).
-async fn send_body<S: AsyncRead + AsyncWrite + Unpin>(
+/// Sends the download's bytes: straight from the page cache where the stream allows it
+/// (`sendfile`: no copy through user space, and the id is known, so nothing to hash), otherwise
+/// reading the next chunk from disk on a blocking thread while the previous one is sent.
+/// Returns false if the file ended early (it shrank on disk).
+async fn send_body<S: Stream>(
     conn: &mut Connection<S>,
     d: Download,
     stall: Option<Duration>,
 ) -> Result<bool, TransportError> {
+    let _ = rustix::fs::fadvise(&d.file, 0, None, rustix::fs::Advice::Sequential);
+    if let Some(sent) = conn.send_file(&d.file, 0, d.size, stall).await? {
+        return Ok(sent == d.size);
+    }
     let (full_tx, mut full_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
     let size = d.size;

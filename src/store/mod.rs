@@ -48,6 +48,9 @@ pub struct StoreConfig {
     /// How many bytes of not-yet-hashed files a listing hashes before it answers; larger files
     /// are hashed in the background and listed once their id is known.
     pub inline_hash_budget: u64,
+    /// How long a listing may spend hashing before it answers; what is left is hashed in the
+    /// background. Keeps the first listing of a folder of many small new files quick.
+    pub inline_hash_time: std::time::Duration,
     /// Flush each upload to stable storage before it becomes visible (fsync).
     pub sync: bool,
 }
@@ -59,6 +62,7 @@ impl Default for StoreConfig {
             max_file_size: 1 << 40,
             min_free_space: 64 << 20,
             inline_hash_budget: 64 << 20,
+            inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
         }
     }
@@ -274,6 +278,7 @@ impl Store {
     }
 
     fn scan(&self, mut budget: u64) -> Result<Listing, StoreError> {
+        let started = std::time::Instant::now();
         let mut skipped = 0;
         let found =
             fsops::walk(&self.root, &mut skipped).map_err(io_err("reading the shared folder"))?;
@@ -313,7 +318,7 @@ impl Store {
         let mut pending = 0;
         let mut added = false;
         for f in unknown {
-            if f.meta.size <= budget {
+            if f.meta.size <= budget && started.elapsed() < self.config.inline_hash_time {
                 budget -= f.meta.size;
                 if let Ok(Some((_, e))) = self.open_hashed(&f.name) {
                     entries.push(ListingEntry {
@@ -464,15 +469,28 @@ impl Store {
     }
 
     /// Fails unless nothing exists at `name` and no upload of it is in progress.
+    ///
+    /// A name that differs from an existing one only by Unicode normalisation (`é` as one code
+    /// point or as `e` plus a combining accent) counts as taken: the two would look the same in
+    /// every listing, and some filesystems (macOS) treat them as one file.
     fn check_free_name(
         &self,
         name: &FileName,
         reserved: &HashMap<FileName, u64>,
     ) -> Result<(), StoreError> {
-        if reserved.contains_key(name) {
-            return Err(StoreError::AlreadyExists(format!(
-                "an upload of {name} is already in progress"
-            )));
+        for variant in normalisation_variants(name) {
+            if reserved.contains_key(&variant) {
+                return Err(StoreError::AlreadyExists(format!(
+                    "an upload of {variant} is already in progress"
+                )));
+            }
+            if variant != *name {
+                if let Ok(Some(_)) = fsops::stat_name(&self.root, &variant) {
+                    return Err(StoreError::AlreadyExists(format!(
+                        "a file named {variant} already exists (the names differ only in Unicode normalisation)"
+                    )));
+                }
+            }
         }
         match fsops::stat_name(&self.root, name) {
             Ok(None) => Ok(()),
@@ -626,6 +644,59 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Stores several small files with one group commit: each is checked and written as
+    /// [`begin_upload`](Self::begin_upload) would, then all are flushed to disk with one
+    /// `syncfs`, linked into place, and the new folder entries flushed with one more. Each file
+    /// still appears only once it is complete and on disk, and each gets its own result, in
+    /// order; but a batch of hundreds costs two disk flushes instead of two per file.
+    pub fn put_batch(
+        self: &Arc<Self>,
+        items: Vec<(FileName, Vec<u8>)>,
+    ) -> Vec<Result<FileId, StoreError>> {
+        let staged: Vec<Result<Upload, StoreError>> = items
+            .into_iter()
+            .map(|(name, data)| {
+                let mut upload = self.begin_upload(name, data.len() as u64)?;
+                upload.write(&data)?;
+                Ok(upload)
+            })
+            .collect();
+        let sync = self.config.sync && staged.iter().any(Result::is_ok);
+        if sync {
+            if let Err(e) = rustix::fs::syncfs(&self.tmp) {
+                let e: io::Error = e.into();
+                return staged
+                    .into_iter()
+                    .map(|r| {
+                        r.and_then(|_| {
+                            Err(io_err("flushing uploads to disk")(io::Error::from(
+                                e.kind(),
+                            )))
+                        })
+                    })
+                    .collect();
+            }
+        }
+        let mut results: Vec<Result<FileId, StoreError>> = staged
+            .into_iter()
+            .map(|r| r.and_then(|u| u.complete(false)))
+            .collect();
+        if sync && results.iter().any(Result::is_ok) {
+            if let Err(e) = rustix::fs::syncfs(&self.tmp) {
+                // The files are in place but their folder entries may not be on disk yet.
+                tracing::error!("flushing folder entries to disk failed: {e}");
+                for r in &mut results {
+                    if r.is_ok() {
+                        *r = Err(io_err("flushing the folder to disk")(e.into()));
+                    }
+                }
+            }
+        }
+        results
+    }
+}
+
 /// An upload in progress. Dropping it before [`finish`](Self::finish) succeeds removes the temp
 /// file and frees the name: nothing of a failed upload is ever visible.
 #[derive(Debug)]
@@ -674,7 +745,14 @@ impl Upload {
     ///
     /// # Errors
     /// Incomplete, the name was taken meanwhile (by a file dropped in by hand), or I/O.
-    pub fn finish(mut self) -> Result<FileId, StoreError> {
+    pub fn finish(self) -> Result<FileId, StoreError> {
+        let sync = self.store.config.sync;
+        self.complete(sync)
+    }
+
+    /// [`finish`](Self::finish), flushing to disk only when `sync` (a group commit flushes the
+    /// whole batch at once instead).
+    fn complete(mut self, sync: bool) -> Result<FileId, StoreError> {
         if self.written != self.size {
             return Err(StoreError::Incomplete {
                 expected: self.size,
@@ -685,7 +763,7 @@ impl Upload {
             context: "finishing the upload".into(),
             source: io::Error::other("file already closed"),
         })?;
-        if self.store.config.sync {
+        if sync {
             file.sync_data()
                 .map_err(io_err("flushing the upload to disk"))?;
         }
@@ -695,7 +773,7 @@ impl Upload {
         link_no_replace(&store.tmp, &self.tmp_leaf, &dir, leaf, &self.name)?;
         self.linked = true;
         let _ = rustix::fs::unlinkat(&store.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
-        if store.config.sync {
+        if sync {
             fsops::sync_dir(&dir).map_err(io_err("flushing the folder to disk"))?;
         }
         let st = rustix::fs::fstat(&file).map_err(|e| io_err("reading the upload")(e.into()))?;
@@ -718,6 +796,26 @@ impl Drop for Upload {
         }
         lock(&self.store.reserved).remove(&self.name);
     }
+}
+
+/// `name` itself, then its NFC and NFD forms where they differ from it and are valid names.
+fn normalisation_variants(name: &FileName) -> Vec<FileName> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = vec![name.clone()];
+    if name.as_str().is_ascii() {
+        return out; // ASCII text is the same in every normal form.
+    }
+    for form in [
+        name.as_str().nfc().collect::<String>(),
+        name.as_str().nfd().collect(),
+    ] {
+        if let Ok(n) = FileName::parse(&form) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
 }
 
 fn link_no_replace(

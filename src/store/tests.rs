@@ -272,3 +272,103 @@ fn large_unknown_files_are_hashed_in_background() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[test]
+fn names_differing_only_by_normalisation_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let composed = "caf\u{e9}.txt";
+    let decomposed = "cafe\u{301}.txt";
+    put(&store, composed, b"1").unwrap();
+    assert!(matches!(
+        put(&store, decomposed, b"2"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    put(&store, "other", b"3").unwrap();
+    assert!(matches!(
+        store.rename(&r("other"), &FileName::parse(decomposed).unwrap()),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    // An exact re-upload is still the plain conflict, and unrelated accents are fine.
+    assert!(matches!(
+        put(&store, composed, b"1"),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    put(&store, "caf\u{e8}.txt", b"4").unwrap();
+    // While one form is being uploaded, the other is refused too.
+    let up = store
+        .begin_upload(FileName::parse("na\u{ef}ve").unwrap(), 1)
+        .unwrap();
+    assert!(matches!(
+        store.begin_upload(FileName::parse("nai\u{308}ve").unwrap(), 1),
+        Err(StoreError::AlreadyExists(_))
+    ));
+    drop(up);
+}
+
+#[test]
+fn batch_gives_each_file_its_own_result_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "taken", b"t").unwrap();
+    let n = |s: &str| FileName::parse(s).unwrap();
+    let results = store.put_batch(vec![
+        (n("one"), b"1".to_vec()),
+        (n("taken"), b"2".to_vec()),
+        (n("dir/two"), b"22".to_vec()),
+        (n("one"), b"dup".to_vec()),
+        (n("empty"), Vec::new()),
+    ]);
+    assert_eq!(results.len(), 5);
+    assert_eq!(
+        results[0].as_ref().unwrap().to_hex(),
+        "c4ca4238a0b923820dcc509a6f75849b"
+    );
+    assert!(matches!(results[1], Err(StoreError::AlreadyExists(_))));
+    assert!(results[2].is_ok());
+    assert!(matches!(results[3], Err(StoreError::AlreadyExists(_))));
+    assert_eq!(
+        results[4].as_ref().unwrap().to_hex(),
+        "d41d8cd98f00b204e9800998ecf8427e"
+    );
+    assert_eq!(std::fs::read(dir.path().join("one")).unwrap(), b"1");
+    assert_eq!(std::fs::read(dir.path().join("dir/two")).unwrap(), b"22");
+    assert_eq!(std::fs::read(dir.path().join("taken")).unwrap(), b"t");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".barge/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let names: Vec<_> = store
+        .list()
+        .unwrap()
+        .entries
+        .into_iter()
+        .map(|e| e.name.as_str().to_owned())
+        .collect();
+    assert_eq!(names, ["dir/two", "empty", "one", "taken"]);
+}
+
+#[test]
+fn listing_hashes_only_for_its_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(dir.path().join(format!("f{i}")), format!("{i}")).unwrap();
+    }
+    let cfg = StoreConfig {
+        inline_hash_time: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).unwrap();
+    let first = store.list().unwrap();
+    assert_eq!(first.entries.len() + first.pending, 50);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.list().unwrap().entries.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background hashing never finished"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

@@ -7,6 +7,8 @@
     unreachable_pub
 )]
 
+mod cli;
+mod client;
 mod common;
 mod faults;
 mod hostile;

@@ -531,3 +531,43 @@ async fn shutdown_says_goodbye_and_lets_transfers_finish() -> TestResult {
     assert_eq!(std::fs::read(dir.path().join("late.bin"))?, b"abcdef");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_flood_of_unread_replies_does_not_pile_up() -> TestResult {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = ServerConfig {
+        stall_timeout: Duration::from_secs(2),
+        ..ServerConfig::default()
+    };
+    let server =
+        TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await?;
+    let Raw {
+        mut reader,
+        mut writer,
+    } = server.raw().await?;
+    // 20 MB of bad commands, never reading a reply. Were the server to keep answering into
+    // memory, it would read all of it at once; instead it stops reading once its replies back
+    // up, so this write cannot complete (the socket buffers hold a few MB at most).
+    let flood = "X\n".repeat(10_000_000);
+    let write =
+        tokio::time::timeout(Duration::from_secs(4), writer.write_all(flood.as_bytes())).await;
+    assert!(
+        write.is_err(),
+        "the server kept reading a client that reads nothing"
+    );
+    // It then gives up on that client once its replies have not moved for the stall timeout,
+    // and keeps serving everyone else.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sink = vec![0u8; 1 << 16];
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        while reader.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "the server never closed the flooding connection"
+    );
+    let mut c = server.raw().await?;
+    assert!(c.cmd("LIST").await?.starts_with("210 "));
+    Ok(())
+}

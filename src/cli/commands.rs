@@ -1,0 +1,371 @@
+//! The client commands' terminal side, shared by the one-shot commands and the shell.
+//!
+//! Each takes a connected [`Client`], the [`Ui`] and its parsed arguments. Commands that work on
+//! several files report each one (`Success: ...` or `Fail: ...`) and go on with the next; they
+//! fail with [`Reported`] at the end if any file failed.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::net::TcpStream;
+
+use barge::client::{Client, ClientError, Destination, PutItem, Verified};
+use barge::name::{FileName, escape};
+use barge::protocol::FileRef;
+
+use super::output::{Ui, Unit};
+use super::{CONNECT_TIMEOUT, CannotConnect, Reported, Status, render, status_of};
+
+/// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
+/// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
+const PIPELINE_MAX: u64 = 256 * 1024;
+
+/// Options of `ls`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct LsArgs {
+    /// Print a JSON array of {"id", "name", "size"} objects instead
+    #[arg(long)]
+    json: bool,
+}
+
+/// Options of `put`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct PutArgs {
+    /// Local files to upload; each is stored under its file name
+    #[arg(required = true, value_name = "FILE")]
+    pub(crate) files: Vec<PathBuf>,
+    /// Name to store the file under (one file only); may contain folders: `photos/beach.jpg`
+    #[arg(long = "as", value_name = "NAME", value_parser = parse_name)]
+    pub(crate) name: Option<FileName>,
+}
+
+/// Options of `get`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct GetArgs {
+    /// Files to download, by id (32 hex digits) or name
+    #[arg(required = true, value_name = "ID-OR-NAME", value_parser = parse_ref)]
+    pub(crate) files: Vec<FileRef>,
+    /// Where to save: a folder, or a file name when downloading one file [default: the current
+    /// folder]
+    #[arg(long, short, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// Replace existing local files
+    #[arg(long, short)]
+    force: bool,
+}
+
+/// Options of `mv`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct MvArgs {
+    /// The file to rename, by id or name
+    #[arg(value_name = "OLD", value_parser = parse_ref)]
+    from: FileRef,
+    /// Its new name
+    #[arg(value_name = "NEW", value_parser = parse_name)]
+    to: FileName,
+}
+
+/// Options of `rm`.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct RmArgs {
+    /// The file to delete, by id or name
+    #[arg(value_name = "ID-OR-NAME", value_parser = parse_ref)]
+    file: FileRef,
+}
+
+fn parse_name(s: &str) -> Result<FileName, String> {
+    FileName::parse(s).map_err(|e| format!("invalid name: {e}"))
+}
+
+fn parse_ref(s: &str) -> Result<FileRef, String> {
+    FileRef::parse(s).map_err(|e| format!("neither an id nor a valid name: {e}"))
+}
+
+/// Opens a session with the server.
+pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client<TcpStream>> {
+    match Client::connect(addr, CONNECT_TIMEOUT).await {
+        Ok(client) => Ok(client),
+        // These say "cannot connect" themselves.
+        Err(e @ (ClientError::Connect { .. } | ClientError::Busy { .. })) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(CannotConnect(addr.to_owned()))),
+    }
+}
+
+/// `ls`.
+pub(crate) async fn ls(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    args: &LsArgs,
+) -> anyhow::Result<()> {
+    let listing = client.list().await.context("listing the files")?;
+    if args.json {
+        let entries: Vec<_> = listing
+            .entries
+            .iter()
+            .map(|e| serde_json::json!({ "id": e.id.to_hex(), "name": e.name.as_str(), "size": e.size }))
+            .collect();
+        ui.result(serde_json::Value::Array(entries))?;
+    } else {
+        let width = listing
+            .entries
+            .iter()
+            .map(|e| e.size.to_string().len())
+            .max()
+            .unwrap_or(1);
+        for e in &listing.entries {
+            ui.result(format_args!("{}  {:>width$}  {}", e.id, e.size, e.name))?;
+        }
+        if listing.entries.is_empty() {
+            ui.note("No files available at the moment");
+        }
+    }
+    if let Some(n) = listing.pending.filter(|&n| n > 0) {
+        ui.note(format_args!(
+            "({n} more being indexed; they are listed once hashed)"
+        ));
+    }
+    Ok(())
+}
+
+/// `put`.
+pub(crate) async fn put(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    args: &PutArgs,
+) -> anyhow::Result<()> {
+    if args.name.is_some() && args.files.len() != 1 {
+        ui.fail("barge: --as takes exactly one file");
+        return Err(Reported(Status::Usage).into());
+    }
+    let mut worst = Status::Success;
+    // Runs of small files go out pipelined; anything else one by one.
+    let mut batch: Vec<PutItem> = Vec::new();
+    for (i, path) in args.files.iter().enumerate() {
+        let name = match &args.name {
+            Some(name) => Ok(name.clone()),
+            None => name_for(path),
+        };
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                worst = worst.max(fail(ui, &path.display().to_string(), &e));
+                continue;
+            }
+        };
+        let small = tokio::fs::metadata(path)
+            .await
+            .is_ok_and(|m| m.is_file() && m.len() <= PIPELINE_MAX);
+        if small && args.files.len() > 1 {
+            batch.push(PutItem {
+                path: path.clone(),
+                name,
+            });
+            continue;
+        }
+        worst = worst.max(put_batch(client, ui, std::mem::take(&mut batch)).await?);
+        ui.start_bar(&name.to_string(), 0, Unit::Bytes);
+        let result = client
+            .upload(path, &name, |p| ui.progress(p.done, p.total))
+            .await;
+        ui.end_bar();
+        worst = worst.max(report_upload(ui, &name, result)?);
+        if !client.is_usable() {
+            // The batch was sent before this upload, so only later files are left.
+            let rest = args.files.get(i + 1..).unwrap_or_default();
+            let rest = rest.iter().map(|p| p.display().to_string());
+            not_attempted(ui, rest);
+            return Err(Reported(worst).into());
+        }
+    }
+    worst = worst.max(put_batch(client, ui, batch).await?);
+    if worst == Status::Success {
+        Ok(())
+    } else {
+        Err(Reported(worst).into())
+    }
+}
+
+/// Sends a run of small files pipelined, reporting each.
+async fn put_batch(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    batch: Vec<PutItem>,
+) -> anyhow::Result<Status> {
+    if batch.is_empty() {
+        return Ok(Status::Success);
+    }
+    let names: Vec<FileName> = batch.iter().map(|i| i.name.clone()).collect();
+    let mut worst = Status::Success;
+    let mut printing = Ok(());
+    // Outcomes come in order: everything before this one has been reported.
+    let mut reported = 0;
+    ui.start_bar("uploading", batch.len() as u64, Unit::Files);
+    let result = client
+        .put_many(batch, |i, result| {
+            reported = i + 1;
+            ui.step();
+            if let Some(name) = names.get(i) {
+                match report_upload(ui, name, result) {
+                    Ok(status) => worst = worst.max(status),
+                    Err(e) => printing = Err(e),
+                }
+            }
+        })
+        .await;
+    ui.end_bar();
+    printing?;
+    if let Err(e) = result {
+        let e = anyhow::Error::new(e);
+        for name in names.get(reported..).unwrap_or_default() {
+            ui.fail(format_args!("Fail: {name}: no reply: {}", render(&e)));
+        }
+        return Err(Reported(worst.max(status_of(&e))).into());
+    }
+    Ok(worst)
+}
+
+/// Prints `Success: name id` or `Fail: name: why`; returns the status of the outcome.
+fn report_upload(
+    ui: &Ui,
+    name: &FileName,
+    result: Result<Verified, ClientError>,
+) -> anyhow::Result<Status> {
+    match result {
+        Ok(v) => {
+            ui.done(format_args!("Success: {} {}", v.name, v.id))?;
+            Ok(Status::Success)
+        }
+        // These name the local file themselves.
+        Err(
+            e @ (ClientError::Io { .. }
+            | ClientError::NotAFile { .. }
+            | ClientError::FileChanged { .. }),
+        ) => {
+            let e = anyhow::Error::new(e);
+            ui.fail(format_args!("Fail: {}", render(&e)));
+            Ok(status_of(&e))
+        }
+        Err(e) => Ok(fail(ui, &name.to_string(), &anyhow::Error::new(e))),
+    }
+}
+
+/// Reports the files a lost connection left untried.
+fn not_attempted(ui: &Ui, rest: impl Iterator<Item = String>) {
+    for what in rest {
+        ui.fail(format_args!(
+            "Fail: {what}: not attempted: the connection was lost"
+        ));
+    }
+}
+
+/// Prints `Fail: what: why`; returns the error's status.
+fn fail(ui: &Ui, what: &str, e: &anyhow::Error) -> Status {
+    ui.fail(format_args!("Fail: {what}: {}", render(e)));
+    status_of(e)
+}
+
+/// The name a local file is stored under by default: its file name.
+fn name_for(path: &Path) -> anyhow::Result<FileName> {
+    let leaf = path
+        .file_name()
+        .with_context(|| format!("{} has no file name; use --as NAME", path.display()))?;
+    let leaf = leaf.to_str().with_context(|| {
+        format!(
+            "{} is not valid UTF-8; use --as NAME",
+            escape(&leaf.to_string_lossy())
+        )
+    })?;
+    FileName::parse(leaf)
+        .with_context(|| format!("cannot be stored as {:?}; use --as NAME", escape(leaf)))
+}
+
+/// `get`.
+pub(crate) async fn get(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    args: &GetArgs,
+) -> anyhow::Result<()> {
+    let dest = match &args.output {
+        None => Destination::Dir(PathBuf::from(".")),
+        Some(p)
+            if p.is_dir()
+                || args.files.len() > 1
+                || p.as_os_str().to_string_lossy().ends_with('/') =>
+        {
+            Destination::Dir(p.clone())
+        }
+        Some(p) => Destination::File(p.clone()),
+    };
+    if let Destination::Dir(dir) = &dest {
+        if !dir.is_dir() {
+            ui.fail(format_args!("barge: {}: not a folder", dir.display()));
+            return Err(Reported(Status::Failure).into());
+        }
+    }
+    let mut worst = Status::Success;
+    for (i, file) in args.files.iter().enumerate() {
+        let shown = escape(&file.as_str());
+        ui.start_bar(&shown, 0, Unit::Bytes);
+        let result = client
+            .download(file, &dest, args.force, |p| ui.progress(p.done, p.total))
+            .await;
+        ui.end_bar();
+        match result {
+            Ok(d) => {
+                let path = d.path.strip_prefix(".").unwrap_or(&d.path);
+                ui.done(format_args!(
+                    "Success: {} {} saved as {}",
+                    d.name,
+                    d.id,
+                    escape(&path.display().to_string())
+                ))?;
+            }
+            Err(e) => {
+                let hint = matches!(e, ClientError::AlreadyExists { .. });
+                worst = worst.max(fail(ui, &shown, &anyhow::Error::new(e)));
+                if hint {
+                    ui.note("(use --force to replace it)");
+                }
+            }
+        }
+        if !client.is_usable() {
+            let rest = args.files.get(i + 1..).unwrap_or_default();
+            not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
+            break;
+        }
+    }
+    if worst == Status::Success {
+        Ok(())
+    } else {
+        Err(Reported(worst).into())
+    }
+}
+
+/// `mv`.
+pub(crate) async fn mv(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    args: &MvArgs,
+) -> anyhow::Result<()> {
+    let from = escape(&args.from.as_str());
+    client
+        .rename(&args.from, &args.to)
+        .await
+        .with_context(|| format!("renaming {from} to {}", args.to))?;
+    ui.done(format_args!("Renamed {from} to {}", args.to))
+}
+
+/// `rm`.
+pub(crate) async fn rm(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    args: &RmArgs,
+) -> anyhow::Result<()> {
+    let file = escape(&args.file.as_str());
+    client
+        .delete(&args.file)
+        .await
+        .with_context(|| format!("deleting {file}"))?;
+    ui.done(format_args!("Deleted {file}"))
+}

@@ -1,0 +1,151 @@
+//! The client's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::name::escape;
+use crate::protocol::{Code, FileId};
+use crate::transport::TransportError;
+
+/// Why a client operation failed.
+///
+/// Text that came from the server is stored as received and escaped when displayed, so a server
+/// cannot smuggle terminal escape sequences into an error message. As the Rust API guidelines
+/// advise, a message does not repeat its cause: walk [`std::error::Error::source`] for that.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TCP connection could not be made (refused, unreachable, timed out, unknown host).
+    #[error("cannot connect to {addr}")]
+    Connect {
+        /// The address as given.
+        addr: String,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// The server answered the connection with `503` instead of a greeting (at its connection
+    /// limit, or shutting down).
+    #[error("the server is busy: {}", escape(.text))]
+    Busy {
+        /// The server's reply text.
+        text: String,
+    },
+    /// The server refused the request with a `4xx` or `5xx` reply.
+    #[error("the server refused: {code} {}", escape(.text))]
+    Refused {
+        /// The reply code.
+        code: Code,
+        /// The reply text.
+        text: String,
+    },
+    /// The MD5 of the bytes differs between the two sides: the copy is not intact.
+    #[error("verification failed: expected MD5 {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// The id the content should have had (the server's id on download, ours on upload).
+        expected: FileId,
+        /// The id it had.
+        actual: FileId,
+    },
+    /// The server sent something the protocol does not allow (a malformed reply, an unexpected
+    /// code, a hostile file name). The connection is not used again.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server closed the connection, or it is out of step after an earlier failure and
+    /// cannot be used again; a new connection is needed.
+    #[error("connection lost: {0}")]
+    Disconnected(String),
+    /// Network I/O failed or timed out.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Reading or writing a local file failed.
+    #[error("{}", .path.display())]
+    Io {
+        /// The local file.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: io::Error,
+    },
+    /// A local path to upload is not a regular file.
+    #[error("{}: not a regular file", .path.display())]
+    NotAFile {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// A local file to upload got shorter while it was being sent; the upload was abandoned.
+    #[error("{}: the file changed while it was being sent", .path.display())]
+    FileChanged {
+        /// The local file.
+        path: PathBuf,
+    },
+    /// The local download target exists and overwriting was not asked for.
+    #[error("{}: already exists (not overwritten)", .path.display())]
+    AlreadyExists {
+        /// The existing local file.
+        path: PathBuf,
+    },
+}
+
+impl ClientError {
+    /// Whether the connection can no longer be used: the caller must connect again before the
+    /// next request.
+    #[must_use]
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            Self::Connect { .. }
+            | Self::Busy { .. }
+            | Self::Protocol(_)
+            | Self::Disconnected(_)
+            | Self::Transport(_)
+            | Self::FileChanged { .. } => true,
+            Self::Refused { code, .. } => closes_connection(*code),
+            Self::ChecksumMismatch { .. }
+            | Self::Io { .. }
+            | Self::NotAFile { .. }
+            | Self::AlreadyExists { .. } => false,
+        }
+    }
+
+    pub(super) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { path, source }
+    }
+}
+
+/// Replies after which the server closes the connection (`PROTOCOL.md` section 3).
+pub(super) fn closes_connection(code: Code) -> bool {
+    matches!(
+        code,
+        Code::BYE | Code::IDLE_TIMEOUT | Code::LINE_TOO_LONG | Code::UNAVAILABLE
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_one_clean_line() {
+        let e = ClientError::Connect {
+            addr: "127.0.0.1:65432".into(),
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        // The cause is the error's source, not part of its message (the CLI prints the chain).
+        assert_eq!(e.to_string(), "cannot connect to 127.0.0.1:65432");
+        assert!(std::error::Error::source(&e).is_some());
+        let e = ClientError::Refused {
+            code: Code::NOT_FOUND,
+            text: "No such file \u{1b}[2J".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the server refused: 404 No such file \\u{1b}[2J"
+        );
+        assert!(!e.is_connection_lost());
+        let e = ClientError::Refused {
+            code: Code::UNAVAILABLE,
+            text: "Server shutting down".into(),
+        };
+        assert!(e.is_connection_lost());
+    }
+}

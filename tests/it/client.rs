@@ -1,0 +1,646 @@
+//! The library client against fake servers: the happy path, and servers that lie.
+
+use std::path::Path;
+use std::time::Duration;
+
+use barge::client::{Client, ClientError, Destination, Progress, PutItem};
+use barge::name::FileName;
+use barge::protocol::{Code, FileId, FileRef};
+
+use fake::{FakeServer, Quirks};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Every test finishes within this, whatever the server does.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A small barge server written by hand, with switches that make it misbehave. It keeps files in
+/// memory and answers in the protocol's one-line forms only.
+pub(crate) mod fake {
+    use std::collections::BTreeMap;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use barge::protocol::{RenameArgs, Request};
+    use md5::{Digest, Md5};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// How the fake server lies.
+    #[derive(Clone, Debug, Default)]
+    pub(crate) struct Quirks {
+        /// Answer every upload with this MD5 instead of the real one.
+        pub(crate) upload_md5: Option<String>,
+        /// Flip the first byte of every download body.
+        pub(crate) corrupt_download: bool,
+        /// Announce this name in every `213` header.
+        pub(crate) download_name: Option<String>,
+        /// Add a listing line with this name.
+        pub(crate) listing_name: Option<String>,
+        /// Greet with `503` and close.
+        pub(crate) busy: bool,
+        /// Greet with this line instead.
+        pub(crate) greeting: Option<String>,
+        /// Answer this many commands, then close the connection instead of answering the next.
+        pub(crate) close_after: Option<usize>,
+        /// Right after the greeting, send this line and close (as after an idle timeout).
+        pub(crate) hang_up: Option<String>,
+    }
+
+    pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+    /// A running fake server; it stops when the runtime that started it does.
+    pub(crate) struct FakeServer {
+        pub(crate) addr: SocketAddr,
+        pub(crate) files: Files,
+    }
+
+    impl FakeServer {
+        /// `host:port`, as the client takes it.
+        pub(crate) fn addr(&self) -> String {
+            self.addr.to_string()
+        }
+
+        /// The stored content of `name`.
+        pub(crate) fn file(&self, name: &str) -> Option<Vec<u8>> {
+            self.files.lock().ok()?.get(name).cloned()
+        }
+
+        /// Stores a file directly.
+        pub(crate) fn insert(&self, name: &str, data: &[u8]) {
+            if let Ok(mut files) = self.files.lock() {
+                files.insert(name.to_owned(), data.to_vec());
+            }
+        }
+    }
+
+    /// Starts a fake server on 127.0.0.1 (port chosen by the system) on the current runtime.
+    pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let files = Files::default();
+        let shared = files.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (files, quirks) = (shared.clone(), quirks.clone());
+                tokio::spawn(async move {
+                    let _ = session(stream, files, quirks).await;
+                });
+            }
+        });
+        Ok(FakeServer { addr, files })
+    }
+
+    fn md5_hex(data: &[u8]) -> String {
+        hex::encode(Md5::digest(data))
+    }
+
+    fn find(files: &BTreeMap<String, Vec<u8>>, arg: &str) -> Option<(String, Vec<u8>)> {
+        files
+            .iter()
+            .find(|(name, data)| md5_hex(data) == arg.to_ascii_lowercase() || name.as_str() == arg)
+            .map(|(n, d)| (n.clone(), d.clone()))
+    }
+
+    async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Result<()> {
+        let mut s = BufReader::new(stream);
+        if quirks.busy {
+            s.get_mut()
+                .write_all(b"503 Server busy: too many connections\n")
+                .await?;
+            return Ok(());
+        }
+        let greeting = quirks
+            .greeting
+            .clone()
+            .unwrap_or_else(|| "220 barge/1 ready".to_owned());
+        s.get_mut()
+            .write_all(format!("{greeting}\n").as_bytes())
+            .await?;
+        if let Some(last) = &quirks.hang_up {
+            s.get_mut()
+                .write_all(format!("{last}\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+        let mut line = Vec::new();
+        let mut served = 0;
+        loop {
+            line.clear();
+            if s.read_until(b'\n', &mut line).await? == 0 {
+                return Ok(());
+            }
+            served += 1;
+            if quirks.close_after.is_some_and(|n| served > n) {
+                return Ok(());
+            }
+            let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
+            let mut out = Vec::new();
+            let lock = || files.lock().map_err(|_| std::io::Error::other("poisoned"));
+            match Request::decode(&text) {
+                Ok(Request::ListFiles) => {
+                    let mut lines = Vec::new();
+                    for (name, data) in lock()?.iter() {
+                        lines.push(format!("{};{name};{}", md5_hex(data), data.len()));
+                    }
+                    if let Some(evil) = &quirks.listing_name {
+                        lines.push(format!("{};{evil};3", md5_hex(b"bad")));
+                    }
+                    out.extend(format!("210 {} files\n", lines.len()).bytes());
+                    for l in lines {
+                        out.extend(l.bytes());
+                        out.push(b'\n');
+                    }
+                }
+                Ok(Request::Upload(Some(spec))) | Ok(Request::Put(spec)) => {
+                    let put = text.starts_with(b"PUT");
+                    let exists = lock()?.contains_key(spec.name.as_str());
+                    if exists && !put {
+                        out.extend(b"409 File exists\n");
+                    } else {
+                        if !put {
+                            s.get_mut()
+                                .write_all(
+                                    format!("350 Ready to receive {} bytes\n", spec.size)
+                                        .as_bytes(),
+                                )
+                                .await?;
+                        }
+                        let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
+                        let mut body = vec![0u8; len];
+                        s.read_exact(&mut body).await?;
+                        if exists {
+                            out.extend(b"409 File exists\n");
+                        } else {
+                            let id = quirks.upload_md5.clone().unwrap_or_else(|| md5_hex(&body));
+                            lock()?.insert(spec.name.as_str().to_owned(), body);
+                            out.extend(format!("226 {id} Upload complete\n").bytes());
+                        }
+                    }
+                }
+                Ok(Request::Download(Some(r))) => {
+                    let found = find(&*lock()?, &r.as_str());
+                    match found {
+                        None => out.extend(b"404 No such file\n"),
+                        Some((name, mut data)) => {
+                            let id = md5_hex(&data);
+                            let name = quirks.download_name.clone().unwrap_or(name);
+                            if quirks.corrupt_download {
+                                if let Some(b) = data.first_mut() {
+                                    *b ^= 0xff;
+                                }
+                            }
+                            out.extend(format!("213 {} {id} {name}\n", data.len()).bytes());
+                            out.extend(data);
+                        }
+                    }
+                }
+                Ok(Request::Rename(RenameArgs::Both(from, to))) => {
+                    let mut files = lock()?;
+                    match find(&files, &from.as_str()) {
+                        None => out.extend(b"404 No such file\n"),
+                        Some(_) if files.contains_key(to.as_str()) => {
+                            out.extend(b"409 Name exists\n")
+                        }
+                        Some((name, data)) => {
+                            files.remove(&name);
+                            files.insert(to.as_str().to_owned(), data);
+                            out.extend(format!("250 Renamed {name} to {}\n", to.as_str()).bytes());
+                        }
+                    }
+                }
+                Ok(Request::Delete(Some(r))) => {
+                    let mut files = lock()?;
+                    match find(&files, &r.as_str()) {
+                        None => out.extend(b"404 No such file\n"),
+                        Some((name, _)) => {
+                            files.remove(&name);
+                            out.extend(format!("250 Deleted {name}\n").bytes());
+                        }
+                    }
+                }
+                Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
+                Ok(Request::Disconnect) => {
+                    s.get_mut().write_all(b"221 Bye\n").await?;
+                    return Ok(());
+                }
+                Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
+                Err(e) => out.extend(format!("400 {e}\n").bytes()),
+            }
+            s.get_mut().write_all(&out).await?;
+        }
+    }
+}
+
+fn name(s: &str) -> Result<FileName, barge::name::NameError> {
+    FileName::parse(s)
+}
+
+fn by_name(s: &str) -> Result<FileRef, barge::name::NameError> {
+    FileRef::parse(s)
+}
+
+async fn connect(server: &FakeServer) -> Result<Client<tokio::net::TcpStream>, ClientError> {
+    Client::connect(&server.addr(), Duration::from_secs(5)).await
+}
+
+/// Runs a test body with the global limit.
+async fn bounded<F: Future<Output = TestResult>>(f: F) -> TestResult {
+    tokio::time::timeout(LIMIT, f).await?
+}
+
+#[tokio::test]
+async fn upload_list_download_round_trip() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks::default()).await?;
+        let dir = tempfile::tempdir()?;
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let src = dir.path().join("big.bin");
+        std::fs::write(&src, &data)?;
+
+        let mut client = connect(&server).await?;
+        assert!(client.same_version());
+        let mut events = Vec::new();
+        let up = client
+            .upload(&src, &name("sub dir/big; one.bin")?, |p| events.push(p))
+            .await?;
+        assert_eq!(up.size, data.len() as u64);
+        assert_eq!(up.id.to_hex(), hex::encode(md5::Md5::digest(&data)));
+        assert_eq!(
+            events.first(),
+            Some(&Progress {
+                done: 0,
+                total: up.size
+            })
+        );
+        assert_eq!(
+            events.last(),
+            Some(&Progress {
+                done: up.size,
+                total: up.size
+            })
+        );
+        assert_eq!(
+            server.file("sub dir/big; one.bin").as_deref(),
+            Some(&data[..])
+        );
+
+        let listing = client.list().await?;
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(listing.entries[0].id, up.id);
+
+        // By id into a folder: saved under the last component of the server's name.
+        let out = tempfile::tempdir()?;
+        let by_id = FileRef {
+            id: Some(up.id),
+            name: None,
+        };
+        let got = client
+            .download(&by_id, &Destination::Dir(out.path().into()), false, |_| {})
+            .await?;
+        assert_eq!(got.path, out.path().join("big; one.bin"));
+        assert_eq!(std::fs::read(&got.path)?, data);
+
+        // Again: refused locally, the existing file is untouched, the connection still works.
+        let again = client
+            .download(&by_id, &Destination::Dir(out.path().into()), false, |_| {})
+            .await;
+        assert!(
+            matches!(again, Err(ClientError::AlreadyExists { .. })),
+            "{again:?}"
+        );
+        let again = client
+            .download(&by_id, &Destination::Dir(out.path().into()), true, |_| {})
+            .await?;
+        assert_eq!(std::fs::read(&again.path)?, data);
+
+        // By name to an exact path.
+        let target = out.path().join("copy.bin");
+        client
+            .download(
+                &by_name("sub dir/big; one.bin")?,
+                &Destination::File(target.clone()),
+                false,
+                |_| {},
+            )
+            .await?;
+        assert_eq!(std::fs::read(&target)?, data);
+        assert_eq!(leftovers(out.path())?, 0);
+
+        client
+            .rename(&by_name("sub dir/big; one.bin")?, &name("renamed.bin")?)
+            .await?;
+        assert!(server.file("renamed.bin").is_some());
+        client.delete(&by_name("renamed.bin")?).await?;
+        assert!(client.list().await?.entries.is_empty());
+        assert_eq!(client.help().await?.len(), 2);
+        client.disconnect().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn refusals_keep_the_connection_usable() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks::default()).await?;
+        server.insert("taken.txt", b"abc");
+        let dir = tempfile::tempdir()?;
+        let src = dir.path().join("a.txt");
+        std::fs::write(&src, b"hello")?;
+        let mut client = connect(&server).await?;
+
+        let r = client.upload(&src, &name("taken.txt")?, |_| {}).await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::CONFLICT,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let r = client
+            .download(
+                &by_name("missing")?,
+                &Destination::Dir(dir.path().into()),
+                false,
+                |_| {},
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::NOT_FOUND,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let r = client.delete(&by_name("missing")?).await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::NOT_FOUND,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        let r = client
+            .upload(&dir.path().join("nope"), &name("x")?, |_| {})
+            .await;
+        assert!(matches!(r, Err(ClientError::Io { .. })), "{r:?}");
+        let r = client.upload(dir.path(), &name("x")?, |_| {}).await;
+        assert!(matches!(r, Err(ClientError::NotAFile { .. })), "{r:?}");
+        assert!(client.is_usable());
+        assert_eq!(client.list().await?.entries.len(), 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn put_many_pipelines_and_reports_in_order() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks::default()).await?;
+        server.insert("f0007", b"already here");
+        let dir = tempfile::tempdir()?;
+        let mut items = Vec::new();
+        for i in 0..3000 {
+            let path = dir.path().join(format!("f{i:04}"));
+            std::fs::write(&path, format!("content {i}").repeat(i % 50))?;
+            items.push(PutItem {
+                path,
+                name: name(&format!("f{i:04}"))?,
+            });
+        }
+        items.insert(
+            5,
+            PutItem {
+                path: dir.path().join("missing"),
+                name: name("missing")?,
+            },
+        );
+        let mut client = connect(&server).await?;
+        let mut seen = Vec::new();
+        client.put_many(items, |i, r| seen.push((i, r))).await?;
+        assert_eq!(seen.len(), 3001);
+        assert!(
+            seen.iter().enumerate().all(|(n, (i, _))| n == *i),
+            "in order"
+        );
+        assert!(matches!(seen[5].1, Err(ClientError::Io { .. })));
+        // f0007 is item 8 after the insertion; PUT onto an existing name is refused.
+        assert!(matches!(
+            seen[8].1,
+            Err(ClientError::Refused {
+                code: Code::CONFLICT,
+                ..
+            })
+        ));
+        assert_eq!(seen.iter().filter(|(_, r)| r.is_ok()).count(), 2999);
+        assert_eq!(
+            server.file("f2999"),
+            Some("content 2999".repeat(2999 % 50).into_bytes())
+        );
+        assert_eq!(client.list().await?.entries.len(), 3000);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn wrong_md5_on_upload_is_a_mismatch_and_the_copy_is_deleted() -> TestResult {
+    bounded(async {
+        let quirks = Quirks {
+            upload_md5: Some("0".repeat(32)),
+            ..Quirks::default()
+        };
+        let server = fake::start(quirks).await?;
+        let dir = tempfile::tempdir()?;
+        let src = dir.path().join("a.txt");
+        std::fs::write(&src, b"hello")?;
+        let mut client = connect(&server).await?;
+        let r = client.upload(&src, &name("a.txt")?, |_| {}).await;
+        let Err(ClientError::ChecksumMismatch { expected, actual }) = r else {
+            return Err(format!("expected a mismatch, got {r:?}").into());
+        };
+        assert_eq!(actual, FileId([0; 16]));
+        assert_eq!(expected.to_hex(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(server.file("a.txt"), None, "the bad copy was deleted");
+
+        let mut results = Vec::new();
+        let items = vec![PutItem {
+            path: src.clone(),
+            name: name("b.txt")?,
+        }];
+        client.put_many(items, |_, r| results.push(r)).await?;
+        assert!(matches!(
+            results.as_slice(),
+            [Err(ClientError::ChecksumMismatch { .. })]
+        ));
+        assert_eq!(server.file("b.txt"), None, "the bad copy was deleted");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn corrupt_download_keeps_nothing() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            corrupt_download: true,
+            ..Quirks::default()
+        })
+        .await?;
+        server.insert("a.txt", b"hello");
+        let dir = tempfile::tempdir()?;
+        let mut client = connect(&server).await?;
+        let r = client
+            .download(
+                &by_name("a.txt")?,
+                &Destination::Dir(dir.path().into()),
+                false,
+                |_| {},
+            )
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::ChecksumMismatch { .. })),
+            "{r:?}"
+        );
+        assert_eq!(leftovers(dir.path())?, 0, "no file, no temporary file");
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn hostile_names_are_refused() -> TestResult {
+    bounded(async {
+        let root = tempfile::tempdir()?;
+        let inner = root.path().join("a/b");
+        std::fs::create_dir_all(&inner)?;
+        for evil in ["../../evil", "/etc/evil", "sub/../../evil", "ok\u{1b}[2J"] {
+            let quirks = Quirks {
+                download_name: Some(evil.to_owned()),
+                ..Quirks::default()
+            };
+            let server = fake::start(quirks).await?;
+            server.insert("good.txt", b"bad");
+            let mut client = connect(&server).await?;
+            let by_id = FileRef::parse(&hex::encode(md5::Md5::digest(b"bad")))?;
+            let r = client
+                .download(&by_id, &Destination::Dir(inner.clone()), false, |_| {})
+                .await;
+            assert!(
+                matches!(r, Err(ClientError::Protocol(_))),
+                "{evil:?}: {r:?}"
+            );
+            assert!(!client.is_usable());
+        }
+        let quirks = Quirks {
+            listing_name: Some("../../evil".to_owned()),
+            ..Quirks::default()
+        };
+        let server = fake::start(quirks).await?;
+        let mut client = connect(&server).await?;
+        assert!(matches!(client.list().await, Err(ClientError::Protocol(_))));
+        assert_eq!(count_files(root.path())?, 0, "nothing written anywhere");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn greetings_are_checked() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            busy: true,
+            ..Quirks::default()
+        })
+        .await?;
+        assert!(matches!(
+            connect(&server).await,
+            Err(ClientError::Busy { .. })
+        ));
+        let server = fake::start(Quirks {
+            greeting: Some("220 ftp ready".into()),
+            ..Quirks::default()
+        })
+        .await?;
+        assert!(matches!(
+            connect(&server).await,
+            Err(ClientError::Protocol(_))
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        drop(listener);
+        let r = Client::connect(&addr, Duration::from_secs(5)).await;
+        assert!(matches!(r, Err(ClientError::Connect { .. })), "{r:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idle_hang_up_is_noticed_before_the_next_request() -> TestResult {
+    bounded(async {
+        let quirks = Quirks {
+            hang_up: Some("408 Idle timeout".into()),
+            ..Quirks::default()
+        };
+        let server = fake::start(quirks).await?;
+        let mut client = connect(&server).await?;
+        let why = loop {
+            match client.check_idle().await {
+                Ok(()) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(e) => break e,
+            }
+        };
+        assert!(why.to_string().contains("408 Idle timeout"), "{why}");
+        assert!(!client.is_usable());
+        assert!(matches!(
+            client.list().await,
+            Err(ClientError::Disconnected(_))
+        ));
+
+        // A live connection passes, and stays usable.
+        let server = fake::start(Quirks::default()).await?;
+        let mut client = connect(&server).await?;
+        client.check_idle().await?;
+        client.list().await?;
+        client.check_idle().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// Files (including temporary ones) directly in `dir`.
+fn leftovers(dir: &Path) -> std::io::Result<usize> {
+    let names: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    Ok(names
+        .iter()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".barge-"))
+        .count())
+}
+
+/// Files anywhere under `dir`.
+fn count_files(dir: &Path) -> std::io::Result<usize> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            n += count_files(&entry.path())?;
+        } else {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+use md5::Digest as _;
