@@ -735,8 +735,8 @@ async fn symlink_swap_race_never_escapes() -> TestResult {
                     done.starts_with("226 ") || done.starts_with("409 "),
                     "{done}"
                 );
-            } else if reply.starts_with("213 ") {
-                let size: usize = reply[4..].split(' ').next().unwrap_or_default().parse()?;
+            } else if let Some(header) = reply.strip_prefix("213 ") {
+                let size: usize = header.split(' ').next().unwrap_or_default().parse()?;
                 assert_eq!(c.bytes(size).await?, b"inside");
             }
             assert!(!reply.starts_with('5'), "{cmd}: {reply}");

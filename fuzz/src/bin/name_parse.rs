@@ -13,7 +13,10 @@ fn main() {
                     .all(|c| matches!(c, Component::Normal(_))),
                 "{s:?} is not a plain relative path"
             );
-            assert!(!s.contains('\\') && !s.chars().any(char::is_control), "{s:?}");
+            assert!(
+                !s.contains('\\') && !s.chars().any(char::is_control),
+                "{s:?}"
+            );
             assert!(s.split('/').next() != Some(barge::name::STATE_DIR), "{s:?}");
             assert!(!name.to_string().chars().any(char::is_control), "{s:?}");
         }
