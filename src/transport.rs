@@ -272,7 +272,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ) -> Result<(), TransportError> {
         self.flush(timeout).await?;
         let stream = self.inner.get_mut();
-        with_timeout(timeout, stream.write_all(data)).await?;
+        // The timeout is for each write: a slow reader that keeps taking bytes is not cut off,
+        // one that takes nothing for `timeout` is.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = with_timeout(timeout, stream.write(rest)).await?;
+            if n == 0 {
+                return Err(TransportError::Io(io::ErrorKind::WriteZero.into()));
+            }
+            rest = &rest[n..];
+        }
         Ok(())
     }
 
