@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::net::TcpStream;
 
-use barge::client::{Client, ClientError, Destination, PutItem, Verified};
+use barge::client::{Client, ClientError, Destination, Downloaded, PutItem, Verified};
 use barge::name::{FileName, escape};
 use barge::protocol::FileRef;
 
@@ -303,6 +303,9 @@ pub(crate) async fn get(
             return Err(Reported(Status::Failure).into());
         }
     }
+    if args.files.len() > 1 {
+        return get_batch(client, ui, &args.files, &dest, args.force).await;
+    }
     let mut worst = Status::Success;
     for (i, file) in args.files.iter().enumerate() {
         let shown = escape(&file.as_str());
@@ -311,24 +314,7 @@ pub(crate) async fn get(
             .download(file, &dest, args.force, |p| ui.progress(p.done, p.total))
             .await;
         ui.end_bar();
-        match result {
-            Ok(d) => {
-                let path = d.path.strip_prefix(".").unwrap_or(&d.path);
-                ui.done(format_args!(
-                    "Success: {} {} saved as {}",
-                    d.name,
-                    d.id,
-                    escape(&path.display().to_string())
-                ))?;
-            }
-            Err(e) => {
-                let hint = matches!(e, ClientError::AlreadyExists { .. });
-                worst = worst.max(fail(ui, &shown, &anyhow::Error::new(e)));
-                if hint {
-                    ui.note("(use --force to replace it)");
-                }
-            }
-        }
+        worst = worst.max(report_download(ui, &shown, result)?);
         if !client.is_usable() {
             let rest = args.files.get(i + 1..).unwrap_or_default();
             not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
@@ -339,6 +325,78 @@ pub(crate) async fn get(
         Ok(())
     } else {
         Err(Reported(worst).into())
+    }
+}
+
+/// Downloads several files pipelined, reporting each in order as a run of single downloads
+/// would.
+async fn get_batch(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    files: &[FileRef],
+    dest: &Destination,
+    force: bool,
+) -> anyhow::Result<()> {
+    let mut worst = Status::Success;
+    let mut printing = Ok(());
+    // Outcomes come in order: everything before this one has been reported.
+    let mut reported = 0;
+    ui.start_bar("downloading", files.len() as u64, Unit::Files);
+    let result = client
+        .get_many(files.iter().cloned(), dest, force, |i, result| {
+            reported = i + 1;
+            ui.step();
+            if let Some(file) = files.get(i) {
+                match report_download(ui, &escape(&file.as_str()), result) {
+                    Ok(status) => worst = worst.max(status),
+                    Err(e) => printing = Err(e),
+                }
+            }
+        })
+        .await;
+    ui.end_bar();
+    printing?;
+    if let Err(e) = result {
+        // The error is the outcome of the first file without one; the rest were not downloaded.
+        if let Some((first, rest)) = files.get(reported..).unwrap_or_default().split_first() {
+            let e = anyhow::Error::new(e);
+            worst = worst.max(fail(ui, &escape(&first.as_str()), &e));
+            not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
+        }
+    }
+    if worst == Status::Success {
+        Ok(())
+    } else {
+        Err(Reported(worst).into())
+    }
+}
+
+/// Prints `Success: name id saved as path` or `Fail: what: why`; returns the status of the
+/// outcome.
+fn report_download(
+    ui: &Ui,
+    shown: &str,
+    result: Result<Downloaded, ClientError>,
+) -> anyhow::Result<Status> {
+    match result {
+        Ok(d) => {
+            let path = d.path.strip_prefix(".").unwrap_or(&d.path);
+            ui.done(format_args!(
+                "Success: {} {} saved as {}",
+                d.name,
+                d.id,
+                escape(&path.display().to_string())
+            ))?;
+            Ok(Status::Success)
+        }
+        Err(e) => {
+            let hint = matches!(e, ClientError::AlreadyExists { .. });
+            let status = fail(ui, shown, &anyhow::Error::new(e));
+            if hint {
+                ui.note("(use --force to replace it)");
+            }
+            Ok(status)
+        }
     }
 }
 

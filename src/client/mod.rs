@@ -14,6 +14,7 @@
 
 mod body;
 mod error;
+mod get_many;
 mod pipeline;
 mod split;
 
@@ -111,7 +112,7 @@ pub enum Destination {
 /// A connection to a barge server.
 ///
 /// Requests are made one at a time (each method takes `&mut self`), except for
-/// [`put_many`](Self::put_many), which pipelines. After an error that leaves the connection out
+/// [`put_many`](Self::put_many) and [`get_many`](Self::get_many), which pipeline. After an error that leaves the connection out
 /// of step (see [`ClientError::is_connection_lost`]), or after a call was cancelled halfway, every
 /// further call fails with [`ClientError::Disconnected`]; connect again.
 pub struct Client<S> {
@@ -405,13 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         progress: &mut P,
     ) -> Result<Downloaded, ClientError> {
         // Refuse before asking when the target is already known.
-        if let Destination::File(path) = dest {
-            if !overwrite && exists(path).await {
-                return Err(ClientError::AlreadyExists { path: path.clone() });
-            }
-        }
-        if let (Destination::Dir(dir), Some(name), None) = (dest, &file.name, &file.id) {
-            let path = dir.join(leaf(name)?);
+        if let Some(path) = known_target(file, dest)? {
             if !overwrite && exists(&path).await {
                 return Err(ClientError::AlreadyExists { path });
             }
@@ -421,93 +416,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if reply.code != Code::FILE_FOLLOWS {
             return Err(self.unexpected(reply));
         }
-        let header =
-            DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
-        let answers = file.id == Some(header.id) || file.name.as_ref() == Some(&header.name);
-        if !answers {
-            return Err(ClientError::Protocol(format!(
-                "asked for {} but the server sent {} ({})",
-                escape(&file.as_str()),
-                header.name,
-                header.id
-            )));
-        }
+        let header = check_header(file, &reply)?;
         trace_body(header.size);
-        let path = match dest {
-            Destination::Dir(dir) => dir.join(leaf(&header.name)?),
-            Destination::File(path) => path.clone(),
-        };
-        if !overwrite && exists(&path).await {
-            self.skip_body(header.size).await?;
-            return Err(ClientError::AlreadyExists { path });
+        let path = target(dest, &header.name)?;
+        let saved = save_body(
+            &mut self.rx,
+            self.timeout,
+            &header,
+            &path,
+            overwrite,
+            progress,
+        )
+        .await;
+        if !matches!(&saved, Err(e) if e.is_connection_lost()) {
+            // The body was read in full: the connection is in step whatever happened locally.
+            self.in_exchange = false;
         }
-        let temp = match temp_file_for(&path) {
-            Ok(temp) => temp,
-            Err(e) => {
-                self.skip_body(header.size).await?;
-                return Err(e);
-            }
-        };
-        let actual = self
-            .receive_body(temp.as_file(), temp.path(), header.size, progress)
-            .await?;
-        self.in_exchange = false;
-        if actual != header.id {
-            // Dropping `temp` deletes it: nothing unverified is kept.
-            return Err(ClientError::ChecksumMismatch {
-                expected: header.id,
-                actual,
-            });
-        }
-        persist(temp, &path, overwrite).await?;
+        saved?;
         Ok(Downloaded {
             name: header.name,
             id: header.id,
             size: header.size,
             path,
         })
-    }
-
-    /// Reads a `size`-byte body into `file`, hashing it. A local write error stops the writing
-    /// but the rest of the body is still read, so the connection stays in step.
-    async fn receive_body<P: FnMut(Progress)>(
-        &mut self,
-        file: &std::fs::File,
-        path: &Path,
-        size: u64,
-        progress: &mut P,
-    ) -> Result<FileId, ClientError> {
-        let mut sink = body::Sink::spawn(file.try_clone().map_err(ClientError::io(path))?);
-        let mut done = 0;
-        progress(Progress { done, total: size });
-        while done < size {
-            let mut buf = sink.buffer().await;
-            let want = chunk_len(size - done, buf.len());
-            let mut filled = 0;
-            // Fill whole chunks: fewer, larger hand-offs to the hashing thread.
-            while filled < want {
-                filled += self
-                    .rx
-                    .read_body(&mut buf[filled..want], self.timeout)
-                    .await?;
-            }
-            buf.truncate(filled);
-            done += filled as u64;
-            sink.push(buf).await;
-            progress(Progress { done, total: size });
-        }
-        // Waits for the last write to reach the file; the data is not forced to disk, which is
-        // the usual trade-off for a downloaded copy (a crash means downloading it again).
-        let (id, written) = sink.finish().await;
-        written.map_err(ClientError::io(path))?;
-        Ok(id)
-    }
-
-    /// Reads and drops the rest of a body, ending the exchange.
-    async fn skip_body(&mut self, len: u64) -> Result<(), ClientError> {
-        self.rx.discard_body(len, self.timeout).await?;
-        self.in_exchange = false;
-        Ok(())
     }
 
     /// Renames a file on the server (`RENAME from<TAB>to`).
@@ -606,13 +537,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     fn unexpected(&mut self, reply: Reply) -> ClientError {
         if reply.code.is_error() {
             self.in_exchange = false;
-            ClientError::Refused {
-                code: reply.code,
-                text: reply.text,
-            }
-        } else {
-            ClientError::Protocol(format!("unexpected reply {reply}"))
         }
+        refusal(reply)
     }
 
     /// Fails when the connection can no longer be used.
@@ -730,6 +656,152 @@ async fn exists(path: &Path) -> bool {
     tokio::fs::symlink_metadata(path).await.is_ok()
 }
 
+/// [`exists`], for code already on a blocking thread.
+fn exists_now(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// Where a download of `file` goes, when that is known before asking: an exact path, or a
+/// folder and a name (an id only tells the name once the server answers).
+fn known_target(file: &FileRef, dest: &Destination) -> Result<Option<PathBuf>, ClientError> {
+    match (dest, &file.name, &file.id) {
+        (Destination::File(path), _, _) => Ok(Some(path.clone())),
+        (Destination::Dir(dir), Some(name), None) => Ok(Some(dir.join(leaf(name)?))),
+        (Destination::Dir(_), _, _) => Ok(None),
+    }
+}
+
+/// Where a download goes, once the server has said which file it is.
+fn target(dest: &Destination, name: &FileName) -> Result<PathBuf, ClientError> {
+    match dest {
+        Destination::Dir(dir) => Ok(dir.join(leaf(name)?)),
+        Destination::File(path) => Ok(path.clone()),
+    }
+}
+
+/// Decodes a `213` header and checks that it answers what was asked: a hostile or confused
+/// server must not be able to slip another file (under another name) into our folder.
+fn check_header(file: &FileRef, reply: &Reply) -> Result<DownloadHeader, ClientError> {
+    let header =
+        DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
+    let answers = file.id == Some(header.id) || file.name.as_ref() == Some(&header.name);
+    if !answers {
+        return Err(ClientError::Protocol(format!(
+            "asked for {} but the server sent {} ({})",
+            escape(&file.as_str()),
+            header.name,
+            header.id
+        )));
+    }
+    Ok(header)
+}
+
+/// The error for a reply that is not the one expected: a refusal for `4xx`/`5xx`, a protocol
+/// error otherwise.
+fn refusal(reply: Reply) -> ClientError {
+    if reply.code.is_error() {
+        ClientError::Refused {
+            code: reply.code,
+            text: reply.text,
+        }
+    } else {
+        ClientError::Protocol(format!("unexpected reply {reply}"))
+    }
+}
+
+/// Receives the body `header` announced into a temporary file next to `path`, and moves it
+/// into place if its MD5 is the header's id (never replacing a file unless `overwrite`).
+///
+/// The body is always read in full, whatever happens on our side, unless the error is one that
+/// loses the connection ([`ClientError::is_connection_lost`]): then the connection is out of step.
+async fn save_body<R, P>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+    header: &DownloadHeader,
+    path: &Path,
+    overwrite: bool,
+    progress: &mut P,
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    P: FnMut(Progress),
+{
+    if !overwrite && exists(path).await {
+        rx.discard_body(header.size, timeout).await?;
+        return Err(ClientError::AlreadyExists {
+            path: path.to_owned(),
+        });
+    }
+    let temp = match temp_file_for(path) {
+        Ok(temp) => temp,
+        Err(e) => {
+            rx.discard_body(header.size, timeout).await?;
+            return Err(e);
+        }
+    };
+    let actual = receive_body(
+        rx,
+        timeout,
+        temp.as_file(),
+        temp.path(),
+        header.size,
+        progress,
+    )
+    .await?;
+    if actual != header.id {
+        // Dropping `temp` deletes it: nothing unverified is kept.
+        return Err(ClientError::ChecksumMismatch {
+            expected: header.id,
+            actual,
+        });
+    }
+    persist(temp, path, overwrite).await
+}
+
+/// Reads a `size`-byte body into `file`, hashing it. A local error stops the writing but the
+/// rest of the body is still read, so the connection stays in step.
+async fn receive_body<R, P>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+    file: &std::fs::File,
+    path: &Path,
+    size: u64,
+    progress: &mut P,
+) -> Result<FileId, ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    P: FnMut(Progress),
+{
+    let file = match file.try_clone() {
+        Ok(file) => file,
+        Err(e) => {
+            rx.discard_body(size, timeout).await?;
+            return Err(ClientError::io(path)(e));
+        }
+    };
+    let mut sink = body::Sink::spawn(file);
+    let mut done = 0;
+    progress(Progress { done, total: size });
+    while done < size {
+        let mut buf = sink.buffer().await;
+        let want = chunk_len(size - done, buf.len());
+        let mut filled = 0;
+        // Fill whole chunks: fewer, larger hand-offs to the hashing thread.
+        while filled < want {
+            filled += rx.read_body(&mut buf[filled..want], timeout).await?;
+        }
+        buf.truncate(filled);
+        done += filled as u64;
+        sink.push(buf).await;
+        progress(Progress { done, total: size });
+    }
+    // Waits for the last write to reach the file; the data is not forced to disk, which is the
+    // usual trade-off for a downloaded copy (a crash means downloading it again).
+    let (id, written) = sink.finish().await;
+    written.map_err(ClientError::io(path))?;
+    Ok(id)
+}
+
 /// Opens a local file for upload, with its size.
 async fn open_regular(path: &Path) -> Result<(tokio::fs::File, u64), ClientError> {
     let file = tokio::fs::File::open(path)
@@ -794,18 +866,24 @@ async fn persist(
     overwrite: bool,
 ) -> Result<(), ClientError> {
     let to = target.to_owned();
-    let result = tokio::task::spawn_blocking(move || {
-        let result = if overwrite {
-            temp.persist(&to)
-        } else {
-            temp.persist_noclobber(&to)
-        };
-        // On failure the temporary file comes back inside the error and is deleted with it.
-        result.map(drop).map_err(|e| e.error)
-    })
-    .await
-    .map_err(|e| ClientError::io(target)(std::io::Error::other(e)))?;
-    match result {
+    tokio::task::spawn_blocking(move || persist_now(temp, &to, overwrite))
+        .await
+        .map_err(|e| ClientError::io(target)(std::io::Error::other(e)))?
+}
+
+/// [`persist`], for code already on a blocking thread.
+fn persist_now(
+    temp: tempfile::NamedTempFile,
+    target: &Path,
+    overwrite: bool,
+) -> Result<(), ClientError> {
+    let result = if overwrite {
+        temp.persist(target)
+    } else {
+        temp.persist_noclobber(target)
+    };
+    // On failure the temporary file comes back inside the error and is deleted with it.
+    match result.map(drop).map_err(|e| e.error) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             Err(ClientError::AlreadyExists {
@@ -945,6 +1023,7 @@ mod tests {
             let dest = Destination::Dir(dir.path().into());
             spawnable(&c.download(&FileRef::parse("x")?, &dest, false, |_| {}));
             spawnable(&c.put_many(Vec::new(), |_, _| {}));
+            spawnable(&c.get_many(Vec::new(), &dest, false, |_, _| {}));
         }
         Ok(())
     }

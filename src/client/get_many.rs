@@ -1,0 +1,350 @@
+//! Pipelined downloads with `DOWNLOAD` (`PROTOCOL.md` section 5.4 and "Pipelining").
+//!
+//! The mirror of [`pipeline`](super::pipeline): two halves run concurrently in the same task.
+//! The writer checks what it can before asking (an existing target known from the request
+//! alone is refused without asking, as [`Client::download`](super::Client::download) does) and
+//! sends `DOWNLOAD` lines ahead; the reader takes the replies in order and saves each body as
+//! `download` would. Since every file is saved (or refused) in request order, a target written
+//! by an earlier item is seen by a later one exactly as in a run of single downloads.
+//!
+//! Two bounds keep the writer from running too far ahead: a channel caps the items in flight,
+//! and a byte budget caps the unanswered request lines, so that they always fit in the socket
+//! buffers and the writer never waits on a server busy sending a large body. The writer always
+//! writes out what it queued before it waits on either, so neither side can wait for the other
+//! forever.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc};
+
+use super::{
+    ClientError, Destination, Downloaded, check_header, exists_now, known_target, persist_now,
+    recv_reply, refusal, save_body, target, temp_file_for, trace_body, trace_sent,
+};
+use crate::protocol::{Code, DownloadHeader, FileId, FileRef};
+use crate::transport::Connection;
+
+/// At most this many downloads are asked for ahead of their replies.
+const IN_FLIGHT: usize = 1024;
+
+/// At most this many bytes of request lines are sent ahead of their replies: well within the
+/// socket buffers of both sides, so writing them never waits for the server to finish a body.
+const LINE_BUDGET: usize = 32 * 1024;
+
+/// Items whose targets are checked in one trip to the blocking pool; the lines of a group go
+/// out together.
+const GROUP: usize = 128;
+
+/// Bodies up to this size are received whole into memory and saved in one trip to the
+/// blocking pool; for small files that trip is most of the cost. Larger ones are streamed.
+const SMALL: u64 = super::CHUNK as u64;
+
+/// What the writer tells the reader about each item, in order.
+enum Sent {
+    /// Asked for; `cost` is the length of the request line, returned to the budget once its
+    /// reply has been read.
+    Asked {
+        index: usize,
+        file: FileRef,
+        cost: usize,
+    },
+    /// Not asked for: refused on our side before asking.
+    Skipped { index: usize, error: ClientError },
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
+    /// Downloads many files on one connection without waiting for each reply (`DOWNLOAD`).
+    ///
+    /// Each file is saved as [`download`](Self::download) saves it: verified in a temporary
+    /// file next to its target, moved into place only if its MD5 equals its id, and an existing
+    /// file is never replaced unless `overwrite` is set. With a [`Destination::Dir`], two files
+    /// with the same last name component land on the same target, the first one winning unless
+    /// `overwrite` is set, exactly as with one `download` after another.
+    ///
+    /// `on_result` is called once per item, in the order given, with the item's index and its
+    /// outcome: [`Downloaded`], a refusal (no such file...), [`ClientError::AlreadyExists`],
+    /// [`ClientError::ChecksumMismatch`] (nothing is kept), or a local I/O error.
+    ///
+    /// # Errors
+    /// An error that ends the whole batch: the connection was lost or timed out, or the server
+    /// broke the protocol (a malformed or hostile `213` header, a reply after which it closes
+    /// the connection). That error is the outcome of the first item without an `on_result` call;
+    /// the items after it were not downloaded.
+    pub async fn get_many<I>(
+        &mut self,
+        files: I,
+        dest: &Destination,
+        overwrite: bool,
+        mut on_result: impl FnMut(usize, Result<Downloaded, ClientError>),
+    ) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = FileRef>,
+    {
+        self.usable()?;
+        self.in_exchange = true;
+        let (to_reader, from_writer) = mpsc::channel(IN_FLIGHT);
+        let budget = Semaphore::new(LINE_BUDGET);
+        let writer = write_downloads(
+            &mut self.tx,
+            files,
+            dest,
+            overwrite,
+            to_reader,
+            &budget,
+            self.timeout,
+        );
+        let reader = read_downloads(
+            &mut self.rx,
+            &mut self.chunk,
+            from_writer,
+            &budget,
+            Target { dest, overwrite },
+            self.timeout,
+            &mut on_result,
+        );
+        let result = tokio::try_join!(writer, reader).map(drop);
+        if result.is_ok() {
+            self.in_exchange = false;
+        }
+        self.settle(result)
+    }
+}
+
+async fn write_downloads<W, I>(
+    tx: &mut Connection<W>,
+    files: I,
+    dest: &Destination,
+    overwrite: bool,
+    to_reader: mpsc::Sender<Sent>,
+    budget: &Semaphore,
+    timeout: Option<Duration>,
+) -> Result<(), ClientError>
+where
+    W: AsyncRead + AsyncWrite + Unpin,
+    I: IntoIterator<Item = FileRef>,
+{
+    let mut files = files.into_iter().enumerate();
+    let mut line = String::new();
+    loop {
+        let group: Vec<(usize, FileRef)> = files.by_ref().take(GROUP).collect();
+        if group.is_empty() {
+            break;
+        }
+        for (index, file, checked) in check_targets(group, dest, overwrite).await {
+            let sent = match checked {
+                Err(error) => Sent::Skipped { index, error },
+                Ok(()) => {
+                    line.clear();
+                    let _ = writeln!(line, "DOWNLOAD {}", file.as_str());
+                    let cost = line.len();
+                    // A line is at most a few KiB, far below the budget: it always fits.
+                    let permits = u32::try_from(cost).unwrap_or(u32::MAX);
+                    match budget.try_acquire_many(permits) {
+                        Ok(permit) => permit.forget(),
+                        Err(TryAcquireError::NoPermits) => {
+                            // The reader frees the budget as replies come: send what we have.
+                            tx.flush(timeout).await?;
+                            match budget.acquire_many(permits).await {
+                                Ok(permit) => permit.forget(),
+                                Err(_) => return Ok(()),
+                            }
+                        }
+                        Err(TryAcquireError::Closed) => return Ok(()),
+                    }
+                    trace_sent(&line);
+                    tx.queue_bytes(line.as_bytes());
+                    Sent::Asked { index, file, cost }
+                }
+            };
+            match to_reader.try_send(sent) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(sent)) => {
+                    // The reader is waiting for replies to what we queued: send it before waiting.
+                    tx.flush(timeout).await?;
+                    if to_reader.send(sent).await.is_err() {
+                        return Ok(()); // The reader stopped; its error is the one to report.
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+            }
+        }
+        // Get the server going on this group while the next one is checked.
+        tx.flush(timeout).await?;
+    }
+    Ok(())
+}
+
+/// Checks the targets known before asking, in one trip to the blocking pool: an existing one
+/// refuses its item (as [`Client::download`](super::Client::download) does), unless
+/// `overwrite`. The reader checks every target again once it is known for sure.
+async fn check_targets(
+    group: Vec<(usize, FileRef)>,
+    dest: &Destination,
+    overwrite: bool,
+) -> Vec<(usize, FileRef, Result<(), ClientError>)> {
+    let mut checked = Vec::with_capacity(group.len());
+    let mut paths = Vec::new();
+    for (index, file) in group {
+        let known = known_target(&file, dest);
+        let result = match known {
+            Ok(Some(path)) if !overwrite => {
+                paths.push((checked.len(), path));
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        checked.push((index, file, result));
+    }
+    if paths.is_empty() {
+        return checked;
+    }
+    let found = tokio::task::spawn_blocking(move || {
+        paths.retain(|(_, path)| exists_now(path));
+        paths
+    })
+    .await;
+    // Should the check have panicked, the reader still checks before writing anything.
+    if let Ok(found) = found {
+        for (at, path) in found {
+            if let Some(item) = checked.get_mut(at) {
+                item.2 = Err(ClientError::AlreadyExists { path });
+            }
+        }
+    }
+    checked
+}
+
+/// Where the reader saves the files.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    dest: &'a Destination,
+    overwrite: bool,
+}
+
+async fn read_downloads<R>(
+    rx: &mut Connection<R>,
+    chunk: &mut Vec<u8>,
+    mut from_writer: mpsc::Receiver<Sent>,
+    budget: &Semaphore,
+    to: Target<'_>,
+    timeout: Option<Duration>,
+    on_result: &mut impl FnMut(usize, Result<Downloaded, ClientError>),
+) -> Result<(), ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(sent) = from_writer.recv().await {
+        let (index, outcome) = match sent {
+            Sent::Skipped { index, error } => (index, Err(error)),
+            Sent::Asked { index, file, cost } => {
+                let outcome = receive(rx, chunk, &file, to, timeout).await;
+                budget.add_permits(cost);
+                (index, outcome)
+            }
+        };
+        match outcome {
+            // The connection is out of step or closing: nothing after this can be trusted.
+            Err(e) if e.is_connection_lost() => return Err(e),
+            outcome => on_result(index, outcome),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the reply to one `DOWNLOAD` and saves its body. Unless the error is one that loses the
+/// connection, the reply has been read in full on return.
+async fn receive<R>(
+    rx: &mut Connection<R>,
+    chunk: &mut Vec<u8>,
+    file: &FileRef,
+    to: Target<'_>,
+    timeout: Option<Duration>,
+) -> Result<Downloaded, ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+{
+    let reply = recv_reply(rx, timeout).await?;
+    if reply.code != Code::FILE_FOLLOWS {
+        return Err(refusal(reply));
+    }
+    let header = check_header(file, &reply)?;
+    trace_body(header.size);
+    let path = target(to.dest, &header.name)?;
+    if header.size <= SMALL {
+        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
+        if chunk.len() < size {
+            chunk.resize(size, 0);
+        }
+        let mut filled = 0;
+        while filled < size {
+            filled += rx.read_body(&mut chunk[filled..size], timeout).await?;
+        }
+        save_small(chunk, size, &header, path.clone(), to.overwrite).await?;
+    } else {
+        save_body(rx, timeout, &header, &path, to.overwrite, &mut |_| {}).await?;
+    }
+    Ok(Downloaded {
+        name: header.name,
+        id: header.id,
+        size: header.size,
+        path,
+    })
+}
+
+/// Saves a small body held in `chunk[..size]`, with the same checks, in the same order, as
+/// [`save_body`]: one trip to the blocking pool instead of one per step.
+async fn save_small(
+    chunk: &mut Vec<u8>,
+    size: usize,
+    header: &DownloadHeader,
+    path: PathBuf,
+    overwrite: bool,
+) -> Result<(), ClientError> {
+    let buf = std::mem::take(chunk);
+    let id = header.id;
+    let to = path.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = buf
+            .get(..size)
+            .map_or(Ok(()), |body| save_now(body, id, &to, overwrite));
+        (buf, result)
+    })
+    .await;
+    match joined {
+        Ok((buf, result)) => {
+            *chunk = buf;
+            result
+        }
+        Err(e) => {
+            // The task panicked or was cancelled; its buffer went with it.
+            *chunk = vec![0; super::CHUNK];
+            Err(ClientError::io(path)(std::io::Error::other(e)))
+        }
+    }
+}
+
+/// The blocking part of [`save_small`].
+fn save_now(body: &[u8], id: FileId, path: &Path, overwrite: bool) -> Result<(), ClientError> {
+    if !overwrite && exists_now(path) {
+        return Err(ClientError::AlreadyExists {
+            path: path.to_owned(),
+        });
+    }
+    let mut temp = temp_file_for(path)?;
+    temp.write_all(body).map_err(ClientError::io(temp.path()))?;
+    let actual = FileId(Md5::digest(body).into());
+    if actual != id {
+        // Dropping `temp` deletes it: nothing unverified is kept.
+        return Err(ClientError::ChecksumMismatch {
+            expected: id,
+            actual,
+        });
+    }
+    persist_now(temp, path, overwrite)
+}
