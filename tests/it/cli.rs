@@ -531,6 +531,140 @@ fn a_lost_connection_reports_every_file() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn get_of_many_files_pipelines() -> TestResult {
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
+    let work = tempfile::tempdir()?;
+    let src = work.path().join("src");
+    std::fs::create_dir(&src)?;
+    let mut names = Vec::new();
+    for i in 0..300 {
+        let name = format!("f{i:03}.bin");
+        let data: Vec<u8> = (0..1024u32).map(|b| (b * 31 + i) as u8).collect();
+        std::fs::write(src.join(&name), data)?;
+        names.push(name);
+    }
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 13 % 256) as u8).collect();
+    std::fs::write(src.join("big.bin"), &big)?;
+    barge(server.addr.port(), &src)
+        .arg("put")
+        .arg("big.bin")
+        .args(&names)
+        .assert()
+        .success();
+
+    // A missing file in the middle: its Fail line, the others saved, status 1.
+    let out = work.path().join("out");
+    std::fs::create_dir(&out)?;
+    let mut asked = names.clone();
+    asked.insert(150, "big.bin".to_owned());
+    asked.insert(100, "missing.bin".to_owned());
+    let run = barge(server.addr.port(), work.path())
+        .arg("get")
+        .args(&asked)
+        .args(["-o", "out"])
+        .output()?;
+    let stdout = String::from_utf8(run.stdout)?;
+    let stderr = String::from_utf8(run.stderr)?;
+    assert_eq!(run.status.code(), Some(FAILURE), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "Fail: missing.bin: the server refused: 404 No such file: missing.bin"
+    );
+    let saved: Vec<&str> = stdout
+        .lines()
+        .map(|l| {
+            l.strip_prefix("Success: ")
+                .and_then(|l| l.split(' ').next())
+        })
+        .collect::<Option<_>>()
+        .ok_or(stdout.clone())?;
+    let expected: Vec<&str> = asked
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != "missing.bin")
+        .collect();
+    assert_eq!(saved, expected, "one line per file, in order");
+    for name in &names {
+        assert_eq!(
+            std::fs::read(out.join(name))?,
+            std::fs::read(src.join(name))?
+        );
+    }
+    assert_eq!(std::fs::read(out.join("big.bin"))?, big);
+    assert_eq!(walk(&out)?.len(), 301, "no temporary files left");
+
+    // Existing targets are kept without --force, and replaced with it.
+    std::fs::write(out.join("f007.bin"), b"mine")?;
+    std::fs::remove_file(out.join("f008.bin"))?;
+    barge(server.addr.port(), work.path())
+        .args(["get", "f007.bin", "f008.bin", "big.bin", "-o", "out"])
+        .assert()
+        .code(FAILURE)
+        .stdout(contains("Success: f008.bin"))
+        .stderr(
+            contains("Fail: f007.bin")
+                .and(contains("already exists"))
+                .and(contains("--force"))
+                .and(contains("Fail: big.bin")),
+        );
+    assert_eq!(std::fs::read(out.join("f007.bin"))?, b"mine");
+    barge(server.addr.port(), work.path())
+        .args(["get", "f007.bin", "f008.bin", "-o", "out", "--force"])
+        .assert()
+        .success();
+    assert_eq!(
+        std::fs::read(out.join("f007.bin"))?,
+        std::fs::read(src.join("f007.bin"))?
+    );
+    Ok(())
+}
+
+#[test]
+fn get_of_many_files_with_the_same_leaf() -> TestResult {
+    let fake = Fake::start(Quirks::default())?;
+    fake.server.insert("a/same.txt", b"first");
+    fake.server.insert("b/same.txt", b"second");
+    let work = tempfile::tempdir()?;
+    barge(fake.port(), work.path())
+        .args(["get", "a/same.txt", "b/same.txt"])
+        .assert()
+        .code(FAILURE)
+        .stdout(contains("Success: a/same.txt"))
+        .stderr(contains("Fail: b/same.txt").and(contains("already exists")));
+    assert_eq!(std::fs::read(work.path().join("same.txt"))?, b"first");
+    barge(fake.port(), work.path())
+        .args(["get", "a/same.txt", "b/same.txt", "--force"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read(work.path().join("same.txt"))?, b"second");
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_file_in_a_pipelined_get_is_not_kept() -> TestResult {
+    let fake = Fake::start(Quirks {
+        corrupt_only: Some("f10".to_owned()),
+        ..Quirks::default()
+    })?;
+    let names: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();
+    for name in &names {
+        fake.server.insert(name, name.as_bytes());
+    }
+    let work = tempfile::tempdir()?;
+    barge(fake.port(), work.path())
+        .arg("get")
+        .args(&names)
+        .assert()
+        .code(VERIFICATION)
+        .stdout(contains("Success: f09").and(contains("Success: f11")))
+        .stderr(contains("Fail: f10: verification failed"));
+    let kept = walk(work.path())?;
+    assert_eq!(kept.len(), 19, "{kept:?}");
+    assert!(!work.path().join("f10").exists());
+    Ok(())
+}
+
 /// Every file under `dir`.
 fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     let mut out = Vec::new();

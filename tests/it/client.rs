@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use barge::client::{Client, ClientError, Destination, Progress, PutItem};
+use barge::client::{Client, ClientError, Destination, Downloaded, Progress, PutItem};
 use barge::name::FileName;
 use barge::protocol::{Code, FileId, FileRef};
 
@@ -33,6 +33,8 @@ pub(crate) mod fake {
         pub(crate) upload_md5: Option<String>,
         /// Flip the first byte of every download body.
         pub(crate) corrupt_download: bool,
+        /// Flip the first byte of the download body of this file only.
+        pub(crate) corrupt_only: Option<String>,
         /// Announce this name in every `213` header.
         pub(crate) download_name: Option<String>,
         /// Add a listing line with this name.
@@ -185,7 +187,9 @@ pub(crate) mod fake {
                         Some((name, mut data)) => {
                             let id = md5_hex(&data);
                             let name = quirks.download_name.clone().unwrap_or(name);
-                            if quirks.corrupt_download {
+                            if quirks.corrupt_download
+                                || quirks.corrupt_only.as_ref() == Some(&name)
+                            {
                                 if let Some(b) = data.first_mut() {
                                     *b ^= 0xff;
                                 }
@@ -448,6 +452,210 @@ async fn put_many_pipelines_and_reports_in_order() -> TestResult {
             Some("content 2999".repeat(2999 % 50).into_bytes())
         );
         assert_eq!(client.list().await?.entries.len(), 3000);
+        Ok(())
+    })
+    .await
+}
+
+/// What `get_many` reported, in call order.
+type Outcomes = Vec<(usize, Result<Downloaded, ClientError>)>;
+
+async fn get_many(
+    client: &mut Client<tokio::net::TcpStream>,
+    files: &[&str],
+    dest: &Destination,
+    overwrite: bool,
+) -> Result<(Outcomes, Result<(), ClientError>), Box<dyn std::error::Error>> {
+    let refs = files
+        .iter()
+        .map(|f| FileRef::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = Vec::new();
+    let result = client
+        .get_many(refs, dest, overwrite, |i, r| seen.push((i, r)))
+        .await;
+    Ok((seen, result))
+}
+
+#[tokio::test]
+async fn get_many_pipelines_and_reports_in_order() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks::default()).await?;
+        let mut names = Vec::new();
+        for i in 0..400 {
+            let name = format!("dir{}/f{i:03}", i % 3);
+            server.insert(&name, format!("content {i}").repeat(i % 40).as_bytes());
+            names.push(name);
+        }
+        // Larger than one chunk: streamed rather than saved whole.
+        let big: Vec<u8> = (0..700_001u32).map(|i| (i % 253) as u8).collect();
+        server.insert("zz/big.bin", &big);
+        names.insert(200, "zz/big.bin".to_owned());
+        names.insert(100, "missing".to_owned());
+        let by_id = hex::encode(md5::Md5::digest(b"content 7".repeat(7)));
+        names.push(by_id.clone());
+
+        let out = tempfile::tempdir()?;
+        let dest = Destination::Dir(out.path().into());
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut client = connect(&server).await?;
+        let (seen, result) = get_many(&mut client, &asked, &dest, false).await?;
+        result?;
+        assert_eq!(seen.len(), asked.len());
+        assert!(
+            seen.iter().enumerate().all(|(n, (i, _))| n == *i),
+            "in order"
+        );
+        for ((_, outcome), name) in seen.iter().zip(&names) {
+            match (name.as_str(), outcome) {
+                ("missing", Err(ClientError::Refused { code, .. })) => {
+                    assert_eq!(*code, Code::NOT_FOUND);
+                }
+                // Asked by id, the file is already there (saved under its name, dir1/f007).
+                (id, Err(ClientError::AlreadyExists { path })) if id == by_id => {
+                    assert_eq!(path, &out.path().join("f007"));
+                }
+                (name, Ok(got)) => {
+                    assert_eq!(got.name.as_str(), name);
+                    let leaf = name.rsplit('/').next().ok_or("leaf")?;
+                    assert_eq!(got.path, out.path().join(leaf));
+                    assert_eq!(Some(std::fs::read(&got.path)?), server.file(name));
+                }
+                (name, outcome) => return Err(format!("{name}: {outcome:?}").into()),
+            }
+        }
+        assert_eq!(std::fs::read(out.path().join("big.bin"))?, big);
+        assert_eq!(leftovers(out.path())?, 0);
+        assert!(client.is_usable());
+        assert_eq!(client.list().await?.entries.len(), 401);
+
+        // Again, replacing: all but the missing one succeed, the id included.
+        let (seen, result) = get_many(&mut client, &asked, &dest, true).await?;
+        result?;
+        assert_eq!(
+            seen.iter().filter(|(_, r)| r.is_ok()).count(),
+            asked.len() - 1
+        );
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn get_many_keeps_what_a_run_of_downloads_keeps() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks::default()).await?;
+        server.insert("a/same.txt", b"first");
+        server.insert("b/same.txt", b"second");
+        server.insert("new.txt", b"new");
+        server.insert("old.txt", b"server's");
+        let out = tempfile::tempdir()?;
+        std::fs::write(out.path().join("old.txt"), b"mine")?;
+        let dest = Destination::Dir(out.path().into());
+        let old_id = hex::encode(md5::Md5::digest(b"server's"));
+        let asked = ["a/same.txt", "old.txt", &old_id, "b/same.txt", "new.txt"];
+        let mut client = connect(&server).await?;
+
+        // Without overwrite: the first of two same-named files wins; existing files stay, asked
+        // for by name (refused before asking) or by id (refused once the name is known).
+        let (seen, result) = get_many(&mut client, &asked, &dest, false).await?;
+        result?;
+        let exists: Vec<bool> = seen
+            .iter()
+            .map(|(_, r)| matches!(r, Err(ClientError::AlreadyExists { .. })))
+            .collect();
+        assert_eq!(exists, [false, true, true, true, false], "{seen:?}");
+        assert_eq!(std::fs::read(out.path().join("same.txt"))?, b"first");
+        assert_eq!(std::fs::read(out.path().join("old.txt"))?, b"mine");
+        assert_eq!(std::fs::read(out.path().join("new.txt"))?, b"new");
+
+        // With it, the last one wins, as it would one download after another.
+        let (seen, result) = get_many(&mut client, &asked, &dest, true).await?;
+        result?;
+        assert!(seen.iter().all(|(_, r)| r.is_ok()), "{seen:?}");
+        assert_eq!(std::fs::read(out.path().join("same.txt"))?, b"second");
+        assert_eq!(std::fs::read(out.path().join("old.txt"))?, b"server's");
+
+        // To one exact path: the first file only, unless overwriting.
+        let one = out.path().join("one.txt");
+        let (seen, result) = get_many(
+            &mut client,
+            &["new.txt", "old.txt"],
+            &Destination::File(one.clone()),
+            false,
+        )
+        .await?;
+        result?;
+        assert!(matches!(seen[1].1, Err(ClientError::AlreadyExists { .. })));
+        assert_eq!(std::fs::read(&one)?, b"new");
+        assert_eq!(leftovers(out.path())?, 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn get_many_drops_a_corrupt_file_and_goes_on() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            corrupt_only: Some("f050".to_owned()),
+            ..Quirks::default()
+        })
+        .await?;
+        let names: Vec<String> = (0..100).map(|i| format!("f{i:03}")).collect();
+        for name in &names {
+            server.insert(name, name.as_bytes());
+        }
+        let out = tempfile::tempdir()?;
+        let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut client = connect(&server).await?;
+        let dest = Destination::Dir(out.path().into());
+        let (seen, result) = get_many(&mut client, &asked, &dest, false).await?;
+        result?;
+        assert_eq!(seen.len(), 100);
+        for (i, outcome) in &seen {
+            if *i == 50 {
+                assert!(
+                    matches!(outcome, Err(ClientError::ChecksumMismatch { .. })),
+                    "{outcome:?}"
+                );
+            } else {
+                assert!(outcome.is_ok(), "{i}: {outcome:?}");
+            }
+        }
+        assert!(!out.path().join("f050").exists());
+        assert_eq!(std::fs::read(out.path().join("f051"))?, b"f051");
+        assert_eq!(count_files(out.path())?, 99, "nothing else kept");
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn get_many_stops_at_a_hostile_header() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            download_name: Some("../evil".to_owned()),
+            ..Quirks::default()
+        })
+        .await?;
+        server.insert("a", b"a");
+        server.insert("b", b"b");
+        let root = tempfile::tempdir()?;
+        let out = root.path().join("out");
+        std::fs::create_dir(&out)?;
+        let mut client = connect(&server).await?;
+        let (seen, result) =
+            get_many(&mut client, &["a", "b"], &Destination::Dir(out), false).await?;
+        // The error is the first item's outcome; nothing is reported, nothing written.
+        assert!(seen.is_empty(), "{seen:?}");
+        assert!(
+            matches!(result, Err(ClientError::Protocol(_))),
+            "{result:?}"
+        );
+        assert!(!client.is_usable());
+        assert_eq!(count_files(root.path())?, 0);
         Ok(())
     })
     .await
