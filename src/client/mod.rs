@@ -423,7 +423,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         let header =
             DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
-        let answers = file.id == Some(header.id) || file.name.as_ref() == Some(&header.name);
+        // Text that reads as an id is taken as an id: the bytes must hash to it. (Otherwise a
+        // server could answer with a file *named* like the id, verified against another id.)
+        let answers = match file.id {
+            Some(id) => header.id == id,
+            None => file.name.as_ref() == Some(&header.name),
+        };
         if !answers {
             return Err(ClientError::Protocol(format!(
                 "asked for {} but the server sent {} ({})",
