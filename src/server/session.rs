@@ -162,9 +162,15 @@ impl<S: Stream> Session<'_, S> {
         match read {
             Ok(Some(line)) => Next::Line(line),
             Ok(None) | Err(TransportError::Closed | TransportError::Io(_)) => Next::Gone,
-            Err(TransportError::TimedOut(_)) => Next::End(Reply::new(
+            // Either the client sent nothing (the idle timeout) or it stopped reading its
+            // replies (the stall timeout on the flush that comes before each read).
+            Err(TransportError::TimedOut(t)) => Next::End(Reply::new(
                 Code::IDLE_TIMEOUT,
-                format!("Idle for {}s; closing the connection", idle.as_secs()),
+                if t == idle {
+                    format!("Idle for {}s; closing the connection", t.as_secs())
+                } else {
+                    format!("Replies not read for {}s; closing the connection", t.as_secs())
+                },
             )),
             Err(TransportError::LineTooLong(n)) => Next::End(Reply::new(
                 Code::LINE_TOO_LONG,
