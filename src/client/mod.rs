@@ -439,7 +439,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         trace_body(header.size);
         let path = match dest {
-            Destination::Dir(dir) => dir.join(leaf(&header.name)?),
+            Destination::Dir(dir) => {
+                let leaf = leaf(&header.name)?;
+                // A name the server chose (the user gave an id) must not quietly create a
+                // dot-file such as `.bashrc` or `.profile` in the user's folder.
+                let chosen_by_server = file.name.as_ref() != Some(&header.name);
+                if chosen_by_server && leaf.as_os_str().as_encoded_bytes().starts_with(b".") {
+                    self.skip_body(header.size).await?;
+                    return Err(ClientError::HiddenName {
+                        name: header.name.to_string(),
+                    });
+                }
+                dir.join(leaf)
+            }
             Destination::File(path) => path.clone(),
         };
         if !overwrite && exists(&path).await {

@@ -169,7 +169,10 @@ impl<S: Stream> Session<'_, S> {
                 if t == idle {
                     format!("Idle for {}s; closing the connection", t.as_secs())
                 } else {
-                    format!("Replies not read for {}s; closing the connection", t.as_secs())
+                    format!(
+                        "Replies not read for {}s; closing the connection",
+                        t.as_secs()
+                    )
                 },
             )),
             Err(TransportError::LineTooLong(n)) => Next::End(Reply::new(
