@@ -72,6 +72,13 @@ pub enum ClientError {
         /// The local path.
         path: PathBuf,
     },
+    /// Asked for by id, the file came with a hidden name (`.bashrc`, say): the server, not the
+    /// user, would have chosen a dot-file to create. The user must name the target (`-o`).
+    #[error("the server calls this file {name}, a hidden name; give a path (-o) to save it")]
+    HiddenName {
+        /// The name the server gave.
+        name: String,
+    },
     /// A local file to upload got shorter while it was being sent; the upload was abandoned.
     #[error("{}: the file changed while it was being sent", .path.display())]
     FileChanged {
@@ -102,7 +109,8 @@ impl ClientError {
             Self::ChecksumMismatch { .. }
             | Self::Io { .. }
             | Self::NotAFile { .. }
-            | Self::AlreadyExists { .. } => false,
+            | Self::AlreadyExists { .. }
+            | Self::HiddenName { .. } => false,
         }
     }
 

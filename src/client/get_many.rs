@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 
 use super::{
     ClientError, Destination, Downloaded, check_header, exists_now, known_target, persist_now,
-    recv_reply, refusal, save_body, target, temp_file_for, trace_body, trace_sent,
+    recv_reply, refusal, save_body, target_or_skip, temp_file_for, trace_body, trace_sent,
 };
 use crate::protocol::{Code, DownloadHeader, FileId, FileRef};
 use crate::transport::Connection;
@@ -275,7 +275,7 @@ where
     }
     let header = check_header(file, &reply)?;
     trace_body(header.size);
-    let path = target(to.dest, &header.name)?;
+    let path = target_or_skip(rx, timeout, file, to.dest, &header).await?;
     if header.size <= SMALL {
         let size = usize::try_from(header.size).unwrap_or(usize::MAX);
         if chunk.len() < size {

@@ -418,21 +418,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         let header = check_header(file, &reply)?;
         trace_body(header.size);
-        let path = target(dest, &header.name)?;
-        let saved = save_body(
-            &mut self.rx,
-            self.timeout,
-            &header,
-            &path,
-            overwrite,
-            progress,
-        )
+        let (rx, timeout) = (&mut self.rx, self.timeout);
+        let saved = async {
+            let path = target_or_skip(rx, timeout, file, dest, &header).await?;
+            save_body(rx, timeout, &header, &path, overwrite, progress).await?;
+            Ok::<_, ClientError>(path)
+        }
         .await;
         if !matches!(&saved, Err(e) if e.is_connection_lost()) {
             // The body was read in full: the connection is in step whatever happened locally.
             self.in_exchange = false;
         }
-        saved?;
+        let path = saved?;
         Ok(Downloaded {
             name: header.name,
             id: header.id,
@@ -671,11 +668,43 @@ fn known_target(file: &FileRef, dest: &Destination) -> Result<Option<PathBuf>, C
     }
 }
 
-/// Where a download goes, once the server has said which file it is.
-fn target(dest: &Destination, name: &FileName) -> Result<PathBuf, ClientError> {
+/// Where a download of `file` goes, once the server has said which file it is (`name`).
+fn target(file: &FileRef, dest: &Destination, name: &FileName) -> Result<PathBuf, ClientError> {
     match dest {
-        Destination::Dir(dir) => Ok(dir.join(leaf(name)?)),
+        Destination::Dir(dir) => {
+            let leaf = leaf(name)?;
+            // A name the server chose (the user gave an id) must not quietly create a
+            // dot-file such as `.bashrc` or `.profile` in the user's folder.
+            let chosen_by_server = file.name.as_ref() != Some(name);
+            if chosen_by_server && leaf.as_os_str().as_encoded_bytes().starts_with(b".") {
+                return Err(ClientError::HiddenName {
+                    name: name.to_string(),
+                });
+            }
+            Ok(dir.join(leaf))
+        }
         Destination::File(path) => Ok(path.clone()),
+    }
+}
+
+/// [`target`], reading and dropping the body when the file is refused, so the connection
+/// stays in step (unless the refusal is one that loses the connection anyway).
+async fn target_or_skip<R>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+    file: &FileRef,
+    dest: &Destination,
+    header: &DownloadHeader,
+) -> Result<PathBuf, ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+{
+    match target(file, dest, &header.name) {
+        Err(e) if !e.is_connection_lost() => {
+            rx.discard_body(header.size, timeout).await?;
+            Err(e)
+        }
+        result => result,
     }
 }
 
@@ -684,7 +713,12 @@ fn target(dest: &Destination, name: &FileName) -> Result<PathBuf, ClientError> {
 fn check_header(file: &FileRef, reply: &Reply) -> Result<DownloadHeader, ClientError> {
     let header =
         DownloadHeader::decode(&reply.text).map_err(|e| protocol("download header", &e))?;
-    let answers = file.id == Some(header.id) || file.name.as_ref() == Some(&header.name);
+    // Text that reads as an id is taken as an id: the bytes must hash to it. (Otherwise a
+    // server could answer with a file *named* like the id, verified against another id.)
+    let answers = match file.id {
+        Some(id) => header.id == id,
+        None => file.name.as_ref() == Some(&header.name),
+    };
     if !answers {
         return Err(ClientError::Protocol(format!(
             "asked for {} but the server sent {} ({})",

@@ -104,7 +104,8 @@ pub(super) async fn serve<S>(
         let line = match next {
             Next::Line(line) => line,
             Next::Gone => {
-                // Bodies that arrived whole are stored even if their sender left.
+                // Bodies that arrived whole are stored even if their sender left (a body cut
+                // short never made it into the batch).
                 s.commit_batch().await;
                 return;
             }
@@ -135,6 +136,8 @@ pub(super) async fn serve<S>(
             Ok(Flow::Close) => break,
             Err(e) => {
                 tracing::debug!(peer = %s.peer, "connection dropped: {e}");
+                // Bodies staged before the one that broke off arrived whole: store them.
+                s.commit_batch().await;
                 return;
             }
         }
@@ -159,9 +162,18 @@ impl<S: Stream> Session<'_, S> {
         match read {
             Ok(Some(line)) => Next::Line(line),
             Ok(None) | Err(TransportError::Closed | TransportError::Io(_)) => Next::Gone,
-            Err(TransportError::TimedOut(_)) => Next::End(Reply::new(
+            // Either the client sent nothing (the idle timeout) or it stopped reading its
+            // replies (the stall timeout on the flush that comes before each read).
+            Err(TransportError::TimedOut(t)) => Next::End(Reply::new(
                 Code::IDLE_TIMEOUT,
-                format!("Idle for {}s; closing the connection", idle.as_secs()),
+                if t == idle {
+                    format!("Idle for {}s; closing the connection", t.as_secs())
+                } else {
+                    format!(
+                        "Replies not read for {}s; closing the connection",
+                        t.as_secs()
+                    )
+                },
             )),
             Err(TransportError::LineTooLong(n)) => Next::End(Reply::new(
                 Code::LINE_TOO_LONG,
@@ -242,6 +254,12 @@ impl<S: Stream> Session<'_, S> {
 
     async fn refuse_request(&mut self, e: &DecodeError) -> Result<Flow, TransportError> {
         if let Some(size) = e.pending_body() {
+            let max = self.store.config().max_file_size;
+            if size > max {
+                // As for any PUT over the limit: the body is not read, so the connection ends.
+                self.refuse(&StoreError::TooLarge { size, max });
+                return Ok(Flow::Close);
+            }
             self.conn
                 .discard_body(size, Some(self.config.stall_timeout))
                 .await?;

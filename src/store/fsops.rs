@@ -76,7 +76,9 @@ pub(crate) fn open_parent<'n>(
             dir = match open_dir_at(&dir, comp) {
                 Err(e) if create && e.kind() == io::ErrorKind::NotFound => {
                     match rustix::fs::mkdirat(&dir, comp, Mode::from_raw_mode(0o755)) {
-                        Ok(()) => {}
+                        // The new folder's entry must be on disk before anything in it is
+                        // acknowledged; a flush of the file's own folder does not cover it.
+                        Ok(()) => sync_dir(&dir)?,
                         // Another upload created it meanwhile: fine.
                         Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
@@ -153,51 +155,65 @@ pub(crate) struct Found {
 /// files, the state folder and names that break the naming rules. Folders that cannot be read
 /// are skipped (and reported in `skipped`).
 pub(crate) fn walk(root: &OwnedFd, skipped: &mut usize) -> io::Result<Vec<Found>> {
+    /// One folder being read. Only the folders on the current path are open at once (depth
+    /// first), so a folder with thousands of subfolders costs a handful of descriptors, not
+    /// thousands.
+    struct Level {
+        fd: OwnedFd,
+        entries: rustix::fs::Dir,
+        prefix: String,
+    }
+    let open_level = |fd: OwnedFd, prefix: String| -> io::Result<Level> {
+        let entries = rustix::fs::Dir::read_from(&fd)?;
+        Ok(Level {
+            fd,
+            entries,
+            prefix,
+        })
+    };
     let mut out = Vec::new();
-    let mut stack: Vec<(OwnedFd, String)> = vec![(rustix::io::dup(root)?, String::new())];
-    while let Some((dir_fd, prefix)) = stack.pop() {
-        let dir = match rustix::fs::Dir::read_from(&dir_fd) {
-            Ok(d) => d,
-            Err(_) => {
-                *skipped += 1;
-                continue;
-            }
+    let mut stack = vec![open_level(rustix::io::dup(root)?, String::new())?];
+    while let Some(level) = stack.last_mut() {
+        let Some(entry) = level.entries.next() else {
+            stack.pop();
+            continue;
         };
-        for entry in dir {
-            let Ok(entry) = entry else {
-                *skipped += 1;
-                break;
-            };
-            let Ok(leaf) = entry.file_name().to_str() else {
-                *skipped += 1;
-                continue;
-            };
-            if leaf == "." || leaf == ".." {
-                continue;
-            }
-            let rel = if prefix.is_empty() {
-                leaf.to_owned()
-            } else {
-                format!("{prefix}/{leaf}")
-            };
-            let Ok(name) = FileName::parse(&rel) else {
-                // Covers the state folder at the top, and names a client could not use.
-                continue;
-            };
-            let Ok(st) = rustix::fs::statat(&dir_fd, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
-                continue; // Vanished meanwhile.
-            };
-            match FileType::from_raw_mode(st.st_mode) {
-                FileType::RegularFile => out.push(Found {
-                    name,
-                    meta: Meta::of(&st),
-                }),
-                FileType::Directory => match open_dir_at(&dir_fd, leaf) {
-                    Ok(fd) => stack.push((fd, rel)),
+        let Ok(entry) = entry else {
+            *skipped += 1;
+            stack.pop();
+            continue;
+        };
+        let Ok(leaf) = entry.file_name().to_str() else {
+            *skipped += 1;
+            continue;
+        };
+        if leaf == "." || leaf == ".." {
+            continue;
+        }
+        let rel = if level.prefix.is_empty() {
+            leaf.to_owned()
+        } else {
+            format!("{}/{leaf}", level.prefix)
+        };
+        let Ok(name) = FileName::parse(&rel) else {
+            // Covers the state folder at the top, and names a client could not use.
+            continue;
+        };
+        let Ok(st) = rustix::fs::statat(&level.fd, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
+            continue; // Vanished meanwhile.
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => out.push(Found {
+                name,
+                meta: Meta::of(&st),
+            }),
+            FileType::Directory => {
+                match open_dir_at(&level.fd, leaf).and_then(|fd| open_level(fd, rel)) {
+                    Ok(next) => stack.push(next),
                     Err(_) => *skipped += 1,
-                },
-                _ => {} // Symlinks, FIFOs, sockets, devices: never shared.
+                }
             }
+            _ => {} // Symlinks, FIFOs, sockets, devices: never shared.
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -299,6 +299,12 @@ impl Store {
                 }
             }
             for name in gone {
+                // The walk is not atomic: a file uploaded or renamed into place while it ran is
+                // on disk and in the index, but was not seen. Only forget what is really gone.
+                if matches!(fsops::stat_name(&self.root, &name), Ok(Some(st)) if fsops::is_regular(&st))
+                {
+                    continue;
+                }
                 ix.remove(&name);
                 self.persist(Change::Remove(name));
             }
@@ -627,6 +633,7 @@ impl Store {
             size,
             tmp_leaf,
             file: None,
+            closed: None,
             hasher: Md5::new(),
             written: 0,
             linked: false,
@@ -659,6 +666,7 @@ impl Store {
             .map(|(name, data)| {
                 let mut upload = self.begin_upload(name, data.len() as u64)?;
                 upload.write(&data)?;
+                upload.close_file()?;
                 Ok(upload)
             })
             .collect();
@@ -706,6 +714,8 @@ pub struct Upload {
     size: u64,
     tmp_leaf: String,
     file: Option<File>,
+    /// The temp file's metadata, kept when its handle was closed early (see `close_file`).
+    closed: Option<Meta>,
     hasher: Md5,
     written: u64,
     linked: bool,
@@ -740,6 +750,17 @@ impl Upload {
         Ok(())
     }
 
+    /// Closes the temp file's handle, keeping what [`finish`](Self::finish) needs, so that a
+    /// batch of hundreds of staged uploads does not hold hundreds of descriptors.
+    fn close_file(&mut self) -> Result<(), StoreError> {
+        if let Some(file) = self.file.take() {
+            let st =
+                rustix::fs::fstat(&file).map_err(|e| io_err("reading the upload")(e.into()))?;
+            self.closed = Some(Meta::of(&st));
+        }
+        Ok(())
+    }
+
     /// Completes the upload: checks every byte arrived, flushes it to disk, and links it into
     /// place under its name. Returns its id.
     ///
@@ -759,14 +780,21 @@ impl Upload {
                 received: self.written,
             });
         }
-        let file = self.file.take().ok_or_else(|| StoreError::Io {
-            context: "finishing the upload".into(),
-            source: io::Error::other("file already closed"),
-        })?;
-        if sync {
-            file.sync_data()
-                .map_err(io_err("flushing the upload to disk"))?;
-        }
+        let meta = match self.file.take() {
+            Some(file) => {
+                if sync {
+                    file.sync_data()
+                        .map_err(io_err("flushing the upload to disk"))?;
+                }
+                let st =
+                    rustix::fs::fstat(&file).map_err(|e| io_err("reading the upload")(e.into()))?;
+                Meta::of(&st)
+            }
+            None => self.closed.ok_or_else(|| StoreError::Io {
+                context: "finishing the upload".into(),
+                source: io::Error::other("the temp file is gone"),
+            })?,
+        };
         let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
         let store = Arc::clone(&self.store);
         let (dir, leaf) = store.open_parent_for_write(&self.name)?;
@@ -776,14 +804,8 @@ impl Upload {
         if sync {
             fsops::sync_dir(&dir).map_err(io_err("flushing the folder to disk"))?;
         }
-        let st = rustix::fs::fstat(&file).map_err(|e| io_err("reading the upload")(e.into()))?;
-        store.record(
-            self.name.clone(),
-            Entry {
-                meta: Meta::of(&st),
-                id,
-            },
-        );
+        // Linking changes the ctime only: size, mtime and inode are what was just written.
+        store.record(self.name.clone(), Entry { meta, id });
         Ok(id)
     }
 }

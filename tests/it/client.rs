@@ -765,6 +765,47 @@ async fn hostile_names_are_refused() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_hidden_name_chosen_by_the_server_is_not_created() -> TestResult {
+    bounded(async {
+        let root = tempfile::tempdir()?;
+        let server = fake::start(Quirks {
+            download_name: Some(".bashrc".to_owned()),
+            ..Quirks::default()
+        })
+        .await?;
+        server.insert("notes.txt", b"echo pwned");
+        let mut client = connect(&server).await?;
+        let by_id = FileRef::parse(&hex::encode(md5::Md5::digest(b"echo pwned")))?;
+        let dest = Destination::Dir(root.path().to_path_buf());
+        let r = client.download(&by_id, &dest, false, |_| {}).await;
+        assert!(matches!(r, Err(ClientError::HiddenName { .. })), "{r:?}");
+        assert_eq!(count_files(root.path())?, 0, "no dot-file created");
+        // The body was skipped: the same connection still works, and an explicit path is fine.
+        assert!(client.is_usable());
+        let target = root.path().join("chosen.sh");
+        client
+            .download(&by_id, &Destination::File(target.clone()), false, |_| {})
+            .await?;
+        assert_eq!(std::fs::read(&target)?, b"echo pwned");
+
+        // Pipelined: that item is refused, its body skipped, and the run goes on in step.
+        std::fs::remove_file(&target)?;
+        let id = by_id.as_str();
+        let (seen, result) = get_many(&mut client, &[&id, &id], &dest, false).await?;
+        result?;
+        assert!(
+            seen.iter()
+                .all(|(_, r)| matches!(r, Err(ClientError::HiddenName { .. }))),
+            "{seen:?}"
+        );
+        assert_eq!(count_files(root.path())?, 0, "no dot-file created");
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn greetings_are_checked() -> TestResult {
     bounded(async {
         let server = fake::start(Quirks {

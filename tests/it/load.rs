@@ -257,3 +257,63 @@ async fn slow_clients_do_not_hold_up_fast_ones() -> TestResult {
     }
     Ok(())
 }
+
+/// Caps the running server's open-file limit, as a small `ulimit -n` would.
+fn cap_open_files(server: &BinServer, limit: u64) -> TestResult {
+    let pid = i32::try_from(server.pid())?;
+    rlimit::prlimit(pid, rlimit::Resource::NOFILE, Some((limit, limit)), None)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn listing_many_folders_needs_few_descriptors() -> TestResult {
+    let root = tempfile::tempdir()?;
+    for i in 0..400 {
+        let dir = root.path().join(format!("d{i:03}"));
+        std::fs::create_dir(&dir)?;
+        std::fs::write(dir.join("x"), format!("{i}"))?;
+    }
+    let server = BinServer::start(root.path(), &[])?;
+    // Far fewer descriptors than folders: the walk must not hold one per folder.
+    cap_open_files(&server, 64)?;
+    let mut c = Raw::connect(server.addr).await?;
+    c.line().await?;
+    let listed = c.list().await?;
+    assert_eq!(listed.len(), 400);
+    server.kill()
+}
+
+#[tokio::test]
+async fn group_commits_need_few_descriptors() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    cap_open_files(&server, 64)?;
+    let mut tasks = Vec::new();
+    for client in 0..4 {
+        let addr = server.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Raw::connect(addr).await?;
+            c.line().await?;
+            let mut batch = Vec::new();
+            for i in 0..256 {
+                batch.extend_from_slice(format!("PUT c{client}/f{i};3\n{i:03}").as_bytes());
+            }
+            c.send(&batch).await?;
+            for i in 0..256 {
+                let reply = c.line().await?;
+                assert_eq!(
+                    reply,
+                    format!(
+                        "226 {} Upload complete",
+                        md5_hex(format!("{i:03}").as_bytes())
+                    )
+                );
+            }
+            TestResult::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    server.kill()
+}

@@ -571,3 +571,25 @@ async fn a_flood_of_unread_replies_does_not_pile_up() -> TestResult {
     assert!(c.cmd("LIST").await?.starts_with("210 "));
     Ok(())
 }
+
+#[tokio::test]
+async fn put_with_a_bad_name_and_an_oversized_body_is_not_read() -> TestResult {
+    let cfg = StoreConfig {
+        max_file_size: 1000,
+        ..StoreConfig::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir()?, cfg, ServerConfig::default()).await?;
+    let mut c = server.raw().await?;
+    assert!(
+        c.cmd("PUT ../x;18446744073709551615")
+            .await?
+            .starts_with("413 ")
+    );
+    assert!(c.closed().await?);
+    let mut c = server.raw().await?;
+    // Within the limit, the body of a badly named PUT is skipped and the connection goes on.
+    c.send(b"PUT ../x;3\nabcLIST\n").await?;
+    assert!(c.line().await?.starts_with("422 "));
+    assert_eq!(c.line().await?, "210 0 No files available at the moment");
+    Ok(())
+}
