@@ -59,6 +59,15 @@ pub struct FileName(String);
 impl FileName {
     /// Checks `s` against the naming rules.
     ///
+    /// ```
+    /// use barge::name::{FileName, NameError};
+    ///
+    /// assert_eq!(FileName::parse("photos/2024/beach.jpg")?.split_parent(), (Some("photos/2024"), "beach.jpg"));
+    /// assert_eq!(FileName::parse("../etc/passwd"), Err(NameError::DotComponent));
+    /// assert_eq!(FileName::parse(".barge/index.redb"), Err(NameError::Reserved));
+    /// # Ok::<(), NameError>(())
+    /// ```
+    ///
     /// # Errors
     /// The first rule the name breaks.
     pub fn parse(s: &str) -> Result<Self, NameError> {

@@ -405,6 +405,8 @@ fn init_server_tracing(debug: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
+        // Colour codes only for a person at a terminal, not in a log file or journal.
+        .with_ansi(io::stderr().is_terminal())
         .try_init();
 }
 

@@ -135,6 +135,17 @@ impl DecodeError {
 impl Request {
     /// Decodes one line (without its line ending; a trailing `\r` is tolerated).
     ///
+    /// ```
+    /// use barge::protocol::{DecodeError, Request};
+    ///
+    /// let Request::Upload(Some(spec)) = Request::decode(b"upload notes; draft.txt;1234\r")? else {
+    ///     panic!("not an upload");
+    /// };
+    /// assert_eq!((spec.name.as_str(), spec.size), ("notes; draft.txt", 1234));
+    /// assert!(matches!(Request::decode(b"FROB"), Err(DecodeError::UnknownCommand(_))));
+    /// # Ok::<(), DecodeError>(())
+    /// ```
+    ///
     /// # Errors
     /// See [`DecodeError`].
     pub fn decode(line: &[u8]) -> Result<Self, DecodeError> {
