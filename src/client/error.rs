@@ -79,6 +79,17 @@ pub enum ClientError {
         /// The name the server gave.
         name: String,
     },
+    /// A download announced more bytes than the target's disk has free. Its body is not read
+    /// (a hostile server could announce an endless one), so the connection is given up.
+    #[error("{}: {needed} bytes announced, only {available} free on that disk", .path.display())]
+    InsufficientSpace {
+        /// Where the file would have gone.
+        path: PathBuf,
+        /// The announced size.
+        needed: u64,
+        /// The free space.
+        available: u64,
+    },
     /// A local file to upload got shorter while it was being sent; the upload was abandoned.
     #[error("{}: the file changed while it was being sent", .path.display())]
     FileChanged {
@@ -104,7 +115,8 @@ impl ClientError {
             | Self::Protocol(_)
             | Self::Disconnected(_)
             | Self::Transport(_)
-            | Self::FileChanged { .. } => true,
+            | Self::FileChanged { .. }
+            | Self::InsufficientSpace { .. } => true,
             Self::Refused { code, .. } => closes_connection(*code),
             Self::ChecksumMismatch { .. }
             | Self::Io { .. }

@@ -773,6 +773,16 @@ where
             return Err(e);
         }
     };
+    if let Ok(st) = rustix::fs::fstatvfs(temp.as_file()) {
+        let available = st.f_bavail.saturating_mul(st.f_frsize);
+        if header.size > available {
+            return Err(ClientError::InsufficientSpace {
+                path: path.to_owned(),
+                needed: header.size,
+                available,
+            });
+        }
+    }
     let actual = receive_body(
         rx,
         timeout,

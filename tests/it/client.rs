@@ -35,6 +35,8 @@ pub(crate) mod fake {
         pub(crate) corrupt_download: bool,
         /// Flip the first byte of the download body of this file only.
         pub(crate) corrupt_only: Option<String>,
+        /// Announce this size in every `213` header (and send only the real bytes).
+        pub(crate) download_size: Option<u64>,
         /// Announce this name in every `213` header.
         pub(crate) download_name: Option<String>,
         /// Add a listing line with this name.
@@ -194,7 +196,8 @@ pub(crate) mod fake {
                                     *b ^= 0xff;
                                 }
                             }
-                            out.extend(format!("213 {} {id} {name}\n", data.len()).bytes());
+                            let size = quirks.download_size.unwrap_or(data.len() as u64);
+                            out.extend(format!("213 {size} {id} {name}\n").bytes());
                             out.extend(data);
                         }
                     }
@@ -800,6 +803,32 @@ async fn a_hidden_name_chosen_by_the_server_is_not_created() -> TestResult {
         );
         assert_eq!(count_files(root.path())?, 0, "no dot-file created");
         assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_download_bigger_than_the_free_space_is_not_started() -> TestResult {
+    bounded(async {
+        let root = tempfile::tempdir()?;
+        let server = fake::start(Quirks {
+            download_size: Some(u64::MAX / 2),
+            ..Quirks::default()
+        })
+        .await?;
+        server.insert("huge.bin", b"not really huge");
+        let mut client = connect(&server).await?;
+        let by_name = FileRef::parse("huge.bin")?;
+        let dest = Destination::Dir(root.path().to_path_buf());
+        let r = client.download(&by_name, &dest, false, |_| {}).await;
+        assert!(
+            matches!(r, Err(ClientError::InsufficientSpace { .. })),
+            "{r:?}"
+        );
+        assert_eq!(count_files(root.path())?, 0, "nothing written");
+        // The body cannot be skipped (it may never end): the connection is given up.
+        assert!(!client.is_usable());
         Ok(())
     })
     .await
