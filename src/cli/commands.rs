@@ -179,11 +179,7 @@ pub(crate) async fn put(
         }
     }
     worst = worst.max(put_batch(client, ui, batch).await?);
-    if worst == Status::Success {
-        Ok(())
-    } else {
-        Err(Reported(worst).into())
-    }
+    outcome(worst)
 }
 
 /// Sends a run of small files pipelined, reporting each.
@@ -321,11 +317,7 @@ pub(crate) async fn get(
             break;
         }
     }
-    if worst == Status::Success {
-        Ok(())
-    } else {
-        Err(Reported(worst).into())
-    }
+    outcome(worst)
 }
 
 /// Downloads several files pipelined, reporting each in order as a run of single downloads
@@ -364,11 +356,7 @@ async fn get_batch(
             not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
         }
     }
-    if worst == Status::Success {
-        Ok(())
-    } else {
-        Err(Reported(worst).into())
-    }
+    outcome(worst)
 }
 
 /// Prints `Success: name id saved as path` or `Fail: what: why`; returns the status of the
@@ -426,4 +414,13 @@ pub(crate) async fn rm(
         .await
         .with_context(|| format!("deleting {file}"))?;
     ui.done(format_args!("Deleted {file}"))
+}
+
+/// The result of a command that reported each file itself: only the exit status is left.
+fn outcome(worst: Status) -> anyhow::Result<()> {
+    if worst == Status::Success {
+        Ok(())
+    } else {
+        Err(Reported(worst).into())
+    }
 }
