@@ -155,23 +155,55 @@ impl ListingEntry {
     }
 }
 
-/// The data of a `210` reply: how many listing lines follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The data of a `210` reply: how many listing lines follow, and how many files are still being
+/// hashed (`PROTOCOL.md` section 5.1). The text is `N file(s)`, or `0 No files available at the
+/// moment`, followed by ` (P more being indexed)` when `P` is not zero; both numbers are fields
+/// of the reply, not prose.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ListingHeader {
     /// The number of `id;name;size` lines that follow.
     pub count: u64,
+    /// Files found but not listed yet because their id is still being computed.
+    pub pending: u64,
 }
 
+/// What a listing's pending count is wrapped in: ` (P more being indexed)`.
+const PENDING_OPEN: &str = " (";
+const PENDING_CLOSE: &str = " more being indexed)";
+
 impl ListingHeader {
-    /// Reads the count from the first word of a `210` or `211` reply's text.
+    /// The text of the `210` reply.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut text = match self.count {
+            0 => "0 No files available at the moment".to_owned(),
+            1 => "1 file".to_owned(),
+            n => format!("{n} files"),
+        };
+        if self.pending > 0 {
+            text.push_str(&format!("{PENDING_OPEN}{}{PENDING_CLOSE}", self.pending));
+        }
+        text
+    }
+
+    /// Reads the count from the first word of a `210` or `211` reply's text, and the pending
+    /// count from its ` (P more being indexed)` suffix when there is one (0 otherwise).
     ///
     /// # Errors
-    /// [`ValueError::BadReply`] when the first word is not a count.
+    /// [`ValueError::BadReply`] when the first word is not a count, or the suffix is there but
+    /// its number is not.
     pub fn decode(text: &str) -> Result<Self, ValueError> {
+        let bad = || ValueError::BadReply(text.to_owned());
         let first = text.split(' ').next().unwrap_or_default();
-        parse_size(first)
-            .map(|count| Self { count })
-            .map_err(|_| ValueError::BadReply(text.to_owned()))
+        let count = parse_size(first).map_err(|_| bad())?;
+        let pending = match text.strip_suffix(PENDING_CLOSE) {
+            Some(rest) => {
+                let (_, digits) = rest.rsplit_once(PENDING_OPEN).ok_or_else(bad)?;
+                parse_size(digits).map_err(|_| bad())?
+            }
+            None => 0,
+        };
+        Ok(Self { count, pending })
     }
 }
 
@@ -315,19 +347,30 @@ mod tests {
 
     #[test]
     fn listing_header() {
+        let cases = [
+            ("0 No files available at the moment", 0, 0),
+            ("1 file", 1, 0),
+            ("12 files (3 more being indexed)", 12, 3),
+            (
+                "0 No files available at the moment (5 more being indexed)",
+                0,
+                5,
+            ),
+        ];
+        for (text, count, pending) in cases {
+            let h = ListingHeader { count, pending };
+            assert_eq!(h.encode(), text);
+            assert_eq!(ListingHeader::decode(text).unwrap(), h, "{text}");
+        }
+        // Other servers may word the rest freely; only the first word must be a count.
+        assert_eq!(ListingHeader::decode("7").unwrap().count, 7);
         assert_eq!(
-            ListingHeader::decode("0 No files available at the moment")
+            ListingHeader::decode("2 files (lots more)")
                 .unwrap()
-                .count,
+                .pending,
             0
         );
-        assert_eq!(
-            ListingHeader::decode("12 files (3 more being indexed)")
-                .unwrap()
-                .count,
-            12
-        );
-        assert_eq!(ListingHeader::decode("7").unwrap().count, 7);
         assert!(ListingHeader::decode("files 12").is_err());
+        assert!(ListingHeader::decode("2 files (x more being indexed)").is_err());
     }
 }

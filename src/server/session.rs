@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::{ServerConfig, reply_for};
 use crate::name::{FileName, escape};
 use crate::protocol::{
-    Code, DecodeError, DownloadHeader, FileRef, PROTOCOL_VERSION, RenameArgs, Reply, Request,
-    UploadSpec, ValueError,
+    Code, DecodeError, DownloadHeader, FileRef, ListingHeader, PROTOCOL_VERSION, RenameArgs, Reply,
+    Request, UploadSpec, ValueError,
 };
 use crate::store::{Download, Store, StoreError, Upload};
 use crate::transport::{Connection, Stream, TransportError};
@@ -405,14 +405,11 @@ impl<S: Stream> Session<'_, S> {
             }
         };
         let n = listing.entries.len();
-        let mut text = match n {
-            0 => "0 No files available at the moment".to_owned(),
-            1 => "1 file".to_owned(),
-            n => format!("{n} files"),
-        };
-        if listing.pending > 0 {
-            text.push_str(&format!(" ({} more being indexed)", listing.pending));
+        let text = ListingHeader {
+            count: n as u64,
+            pending: listing.pending as u64,
         }
+        .encode();
         self.reply(Reply::new(Code::LISTING, text));
         let mut out = String::with_capacity(n * 64);
         for entry in &listing.entries {
