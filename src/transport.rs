@@ -62,6 +62,10 @@ pub struct Connection<S> {
     inner: BufReader<S>,
     /// Replies queued but not yet written.
     out: Vec<u8>,
+    /// Where each queued piece of `out` ends, and whether it is text lines (which may be cut
+    /// after any line) rather than bytes that must go out whole; see
+    /// [`drop_unsent`](Self::drop_unsent).
+    pieces: Vec<(usize, bool)>,
     /// How much of `out` is already written.
     written: usize,
     /// The line being assembled when it spans several reads.
@@ -85,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // Small on purpose: an idle connection should cost little. Bodies bypass it.
             inner: BufReader::with_capacity(16 * 1024, stream),
             out: Vec::new(),
+            pieces: Vec::new(),
             written: 0,
             line: Vec::new(),
             line_complete: false,
@@ -172,11 +177,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Queues a reply; it is written out at the next [`flush`](Self::flush) or read.
     pub fn queue_reply(&mut self, reply: &Reply) {
         reply.encode_into(&mut self.out);
+        self.pieces.push((self.out.len(), true));
     }
 
-    /// Queues raw bytes (a request line, or listing lines).
+    /// Queues raw bytes that must go out whole (a request line, a small body).
     pub fn queue_bytes(&mut self, bytes: &[u8]) {
         self.out.extend_from_slice(bytes);
+        self.pieces.push((self.out.len(), false));
+    }
+
+    /// Queues text lines, each ended by `\n` (listing or help lines).
+    pub fn queue_lines(&mut self, lines: &[u8]) {
+        self.out.extend_from_slice(lines);
+        self.pieces.push((self.out.len(), true));
+    }
+
+    /// Queues a body (a small download sent with its header).
+    pub fn queue_body(&mut self, body: &[u8]) {
+        self.queue_bytes(body);
+    }
+
+    /// Forgets the queued bytes that the peer has not started to receive, keeping the rest of
+    /// the line (or of the body) in progress so that what was sent stays well-formed. Used
+    /// when the peer stopped reading: the replies it never took are dropped so that a last
+    /// status line can follow at once.
+    pub fn drop_unsent(&mut self) {
+        let written = self.written;
+        let mut start = 0;
+        let mut keep = written;
+        for &(end, lines) in &self.pieces {
+            if end > written {
+                if start < written {
+                    // Started but not finished: finish its line, or all of it.
+                    keep = if lines {
+                        self.out[written..end]
+                            .iter()
+                            .position(|&b| b == b'\n')
+                            .map_or(end, |p| written + p + 1)
+                    } else {
+                        end
+                    };
+                }
+                break;
+            }
+            start = end;
+        }
+        self.out.truncate(keep);
+        self.pieces.retain(|&(end, _)| end < keep);
+        if keep > self.pieces.last().map_or(0, |p| p.0) {
+            self.pieces.push((keep, false));
+        }
     }
 
     /// Queues a reply and writes everything queued.
@@ -212,6 +262,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         with_timeout(timeout, self.inner.get_mut().flush()).await?;
         self.out.clear();
+        self.pieces.clear();
         self.written = 0;
         // Do not keep a large buffer around after a big listing.
         if self.out.capacity() > 64 * 1024 {
@@ -291,7 +342,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let _ = with_timeout(timeout, self.inner.get_mut().shutdown()).await;
         }
     }
+
+    /// Ends the connection from this side: writes everything queued and shuts the write side
+    /// down (as [`shutdown`](Self::shutdown)), then reads and discards what the peer still
+    /// sends, for a bounded time and amount, before the caller drops the stream. Closing a
+    /// socket with unread input makes the kernel send a reset, which can destroy the last
+    /// replies before the peer reads them; draining first lets them arrive.
+    pub async fn close(&mut self, timeout: Option<Duration>) {
+        self.shutdown(timeout).await;
+        let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
+        let mut scratch = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < CLOSE_DRAIN_BYTES {
+            match tokio::time::timeout_at(deadline, self.inner.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    }
 }
+
+/// How long [`Connection::close`] waits for the peer to finish sending.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
+/// How much [`Connection::close`] reads and discards at most.
+const CLOSE_DRAIN_BYTES: usize = 1 << 20;
 
 impl<S: Stream> Connection<S> {
     /// Sends `len` bytes of `file` from `offset` straight from the page cache to the socket,

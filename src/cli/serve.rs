@@ -76,7 +76,14 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
         );
         signal.cancel();
     });
-    server::run(listener, std::sync::Arc::clone(&store), config, shutdown).await?;
+    server::run(
+        listener,
+        server::PlainTcp,
+        std::sync::Arc::clone(&store),
+        config,
+        shutdown,
+    )
+    .await?;
     store.close();
     println!("barge stopped.");
     Ok(())

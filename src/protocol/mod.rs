@@ -5,10 +5,12 @@
 //! is [`crate::transport`]'s job. The format itself is specified in `PROTOCOL.md`; the comments
 //! here refer to its sections rather than restate it.
 
+mod dialogue;
 mod reply;
 mod request;
 mod value;
 
+pub use dialogue::{HELP_LINES, Prompt, capitalise};
 pub use reply::{Code, Reply};
 pub use request::{DecodeError, FileRef, RenameArgs, Request};
 pub use value::{

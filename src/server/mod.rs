@@ -1,22 +1,25 @@
 //! The server: accepts connections, enforces the connection limit, and shuts down gracefully.
 //!
-//! [`run`] is the seam tests use: it takes a bound listener, an open [`Store`] and a
-//! [`CancellationToken`], and returns once every connection has finished after the token is
-//! cancelled. The dialogue of one connection lives in [`session`]; what a store error means on
-//! the wire is decided in one place, [`reply_for`].
+//! [`run`] is the seam tests use: it takes a bound listener, an accept step ([`Accept`]: plain
+//! TCP, or a handshake), an open [`Store`] and a [`CancellationToken`], and returns once every
+//! connection has finished after the token is cancelled. The dialogue of one connection lives
+//! in `session`; what a store error means on the wire is decided in one place, [`reply_for`].
 
+mod accept;
 mod session;
+
+pub use accept::{Accept, Peer, PlainTcp};
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::protocol::{Code, Reply};
+use crate::protocol::{Code, Reply, capitalise};
 use crate::store::{Store, StoreError};
 use crate::transport::Connection;
 
@@ -31,6 +34,8 @@ pub struct ServerConfig {
     pub stall_timeout: Duration,
     /// How long running transfers may go on after shutdown starts.
     pub shutdown_grace: Duration,
+    /// How long the accept step (a TLS handshake, say) may take before the session starts.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -40,6 +45,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -49,17 +55,21 @@ impl Default for ServerConfig {
 const MAX_REFUSALS: usize = 256;
 
 /// Serves `listener` until `shutdown` is cancelled, then stops accepting, lets connections
-/// finish (transfers get [`ServerConfig::shutdown_grace`]), and returns.
+/// finish (transfers get [`ServerConfig::shutdown_grace`]), and returns. Each accepted socket
+/// goes through `acceptor` (bounded by [`ServerConfig::handshake_timeout`]) before its session
+/// starts.
 ///
 /// # Errors
 /// Never for a client's fault; only if the listener itself fails in a way that cannot be
 /// retried.
-pub async fn run(
+pub async fn run<A: Accept>(
     listener: TcpListener,
+    acceptor: A,
     store: Arc<Store>,
     config: ServerConfig,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
+    let acceptor = Arc::new(acceptor);
     let slots = Arc::new(Semaphore::new(config.max_connections));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let tracker = TaskTracker::new();
@@ -68,7 +78,7 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (tcp, addr) = match accepted {
             Ok(v) => v,
             Err(e) => {
                 // Out of file descriptors and the like: wait a moment rather than spin.
@@ -78,30 +88,44 @@ pub async fn run(
             }
         };
         // Replies are small and the client often waits for each: do not let Nagle hold them.
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let handshake = config.handshake_timeout;
         match Arc::clone(&slots).try_acquire_owned() {
             Ok(permit) => {
-                let (store, config, shutdown) =
-                    (Arc::clone(&store), config.clone(), shutdown.clone());
+                let (acceptor, store, config, shutdown) = (
+                    Arc::clone(&acceptor),
+                    Arc::clone(&store),
+                    config.clone(),
+                    shutdown.clone(),
+                );
                 tracker.spawn(async move {
+                    let Some((stream, peer)) =
+                        handshake_with(&*acceptor, tcp, addr, handshake).await
+                    else {
+                        return;
+                    };
                     tracing::debug!(%peer, "connected");
-                    session::serve(stream, peer, store, &config, &shutdown).await;
+                    session::serve(stream, peer.clone(), store, &config, &shutdown).await;
                     tracing::debug!(%peer, "disconnected");
                     drop(permit);
                 });
             }
             Err(_) => {
                 if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                    let acceptor = Arc::clone(&acceptor);
                     tracker.spawn(async move {
-                        refuse_busy(stream).await;
+                        if let Some((stream, _)) =
+                            handshake_with(&*acceptor, tcp, addr, handshake).await
+                        {
+                            refuse_busy(stream).await;
+                        }
                         drop(permit);
                     });
                 } else {
-                    // Too many refusals in flight to spend a task on this one; a fresh
-                    // socket's send buffer is empty, so the line goes out without waiting.
-                    let _ = stream.try_write(BUSY_LINE.as_bytes());
+                    // Too many refusals in flight to spend a task on this one.
+                    acceptor.refuse_now(&tcp, BUSY_LINE.as_bytes());
                 }
-                tracing::info!(%peer, "refused: {} connections already", config.max_connections);
+                tracing::info!(%addr, "refused: {} connections already", config.max_connections);
             }
         }
     }
@@ -113,17 +137,34 @@ pub async fn run(
     Ok(())
 }
 
-/// The text of the busy reply.
-const BUSY: &str = "Server busy: too many connections, try again later";
+/// Runs the accept step within its deadline; `None` (logged) when it fails or times out.
+async fn handshake_with<A: Accept>(
+    acceptor: &A,
+    tcp: tokio::net::TcpStream,
+    addr: std::net::SocketAddr,
+    limit: Duration,
+) -> Option<(A::Stream, Peer)> {
+    match tokio::time::timeout(limit, acceptor.accept(tcp, addr)).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, "handshake failed: {e}");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "handshake timed out after {limit:?}");
+            None
+        }
+    }
+}
+
 /// The busy reply as a wire line, for the path that cannot wait.
 const BUSY_LINE: &str = "503 Server busy: too many connections, try again later\n";
 
-async fn refuse_busy(stream: TcpStream) {
+async fn refuse_busy<S: crate::transport::Stream>(stream: S) {
     let mut conn = Connection::new(stream);
-    let reply = Reply::new(Code::UNAVAILABLE, BUSY);
     let t = Some(Duration::from_secs(5));
-    if conn.send_reply(&reply, t).await.is_ok() {
-        conn.shutdown(t).await;
+    if conn.send_reply(&Reply::busy(), t).await.is_ok() {
+        conn.close(t).await;
     }
 }
 
@@ -154,10 +195,14 @@ pub fn reply_for(err: &StoreError) -> Reply {
     Reply::new(code, text)
 }
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(first) => first.to_uppercase().chain(c).collect(),
-        None => String::new(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_line_is_the_busy_reply() {
+        let mut out = Vec::new();
+        Reply::busy().encode_into(&mut out);
+        assert_eq!(out, BUSY_LINE.as_bytes());
     }
 }

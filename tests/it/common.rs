@@ -53,6 +53,7 @@ impl TestServer {
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::run(
             listener,
+            server::PlainTcp,
             Arc::clone(&store),
             config,
             shutdown.clone(),

@@ -88,9 +88,9 @@ async fn hostile_names_are_refused_everywhere_and_change_nothing() -> TestResult
         // PUT: the body that follows a refused name is read and thrown away, not run.
         let got = replies(&mut c, format!("PUT {name};13\nDELETE victim").as_bytes()).await?;
         assert_code(&got[0], 422);
-        // Prompt forms: the prompt, then the refusal of the answer (an empty answer is a
-        // missing argument: 400).
-        let want = if name.is_empty() { 400 } else { 422 };
+        // Prompt forms: the prompt, then the refusal of the answer (an empty answer to a name
+        // prompt is an invalid name, as the one-line form's empty argument is: 422).
+        let want = 422;
         for (cmd, prompt) in [
             ("UPLOAD", 330),
             ("DOWNLOAD", 331),

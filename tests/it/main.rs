@@ -15,4 +15,5 @@ mod hostile;
 mod load;
 mod props;
 mod server;
+mod spec;
 mod support;

@@ -1,0 +1,232 @@
+//! The server's side of the dialogue as data: every reply the server sends, its help lines and
+//! how a request that cannot be decoded is answered (`PROTOCOL.md` sections 3, 5 and 6).
+//!
+//! The server builds its replies only from here, and the client and the tests read them with
+//! the decoders beside them ([`ListingHeader`], [`DownloadHeader`], [`Reply::decode`]), so the
+//! words of the protocol live in one place. What a *store* error means on the wire is decided
+//! at the server's edge (`server::reply_for`), since the store knows nothing of the protocol.
+
+use super::request::DecodeError;
+use super::value::{DownloadHeader, FileId, ListingHeader};
+use super::{Code, PROTOCOL_VERSION, Reply};
+
+/// The lines that follow `211`: one per command, with its aliases (section 5).
+pub const HELP_LINES: [&str; 8] = [
+    "LIST_FILES             list the files, one id;name;size per line (also LIST, LIST FILES)",
+    "UPLOAD [name;size]     upload a file: send its bytes after 350 (also PUT name;size, body at once)",
+    "DOWNLOAD [id-or-name]  download a file: 213 size id name, then its bytes (also GET)",
+    "RENAME [old<TAB>new]   rename a file (also CHANGE, MV)",
+    "DELETE [id-or-name]    delete a file (also RM)",
+    "HELP                   this list",
+    "DISCONNECT             end the session (also BYE, QUIT, EXIT)",
+    "See PROTOCOL.md for the exact dialogue of each command",
+];
+
+/// Which name a `331`-`333` prompt asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// `330`: `name;size` of an upload.
+    UploadSpec,
+    /// `331`: the id or name of a file to download.
+    Download,
+    /// `331`: the id or name of a file to delete.
+    Delete,
+    /// `332`: the current name or id of a file to rename.
+    RenameFrom,
+    /// `333`: the new name of a file being renamed.
+    RenameTo,
+}
+
+impl Reply {
+    /// `220 barge/1 ready`.
+    #[must_use]
+    pub fn greeting() -> Self {
+        Self::new(Code::GREETING, format!("{PROTOCOL_VERSION} ready"))
+    }
+
+    /// `503`: the connection limit is reached; the server closes the connection.
+    #[must_use]
+    pub fn busy() -> Self {
+        Self::new(
+            Code::UNAVAILABLE,
+            "Server busy: too many connections, try again later",
+        )
+    }
+
+    /// `503`: the server is shutting down.
+    #[must_use]
+    pub fn shutting_down() -> Self {
+        Self::new(Code::UNAVAILABLE, "Server shutting down")
+    }
+
+    /// `221 Bye`.
+    #[must_use]
+    pub fn bye() -> Self {
+        Self::new(Code::BYE, "Bye")
+    }
+
+    /// The prompt that asks for `what`.
+    #[must_use]
+    pub fn prompt(what: Prompt) -> Self {
+        match what {
+            Prompt::UploadSpec => Self::new(Code::SEND_SPEC, "Send file name;file size"),
+            Prompt::Download => Self::new(Code::SEND_ID, "Please send a file ID"),
+            Prompt::Delete => Self::new(Code::SEND_ID, "Please send the file ID or name to delete"),
+            Prompt::RenameFrom => Self::new(Code::SEND_CURRENT_NAME, "Send the current name or ID"),
+            Prompt::RenameTo => Self::new(Code::SEND_NEW_NAME, "Send the new name"),
+        }
+    }
+
+    /// `350`: the server waits for `size` body bytes.
+    #[must_use]
+    pub fn ready(size: u64) -> Self {
+        Self::new(Code::READY, format!("Ready to receive {size} bytes"))
+    }
+
+    /// `226 <id> Upload complete`.
+    #[must_use]
+    pub fn stored(id: &FileId) -> Self {
+        Self::new(Code::STORED, format!("{id} Upload complete"))
+    }
+
+    /// `210`, followed by `header.count` listing lines.
+    #[must_use]
+    pub fn listing(header: &ListingHeader) -> Self {
+        Self::new(Code::LISTING, header.encode())
+    }
+
+    /// `213 <size> <id> <name>`, followed by `size` bytes.
+    #[must_use]
+    pub fn file_follows(header: &DownloadHeader) -> Self {
+        Self::new(Code::FILE_FOLLOWS, header.encode())
+    }
+
+    /// `250` after a rename.
+    #[must_use]
+    pub fn renamed(from: &str, to: &str) -> Self {
+        Self::new(Code::DONE, format!("Renamed {from} to {to}"))
+    }
+
+    /// `250` after a delete.
+    #[must_use]
+    pub fn deleted(name: &str) -> Self {
+        Self::new(Code::DONE, format!("Deleted {name}"))
+    }
+
+    /// `211`, followed by [`HELP_LINES`].
+    #[must_use]
+    pub fn help() -> Self {
+        Self::new(Code::HELP, format!("{} lines", HELP_LINES.len()))
+    }
+
+    /// `408`: nothing came from the client for `secs` seconds.
+    #[must_use]
+    pub fn idle(secs: u64) -> Self {
+        Self::new(
+            Code::IDLE_TIMEOUT,
+            format!("Idle for {secs}s; closing the connection"),
+        )
+    }
+
+    /// `408`: the client did not read its replies for `secs` seconds.
+    #[must_use]
+    pub fn not_reading(secs: u64) -> Self {
+        Self::new(
+            Code::IDLE_TIMEOUT,
+            format!("Replies not read for {secs}s; closing the connection"),
+        )
+    }
+
+    /// `414`: a line over `max` bytes; the server closes the connection.
+    #[must_use]
+    pub fn line_too_long(max: usize) -> Self {
+        Self::new(
+            Code::LINE_TOO_LONG,
+            format!("Line longer than {max} bytes; closing the connection"),
+        )
+    }
+
+    /// The answer to a line that could not be decoded: `422` for a name that breaks the rules,
+    /// `400` for anything else.
+    #[must_use]
+    pub fn for_decode_error(e: &DecodeError) -> Self {
+        let code = match e {
+            DecodeError::Name(_) | DecodeError::PutName { .. } => Code::INVALID_NAME,
+            _ => Code::BAD_REQUEST,
+        };
+        Self::new(code, capitalise(&e.to_string()))
+    }
+}
+
+/// `s` with its first letter in upper case: error messages are lower case inside the program
+/// and start a sentence on the wire.
+#[must_use]
+pub fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_count_matches_its_lines_and_names_every_alias() {
+        let h = Reply::help();
+        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 8);
+        let all = HELP_LINES.join("\n");
+        for alias in [
+            "LIST,",
+            "LIST FILES",
+            "GET",
+            "PUT",
+            "CHANGE",
+            "MV",
+            "RM",
+            "BYE",
+            "QUIT",
+            "EXIT",
+        ] {
+            assert!(all.contains(alias), "{alias}");
+        }
+        assert!(HELP_LINES.iter().all(|l| !l.contains('\n') && l.is_ascii()));
+    }
+
+    #[test]
+    fn data_replies_round_trip_through_their_decoders() {
+        let id = FileId([0xab; 16]);
+        let stored = Reply::stored(&id);
+        assert_eq!(stored.code, Code::STORED);
+        assert_eq!(stored.text.split(' ').next(), Some(id.to_string().as_str()));
+        let listing = Reply::listing(&ListingHeader {
+            count: 3,
+            pending: 2,
+        });
+        assert_eq!(
+            ListingHeader::decode(&listing.text).unwrap(),
+            ListingHeader {
+                count: 3,
+                pending: 2
+            }
+        );
+        let line = {
+            let mut out = Vec::new();
+            Reply::greeting().encode_into(&mut out);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(line, "220 barge/1 ready\n");
+    }
+
+    #[test]
+    fn decode_errors_get_422_for_names_and_400_otherwise() {
+        let e = crate::protocol::Request::decode(b"DOWNLOAD ../x").unwrap_err();
+        assert_eq!(Reply::for_decode_error(&e).code, Code::INVALID_NAME);
+        let e = crate::protocol::Request::decode(b"FROB").unwrap_err();
+        let r = Reply::for_decode_error(&e);
+        assert_eq!(r.code, Code::BAD_REQUEST);
+        assert!(r.text.starts_with("Unknown command"), "{}", r.text);
+    }
+}

@@ -1,0 +1,73 @@
+//! Group commit of small pipelined uploads (`PROTOCOL.md` section 5.3): bodies that arrive
+//! whole are staged in memory and stored together with one flush to disk, their replies queued
+//! in order once they are durable.
+
+use std::sync::Arc;
+
+use super::body::join_error;
+use super::{Flow, Session};
+use crate::name::FileName;
+use crate::protocol::{Reply, UploadSpec};
+use crate::transport::{Stream, TransportError};
+
+/// A group commit happens at the latest after this many files or bytes.
+const BATCH_FILES: usize = 256;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// Small uploads received whole and waiting for one group commit.
+#[derive(Default)]
+pub(super) struct Batch {
+    items: Vec<(FileName, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Batch {
+    pub(super) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+impl<S: Stream> Session<'_, S> {
+    /// Reads a small `PUT` body and adds it to the batch, committing when the batch is full.
+    pub(super) async fn stage_put(&mut self, spec: UploadSpec) -> Result<Flow, TransportError> {
+        let mut body = vec![0u8; usize::try_from(spec.size).unwrap_or(0)];
+        let mut got = 0;
+        while got < body.len() {
+            got += self
+                .conn
+                .read_body(&mut body[got..], Some(self.config.stall_timeout))
+                .await?;
+        }
+        self.batch.bytes += body.len();
+        self.batch.items.push((spec.name, body));
+        if self.batch.items.len() >= BATCH_FILES || self.batch.bytes >= BATCH_BYTES {
+            self.commit_batch().await;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Stores the batched uploads with one group commit and queues their replies, in order.
+    pub(super) async fn commit_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.batch.items);
+        self.batch.bytes = 0;
+        let names: Vec<String> = items.iter().map(|(n, _)| n.to_string()).collect();
+        let store = Arc::clone(&self.store);
+        let count = items.len();
+        let results = match tokio::task::spawn_blocking(move || store.put_batch(items)).await {
+            Ok(r) => r,
+            Err(e) => (0..count).map(|_| Err(join_error(&e))).collect(),
+        };
+        for (name, result) in names.iter().zip(results) {
+            match result {
+                Ok(id) => {
+                    tracing::info!(peer = %self.peer, "stored {name} ({id})");
+                    self.reply(Reply::stored(&id));
+                }
+                Err(e) => self.refuse(&e),
+            }
+        }
+    }
+}

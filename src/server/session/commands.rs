@@ -1,0 +1,207 @@
+//! Each command of the dialogue, run against the store (`PROTOCOL.md` section 5).
+
+use std::sync::Arc;
+
+use super::body::{after_grace, blocking, receive_body, send_body};
+use super::{Flow, INLINE_BODY, Session};
+use crate::protocol::{
+    DownloadHeader, FileRef, HELP_LINES, ListingHeader, Prompt, RenameArgs, Reply, Request,
+    UploadSpec,
+};
+use crate::store::StoreError;
+use crate::transport::{Stream, TransportError};
+
+impl<S: Stream> Session<'_, S> {
+    pub(super) async fn handle(&mut self, req: Request) -> Result<Flow, TransportError> {
+        match req {
+            Request::ListFiles => self.list().await,
+            Request::Help => {
+                self.reply(Reply::help());
+                let mut lines = HELP_LINES.join("\n");
+                lines.push('\n');
+                self.conn.queue_lines(lines.as_bytes());
+                Ok(Flow::Continue)
+            }
+            Request::Disconnect => {
+                self.reply(Reply::bye());
+                Ok(Flow::Close)
+            }
+            Request::Upload(Some(spec)) => self.upload(spec, false).await,
+            Request::Upload(None) => match self.ask_spec().await? {
+                Some(spec) => self.upload(spec, false).await,
+                None => Ok(self.flow_after_prompt()),
+            },
+            Request::Put(spec) => self.upload(spec, true).await,
+            Request::Download(target) => {
+                let target = match target {
+                    Some(t) => t,
+                    None => match self.ask_ref(Prompt::Download).await? {
+                        Some(t) => t,
+                        None => return Ok(self.flow_after_prompt()),
+                    },
+                };
+                self.download(target).await
+            }
+            Request::Delete(target) => {
+                let target = match target {
+                    Some(t) => t,
+                    None => match self.ask_ref(Prompt::Delete).await? {
+                        Some(t) => t,
+                        None => return Ok(self.flow_after_prompt()),
+                    },
+                };
+                self.delete(target).await;
+                Ok(Flow::Continue)
+            }
+            Request::Rename(args) => self.rename(args).await,
+        }
+    }
+
+    async fn list(&mut self) -> Result<Flow, TransportError> {
+        let store = Arc::clone(&self.store);
+        let listing = match blocking(move || store.list()).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let header = ListingHeader {
+            count: listing.entries.len() as u64,
+            pending: listing.pending as u64,
+        };
+        self.reply(Reply::listing(&header));
+        let mut out = String::with_capacity(listing.entries.len() * 64);
+        for entry in &listing.entries {
+            entry.encode_into(&mut out);
+            out.push('\n');
+        }
+        self.conn.queue_lines(out.as_bytes());
+        Ok(Flow::Continue)
+    }
+
+    async fn delete(&mut self, target: FileRef) {
+        let store = Arc::clone(&self.store);
+        match blocking(move || store.delete(&target)).await {
+            Ok(name) => self.reply(Reply::deleted(name.as_str())),
+            Err(e) => self.refuse(&e),
+        }
+    }
+
+    async fn rename(&mut self, args: RenameArgs) -> Result<Flow, TransportError> {
+        let (from, to) = match args {
+            RenameArgs::Both(from, to) => (from, to),
+            RenameArgs::Prompt | RenameArgs::From(_) => {
+                let from = match args {
+                    RenameArgs::From(f) => f,
+                    _ => match self.ask_ref(Prompt::RenameFrom).await? {
+                        Some(f) => f,
+                        None => return Ok(self.flow_after_prompt()),
+                    },
+                };
+                match self.ask_name(Prompt::RenameTo).await? {
+                    Some(to) => (from, to),
+                    None => return Ok(self.flow_after_prompt()),
+                }
+            }
+        };
+        let store = Arc::clone(&self.store);
+        let to2 = to.clone();
+        match blocking(move || store.rename(&from, &to2)).await {
+            Ok(old) => self.reply(Reply::renamed(old.as_str(), to.as_str())),
+            Err(e) => self.refuse(&e),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn upload(&mut self, spec: UploadSpec, pipelined: bool) -> Result<Flow, TransportError> {
+        let stall = Some(self.config.stall_timeout);
+        let UploadSpec { name, size } = spec;
+        let max = self.store.config().max_file_size;
+        if pipelined && size > max {
+            // A PUT body over the limit is not read, whatever else is wrong with the request
+            // (PROTOCOL.md 5.3): its end cannot be found otherwise, so the connection ends.
+            self.refuse(&StoreError::TooLarge { size, max });
+            return Ok(Flow::Close);
+        }
+        let store = Arc::clone(&self.store);
+        let shown = name.to_string();
+        let upload = match blocking(move || store.begin_upload(name, size)).await {
+            Ok(u) => u,
+            Err(e) => {
+                if pipelined {
+                    self.conn.discard_body(size, stall).await?;
+                }
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        if !pipelined {
+            self.reply(Reply::ready(size));
+            self.conn.flush(stall).await?;
+        }
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        let outcome = tokio::select! {
+            r = receive_body(&mut self.conn, upload, size, self.config.stall_timeout) => r?,
+            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+        };
+        match outcome {
+            Ok(id) => {
+                tracing::info!(peer = %self.peer, "stored {shown} ({size} bytes, {id})");
+                self.reply(Reply::stored(&id));
+            }
+            Err(e) => self.refuse(&e),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
+        let store = Arc::clone(&self.store);
+        let opened = blocking(move || {
+            let mut d = store.open_download(&target)?;
+            let inline = if d.size <= INLINE_BODY {
+                Some(super::body::read_inline(&mut d)?)
+            } else {
+                None
+            };
+            Ok((d, inline))
+        })
+        .await;
+        let (d, inline) = match opened {
+            Ok(v) => v,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let header = DownloadHeader {
+            size: d.size,
+            id: d.id,
+            name: d.name.clone(),
+        };
+        self.reply(Reply::file_follows(&header));
+        let stall = Some(self.config.stall_timeout);
+        if let Some(body) = inline {
+            if body.len() as u64 != d.size {
+                // The file shrank after it was opened; the promised length cannot be kept.
+                tracing::warn!(peer = %self.peer, "{} changed while being sent", d.name);
+                return Ok(Flow::Close);
+            }
+            self.conn.queue_body(&body);
+            return Ok(Flow::Continue);
+        }
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        let name = d.name.clone();
+        let sent = tokio::select! {
+            r = send_body(&mut self.conn, d, stall) => r?,
+            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+        };
+        if !sent {
+            tracing::warn!(peer = %self.peer, "{name} shrank while being sent; closing the connection");
+            return Ok(Flow::Close);
+        }
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,282 @@
+//! One connection's dialogue (`PROTOCOL.md` sections 3 and 5).
+//!
+//! A session reads a line, decodes it into a [`Request`], runs it against the store and queues
+//! the reply; every reply comes from the protocol's dialogue model ([`Reply`]'s builders). The
+//! work is split by job: this file owns the read loop, prompts and refusals; [`commands`] runs
+//! each command; [`batch`] group-commits small pipelined uploads; [`body`] streams bodies.
+
+mod batch;
+mod body;
+mod commands;
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{Peer, ServerConfig, reply_for};
+use crate::name::{FileName, escape};
+use crate::protocol::{DecodeError, FileRef, Prompt, Reply, Request, UploadSpec};
+use crate::store::{Store, StoreError};
+use crate::transport::{Connection, Stream, TransportError};
+
+/// Files up to this size travel in one piece with their command (a single read from disk, a
+/// single thread hop), rather than through the chunked pipeline.
+const INLINE_BODY: u64 = 64 * 1024;
+
+/// Whether the connection goes on after a command.
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// What waiting for a line produced.
+enum Next {
+    Line(Vec<u8>),
+    /// The peer closed the connection, or it broke; nothing more can be said.
+    Gone,
+    /// The session ends with this reply (timeout, over-long line, shutdown).
+    End(Reply),
+}
+
+struct Session<'a, S> {
+    conn: Connection<S>,
+    peer: Peer,
+    store: Arc<Store>,
+    config: &'a ServerConfig,
+    shutdown: &'a CancellationToken,
+    /// Set when a prompt's answer never came (timeout, shutdown, close): the session is over.
+    ended: bool,
+    /// Small pipelined uploads received whole, waiting for one group commit.
+    batch: batch::Batch,
+}
+
+/// Runs the dialogue of one connection until it ends. Never fails: every error is either
+/// answered on the wire or ends this connection only.
+pub(super) async fn serve<S>(
+    stream: S,
+    peer: Peer,
+    store: Arc<Store>,
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+) where
+    S: Stream,
+{
+    let mut conn = Connection::new(stream);
+    conn.set_write_timeout(Some(config.stall_timeout));
+    let mut s = Session {
+        conn,
+        peer,
+        store,
+        config,
+        shutdown,
+        ended: false,
+        batch: batch::Batch::default(),
+    };
+    s.reply(Reply::greeting());
+    loop {
+        let next = if s.batch.is_empty() {
+            s.next_line().await
+        } else if let Some(next) = s.next_line_now() {
+            next
+        } else {
+            // The client has sent nothing more: it may be waiting for these replies.
+            s.commit_batch().await;
+            s.next_line().await
+        };
+        let line = match next {
+            Next::Line(line) => line,
+            Next::Gone => {
+                // Bodies that arrived whole are stored even if their sender left (a body cut
+                // short never made it into the batch).
+                s.commit_batch().await;
+                return;
+            }
+            Next::End(reply) => {
+                s.commit_batch().await;
+                s.reply(reply);
+                break;
+            }
+        };
+        tracing::debug!(peer = %s.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
+        let flow = match Request::decode(&line) {
+            Ok(Request::Put(spec))
+                if spec.size <= INLINE_BODY && spec.size <= s.store.config().max_file_size =>
+            {
+                s.stage_put(spec).await
+            }
+            Ok(req) => {
+                s.commit_batch().await;
+                s.handle(req).await
+            }
+            Err(e) => {
+                s.commit_batch().await;
+                s.refuse_request(&e).await
+            }
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Close) => break,
+            Err(e) => {
+                tracing::debug!(peer = %s.peer, "connection dropped: {e}");
+                // Bodies staged before the one that broke off arrived whole: store them.
+                s.commit_batch().await;
+                return;
+            }
+        }
+    }
+    // A client that stopped reading gets at least a few seconds to take its last reply, even
+    // under a short stall timeout.
+    s.conn
+        .close(Some(s.config.stall_timeout.max(CLOSE_WRITE_MIN)))
+        .await;
+}
+
+/// The least time the last replies of a session may wait for the client to take them.
+const CLOSE_WRITE_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl<S: Stream> Session<'_, S> {
+    fn reply(&mut self, reply: Reply) {
+        tracing::debug!(peer = %self.peer, "< {reply}");
+        self.conn.queue_reply(&reply);
+    }
+
+    /// Waits for the next line, ending the session on silence, shutdown or broken framing.
+    async fn next_line(&mut self) -> Next {
+        let idle = self.config.idle_timeout;
+        let read = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Next::End(Reply::shutting_down()),
+            read = self.conn.read_line(Some(idle)) => read.map(|l| l.map(<[u8]>::to_vec)),
+        };
+        match read {
+            Ok(Some(line)) => Next::Line(line),
+            Ok(None) | Err(TransportError::Closed | TransportError::Io(_)) => Next::Gone,
+            // Either the client sent nothing (the idle timeout) or it stopped reading its
+            // replies (the stall timeout on the flush that comes before each read).
+            Err(TransportError::TimedOut(t)) if t == idle => Next::End(Reply::idle(t.as_secs())),
+            Err(TransportError::TimedOut(t)) => {
+                // Replies the client never took: drop those not started, so that the 408
+                // comes right after the one in progress (PROTOCOL.md section 3).
+                self.conn.drop_unsent();
+                Next::End(Reply::not_reading(t.as_secs()))
+            }
+            Err(TransportError::LineTooLong(n)) => Next::End(Reply::line_too_long(n)),
+        }
+    }
+
+    /// The next line if it can be had without waiting for the peer.
+    fn next_line_now(&mut self) -> Option<Next> {
+        let mut fut = std::pin::pin!(self.next_line());
+        // Reading is cancel-safe (a partial line is kept), so polling once and dropping the
+        // future loses nothing.
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(next) => Some(next),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Asks for one more line (a prompt's answer); `Err(flow)` when the session must stop.
+    async fn prompt(&mut self, what: Prompt) -> Result<Vec<u8>, Result<Flow, TransportError>> {
+        self.reply(Reply::prompt(what));
+        match self.next_line().await {
+            Next::Line(l) => {
+                tracing::debug!(peer = %self.peer, "> {}", escape(&String::from_utf8_lossy(&l)));
+                Ok(l)
+            }
+            Next::Gone => {
+                self.ended = true;
+                Err(Ok(Flow::Close))
+            }
+            Next::End(r) => {
+                self.ended = true;
+                self.reply(r);
+                Err(Ok(Flow::Close))
+            }
+        }
+    }
+
+    /// Asks for a value with `what` and decodes the answer with `decode`, exactly as the
+    /// argument of the one-line form would be (so an empty answer to a name prompt is an
+    /// invalid name, `422`, as `DOWNLOAD ` with nothing after the space is). `Ok(None)` when
+    /// the answer was refused (already replied) or the session ended (`self.ended` is set).
+    async fn ask<T>(
+        &mut self,
+        what: Prompt,
+        decode: impl FnOnce(&str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, TransportError> {
+        let line = match self.prompt(what).await {
+            Ok(l) => l,
+            Err(_) => return Ok(None),
+        };
+        match decode_text(&line).and_then(decode) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                if let Flow::Close = self.refuse_request(&e).await? {
+                    self.ended = true;
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    async fn ask_ref(&mut self, what: Prompt) -> Result<Option<FileRef>, TransportError> {
+        self.ask(what, |t| FileRef::parse(t).map_err(DecodeError::from))
+            .await
+    }
+
+    async fn ask_name(&mut self, what: Prompt) -> Result<Option<FileName>, TransportError> {
+        self.ask(what, |t| FileName::parse(t).map_err(DecodeError::from))
+            .await
+    }
+
+    async fn ask_spec(&mut self) -> Result<Option<UploadSpec>, TransportError> {
+        self.ask(Prompt::UploadSpec, |t| {
+            UploadSpec::decode(t).map_err(DecodeError::from)
+        })
+        .await
+    }
+
+    /// After a prompt whose answer was refused (or the session ended), go on unless it ended.
+    fn flow_after_prompt(&self) -> Flow {
+        if self.ended {
+            Flow::Close
+        } else {
+            Flow::Continue
+        }
+    }
+
+    async fn refuse_request(&mut self, e: &DecodeError) -> Result<Flow, TransportError> {
+        if let Some(size) = e.pending_body() {
+            let max = self.store.config().max_file_size;
+            if size > max {
+                // As for any PUT over the limit: the body is not read, so the connection ends.
+                self.refuse(&StoreError::TooLarge { size, max });
+                return Ok(Flow::Close);
+            }
+            self.conn
+                .discard_body(size, Some(self.config.stall_timeout))
+                .await?;
+        }
+        self.reply(Reply::for_decode_error(e));
+        Ok(if matches!(e, DecodeError::PutUnframed(_)) {
+            Flow::Close
+        } else {
+            Flow::Continue
+        })
+    }
+
+    fn refuse(&mut self, e: &StoreError) {
+        if matches!(e, StoreError::Io { .. } | StoreError::Index(_)) {
+            tracing::error!(peer = %self.peer, "{e}");
+        }
+        self.reply(reply_for(e));
+    }
+}
+
+/// A prompt's answer as text: one trailing `\r` dropped, UTF-8 required. An empty answer is
+/// passed on, so each prompt refuses it as its one-line form refuses an empty argument.
+fn decode_text(line: &[u8]) -> Result<&str, DecodeError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    std::str::from_utf8(line).map_err(|_| DecodeError::NotUtf8)
+}
