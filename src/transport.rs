@@ -74,6 +74,11 @@ pub struct Connection<S> {
     line_complete: bool,
     /// How long the replies that [`read_line`](Self::read_line) flushes may wait for the peer.
     write_timeout: Option<Duration>,
+    /// When the line being read must be complete: set when reading a line starts, so that a
+    /// peer trickling a byte at a time cannot stretch one line past its timeout.
+    line_deadline: Option<tokio::time::Instant>,
+    /// The minimum rate bodies must keep, once [`begin_body`](Self::begin_body) set one.
+    pace: Option<Pace>,
     max_line: usize,
 }
 
@@ -94,6 +99,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             line: Vec::new(),
             line_complete: false,
             write_timeout: None,
+            line_deadline: None,
+            pace: None,
             max_line,
         }
     }
@@ -102,6 +109,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the peer to take them (no limit by default).
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
+    }
+
+    /// Starts a body: from now on each body read or write must also keep `min_rate` bytes per
+    /// second, judged over windows of `window` (0 turns the check off). Every body should start
+    /// with this, since the count of the previous one is reset here.
+    pub fn begin_body(&mut self, min_rate: u64, window: Duration) {
+        self.pace = (min_rate > 0 && !window.is_zero()).then(|| Pace {
+            need: min_rate.saturating_mul(window.as_secs().max(1)),
+            window,
+            window_end: tokio::time::Instant::now() + window,
+            moved: 0,
+        });
     }
 
     /// The underlying stream.
@@ -143,7 +162,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if self.line_complete {
             self.line.clear();
             self.line_complete = false;
+            self.line_deadline = None;
         }
+        let deadline = match (timeout, self.line_deadline) {
+            (_, Some(d)) => Some(d),
+            (Some(t), None) => Some(tokio::time::Instant::now() + t),
+            (None, None) => None,
+        };
+        self.line_deadline = deadline;
         loop {
             let buf = self.inner.buffer();
             if let Some(pos) = buf.iter().position(|&b| b == b'\n') {
@@ -153,6 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 self.line.extend_from_slice(&buf[..pos]);
                 self.inner.consume(pos + 1);
                 self.line_complete = true;
+                self.line_deadline = None;
                 return Ok(Some(&self.line));
             }
             let n = buf.len();
@@ -163,7 +190,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.inner.consume(n);
             // About to wait for the peer: make sure it has every reply it is waiting for.
             self.flush(self.write_timeout).await?;
-            let filled = with_timeout(timeout, self.inner.fill_buf()).await?.len();
+            let fill = self.inner.fill_buf();
+            let filled = match (deadline, timeout) {
+                (Some(d), Some(t)) => tokio::time::timeout_at(d, fill)
+                    .await
+                    .map_err(|_| TransportError::TimedOut(t))??,
+                _ => fill.await?,
+            }
+            .len();
             if filled == 0 {
                 return if self.line.is_empty() {
                     Ok(None)
@@ -284,11 +318,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let n = with_timeout(timeout, self.inner.read(buf)).await?;
-        if n == 0 {
-            Err(TransportError::Closed)
-        } else {
-            Ok(n)
+        loop {
+            let wait = next_wait(&mut self.pace, timeout)?;
+            let n = match wait.run(self.inner.read(buf)).await {
+                Some(r) => r?,
+                None => continue,
+            };
+            record(&mut self.pace, n);
+            return if n == 0 {
+                Err(TransportError::Closed)
+            } else {
+                Ok(n)
+            };
         }
     }
 
@@ -322,15 +363,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         timeout: Option<Duration>,
     ) -> Result<(), TransportError> {
         self.flush(timeout).await?;
-        let stream = self.inner.get_mut();
         // The timeout is for each write: a slow reader that keeps taking bytes is not cut off,
-        // one that takes nothing for `timeout` is.
+        // one that takes nothing for `timeout` is (and one below the minimum rate, if set).
         let mut rest = data;
         while !rest.is_empty() {
-            let n = with_timeout(timeout, stream.write(rest)).await?;
+            let wait = next_wait(&mut self.pace, timeout)?;
+            let n = match wait.run(self.inner.get_mut().write(rest)).await {
+                Some(r) => r?,
+                None => continue,
+            };
             if n == 0 {
                 return Err(TransportError::Io(io::ErrorKind::WriteZero.into()));
             }
+            record(&mut self.pace, n);
             rest = &rest[n..];
         }
         Ok(())
@@ -359,6 +404,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 _ => break,
             }
         }
+    }
+}
+
+/// A minimum transfer rate over fixed windows, like a web server's minimum-rate timeout: a body
+/// must move at least `need` bytes in each `window`, so a peer that sends or reads a byte just
+/// often enough to dodge the per-operation stall timeout still cannot hold a transfer (and the
+/// disk space reserved for it) open.
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    need: u64,
+    window: Duration,
+    window_end: tokio::time::Instant,
+    moved: u64,
+}
+
+/// How long one body operation may wait.
+struct Wait {
+    /// The stall timeout, if any.
+    stall: Option<Duration>,
+    /// When the rate window ends, if that comes before the stall timeout.
+    window_end: Option<tokio::time::Instant>,
+}
+
+impl Wait {
+    /// Runs `fut` within the wait: `None` when the rate window ended first (the caller checks
+    /// the rate and tries again), a timeout error when the stall timeout did.
+    async fn run<T>(
+        &self,
+        fut: impl Future<Output = io::Result<T>>,
+    ) -> Option<Result<T, TransportError>> {
+        match (self.window_end, self.stall) {
+            (Some(end), _) => tokio::time::timeout_at(end, fut)
+                .await
+                .ok()
+                .map(|r| r.map_err(TransportError::from)),
+            (None, stall) => Some(with_timeout(stall, fut).await),
+        }
+    }
+}
+
+/// The wait for the next body operation; an error when the window just ended below the rate.
+fn next_wait(pace: &mut Option<Pace>, stall: Option<Duration>) -> Result<Wait, TransportError> {
+    let Some(p) = pace else {
+        return Ok(Wait {
+            stall,
+            window_end: None,
+        });
+    };
+    let now = tokio::time::Instant::now();
+    if now >= p.window_end {
+        if p.moved < p.need {
+            return Err(TransportError::TimedOut(p.window));
+        }
+        p.window_end = now + p.window;
+        p.moved = 0;
+    }
+    let stall_end = stall.map(|t| now + t);
+    Ok(match stall_end {
+        Some(s) if s <= p.window_end => Wait {
+            stall,
+            window_end: None,
+        },
+        _ => Wait {
+            stall,
+            window_end: Some(p.window_end),
+        },
+    })
+}
+
+fn record(pace: &mut Option<Pace>, n: usize) {
+    if let Some(p) = pace {
+        p.moved = p.moved.saturating_add(n as u64);
     }
 }
 
@@ -396,12 +513,16 @@ impl<S: Stream> Connection<S> {
             let count = usize::try_from(end - pos)
                 .unwrap_or(usize::MAX)
                 .min(1 << 30);
-            with_timeout(timeout, sock.writable()).await?;
+            let wait = next_wait(&mut self.pace, timeout)?;
+            match wait.run(sock.writable()).await {
+                Some(r) => r?,
+                None => continue,
+            }
             match sock.try_io(Interest::WRITABLE, || {
                 rustix::fs::sendfile(sock, file, Some(&mut pos), count).map_err(io::Error::from)
             }) {
                 Ok(0) => break, // The file is shorter than it was.
-                Ok(_) => {}
+                Ok(n) => record(&mut self.pace, n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e)
                     if pos == offset

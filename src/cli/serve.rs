@@ -27,6 +27,13 @@ pub(crate) struct ServeArgs {
     /// Connections served at once; more get a "busy" reply
     #[arg(long, default_value_t = 512, value_name = "N")]
     max_connections: usize,
+    /// Connections served at once from one IP address; more get a "busy" reply
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    max_connections_per_ip: usize,
+    /// Slowest a file body may move, in bytes per second, judged over each minute; 0 turns
+    /// the check off
+    #[arg(long, default_value_t = 1024, value_name = "BYTES")]
+    min_rate: u64,
     /// Close connections silent for this many seconds
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     idle_timeout: u64,
@@ -63,6 +70,8 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
     println!("Press Ctrl-C to stop.");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
+        max_connections_per_ip: args.max_connections_per_ip.max(1),
+        min_rate: args.min_rate,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         ..ServerConfig::default()
     };

@@ -6,6 +6,7 @@
 //! in `session`; what a store error means on the wire is decided in one place, [`reply_for`].
 
 mod accept;
+mod limits;
 mod session;
 
 pub use accept::{Accept, Peer, PlainTcp};
@@ -28,10 +29,15 @@ use crate::transport::Connection;
 pub struct ServerConfig {
     /// Connections served at once; one more gets `503 Server busy` and is closed.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; one more gets `503` and is closed.
+    pub max_connections_per_ip: usize,
     /// How long a connection may stay silent between commands.
     pub idle_timeout: Duration,
     /// How long a transfer may go without a single byte moving.
     pub stall_timeout: Duration,
+    /// The slowest a body may move, in bytes per second, judged over each stall timeout (so
+    /// at least `min_rate` × `stall_timeout` bytes per window); 0 turns the check off.
+    pub min_rate: u64,
     /// How long running transfers may go on after shutdown starts.
     pub shutdown_grace: Duration,
     /// How long the accept step (a TLS handshake, say) may take before the session starts.
@@ -42,8 +48,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: 512,
+            max_connections_per_ip: 64,
             idle_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
+            min_rate: 1024,
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
         }
@@ -71,6 +79,7 @@ pub async fn run<A: Accept>(
 ) -> io::Result<()> {
     let acceptor = Arc::new(acceptor);
     let slots = Arc::new(Semaphore::new(config.max_connections));
+    let per_address = limits::PerAddress::new(config.max_connections_per_ip);
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let tracker = TaskTracker::new();
     loop {
@@ -90,8 +99,12 @@ pub async fn run<A: Accept>(
         // Replies are small and the client often waits for each: do not let Nagle hold them.
         let _ = tcp.set_nodelay(true);
         let handshake = config.handshake_timeout;
-        match Arc::clone(&slots).try_acquire_owned() {
-            Ok(permit) => {
+        let taken = Arc::clone(&slots)
+            .try_acquire_owned()
+            .ok()
+            .zip(per_address.try_take(addr.ip()));
+        match taken {
+            Some(permit) => {
                 let (acceptor, store, config, shutdown) = (
                     Arc::clone(&acceptor),
                     Arc::clone(&store),
@@ -110,7 +123,7 @@ pub async fn run<A: Accept>(
                     drop(permit);
                 });
             }
-            Err(_) => {
+            None => {
                 if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
                     let acceptor = Arc::clone(&acceptor);
                     tracker.spawn(async move {
@@ -125,7 +138,12 @@ pub async fn run<A: Accept>(
                     // Too many refusals in flight to spend a task on this one.
                     acceptor.refuse_now(&tcp, BUSY_LINE.as_bytes());
                 }
-                tracing::info!(%addr, "refused: {} connections already", config.max_connections);
+                tracing::info!(
+                    %addr,
+                    "refused: {} connections already, or {} from this address",
+                    config.max_connections,
+                    config.max_connections_per_ip
+                );
             }
         }
     }

@@ -43,7 +43,14 @@ async fn a_thousand_connections() -> TestResult {
     std::fs::write(dir.path().join("hello.txt"), b"hello")?;
     let server = BinServer::start(
         dir.path(),
-        &["--max-connections", "600", "--idle-timeout", "1"],
+        &[
+            "--max-connections",
+            "600",
+            "--max-connections-per-ip",
+            "1000",
+            "--idle-timeout",
+            "1",
+        ],
     )?;
     // Warm up (the runtime's threads, the index) before taking the baseline.
     let mut c = Raw::connect(server.addr).await?;

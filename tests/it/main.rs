@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod budgets;
 mod cli;
 mod client;
 mod common;

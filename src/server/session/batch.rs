@@ -31,6 +31,7 @@ impl<S: Stream> Session<'_, S> {
     /// Reads a small `PUT` body and adds it to the batch, committing when the batch is full.
     pub(super) async fn stage_put(&mut self, spec: UploadSpec) -> Result<Flow, TransportError> {
         let mut body = vec![0u8; usize::try_from(spec.size).unwrap_or(0)];
+        self.begin_body();
         let mut got = 0;
         while got < body.len() {
             got += self

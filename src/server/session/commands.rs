@@ -130,6 +130,7 @@ impl<S: Stream> Session<'_, S> {
             Ok(u) => u,
             Err(e) => {
                 if pipelined {
+                    self.begin_body();
                     self.conn.discard_body(size, stall).await?;
                 }
                 self.refuse(&e);
@@ -142,6 +143,7 @@ impl<S: Stream> Session<'_, S> {
         }
         let shutdown = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
+        self.begin_body();
         let outcome = tokio::select! {
             r = receive_body(&mut self.conn, upload, size, self.config.stall_timeout) => r?,
             () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
@@ -194,6 +196,7 @@ impl<S: Stream> Session<'_, S> {
         let shutdown = self.shutdown.clone();
         let grace = self.config.shutdown_grace;
         let name = d.name.clone();
+        self.begin_body();
         let sent = tokio::select! {
             r = send_body(&mut self.conn, d, stall) => r?,
             () = after_grace(&shutdown, grace) => return Ok(Flow::Close),

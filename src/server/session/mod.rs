@@ -254,6 +254,7 @@ impl<S: Stream> Session<'_, S> {
                 self.refuse(&StoreError::TooLarge { size, max });
                 return Ok(Flow::Close);
             }
+            self.begin_body();
             self.conn
                 .discard_body(size, Some(self.config.stall_timeout))
                 .await?;
@@ -264,6 +265,12 @@ impl<S: Stream> Session<'_, S> {
         } else {
             Flow::Continue
         })
+    }
+
+    /// Starts a body's transfer: it must keep the minimum rate from here on.
+    fn begin_body(&mut self) {
+        self.conn
+            .begin_body(self.config.min_rate, self.config.stall_timeout);
     }
 
     fn refuse(&mut self, e: &StoreError) {
