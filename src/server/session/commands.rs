@@ -32,28 +32,30 @@ impl<S: Stream> Session<'_, S> {
                 None => Ok(self.flow_after_prompt()),
             },
             Request::Put(spec) => self.upload(spec, true).await,
-            Request::Download(target) => {
-                let target = match target {
-                    Some(t) => t,
-                    None => match self.ask_ref(Prompt::Download).await? {
-                        Some(t) => t,
-                        None => return Ok(self.flow_after_prompt()),
-                    },
-                };
-                self.download(target).await
-            }
-            Request::Delete(target) => {
-                let target = match target {
-                    Some(t) => t,
-                    None => match self.ask_ref(Prompt::Delete).await? {
-                        Some(t) => t,
-                        None => return Ok(self.flow_after_prompt()),
-                    },
-                };
-                self.delete(target).await;
-                Ok(Flow::Continue)
-            }
+            Request::Download(target) => match self.or_ask(target, Prompt::Download).await? {
+                Some(target) => self.download(target).await,
+                None => Ok(self.flow_after_prompt()),
+            },
+            Request::Delete(target) => match self.or_ask(target, Prompt::Delete).await? {
+                Some(target) => {
+                    self.delete(target).await;
+                    Ok(Flow::Continue)
+                }
+                None => Ok(self.flow_after_prompt()),
+            },
             Request::Rename(args) => self.rename(args).await,
+        }
+    }
+
+    /// The file the one-line form named, or else the answer to the prompt `what`.
+    async fn or_ask(
+        &mut self,
+        target: Option<FileRef>,
+        what: Prompt,
+    ) -> Result<Option<FileRef>, TransportError> {
+        match target {
+            Some(t) => Ok(Some(t)),
+            None => self.ask_ref(what).await,
         }
     }
 
