@@ -339,4 +339,3 @@ def write_json(path: Path, res: Results, a, peers, busy: Busy) -> None:
         "targets": res.targets, "notes": res.notes,
         "skipped": peers.skipped if peers else {},
     }, indent=1, default=str))
-
