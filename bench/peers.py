@@ -1,0 +1,438 @@
+"""The tools measured: barge itself (its server and its CLI, the only client) and the peers.
+
+This module owns how each tool is installed-checked, started and driven: the command lines,
+the private daemons (sshd, vsftpd, rsync, dufs) with their throw-away configs, and which
+process is the client side and which the server side of a transfer, so every transfer returns a
+`procs.Sample` (wall time and the CPU of each side). It does not decide what is measured, how
+often, or in which order (that is `scenarios`), nor how results are shown (`report`).
+Installing missing packages is `bench/run`'s job; here a missing tool only skips its peer.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from procs import KiB, PROCS, Sample, TreeCpu, free_port, listening, log, proc_status, \
+    reset_peak, wait_for
+
+# ---------------------------------------------------------------------------------------------
+# barge: the server, and the CLI as the client.
+
+
+class BargeServer:
+    """One `barge serve` on 127.0.0.1 with a port of its own, over `root`."""
+
+    def __init__(self, bin_: Path, root: Path, logdir: Path, extra: list[str] | None = None):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.out = logdir / f"server-{root.name}.out"
+        self.err = logdir / f"server-{root.name}.err"
+        cmd = [str(bin_), "serve", "--root", str(root), "--port", "0"]
+        cmd += extra or []
+        with open(self.out, "wb") as o, open(self.err, "ab") as e:
+            self.proc = PROCS.start(cmd, stdout=o, stderr=e)
+
+        def addr():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"barge serve exited: {self.err.read_text()[-800:]}")
+            text = self.out.read_text()
+            for word in text.split():
+                if word.startswith("127.0.0.1:"):
+                    return int(word.split(":")[1])
+            return None
+
+        self.port = wait_for(addr, 30, "barge serve to listen")
+        self.cpu = TreeCpu(self.proc.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def peak(self) -> int:
+        return proc_status(self.pid)["VmHWM"]
+
+    def rss(self) -> int:
+        return proc_status(self.pid)["VmRSS"]
+
+    def reset_peak(self) -> None:
+        reset_peak(self.pid)
+
+    def stop(self) -> None:
+        PROCS.stop(self.proc, grace=15.0)
+
+
+class Barge:
+    """One barge binary under test: `name` is its tool name in the report ("barge", or
+    "barge (baseline)" for `--baseline-bin`); the same binary is server and client."""
+
+    def __init__(self, name: str, bin_: Path, logs: Path):
+        self.name = name
+        self.bin = str(bin_)
+        self.logs = logs
+        probe = subprocess.run([self.bin, "put", "--help"], capture_output=True, timeout=30,
+                               check=False)
+        if probe.returncode != 0:
+            raise RuntimeError(f"{bin_} has no `put` command: not a barge with a client")
+
+    def server(self, root: Path, extra: list[str] | None = None) -> BargeServer:
+        return BargeServer(Path(self.bin), root, self.logs, extra)
+
+    def _cli(self, port: int, *args: str) -> list[str]:
+        return [self.bin, "-q", "--port", str(port), *args]
+
+    def put(self, port: int, src: Path, name: str) -> list[str]:
+        return self._cli(port, "put", str(src), "--as", name)
+
+    def get(self, port: int, ref: str, dest: Path) -> list[str]:
+        return self._cli(port, "get", ref, "-o", str(dest), "-f")
+
+    def put_many(self, port: int, paths: list[Path]) -> list[str]:
+        return self._cli(port, "put", *map(str, paths))
+
+    def get_many(self, port: int, names: list[str], outdir: Path) -> list[str]:
+        return self._cli(port, "get", "-o", str(outdir), "-f", *names)
+
+    def rm(self, port: int, ref: str) -> list[str]:
+        return self._cli(port, "rm", ref)
+
+    def ls(self, port: int) -> list[str]:
+        return self._cli(port, "ls")
+
+
+# ---------------------------------------------------------------------------------------------
+# The peers: each one is set up once and gives an upload and a download.
+
+
+@dataclass
+class Peer:
+    """A reference tool. `up(src, dest)` and `down(src, dest)` make one transfer and return its
+    `Sample`; `small_up(srcdir, destdir)` / `small_down` copy a folder of small files, if the
+    tool can in one session."""
+
+    name: str
+    up: object
+    down: object
+    note: str = ""
+    small_up: object = None
+    small_down: object = None
+    # A yardstick built for this benchmark rather than a tool people use: shown, not a target.
+    yardstick: bool = False
+
+
+class Peers:
+    """The peers asked for (`want`: keys nc, socat, scp, vsftpd, rsync, dufs; empty: all), each
+    started once in `work`; the ones that cannot run are listed in `skipped`."""
+
+    def __init__(self, work: Path, timeout: float, want: set[str]):
+        self.work = work
+        self.timeout = timeout
+        self.skipped: dict[str, str] = {}
+        self.list: list[Peer] = []
+        self.user = getpass.getuser()
+        self.ftp_root: Path | None = None
+        builders = [
+            ("nc", self._nc),
+            ("socat", self._socat),
+            ("scp", self._ssh),
+            ("vsftpd+curl", self._ftp),
+            ("rsync daemon", self._rsync),
+            ("dufs+curl", self._dufs),
+        ]
+        for name, build in builders:
+            key = name.split()[0].split("+")[0]
+            if want and key not in want:
+                continue
+            try:
+                build()
+            except Exception as e:  # noqa: BLE001 - a peer that cannot run is reported, not fatal
+                self.skipped[name] = str(e).strip().splitlines()[0][:200] if str(e) else repr(e)
+                log(f"peer {name} skipped: {self.skipped[name]}")
+
+    def _daemon(self, cmd: list[str], port: int, what: str, **kw) -> TreeCpu:
+        """Starts a daemon, waits until it listens, and returns the meter of its CPU."""
+        kw.setdefault("stdout", subprocess.DEVNULL)
+        kw.setdefault("stderr", subprocess.DEVNULL)
+        p = PROCS.start(cmd, **kw)
+        wait_for(lambda: listening(port) or p.poll() is not None, 10, what)
+        if p.poll() is not None:
+            raise RuntimeError(f"{what} exited at start")
+        return TreeCpu(p.pid)
+
+    # Raw TCP: a listener (the server side) writing into a file, or sending a file; the transfer
+    # ends when both sides have exited, so the file is complete.
+    def _pair(self, listener: list[str], client: list[str], port: int, lin, lout, cin,
+              cout) -> Sample:
+        started = []
+        try:
+            lp = PROCS.start(listener, stdin=lin, stdout=lout, stderr=subprocess.DEVNULL)
+            started.append(lp)
+            wait_for(lambda: listening(port) or lp.poll() is not None, 10, "the listener")
+            t0 = time.perf_counter()
+            cp = PROCS.start(client, stdin=cin, stdout=cout, stderr=subprocess.DEVNULL)
+            started.append(cp)
+            deadline = time.monotonic() + self.timeout
+            try:
+                c_cpu = PROCS.reap(cp, deadline)
+                s_cpu = PROCS.reap(lp, deadline)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{client[0]}: timed out") from None
+            dt = time.perf_counter() - t0
+            if cp.returncode or lp.returncode:
+                raise RuntimeError(f"{client[0]}: exit {cp.returncode}/{lp.returncode}")
+            return Sample(dt, c_cpu, s_cpu)
+        finally:
+            for p in started:
+                PROCS.stop(p)
+
+    def _nc(self) -> None:
+        if not shutil.which("nc"):
+            raise RuntimeError("nc not installed")
+        dv = subprocess.DEVNULL
+
+        def up(src: Path, dest: Path) -> Sample:
+            port = free_port()
+            with open(src, "rb") as i, open(dest, "wb") as o:
+                return self._pair(["nc", "-l", "127.0.0.1", str(port)],
+                                  ["nc", "-N", "127.0.0.1", str(port)], port, dv, o, i, dv)
+
+        def down(src: Path, dest: Path) -> Sample:
+            port = free_port()
+            with open(src, "rb") as i, open(dest, "wb") as o:
+                return self._pair(["nc", "-N", "-l", "127.0.0.1", str(port)],
+                                  ["nc", "127.0.0.1", str(port)], port, i, dv, dv, o)
+
+        self.list.append(Peer("nc", up, down, "OpenBSD nc into a file, no verification (raw TCP)"))
+
+        # The same, verified the way barge verifies: md5sum at both ends, fed by `tee` while the
+        # bytes pass, so hashing overlaps the transfer. What standard tools reach on this machine.
+        sender = 'mkfifo "$1" && { md5sum < "$1" > "$2" & tee "$1" < "$3" | nc -N {addr}; wait; }'
+        receiver = 'mkfifo "$1" && { md5sum < "$1" > "$2" & nc {addr} | tee "$1" > "$3"; wait; }'
+        d = self.work / "ncmd5"
+        d.mkdir()
+
+        def verified(src: Path, dest: Path, up: bool) -> Sample:
+            port = free_port()
+            for f in ("s.fifo", "r.fifo", "s.md5", "r.md5"):
+                (d / f).unlink(missing_ok=True)
+            send = ["bash", "-c", sender.replace("{addr}", ("-l " if not up else "")
+                                                  + f"127.0.0.1 {port}"),
+                    "_", str(d / "s.fifo"), str(d / "s.md5"), str(src)]
+            recv = ["bash", "-c", receiver.replace("{addr}", ("-l " if up else "")
+                                                    + f"127.0.0.1 {port}"),
+                    "_", str(d / "r.fifo"), str(d / "r.md5"), str(dest)]
+            listener, client = (recv, send) if up else (send, recv)
+            s = self._pair(listener, client, port, dv, dv, dv, dv)
+            a, b = ((d / f).read_text().split()[0] for f in ("s.md5", "r.md5"))
+            if a != b:
+                raise RuntimeError("nc+md5sum: the two ends disagree")
+            return s
+
+        self.list.append(Peer(
+            "nc+md5sum both ends",
+            lambda s, de: verified(s, de, True), lambda s, de: verified(s, de, False),
+            "nc with md5sum at both ends (tee), in parallel with the transfer: a yardstick of "
+            "what a verified transfer can reach here, not a target", yardstick=True,
+        ))
+
+    def _socat(self) -> None:
+        if not shutil.which("socat"):
+            raise RuntimeError("socat not installed")
+        b = ["-b", str(128 * KiB)]
+        dv = subprocess.DEVNULL
+
+        def up(src: Path, dest: Path) -> Sample:
+            port = free_port()
+            return self._pair(
+                ["socat", *b, "-u", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
+                 f"CREATE:{dest}"],
+                ["socat", *b, "-u", f"OPEN:{src}", f"TCP:127.0.0.1:{port}"],
+                port, dv, dv, dv, dv,
+            )
+
+        def down(src: Path, dest: Path) -> Sample:
+            port = free_port()
+            return self._pair(
+                ["socat", *b, "-u", f"OPEN:{src}",
+                 f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr"],
+                ["socat", *b, "-u", f"TCP:127.0.0.1:{port}", f"CREATE:{dest}"],
+                port, dv, dv, dv, dv,
+            )
+
+        self.list.append(Peer("socat", up, down, "128 KiB blocks, no verification"))
+
+    def _ssh(self) -> None:
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not os.path.exists(sshd) or not shutil.which("scp"):
+            raise RuntimeError("openssh-server/openssh-client not installed")
+        d = self.work / "ssh"
+        d.mkdir(mode=0o700)
+        for key in ("host", "client"):
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)],
+                check=True, timeout=30, stdin=subprocess.DEVNULL,
+            )
+        shutil.copy(d / "client.pub", d / "authorized_keys")
+        port = free_port()
+        (d / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nPidFile {d}/sshd.pid\n"
+            f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
+            "StrictModes no\nSubsystem sftp internal-sftp\nLogLevel ERROR\n"
+        )
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        with open(d / "sshd.log", "wb") as errlog:
+            try:
+                srv = self._daemon([sshd, "-D", "-e", "-f", str(d / "sshd_config")], port, "sshd",
+                                   stderr=errlog)
+            except RuntimeError:
+                raise RuntimeError(f"sshd: {(d / 'sshd.log').read_text()[-300:]}") from None
+        opts = [
+            "-F", "/dev/null", "-i", str(d / "client"), "-o", "BatchMode=yes",
+            "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", f"UserKnownHostsFile={d}/known_hosts", "-o", "LogLevel=ERROR",
+        ]
+        remote = f"{self.user}@127.0.0.1"
+        t = self.timeout
+        PROCS.run(["ssh", *opts, "-p", str(port), remote, "true"], 30, "ssh login")
+        scp = ["scp", "-q", *opts, "-P", str(port)]
+
+        def sftp(batch: str) -> Sample:
+            bf = d / "batch"
+            bf.write_text(batch)
+            return PROCS.run(["sftp", "-q", *opts, "-P", str(port), "-b", str(bf), remote],
+                             t, "sftp", server=srv)
+
+        cipher = "default cipher (chacha20-poly1305 in OpenSSH 9)"
+        self.list.append(Peer(
+            "scp",
+            lambda s, de: PROCS.run([*scp, str(s), f"{remote}:{de}"], t, "scp", server=srv),
+            lambda s, de: PROCS.run([*scp, f"{remote}:{s}", str(de)], t, "scp", server=srv),
+            f"private sshd; {cipher}",
+            lambda s, de: PROCS.run([*scp, "-r", str(s), f"{remote}:{de}"], t, "scp -r",
+                                    server=srv),
+            lambda s, de: PROCS.run([*scp, "-r", f"{remote}:{s}", str(de)], t, "scp -r",
+                                    server=srv),
+        ))
+        self.list.append(Peer(
+            "sftp",
+            lambda s, de: sftp(f"put {s} {de}\n"),
+            lambda s, de: sftp(f"get {s} {de}\n"),
+            "same sshd, batch mode",
+            lambda s, de: sftp(f"put -r {s} {de}\n"),
+            lambda s, de: sftp(f"get -r {s} {de}\n"),
+        ))
+
+    def _ftp(self) -> None:
+        vsftpd = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+        if not os.path.exists(vsftpd) or not shutil.which("curl"):
+            raise RuntimeError("vsftpd/curl not installed")
+        if os.geteuid() != 0:
+            raise RuntimeError("vsftpd needs root")
+        import pwd
+
+        ftp = pwd.getpwnam("ftp")
+        d = self.work / "ftp"
+        root = d / "root"
+        (root / "up").mkdir(parents=True)
+        (d / "empty").mkdir()
+        os.chmod(root, 0o755)
+        os.chown(root / "up", ftp.pw_uid, ftp.pw_gid)
+        port = free_port()
+        pasv = free_port()
+        (d / "vsftpd.conf").write_text(
+            f"listen=YES\nlisten_ipv6=NO\nlisten_address=127.0.0.1\nlisten_port={port}\n"
+            "background=NO\nanonymous_enable=YES\nlocal_enable=NO\nwrite_enable=YES\n"
+            "anon_upload_enable=YES\nanon_mkdir_write_enable=YES\nanon_other_write_enable=YES\n"
+            f"anon_root={root}\nno_anon_password=YES\nanon_umask=022\nftp_username=ftp\n"
+            f"pasv_enable=YES\npasv_address=127.0.0.1\npasv_min_port={pasv}\n"
+            f"pasv_max_port={pasv}\nseccomp_sandbox=NO\nisolate=NO\nisolate_network=NO\n"
+            f"secure_chroot_dir={d / 'empty'}\nxferlog_enable=NO\nconnect_from_port_20=NO\n"
+            "max_per_ip=0\nmax_clients=0\nanon_max_rate=0\n"
+        )
+        with open(d / "vsftpd.log", "wb") as errlog:
+            try:
+                srv = self._daemon([vsftpd, str(d / "vsftpd.conf")], port, "vsftpd",
+                                   stderr=errlog)
+            except RuntimeError:
+                raise RuntimeError(f"vsftpd: {(d / 'vsftpd.log').read_text()[-300:]}") from None
+        base = f"ftp://127.0.0.1:{port}"
+        t = self.timeout
+        self.ftp_root = root
+        probe = d / "probe"
+        probe.write_bytes(b"x")
+        PROCS.run(["curl", "-sS", "-T", str(probe), f"{base}/up/probe"], 30, "curl ftp probe")
+
+        # Uploads land in <root>/up/<name>; downloads are served from <root>/pub.
+        def up(src: Path, dest: Path) -> Sample:
+            return PROCS.run(["curl", "-sS", "-T", str(src), f"{base}/up/{dest.name}"], t,
+                             "curl", server=srv)
+
+        def down(src: Path, dest: Path) -> Sample:
+            return PROCS.run(["curl", "-sS", "-o", str(dest), f"{base}/pub/{src.name}"], t,
+                             "curl", server=srv)
+
+        self.list.append(Peer("vsftpd+curl", up, down, "anonymous FTP, passive, no verification"))
+
+    def _rsync(self) -> None:
+        if not shutil.which("rsync"):
+            raise RuntimeError("rsync not installed")
+        d = self.work / "rsync"
+        (d / "mod").mkdir(parents=True)
+        port = free_port()
+        (d / "rsyncd.conf").write_text(
+            f"pid file = {d}/rsyncd.pid\nuse chroot = no\nnumeric ids = yes\n"
+            f"[bench]\npath = {self.work}\nread only = no\n"
+            + (f"uid = {os.getuid()}\ngid = {os.getgid()}\n" if os.geteuid() == 0 else "")
+        )
+        srv = self._daemon(
+            ["rsync", "--daemon", "--no-detach", f"--config={d}/rsyncd.conf", f"--port={port}",
+             "--address=127.0.0.1", f"--log-file={d}/rsyncd.log"], port, "rsync daemon")
+        base = f"rsync://127.0.0.1:{port}/bench"
+        t = self.timeout
+
+        def rel(p: Path) -> str:
+            return str(p.relative_to(self.work))
+
+        def run(*args: str) -> Sample:
+            return PROCS.run(["rsync", *args], t, "rsync", server=srv)
+
+        self.list.append(Peer(
+            "rsync daemon",
+            lambda s, de: run(str(s), f"{base}/{rel(de)}"),
+            lambda s, de: run(f"{base}/{rel(s)}", str(de)),
+            "rsync:// protocol; whole-file xxh128 checksum, not MD5",
+            lambda s, de: run("-r", f"{s}/", f"{base}/{rel(de)}/"),
+            lambda s, de: run("-r", f"{base}/{rel(s)}/", f"{de}/"),
+        ))
+
+    def _dufs(self) -> None:
+        dufs = shutil.which("dufs") or shutil.which(str(Path.home() / ".cargo/bin/dufs"))
+        if not dufs:
+            raise RuntimeError("dufs not installed (optional: bench/run --with-dufs)")
+        if not shutil.which("curl"):
+            raise RuntimeError("curl not installed")
+        port = free_port()
+        srv = self._daemon([dufs, "-A", "-b", "127.0.0.1", "-p", str(port), str(self.work)],
+                           port, "dufs")
+        base = f"http://127.0.0.1:{port}"
+        t = self.timeout
+
+        def rel(p: Path) -> str:
+            return str(p.relative_to(self.work))
+
+        def up(src: Path, dest: Path) -> Sample:
+            return PROCS.run(["curl", "-sSf", "-T", str(src), f"{base}/{rel(dest)}"], t, "curl",
+                             server=srv)
+
+        def down(src: Path, dest: Path) -> Sample:
+            return PROCS.run(["curl", "-sSf", "-o", str(dest), f"{base}/{rel(src)}"], t, "curl",
+                             server=srv)
+
+        self.list.append(Peer("dufs+curl", up, down, "HTTP PUT/GET, no verification"))

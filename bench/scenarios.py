@@ -1,0 +1,528 @@
+"""What is measured: the scenarios, each run several times and interleaved with its references.
+
+This module owns the workloads (large files, a disk-backed upload, many small files, a big
+listing, many clients at once, idle connections), the order in which tools take turns, the
+checks that each tool really moved the bytes, and the clean-up of what each run wrote. It fills
+a `report.Results`; it does not judge or print it. The barge CLI is the only client of barge
+here; the one exception is the raw-socket `LIST` probe, which times the server's listing
+without any client's cost and reads no more of the dialogue than the listing's line count.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from peers import Barge, BargeServer, Peer, Peers
+from procs import KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file
+from report import Results, Row
+
+
+class ListProbe:
+    """`LIST_FILES` on a raw socket: the server's listing time and size, with no client work.
+    Only the first word of the `210` line (the count of lines that follow) is read."""
+
+    def __init__(self, port: int, timeout: float = 120.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.r = self.sock.makefile("rb", buffering=1 * MiB)
+        greeting = self.r.readline(16384)
+        if not greeting.startswith(b"220 "):
+            raise RuntimeError(f"bad greeting: {greeting!r}")
+
+    def listing(self) -> tuple[int, int]:
+        """(entries, bytes received)."""
+        self.sock.sendall(b"LIST_FILES\n")
+        head = self.r.readline(16384)
+        if not head.startswith(b"210 "):
+            raise RuntimeError(f"LIST_FILES: {head!r}")
+        n = int(head.split()[1])
+        total = len(head)
+        for _ in range(n):
+            line = self.r.readline(16384)
+            if not line.endswith(b"\n"):
+                raise RuntimeError("connection closed mid-listing")
+            total += len(line)
+        return n, total
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Bench:
+    """The scenarios of one run. `barges` are the binaries under test: the first is "barge",
+    the optional second "barge (baseline)"; both take turns in every barge scenario."""
+
+    def __init__(self, args, barges: list[Barge], work: Path, res: Results):
+        self.a = args
+        self.barges = barges
+        self.work = work
+        self.res = res
+        self.timeout = args.timeout
+        self.serial = 0
+
+    def server(self, b: Barge, tag: str, extra: list[str] | None = None,
+               root: Path | None = None) -> BargeServer:
+        self.serial += 1
+        root = root or self.work / f"shared-{tag}-{self.serial}"
+        return b.server(root, extra)
+
+    def timed(self, cmd: list[str], what: str, server: BargeServer | None = None,
+              **kw) -> Sample:
+        return PROCS.run(cmd, self.timeout, what, server=server.cpu if server else None, **kw)
+
+    def attempt(self, what: str, fn) -> None:
+        """Runs one measured step; a failing tool is noted and the run goes on."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - one tool failing must not end the run
+            log(f"{what} failed: {e}")
+            self.res.notes.append(f"{what}: {e}")
+
+    def scenario(self, name: str, fn) -> None:
+        """Runs a scenario, noting how busy the machine was meanwhile."""
+        busy = Busy(PROCS)
+        try:
+            fn()
+        finally:
+            self.res.busy[name] = busy.stop()
+
+    def md5sum(self, row: Row, files: list[str], cwd: Path | None = None) -> None:
+        row.add(self.timed(["md5sum", *files], "md5sum", cwd=cwd))
+
+    # -- large files ---------------------------------------------------------------------------
+    def large(self, peers: Peers) -> None:
+        for size in self.a.sizes:
+            self._large(size, peers)
+
+    def _large(self, size: int, peers: Peers) -> None:
+        label = human(size)
+        log(f"large: {label}, {self.a.runs} runs")
+        d = self.work / f"large-{size}"
+        d.mkdir()
+        src = d / "src.bin"
+        make_random_file(src, size)
+        want = md5_file(src)
+        hash_s, up_s, down_s = f"hash {label}", f"upload {label}", f"download {label}"
+        self.res.refs.update({up_s: hash_s, down_s: hash_s})
+        r_md5 = self.res.row(hash_s, "md5sum", work=size, note="the limit")
+        servers = {}
+        try:
+            for b in self.barges:
+                srv = servers[b.name] = self.server(b, f"large{size}")
+                # The file that barge downloads, put there by barge so it is indexed.
+                self.timed(b.put(srv.port, src, "dl.bin"), "barge put dl.bin")
+                self.res.row(up_s, b.name, work=size, note="the barge CLI")
+                self.res.row(down_s, b.name, work=size, note="the barge CLI")
+            if peers.ftp_root:
+                (peers.ftp_root / "pub").mkdir(exist_ok=True)
+                shutil.copy(src, peers.ftp_root / "pub" / src.name)
+            for p in peers.list:
+                self.res.row(up_s, p.name, work=size, note=p.note)
+                self.res.row(down_s, p.name, work=size, note=p.note)
+            dest = d / "dest.bin"
+
+            def check(path: Path, tool: str, first: bool) -> None:
+                got = path.stat().st_size
+                if got != size:
+                    raise RuntimeError(f"{tool}: {path} has {got} bytes, want {size}")
+                if first and md5_file(path) != want:
+                    raise RuntimeError(f"{tool}: {path} differs from the source")
+
+            def barge_up(b: Barge, run: int) -> None:
+                srv = servers[b.name]
+                name = f"up-{run}.bin"
+                row = self.res.row(up_s, b.name)
+                srv.reset_peak()
+                row.add(self.timed(b.put(srv.port, src, name), "barge put", srv))
+                row.peaks.append(srv.peak())
+                check(srv.root / name, "barge put", run == 0)
+                # Freed now, so the next run writes into memory the kernel has just freed
+                # rather than pages it must first take from elsewhere.
+                self.timed(b.rm(srv.port, name), "barge rm")
+
+            def barge_down(b: Barge, run: int) -> None:
+                srv = servers[b.name]
+                row = self.res.row(down_s, b.name)
+                srv.reset_peak()
+                row.add(self.timed(b.get(srv.port, "dl.bin", dest), "barge get", srv))
+                row.peaks.append(srv.peak())
+                check(dest, "barge get", run == 0)
+                dest.unlink()
+
+            def peer_task(p: Peer, run: int, up: bool) -> None:
+                row = self.res.row(up_s if up else down_s, p.name)
+                if up:
+                    target = (peers.ftp_root / "up" / "x.bin") if p.name.startswith("vsftpd") \
+                        else dest
+                    row.add(p.up(src, target))
+                else:
+                    target = dest
+                    row.add(p.down(src, dest))
+                check(target, p.name, run == 0)
+                target.unlink()
+
+            for run in range(self.a.runs):
+                order = [("md5sum", lambda: self.md5sum(r_md5, [str(src)]))]
+                for b in self.barges:
+                    order.append((f"{b.name} up", lambda b=b, run=run: barge_up(b, run)))
+                    order.append((f"{b.name} down", lambda b=b, run=run: barge_down(b, run)))
+                for p in peers.list:
+                    order.append((f"{p.name} up", lambda p=p, run=run: peer_task(p, run, True)))
+                    order.append((f"{p.name} down",
+                                  lambda p=p, run=run: peer_task(p, run, False)))
+                # Rotate the order each run so slow drifts of the machine hit every tool alike.
+                k = run % len(order)
+                for what, fn in order[k:] + order[:k]:
+                    self.attempt(f"{what} {label} run {run + 1}", fn)
+                log(f"  run {run + 1}/{self.a.runs} done")
+        finally:
+            for srv in servers.values():
+                srv.stop()
+                shutil.rmtree(srv.root, ignore_errors=True)
+            shutil.rmtree(d, ignore_errors=True)
+            if peers.ftp_root:
+                shutil.rmtree(peers.ftp_root / "pub", ignore_errors=True)
+
+    # -- an upload onto a real disk ------------------------------------------------------------
+    def disk(self) -> None:
+        """barge's upload into a shared folder on a disk (not tmpfs), beside `dd conv=fsync` of
+        the same bytes to the same disk and `md5sum`: a verified, flushed upload cannot beat
+        the slower of those two, and should overlap them."""
+        size = self.a.disk_size
+        label = human(size)
+        scen = f"disk upload {label}"
+        log(f"disk: {label} into {self.a.disk_tmp}, {self.a.runs} runs")
+        # The source stays on tmpfs: only the writing side touches the disk.
+        src = self.work / "disk-src.bin"
+        make_random_file(src, size)
+        want = md5_file(src)
+        disk = Path(tempfile.mkdtemp(prefix="barge-bench-disk-", dir=self.a.disk_tmp))
+        servers: dict[str, BargeServer] = {}
+        try:
+            fs = subprocess.run(["stat", "-f", "-c", "%T", str(disk)], capture_output=True,
+                                text=True, check=False).stdout.strip()
+            if fs == "tmpfs":
+                self.res.notes.append(f"disk: {disk} is on tmpfs; no disk was measured")
+            r_md5 = self.res.row(scen, "md5sum", work=size, note="the limit")
+            r_dd = self.res.row(scen, "dd conv=fsync", work=size,
+                                note="dd bs=1M conv=fsync from tmpfs to the disk folder",
+                                detail=f"{disk} ({fs})")
+            for b in self.barges:
+                servers[b.name] = self.server(b, "disk", root=disk / f"shared-{len(servers)}")
+                self.res.row(scen, b.name, work=size, note="the barge CLI")
+            out = disk / "dd.bin"
+
+            def dd() -> None:
+                r_dd.add(self.timed(["dd", f"if={src}", f"of={out}", "bs=1M", "conv=fsync",
+                                     "status=none"], "dd"))
+                if out.stat().st_size != size:
+                    raise RuntimeError(f"dd wrote {out.stat().st_size} bytes, want {size}")
+                out.unlink()
+
+            def barge_up(b: Barge, run: int) -> None:
+                srv = servers[b.name]
+                row = self.res.row(scen, b.name)
+                name = f"up-{run}.bin"
+                srv.reset_peak()
+                row.add(self.timed(b.put(srv.port, src, name), "barge put", srv))
+                row.peaks.append(srv.peak())
+                stored = srv.root / name
+                if stored.stat().st_size != size or (run == 0 and md5_file(stored) != want):
+                    raise RuntimeError(f"barge put: {stored} differs from the source")
+                self.timed(b.rm(srv.port, name), "barge rm")
+
+            for run in range(self.a.runs):
+                order = [("md5sum", lambda: self.md5sum(r_md5, [str(src)])), ("dd", dd)]
+                order += [(b.name, lambda b=b, run=run: barge_up(b, run)) for b in self.barges]
+                k = run % len(order)
+                for what, fn in order[k:] + order[:k]:
+                    self.attempt(f"{what} {scen} run {run + 1}", fn)
+                log(f"  run {run + 1}/{self.a.runs} done")
+        finally:
+            for srv in servers.values():
+                srv.stop()
+            shutil.rmtree(disk, ignore_errors=True)
+            src.unlink(missing_ok=True)
+
+    # -- many small files ----------------------------------------------------------------------
+    def small(self, peers: Peers) -> None:
+        n = self.a.small_files
+        log(f"small: {n} files of 1 KiB, {self.a.runs} runs")
+        d = self.work / "small"
+        srcdir = d / "src"
+        srcdir.mkdir(parents=True)
+        paths = []
+        for i in range(n):
+            p = srcdir / f"f{i:06d}.bin"
+            p.write_bytes(os.urandom(KiB))
+            paths.append(p)
+        names = [p.name for p in paths]
+        hash_s = f"hash {n:,} x 1 KiB"
+        up_s, down_s = f"{n:,} x 1 KiB upload", f"{n:,} x 1 KiB download"
+        self.res.refs.update({up_s: hash_s, down_s: hash_s})
+        r_md5 = self.res.row(hash_s, "md5sum", work=n, unit="files/s",
+                             note="the limit")
+        small_peers = [p for p in peers.list if p.small_up]
+
+        def barge_run(b: Barge, run: int) -> None:
+            r_up = self.res.row(up_s, b.name, work=n, unit="files/s", note="one connection")
+            r_down = self.res.row(down_s, b.name, work=n, unit="files/s", note="one connection")
+            srv = self.server(b, "small")
+            try:
+                srv.reset_peak()
+                r_up.add(self.timed(b.put_many(srv.port, paths), "barge put (many)", srv))
+                r_up.peaks.append(srv.peak())
+                stored = sum(1 for _ in srv.root.iterdir()) - 1  # minus .barge
+                if stored != n:
+                    raise RuntimeError(f"barge put: {stored} files stored, want {n}")
+                out = d / "out"
+                out.mkdir()
+                srv.reset_peak()
+                r_down.add(self.timed(b.get_many(srv.port, names, out), "barge get (many)", srv))
+                r_down.peaks.append(srv.peak())
+                got = sum(1 for _ in out.iterdir())
+                if got != n:
+                    raise RuntimeError(f"barge get: {got} files saved, want {n}")
+            finally:
+                srv.stop()
+                shutil.rmtree(srv.root, ignore_errors=True)
+                shutil.rmtree(d / "out", ignore_errors=True)
+
+        def peer_run(p: Peer) -> None:
+            ru = self.res.row(up_s, p.name, work=n, unit="files/s", note=p.note)
+            rd = self.res.row(down_s, p.name, work=n, unit="files/s", note=p.note)
+            remote = d / "remote"
+            back = d / "back"
+            try:
+                ru.add(p.small_up(srcdir, remote))
+                if sum(1 for _ in remote.iterdir()) != n:
+                    raise RuntimeError("wrong file count after upload")
+                back.mkdir()
+                rd.add(p.small_down(remote, back))
+                if sum(1 for _ in back.rglob("*.bin")) != n:
+                    raise RuntimeError("wrong file count after download")
+            finally:
+                shutil.rmtree(remote, ignore_errors=True)
+                shutil.rmtree(back, ignore_errors=True)
+
+        for run in range(self.a.runs):
+            order = [("md5sum", lambda: self.md5sum(r_md5, names, cwd=srcdir))]
+            order += [(b.name, lambda b=b, run=run: barge_run(b, run)) for b in self.barges]
+            order += [(p.name, lambda p=p: peer_run(p)) for p in small_peers]
+            k = run % len(order)
+            for what, fn in order[k:] + order[:k]:
+                self.attempt(f"{what} small files run {run + 1}", fn)
+            log(f"  run {run + 1}/{self.a.runs} done")
+        shutil.rmtree(d, ignore_errors=True)
+
+    # -- LIST_FILES on a big folder ------------------------------------------------------------
+    def listing(self) -> None:
+        n = self.a.list_files
+        log(f"list: {n} files generated on disk, then indexed by the server")
+        scen = f"LIST {n:,} files"
+        for b in self.barges:
+            root = self.work / "shared-list"
+            per = 1000
+            for i in range(n):
+                sub = root / f"d{i // per:04d}"
+                if i % per == 0:
+                    sub.mkdir(parents=True)
+                (sub / f"file-{i:07d}.txt").write_bytes(f"file {i}\n".encode())
+            try:
+                self._listing(b, scen, root, n)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
+
+    def _listing(self, b: Barge, scen: str, root: Path, n: int) -> None:
+        t0 = time.perf_counter()
+        srv = self.server(b, "list", root=root)
+        try:
+            start = time.perf_counter() - t0
+            c = ListProbe(srv.port)
+            t1 = time.perf_counter()
+            entries, nbytes = c.listing()
+            first = time.perf_counter() - t1
+            # We made the n files, so what is not listed yet is pending.
+            r_first = self.res.row(scen, f"{b.name}: first LIST after start", times=[first],
+                                   work=nbytes, unit="B",
+                                   detail=f"{entries:,} listed, {n - entries:,} pending; "
+                                   f"{human(nbytes)}")
+            r_first.extra = {"entries": entries, "pending": n - entries, "bytes": nbytes}
+            # Wait until every file is indexed (bounded), counting from the server's start.
+            deadline = time.monotonic() + self.a.index_timeout
+            polls = 0
+            while entries < n and time.monotonic() < deadline:
+                time.sleep(0.25)
+                entries, nbytes = c.listing()
+                polls += 1
+            full = time.perf_counter() - t0
+            self.res.row(scen, f"{b.name}: start to fully listed", times=[full],
+                         detail=f"{entries:,} of {n:,} listed after {polls} polls; server start "
+                         f"{start * 1000:.0f} ms")
+            if entries < n:
+                self.res.notes.append(f"LIST ({b.name}): only {entries} of {n} files indexed "
+                                      f"after {self.a.index_timeout} s")
+            warm = self.res.row(scen, f"{b.name}: LIST (raw socket)", work=nbytes, unit="B",
+                                detail=f"{human(nbytes)} per listing; client CPU is this "
+                                "Python process, not shown")
+            warm.extra = {"bytes": nbytes, "entries": entries}
+            srv.reset_peak()
+            for _ in range(self.a.runs):
+                srv.cpu.start()
+                t = time.perf_counter()
+                e2, _ = c.listing()
+                dt = time.perf_counter() - t
+                warm.add(Sample(dt, None, srv.cpu.stop()))
+                if e2 != entries:
+                    self.res.notes.append(f"LIST ({b.name}): {e2} entries, earlier {entries}")
+            warm.peaks.append(srv.peak())
+            c.close()
+            r_ls = self.res.row(scen, f"{b.name} ls (CLI, to /dev/null)",
+                                note="connect+list+print")
+            for _ in range(self.a.runs):
+                r_ls.add(self.timed(b.ls(srv.port), "barge ls", srv))
+        finally:
+            srv.stop()
+        # Restart on the same folder: the id index is on disk, so nothing is rehashed.
+        srv = self.server(b, "list", root=root)
+        try:
+            c = ListProbe(srv.port)
+            t = time.perf_counter()
+            e3, _ = c.listing()
+            self.res.row(scen, f"{b.name}: first LIST after restart",
+                         times=[time.perf_counter() - t],
+                         detail=f"{e3:,} listed, {n - e3:,} pending (index kept in .barge)")
+            c.close()
+        finally:
+            srv.stop()
+
+    # -- many clients at once ------------------------------------------------------------------
+    def concurrent(self) -> None:
+        n, size = self.a.clients, self.a.client_size
+        log(f"concurrent: {n} clients x {human(size)}, {self.a.runs} runs")
+        d = self.work / "conc"
+        d.mkdir()
+        src = d / "src.bin"
+        make_random_file(src, size)
+        hash_s = f"hash {n} x {human(size)}"
+        scen_up = f"{n} clients x {human(size)} upload"
+        scen_down = f"{n} clients x {human(size)} download"
+        self.res.refs.update({scen_up: hash_s, scen_down: hash_s})
+        r_md5 = self.res.row(hash_s, "md5sum", work=n * size,
+                             note="the limit", detail=f"one md5sum of the file {n} times")
+        for run in range(self.a.runs):
+            self.attempt(f"md5sum concurrent run {run + 1}",
+                         lambda: self.md5sum(r_md5, [str(src)] * n))
+            for b in self.barges:
+                self.attempt(f"{b.name} concurrent run {run + 1}",
+                             lambda b=b: self._concurrent(b, src, d, scen_up, scen_down))
+            log(f"  run {run + 1}/{self.a.runs} done")
+        shutil.rmtree(d, ignore_errors=True)
+
+    def _concurrent(self, b: Barge, src: Path, d: Path, scen_up: str, scen_down: str) -> None:
+        n, size = self.a.clients, self.a.client_size
+        r_up = self.res.row(scen_up, b.name, work=n * size, note="aggregate")
+        r_down = self.res.row(scen_down, b.name, work=n * size, note="aggregate")
+        srv = self.server(b, "conc", ["--max-connections", str(max(512, 2 * n))])
+        try:
+            for scen_row, cmds in (
+                (r_up, [b.put(srv.port, src, f"c{i:04d}.bin") for i in range(n)]),
+                (r_down, [b.get(srv.port, f"c{i:04d}.bin", d / f"o{i:04d}.bin")
+                          for i in range(n)]),
+            ):
+                srv.reset_peak()
+                with tempfile.TemporaryFile() as err:
+                    srv.cpu.start()
+                    t0 = time.perf_counter()
+                    ps = [PROCS.start(c, stdout=subprocess.DEVNULL, stderr=err) for c in cmds]
+                    failed = []
+                    cpu = 0.0
+                    deadline = time.monotonic() + self.timeout
+                    for p in ps:
+                        try:
+                            cpu += PROCS.reap(p, deadline)
+                        except subprocess.TimeoutExpired:
+                            failed.append("timeout")
+                            continue
+                        if p.returncode:
+                            failed.append(f"exit {p.returncode}")
+                    dt = time.perf_counter() - t0
+                    s_cpu = srv.cpu.stop()
+                    for p in ps:
+                        PROCS.stop(p)
+                    scen_row.peaks.append(srv.peak())
+                    if failed:
+                        err.seek(0)
+                        tail = err.read().decode(errors="replace").strip()[-200:]
+                        raise RuntimeError(f"{len(failed)} of {n} clients failed: {failed[0]}: "
+                                           f"{tail}")
+                scen_row.add(Sample(dt, cpu, s_cpu))
+            stored = sum(1 for p in srv.root.glob("c*.bin") if p.stat().st_size == size)
+            got = sum(1 for p in d.glob("o*.bin") if p.stat().st_size == size)
+            if stored != n or got != n:
+                raise RuntimeError(f"{stored} stored, {got} downloaded, want {n}")
+        finally:
+            srv.stop()
+            shutil.rmtree(srv.root, ignore_errors=True)
+            for p in d.glob("o*.bin"):
+                p.unlink()
+
+    # -- idle connections ----------------------------------------------------------------------
+    def idle(self) -> None:
+        n = self.a.idle
+        log(f"idle: {n} connections")
+        for b in self.barges:
+            self.attempt(f"{b.name} idle", lambda b=b: self._idle(b, n))
+
+    def _idle(self, b: Barge, n: int) -> None:
+        srv = self.server(b, "idle", ["--max-connections", str(n + 100)])
+        socks = []
+        try:
+            time.sleep(0.5)
+            before = srv.rss()
+            srv.reset_peak()
+            srv.cpu.start()
+            t0 = time.perf_counter()
+            slow = 0
+            for _ in range(n):
+                t1 = time.perf_counter()
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+                socks.append(s)
+                # A connect this slow waited for a SYN retransmit: the listen queue overflowed.
+                slow += time.perf_counter() - t1 > 0.5
+            busy = 0
+            for s in socks:
+                buf = b""
+                while not buf.endswith(b"\n") and len(buf) < 1000:
+                    chunk = s.recv(1000)
+                    if not chunk:
+                        break
+                    buf += chunk
+                if not buf.startswith(b"220 "):
+                    busy += 1
+            opened = time.perf_counter() - t0
+            s_cpu = srv.cpu.stop()
+            time.sleep(1.0)
+            rss, peak = srv.rss(), srv.peak()
+            row = self.res.row(f"{n:,} idle connections", b.name, unit="B",
+                               detail=f"RSS {human(before)} before, {human(rss)} with them open; "
+                               f"+{(rss - before) / n / KiB:.1f} KiB per connection; time = "
+                               "opening them all back to back, then reading each greeting"
+                               + (f"; {slow} connects waited > 0.5 s (a SYN retransmit: the "
+                                  "listen queue overflowed)" if slow else "")
+                               + (f"; {busy} refused" if busy else ""))
+            row.add(Sample(opened, None, s_cpu))
+            row.peaks.append(peak)
+            row.extra = {"rss_before": before, "rss": rss, "refused": busy, "slow": slow}
+            row.note = f"served with --max-connections {n + 100} (the default is lower)"
+        finally:
+            for s in socks:
+                s.close()
+            srv.stop()
+            shutil.rmtree(srv.root, ignore_errors=True)
