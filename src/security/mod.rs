@@ -13,7 +13,7 @@ mod files;
 pub mod identity;
 pub mod known_hosts;
 // pub mod pair;
-// pub mod throttle;
+pub mod throttle;
 pub mod tls;
 // pub mod users;
 
