@@ -61,7 +61,7 @@ impl FileError {
 }
 
 /// What identifies one version of a file cheaply: a changed file has a different stamp (an
-/// atomic replacement always changes the inode).
+/// atomic replacement changes the inode and the ctime, a chmod the mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     dev: u64,
@@ -69,6 +69,10 @@ pub(crate) struct Stamp {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    // ctime and mode catch a chmod (which must make a now-open file refused at once).
+    ctime: i64,
+    ctime_nsec: i64,
+    mode: u32,
 }
 
 impl Stamp {
@@ -79,6 +83,9 @@ impl Stamp {
             size: meta.size(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            mode: meta.mode(),
         }
     }
 }

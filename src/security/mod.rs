@@ -15,6 +15,6 @@ pub mod known_hosts;
 // pub mod pair;
 pub mod throttle;
 pub mod tls;
-// pub mod users;
+pub mod users;
 
 pub use files::FileError;
