@@ -12,7 +12,7 @@
 mod files;
 pub mod identity;
 pub mod known_hosts;
-// pub mod pair;
+pub mod pair;
 pub mod throttle;
 pub mod tls;
 pub mod users;
