@@ -166,7 +166,7 @@ impl Identity {
             return Ok((Self::from_key(&key)?, true));
         }
         // Another process created the key between our load and our write: use its key.
-        let identity = Self::load(state_dir)?.ok_or_else(|| FileError::NotRegular(path))?;
+        let identity = Self::load(state_dir)?.ok_or(FileError::NotRegular(path))?;
         Ok((identity, false))
     }
 

@@ -204,11 +204,7 @@ pub fn exporter<D>(conn: &ConnectionCommon<D>, label: &[u8]) -> Result<[u8; 32],
 /// (0x16) of TLS version 3.x. Enough to tell a TLS client at a `--plain` server.
 #[must_use]
 pub fn looks_like_tls_client_hello(first_bytes: &[u8]) -> bool {
-    match first_bytes {
-        [0x16] => true,
-        [0x16, 0x03, ..] => true,
-        _ => false,
-    }
+    matches!(first_bytes, [0x16] | [0x16, 0x03, ..])
 }
 
 /// Whether the first bytes a client received look like a plain barge reply line (the greeting

@@ -4,6 +4,9 @@ use super::*;
 
 const EXPORTER: [u8; 32] = [7; 32];
 
+/// The client's verdict on the server, and the server's verdict on the client.
+type Verdicts = (Result<(), PairError>, Result<(), PairError>);
+
 /// Runs a whole exchange; the client uses `client_code` and `client_exporter`, the server `code`
 /// and `server_exporter`. Returns (client's verdict on the server, server's verdict on the client).
 fn exchange(
@@ -11,7 +14,7 @@ fn exchange(
     client_exporter: &[u8; 32],
     code: &PairCode,
     server_exporter: &[u8; 32],
-) -> Result<(Result<(), PairError>, Result<(), PairError>), PairError> {
+) -> Result<Verdicts, PairError> {
     let (client, msg_a) = ClientPairing::start(client_code, client_exporter);
     let (server, msg_b, server_mac) = ServerPairing::respond(code, server_exporter, &msg_a)?;
     match client.finish(&msg_b, &server_mac) {
@@ -197,5 +200,56 @@ fn code_text_round_trips_and_bad_forms_are_refused() -> Result<(), PairError> {
         );
     }
     assert_eq!(PairCode::generate(|_| true).err(), Some(PairError::Full));
+    Ok(())
+}
+
+/// Handshakes over an in-memory pipe and returns (client exporter, server exporter, key the
+/// client saw).
+async fn tls_session(
+    server: &crate::security::identity::Identity,
+) -> Result<
+    (
+        [u8; 32],
+        [u8; 32],
+        Option<crate::security::identity::Fingerprint>,
+    ),
+    Box<dyn std::error::Error>,
+> {
+    use crate::security::tls;
+    let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(server)?);
+    let server_side = tokio::spawn(async move { acceptor.accept(server_io).await });
+    let (config, presented) = tls::client_config(tls::Expectation::FirstContact)?;
+    let client = tls::connect(config, client_io).await?;
+    let server = server_side.await??;
+    let c = tls::exporter(client.get_ref().1, tls::PAIR_EXPORTER_LABEL)?;
+    let s = tls::exporter(server.get_ref().1, tls::PAIR_EXPORTER_LABEL)?;
+    Ok((c, s, presented.get()))
+}
+
+#[tokio::test]
+async fn pairing_over_tls_pins_the_server_and_a_relay_is_caught()
+-> Result<(), Box<dyn std::error::Error>> {
+    let server = crate::security::identity::Identity::generate()?;
+    let c = code("12-otter-violin");
+
+    // Direct: the exporter values agree, both sides confirm, the client pins what it saw.
+    let (client_exp, server_exp, seen) = tls_session(&server).await?;
+    assert_eq!(
+        exchange(&c, &client_exp, &c, &server_exp)?,
+        (Ok(()), Ok(()))
+    );
+    assert_eq!(seen, Some(server.fingerprint()));
+
+    // Relayed: the client's TLS session ends at the relay, which opens its own to the server and
+    // passes the pairing messages through unchanged. Both confirmations fail.
+    let relay = crate::security::identity::Identity::generate()?;
+    let (client_exp, _, seen_by_client) = tls_session(&relay).await?;
+    let (_, server_exp, _) = tls_session(&server).await?;
+    assert_eq!(seen_by_client, Some(relay.fingerprint()));
+    assert_eq!(
+        exchange(&c, &client_exp, &c, &server_exp)?,
+        (Err(PairError::Mismatch), Err(PairError::Mismatch))
+    );
     Ok(())
 }

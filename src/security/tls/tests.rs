@@ -219,7 +219,7 @@ fn first_bytes_keeps_at_most_its_limit() -> Result {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let data = vec![b'x'; 100];
+        let data = [b'x'; 100];
         let (mut wrapped, seen) = FirstBytes::new(&data[..]);
         let mut out = Vec::new();
         wrapped.read_to_end(&mut out).await?;
