@@ -28,6 +28,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::identity::{Fingerprint, Identity};
 
+/// The ALPN protocol name both ends offer. The server refuses a client that offers only other
+/// protocols (so a TLS connection meant for another service cannot be redirected to barge),
+/// and accepts one that offers none (such as `openssl s_client` without `-alpn`).
+pub const ALPN: &[u8] = b"barge/1";
 /// The exporter label that binds a pairing exchange to its TLS session (RFC 8446 section 7.5).
 pub const PAIR_EXPORTER_LABEL: &[u8] = b"EXPORTER-barge-pair";
 /// How many bytes of the first read [`FirstBytes`] keeps; enough for either mode's first line.
@@ -54,10 +58,11 @@ fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 /// [`TlsError::Rustls`] if rustls refuses the key.
 pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
-    let config = ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![identity.certificate().clone()], identity.private_key())?;
+    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -168,6 +173,7 @@ pub fn client_config(expect: Expectation) -> Result<(Arc<ClientConfig>, Presente
         .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     config.enable_sni = false;
+    config.alpn_protocols = vec![ALPN.to_vec()];
     Ok((Arc::new(config), presented))
 }
 

@@ -56,8 +56,22 @@ async fn the_pinned_key_is_accepted() -> Result {
         Expectation::Pinned(identity.fingerprint()),
     )
     .await?;
-    assert!(stream.is_ok());
+    assert_eq!(stream?.get_ref().1.alpn_protocol(), Some(ALPN));
     assert_eq!(presented.get(), Some(identity.fingerprint()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_for_another_protocol_is_refused() -> Result {
+    let identity = Identity::generate()?;
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(&identity)?);
+    let server = tokio::spawn(async move { acceptor.accept(server_io).await.map(|_| ()) });
+    let (config, _) = client_config(Expectation::Pinned(identity.fingerprint()))?;
+    let mut config = Arc::unwrap_or_clone(config);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    assert!(connect(Arc::new(config), client_io).await.is_err());
+    assert!(server.await?.is_err());
     Ok(())
 }
 
