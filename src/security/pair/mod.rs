@@ -34,6 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use spake2::{Ed25519Group, Identity, Password, Spake2};
@@ -174,6 +176,32 @@ impl FromStr for PairCode {
             nameplate,
             words: [index(w1)?, index(w2)?],
         })
+    }
+}
+
+/// A pairing message or MAC as sent on the wire: standard base64 without padding.
+#[must_use]
+pub fn encode_b64(bytes: &[u8]) -> String {
+    STANDARD_NO_PAD.encode(bytes)
+}
+
+/// Decodes a pairing message or MAC from the wire (padding optional) and checks its length
+/// ([`MESSAGE_LEN`] or [`CONFIRM_LEN`]).
+///
+/// # Errors
+/// [`PairError::BadMessage`] for bad base64 or a wrong length.
+pub fn decode_b64(text: &str, len: usize) -> Result<Vec<u8>, PairError> {
+    // Longer text cannot decode to `len` bytes; refuse before decoding anything large.
+    if text.len() > len.div_ceil(3) * 4 {
+        return Err(PairError::BadMessage);
+    }
+    let bytes = STANDARD_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| PairError::BadMessage)?;
+    if bytes.len() == len {
+        Ok(bytes)
+    } else {
+        Err(PairError::BadMessage)
     }
 }
 

@@ -164,6 +164,31 @@ fn codes_are_bounded_and_distinct() -> Result<(), PairError> {
 }
 
 #[test]
+fn wire_encoding_checks_lengths() -> Result<(), PairError> {
+    let (_, msg_a) = ClientPairing::start(&code("7-copper-lantern"), &EXPORTER);
+    let text = encode_b64(&msg_a);
+    assert_eq!(text.len(), 44);
+    assert_eq!(decode_b64(&text, MESSAGE_LEN)?, msg_a);
+    let mac = [9u8; CONFIRM_LEN];
+    let text = encode_b64(&mac);
+    assert_eq!(text.len(), 43);
+    assert_eq!(decode_b64(&text, CONFIRM_LEN)?, mac);
+    assert_eq!(decode_b64(&format!("{text}="), CONFIRM_LEN)?, mac);
+    for bad in ["", "!!!!", &text[1..], &format!("{text}AAAA")] {
+        assert_eq!(
+            decode_b64(bad, CONFIRM_LEN).err(),
+            Some(PairError::BadMessage),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        decode_b64(&"A".repeat(10_000), CONFIRM_LEN).err(),
+        Some(PairError::BadMessage)
+    );
+    Ok(())
+}
+
+#[test]
 fn code_text_round_trips_and_bad_forms_are_refused() -> Result<(), PairError> {
     assert_eq!(WORDS.len(), 256);
     let mut sorted = WORDS.to_vec();

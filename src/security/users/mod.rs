@@ -338,6 +338,8 @@ impl Users {
     pub fn open(state_dir: &Path) -> Result<Self, UsersError> {
         let path = state_dir.join(USERS_FILE);
         let (loaded, stamp) = Self::read(&path)?;
+        // Made now, so that the first unknown name does not take longer than later ones.
+        dummy_hash();
         Ok(Self {
             path,
             cache: Mutex::new(Cache {
