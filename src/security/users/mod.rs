@@ -19,24 +19,26 @@
 //! Not here: the wire (`docs/AUTH-DRAFT.md`), prompting for passwords (the CLI).
 
 mod perms;
+mod record;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 pub use perms::{Permissions, PermsError, Scope};
 
 use super::files::{self, FileError, Stamp};
 use crate::name::NameError;
+use record::{
+    Db, Loaded, TokenRecord, UserRecord, dummy_hash, folder_text, hash_password, token_hash,
+    unix_now, validate_password, validate_user_name, verify_hash,
+};
 
 /// The database's file name inside the state folder.
 pub const USERS_FILE: &str = "users.json";
@@ -165,155 +167,6 @@ impl fmt::Debug for NewToken {
         f.debug_struct("NewToken")
             .field("id", &self.id)
             .finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct UserRecord {
-    name: String,
-    /// argon2id PHC string.
-    password: String,
-    perms: Permissions,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    folder: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct TokenRecord {
-    id: String,
-    #[serde(default)]
-    label: String,
-    /// Hex SHA-256 of the whole token text.
-    sha256: String,
-    perms: Permissions,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    folder: Option<String>,
-    #[serde(default)]
-    created: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct Db {
-    version: u32,
-    #[serde(default)]
-    users: Vec<UserRecord>,
-    #[serde(default)]
-    tokens: Vec<TokenRecord>,
-}
-
-/// The database as checked at load: every entry's folder and hash already parsed.
-#[derive(Debug, Default)]
-struct Loaded {
-    db: Db,
-    users: Vec<(Scope, PasswordHashText)>,
-    token_hashes: Vec<([u8; 32], Scope)>,
-}
-
-#[derive(Debug, Clone)]
-struct PasswordHashText(String);
-
-fn validate_user_name(name: &str) -> Result<(), UsersError> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_USER_NAME_LEN
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(UsersError::InvalidUserName(name.to_owned()))
-    }
-}
-
-fn validate_password(password: &str) -> Result<(), UsersError> {
-    if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
-        return Err(UsersError::InvalidPassword);
-    }
-    Ok(())
-}
-
-fn scope_of(folder: Option<&str>) -> Result<Scope, NameError> {
-    folder.map_or(Ok(Scope::whole_share()), Scope::parse)
-}
-
-fn folder_text(scope: &Scope) -> Option<String> {
-    scope.folder_name().map(|f| f.as_str().to_owned())
-}
-
-fn hash_password(password: &str) -> Result<String, UsersError> {
-    let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| UsersError::Crypto(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| UsersError::Crypto(e.to_string()))?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| UsersError::Crypto(e.to_string()))
-}
-
-fn verify_hash(phc: &str, password: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|hash| {
-        argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok()
-    })
-}
-
-/// A hash that no password matches, verified for unknown names so that they cost the same time.
-fn dummy_hash() -> &'static str {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let mut random = [0u8; 32];
-        let _ = getrandom::fill(&mut random);
-        hash_password(&URL_SAFE_NO_PAD.encode(random)).unwrap_or_default()
-    })
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-impl Loaded {
-    fn check(db: Db, path: &Path) -> Result<Self, UsersError> {
-        let corrupt = |reason: String| UsersError::Corrupt {
-            path: path.to_owned(),
-            reason,
-        };
-        if db.version != FORMAT_VERSION {
-            return Err(corrupt(format!("unknown format version {}", db.version)));
-        }
-        let mut users = Vec::with_capacity(db.users.len());
-        for (i, user) in db.users.iter().enumerate() {
-            validate_user_name(&user.name).map_err(|e| corrupt(e.to_string()))?;
-            if db.users[..i].iter().any(|u| u.name == user.name) {
-                return Err(corrupt(format!("user {:?} appears twice", user.name)));
-            }
-            PasswordHash::new(&user.password)
-                .map_err(|e| corrupt(format!("user {:?}: bad password hash: {e}", user.name)))?;
-            let scope = scope_of(user.folder.as_deref())
-                .map_err(|e| corrupt(format!("user {:?}: folder: {e}", user.name)))?;
-            users.push((scope, PasswordHashText(user.password.clone())));
-        }
-        let mut token_hashes = Vec::with_capacity(db.tokens.len());
-        for token in &db.tokens {
-            let mut hash = [0u8; 32];
-            hex::decode_to_slice(&token.sha256, &mut hash)
-                .map_err(|_| corrupt(format!("token {:?}: bad hash", token.id)))?;
-            let scope = scope_of(token.folder.as_deref())
-                .map_err(|e| corrupt(format!("token {:?}: folder: {e}", token.id)))?;
-            token_hashes.push((hash, scope));
-        }
-        Ok(Self {
-            db,
-            users,
-            token_hashes,
-        })
     }
 }
 
