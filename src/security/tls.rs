@@ -195,6 +195,52 @@ where
         .await
 }
 
+/// What a failed client handshake means, for a message that names the cause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    /// The server presented a key other than the pinned one: the server's identity changed, or
+    /// someone is in the middle. The CLI refuses with exit code 5 and never replaces the pin.
+    IdentityChanged {
+        /// The key presented.
+        presented: Fingerprint,
+    },
+    /// The server presented the pinned certificate but could not sign with its key: someone
+    /// replays the real server's certificate.
+    ForgedSignature,
+    /// The server answered in plain text: it runs with `--plain`.
+    PlainServer,
+    /// Anything else (connection reset, TLS alert, wrong protocol).
+    Other,
+}
+
+/// Explains a failed [`connect`]: `err` is its error, `presented` the handle from
+/// [`client_config`], `seen` the handle from [`FirstBytes`] around the stream (if one was used).
+#[must_use]
+pub fn diagnose(
+    err: &io::Error,
+    expect: Expectation,
+    presented: &PresentedKey,
+    seen: Option<&SeenBytes>,
+) -> HandshakeFailure {
+    if seen.is_some_and(|s| looks_like_plain_greeting(&s.get())) {
+        return HandshakeFailure::PlainServer;
+    }
+    let rustls_error = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>());
+    match (expect, presented.get(), rustls_error) {
+        (Expectation::Pinned(pinned), Some(key), _) if key != pinned => {
+            HandshakeFailure::IdentityChanged { presented: key }
+        }
+        (
+            _,
+            Some(_),
+            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)),
+        ) => HandshakeFailure::ForgedSignature,
+        _ => HandshakeFailure::Other,
+    }
+}
+
 /// The 32-byte TLS exporter value (RFC 8446 section 7.5) for `label`, the same on both ends of
 /// one session and different on the two sessions of a relay.
 ///

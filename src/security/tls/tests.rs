@@ -93,6 +93,17 @@ async fn a_different_key_is_refused_and_reported() -> Result {
         "unexpected error: {err}"
     );
     assert_eq!(presented.get(), Some(impostor.fingerprint()));
+    assert_eq!(
+        diagnose(
+            &err,
+            Expectation::Pinned(pinned.fingerprint()),
+            &presented,
+            None
+        ),
+        HandshakeFailure::IdentityChanged {
+            presented: impostor.fingerprint()
+        }
+    );
     Ok(())
 }
 
@@ -151,6 +162,15 @@ async fn a_replayed_certificate_without_its_key_is_refused() -> Result {
     );
     // The certificate matched the pin; only the signature check caught the thief.
     assert_eq!(presented.get(), Some(real.fingerprint()));
+    assert_eq!(
+        diagnose(
+            &err,
+            Expectation::Pinned(real.fingerprint()),
+            &presented,
+            None
+        ),
+        HandshakeFailure::ForgedSignature
+    );
     Ok(())
 }
 
@@ -187,7 +207,18 @@ async fn a_tls_client_meeting_a_plain_server_sees_its_greeting() -> Result {
     });
     let (wrapped, seen) = FirstBytes::new(client_io);
     let (config, presented) = client_config(Expectation::FirstContact)?;
-    assert!(connect(config, wrapped).await.is_err());
+    let err = connect(config, wrapped)
+        .await
+        .err()
+        .ok_or("handshake with a plain server")?;
+    assert_eq!(
+        diagnose(&err, Expectation::FirstContact, &presented, Some(&seen)),
+        HandshakeFailure::PlainServer
+    );
+    assert_eq!(
+        diagnose(&err, Expectation::FirstContact, &presented, None),
+        HandshakeFailure::Other
+    );
     assert!(
         looks_like_plain_greeting(&seen.get()),
         "seen {:?}",
