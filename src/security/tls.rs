@@ -63,6 +63,9 @@ pub fn server_config(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError>
         .with_no_client_auth()
         .with_single_cert(vec![identity.certificate().clone()], identity.private_key())?;
     config.alpn_protocols = vec![ALPN.to_vec()];
+    // Clients never resume (each connection must show the pinned key), so tickets would only
+    // cost bytes and memory.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
