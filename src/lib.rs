@@ -13,6 +13,7 @@
 pub mod client;
 pub mod name;
 pub mod protocol;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod transport;
