@@ -56,6 +56,11 @@ impl Stream for TcpStream {
 
 impl Stream for DuplexStream {}
 
+/// TLS encrypts in user space, so file bytes cannot go from the page cache to the socket.
+impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
+
+impl Stream for tokio_rustls::client::TlsStream<TcpStream> {}
+
 /// A byte stream with line framing, a bounded read buffer and a reply queue.
 #[derive(Debug)]
 pub struct Connection<S> {

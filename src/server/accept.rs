@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::transport::Stream;
@@ -67,5 +68,63 @@ impl Accept for PlainTcp {
     fn refuse_now(&self, tcp: &TcpStream, line: &[u8]) {
         // A fresh socket's send buffer is empty, so the line goes out without waiting.
         let _ = tcp.try_write(line);
+    }
+}
+
+/// TLS 1.3 with the server's own identity (`PROTOCOL.md` section 1.1): the handshake is the
+/// accept step, so a session only ever sees decrypted bytes.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// What a TLS server says, in plain text, to a peer that does not start with a TLS
+/// handshake (someone typing into `nc`, or a `--plain` client).
+const EXPECTS_TLS: &[u8] =
+    b"400 This server expects TLS; drop --plain, or use openssl s_client -connect HOST:PORT\n";
+
+impl Tls {
+    /// A TLS accept step from a server configuration (see `security::tls::server_config`).
+    #[must_use]
+    pub fn new(config: std::sync::Arc<rustls::ServerConfig>) -> Self {
+        Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+        }
+    }
+}
+
+impl Accept for Tls {
+    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+
+    async fn accept(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<(Self::Stream, Peer)> {
+        // A plain client waits for a greeting that a TLS server never sends first, and a TLS
+        // handshake would fail on its first line without a word: look at the first byte and
+        // tell such a peer, in words it can read, what this server expects.
+        let mut first = [0u8; 1];
+        let n = tcp.peek(&mut first).await?;
+        if n > 0 && !crate::security::tls::looks_like_tls_client_hello(&first[..n]) {
+            let mut tcp = tcp;
+            let _ = tcp.try_write(EXPECTS_TLS);
+            // Read what it sent before closing: a socket closed with unread input sends a
+            // reset, which can destroy the refusal before the peer reads it.
+            let _ = tcp.shutdown().await;
+            let mut scratch = [0u8; 4096];
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+                while matches!(tcp.read(&mut scratch).await, Ok(n) if n > 0) {}
+            })
+            .await;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a TLS client (it sent plain text)",
+            ));
+        }
+        let stream = self.acceptor.accept(tcp).await?;
+        Ok((stream, Peer { addr }))
     }
 }

@@ -9,7 +9,7 @@ mod accept;
 mod limits;
 mod session;
 
-pub use accept::{Accept, Peer, PlainTcp};
+pub use accept::{Accept, Peer, PlainTcp, Tls};
 
 use std::io;
 use std::sync::Arc;

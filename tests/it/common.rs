@@ -47,13 +47,23 @@ impl TestServer {
         store_config: StoreConfig,
         config: ServerConfig,
     ) -> TestResult<Self> {
+        Self::start_accepting(dir, store_config, config, server::PlainTcp).await
+    }
+
+    /// A server whose connections go through `acceptor` (TLS, say).
+    pub async fn start_accepting<A: server::Accept>(
+        dir: TempDir,
+        store_config: StoreConfig,
+        config: ServerConfig,
+        acceptor: A,
+    ) -> TestResult<Self> {
         let store = Store::open(dir.path(), store_config)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::run(
             listener,
-            server::PlainTcp,
+            acceptor,
             Arc::clone(&store),
             config,
             shutdown.clone(),

@@ -18,3 +18,4 @@ mod props;
 mod server;
 mod spec;
 mod support;
+mod tls;
