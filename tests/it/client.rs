@@ -7,237 +7,12 @@ use barge::client::{Client, ClientError, Destination, Downloaded, Progress, PutI
 use barge::name::FileName;
 use barge::protocol::{Code, FileId, FileRef};
 
-use fake::{FakeServer, Quirks};
+use crate::fake::{self, FakeServer, Quirks};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Every test finishes within this, whatever the server does.
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A small barge server written by hand, with switches that make it misbehave. It keeps files in
-/// memory and answers in the protocol's one-line forms only.
-pub(crate) mod fake {
-    use std::collections::BTreeMap;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
-
-    use barge::protocol::{RenameArgs, Request};
-    use md5::{Digest, Md5};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// How the fake server lies.
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct Quirks {
-        /// Answer every upload with this MD5 instead of the real one.
-        pub(crate) upload_md5: Option<String>,
-        /// Flip the first byte of every download body.
-        pub(crate) corrupt_download: bool,
-        /// Flip the first byte of the download body of this file only.
-        pub(crate) corrupt_only: Option<String>,
-        /// Announce this size in every `213` header (and send only the real bytes).
-        pub(crate) download_size: Option<u64>,
-        /// Announce this name in every `213` header.
-        pub(crate) download_name: Option<String>,
-        /// Add a listing line with this name.
-        pub(crate) listing_name: Option<String>,
-        /// Greet with `503` and close.
-        pub(crate) busy: bool,
-        /// Greet with this line instead.
-        pub(crate) greeting: Option<String>,
-        /// Answer this many commands, then close the connection instead of answering the next.
-        pub(crate) close_after: Option<usize>,
-        /// Right after the greeting, send this line and close (as after an idle timeout).
-        pub(crate) hang_up: Option<String>,
-    }
-
-    pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
-
-    /// A running fake server; it stops when the runtime that started it does.
-    pub(crate) struct FakeServer {
-        pub(crate) addr: SocketAddr,
-        pub(crate) files: Files,
-    }
-
-    impl FakeServer {
-        /// `host:port`, as the client takes it.
-        pub(crate) fn addr(&self) -> String {
-            self.addr.to_string()
-        }
-
-        /// The stored content of `name`.
-        pub(crate) fn file(&self, name: &str) -> Option<Vec<u8>> {
-            self.files.lock().ok()?.get(name).cloned()
-        }
-
-        /// Stores a file directly.
-        pub(crate) fn insert(&self, name: &str, data: &[u8]) {
-            if let Ok(mut files) = self.files.lock() {
-                files.insert(name.to_owned(), data.to_vec());
-            }
-        }
-    }
-
-    /// Starts a fake server on 127.0.0.1 (port chosen by the system) on the current runtime.
-    pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let files = Files::default();
-        let shared = files.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (files, quirks) = (shared.clone(), quirks.clone());
-                tokio::spawn(async move {
-                    let _ = session(stream, files, quirks).await;
-                });
-            }
-        });
-        Ok(FakeServer { addr, files })
-    }
-
-    fn md5_hex(data: &[u8]) -> String {
-        hex::encode(Md5::digest(data))
-    }
-
-    fn find(files: &BTreeMap<String, Vec<u8>>, arg: &str) -> Option<(String, Vec<u8>)> {
-        files
-            .iter()
-            .find(|(name, data)| md5_hex(data) == arg.to_ascii_lowercase() || name.as_str() == arg)
-            .map(|(n, d)| (n.clone(), d.clone()))
-    }
-
-    async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Result<()> {
-        let mut s = BufReader::new(stream);
-        if quirks.busy {
-            s.get_mut()
-                .write_all(b"503 Server busy: too many connections\n")
-                .await?;
-            return Ok(());
-        }
-        let greeting = quirks
-            .greeting
-            .clone()
-            .unwrap_or_else(|| "220 barge/1 ready".to_owned());
-        s.get_mut()
-            .write_all(format!("{greeting}\n").as_bytes())
-            .await?;
-        if let Some(last) = &quirks.hang_up {
-            s.get_mut()
-                .write_all(format!("{last}\n").as_bytes())
-                .await?;
-            return Ok(());
-        }
-        let mut line = Vec::new();
-        let mut served = 0;
-        loop {
-            line.clear();
-            if s.read_until(b'\n', &mut line).await? == 0 {
-                return Ok(());
-            }
-            served += 1;
-            if quirks.close_after.is_some_and(|n| served > n) {
-                return Ok(());
-            }
-            let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
-            let mut out = Vec::new();
-            let lock = || files.lock().map_err(|_| std::io::Error::other("poisoned"));
-            match Request::decode(&text) {
-                Ok(Request::ListFiles) => {
-                    let mut lines = Vec::new();
-                    for (name, data) in lock()?.iter() {
-                        lines.push(format!("{};{name};{}", md5_hex(data), data.len()));
-                    }
-                    if let Some(evil) = &quirks.listing_name {
-                        lines.push(format!("{};{evil};3", md5_hex(b"bad")));
-                    }
-                    out.extend(format!("210 {} files\n", lines.len()).bytes());
-                    for l in lines {
-                        out.extend(l.bytes());
-                        out.push(b'\n');
-                    }
-                }
-                Ok(Request::Upload(Some(spec))) | Ok(Request::Put(spec)) => {
-                    let put = text.starts_with(b"PUT");
-                    let exists = lock()?.contains_key(spec.name.as_str());
-                    if exists && !put {
-                        out.extend(b"409 File exists\n");
-                    } else {
-                        if !put {
-                            s.get_mut()
-                                .write_all(
-                                    format!("350 Ready to receive {} bytes\n", spec.size)
-                                        .as_bytes(),
-                                )
-                                .await?;
-                        }
-                        let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
-                        let mut body = vec![0u8; len];
-                        s.read_exact(&mut body).await?;
-                        if exists {
-                            out.extend(b"409 File exists\n");
-                        } else {
-                            let id = quirks.upload_md5.clone().unwrap_or_else(|| md5_hex(&body));
-                            lock()?.insert(spec.name.as_str().to_owned(), body);
-                            out.extend(format!("226 {id} Upload complete\n").bytes());
-                        }
-                    }
-                }
-                Ok(Request::Download(Some(r))) => {
-                    let found = find(&*lock()?, &r.as_str());
-                    match found {
-                        None => out.extend(b"404 No such file\n"),
-                        Some((name, mut data)) => {
-                            let id = md5_hex(&data);
-                            let name = quirks.download_name.clone().unwrap_or(name);
-                            if quirks.corrupt_download
-                                || quirks.corrupt_only.as_ref() == Some(&name)
-                            {
-                                if let Some(b) = data.first_mut() {
-                                    *b ^= 0xff;
-                                }
-                            }
-                            let size = quirks.download_size.unwrap_or(data.len() as u64);
-                            out.extend(format!("213 {size} {id} {name}\n").bytes());
-                            out.extend(data);
-                        }
-                    }
-                }
-                Ok(Request::Rename(RenameArgs::Both(from, to))) => {
-                    let mut files = lock()?;
-                    match find(&files, &from.as_str()) {
-                        None => out.extend(b"404 No such file\n"),
-                        Some(_) if files.contains_key(to.as_str()) => {
-                            out.extend(b"409 Name exists\n")
-                        }
-                        Some((name, data)) => {
-                            files.remove(&name);
-                            files.insert(to.as_str().to_owned(), data);
-                            out.extend(format!("250 Renamed {name} to {}\n", to.as_str()).bytes());
-                        }
-                    }
-                }
-                Ok(Request::Delete(Some(r))) => {
-                    let mut files = lock()?;
-                    match find(&files, &r.as_str()) {
-                        None => out.extend(b"404 No such file\n"),
-                        Some((name, _)) => {
-                            files.remove(&name);
-                            out.extend(format!("250 Deleted {name}\n").bytes());
-                        }
-                    }
-                }
-                Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
-                Ok(Request::Disconnect) => {
-                    s.get_mut().write_all(b"221 Bye\n").await?;
-                    return Ok(());
-                }
-                Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
-                Err(e) => out.extend(format!("400 {e}\n").bytes()),
-            }
-            s.get_mut().write_all(&out).await?;
-        }
-    }
-}
 
 fn name(s: &str) -> Result<FileName, barge::name::NameError> {
     FileName::parse(s)
@@ -922,3 +697,105 @@ fn count_files(dir: &Path) -> std::io::Result<usize> {
 }
 
 use md5::Digest as _;
+
+/// PROTOCOL.md section 6: a client reads a code it does not know by its first digit. A `2xx`
+/// to an upload means stored, and, as for `226`, its first word is the id, checked as usual.
+#[tokio::test]
+async fn an_unknown_2xx_to_an_upload_is_read_by_its_first_digit() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            stored_code: Some(227),
+            ..Quirks::default()
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, b"hello")?;
+        let mut client = connect(&server).await?;
+        let v = client.upload(&path, &name("a.txt")?, |_| {}).await?;
+        assert_eq!(v.id, FileId(md5::Md5::digest(b"hello").into()));
+        assert_eq!(server.file("a.txt").as_deref(), Some(&b"hello"[..]));
+
+        // Pipelined too.
+        let items = vec![PutItem {
+            path: path.clone(),
+            name: name("b.txt")?,
+        }];
+        let mut seen = Vec::new();
+        client.put_many(items, |i, r| seen.push((i, r))).await?;
+        assert!(matches!(seen.as_slice(), [(0, Ok(_))]), "{seen:?}");
+        assert!(client.is_usable());
+
+        // The id it carries is still checked.
+        let server = fake::start(Quirks {
+            stored_code: Some(227),
+            upload_md5: Some("0".repeat(32)),
+            ..Quirks::default()
+        })
+        .await?;
+        let mut client = connect(&server).await?;
+        let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+        assert!(
+            matches!(r, Err(ClientError::ChecksumMismatch { .. })),
+            "{r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Converts the shared helpers' error type to this file's.
+fn boxed(e: Box<dyn std::error::Error + Send + Sync>) -> Box<dyn std::error::Error> {
+    e
+}
+
+/// A real server with a 4-byte limit: a pipelined `413` closes the connection, and the files
+/// after it fail for that reason, without quoting the `413` as if it were theirs.
+#[tokio::test]
+async fn a_batch_failure_does_not_quote_an_earlier_reply() -> TestResult {
+    bounded(async {
+        let config = barge::store::StoreConfig {
+            max_file_size: 4,
+            ..Default::default()
+        };
+        let server =
+            crate::common::TestServer::start_with(tempfile::tempdir()?, config, Default::default())
+                .await
+                .map_err(boxed)?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("big.txt"), b"too large")?;
+        std::fs::write(dir.path().join("ok.txt"), b"ok")?;
+        let items = ["big.txt", "ok.txt"]
+            .into_iter()
+            .map(|n| {
+                Ok(PutItem {
+                    path: dir.path().join(n),
+                    name: name(n)?,
+                })
+            })
+            .collect::<Result<Vec<_>, barge::name::NameError>>()?;
+        let mut client = Client::connect(&server.addr.to_string(), Duration::from_secs(5)).await?;
+        let mut seen = Vec::new();
+        let result = client.put_many(items, |i, r| seen.push((i, r))).await;
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [(
+                    0,
+                    Err(ClientError::Refused {
+                        code: Code::TOO_LARGE,
+                        ..
+                    })
+                )]
+            ),
+            "{seen:?}"
+        );
+        // The batch error is the outcome of ok.txt: the connection is gone.
+        let e = result.err().ok_or("the batch did not fail")?;
+        assert!(e.is_connection_lost(), "{e:?}");
+        assert!(!e.to_string().contains("413"), "{e}");
+        assert!(!client.is_usable());
+        Ok(())
+    })
+    .await
+}

@@ -10,6 +10,7 @@
 mod cli;
 mod client;
 mod common;
+mod fake;
 mod faults;
 mod hostile;
 mod load;
