@@ -1,6 +1,6 @@
 //! Pipelined downloads with `DOWNLOAD` (`PROTOCOL.md` section 5.4 and "Pipelining").
 //!
-//! The mirror of [`pipeline`](super::pipeline): two halves run concurrently in the same task.
+//! The mirror of [`put_many`](super::put_many): two halves run concurrently in the same task.
 //! The writer checks what it can before asking (an existing target known from the request
 //! alone is refused without asking, as [`Client::download`](super::Client::download) does) and
 //! sends `DOWNLOAD` lines ahead; the reader takes the replies in order and saves each body as

@@ -15,7 +15,7 @@
 mod body;
 mod error;
 mod get_many;
-mod pipeline;
+mod put_many;
 mod split;
 
 use std::path::{Component, Path, PathBuf};
@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 pub use error::ClientError;
-pub use pipeline::PutItem;
+pub use put_many::PutItem;
 
 use crate::name::{FileName, escape};
 use crate::protocol::{
@@ -353,7 +353,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.tx.flush(self.timeout).await?;
         let sent = source.finish().await.map_err(ClientError::io(path))?;
         let reply = recv_reply(&mut self.rx, self.timeout).await?;
-        if reply.code != Code::STORED {
+        // Any 2xx means stored (a code is read by its first digit, PROTOCOL.md section 6), and
+        // carries the id as `226` does.
+        if !reply.code.is_success() {
             return Err(self.unexpected(reply));
         }
         self.in_exchange = false;
@@ -606,7 +608,7 @@ fn protocol(what: &str, e: &crate::protocol::ValueError) -> ClientError {
     ClientError::Protocol(format!("bad {what}: {}", escape(&e.to_string())))
 }
 
-/// Checks a `226` reply against what was sent.
+/// Checks a `2xx` reply to an upload (`226 <id> ...`) against what was sent.
 fn verify_stored(
     reply: &Reply,
     ours: FileId,

@@ -261,7 +261,8 @@ where
         };
         let reply = recv_reply(rx, timeout).await?;
         let outcome = match reply.code {
-            Code::STORED => verify_stored(&reply, id, &name, size),
+            // Read by its first digit (PROTOCOL.md section 6): any 2xx carries the id.
+            code if code.is_success() => verify_stored(&reply, id, &name, size),
             code if code.is_error() => Err(ClientError::Refused {
                 code,
                 text: reply.text,
@@ -276,13 +277,14 @@ where
             // 400 and 413 to a PUT close the connection too (PROTOCOL.md section 5.3).
             || matches!(&outcome, Err(ClientError::Refused { code, .. }) if matches!(*code, Code::BAD_REQUEST | Code::TOO_LARGE));
         if let Err(ClientError::ChecksumMismatch { .. }) = &outcome {
-            mismatched.push(name);
+            mismatched.push(name.clone());
         }
-        let code = reply.code;
         on_result(index, outcome);
         if lost {
+            // This is the outcome of the files after this one: it says why they failed
+            // without quoting this file's reply, which is not theirs.
             return Err(ClientError::Disconnected(format!(
-                "the server closed the connection after its {code} reply"
+                "the connection ended at the reply for {name}"
             )));
         }
     }
