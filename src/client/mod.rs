@@ -309,7 +309,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.tx.shutdown(self.timeout).await;
         result
     }
-
 }
 
 #[cfg(test)]
