@@ -1,4 +1,5 @@
-//! The library client against fake servers: the happy path, and servers that lie.
+//! The library client against the fake server of [`crate::fake`] (the happy path, and servers
+//! that lie) and against the real server in process (every command, batches, refusals).
 
 use std::path::Path;
 use std::time::Duration;
@@ -795,6 +796,364 @@ async fn a_batch_failure_does_not_quote_an_earlier_reply() -> TestResult {
         assert!(e.is_connection_lost(), "{e:?}");
         assert!(!e.to_string().contains("413"), "{e}");
         assert!(!client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library client against the real server, in process on 127.0.0.1:0.
+
+async fn real() -> Result<crate::common::TestServer, Box<dyn std::error::Error>> {
+    crate::common::TestServer::start().await.map_err(boxed)
+}
+
+async fn connect_real(
+    server: &crate::common::TestServer,
+) -> Result<Client<tokio::net::TcpStream>, ClientError> {
+    Client::connect(&server.addr.to_string(), Duration::from_secs(5)).await
+}
+
+fn md5_of(data: &[u8]) -> FileId {
+    FileId(md5::Md5::digest(data).into())
+}
+
+/// Bytes that differ from chunk to chunk, so a reordered or repeated chunk shows.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(131) % 251) as u8 ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn real_server_round_trip() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let mut client = connect_real(&server).await?;
+        assert!(client.same_version());
+        assert_eq!(client.list().await?.entries, Vec::new());
+
+        // Several chunks and a tail, through upload and download.
+        let local = tempfile::tempdir()?;
+        let data = pattern(3 * barge::transfer::CHUNK + 17, 1);
+        let path = local.path().join("big.bin");
+        std::fs::write(&path, &data)?;
+        let mut last = None;
+        let v = client
+            .upload(&path, &name("dir/big.bin")?, |p| last = Some(p))
+            .await?;
+        assert_eq!(v.id, md5_of(&data));
+        assert_eq!(v.size, data.len() as u64);
+        assert_eq!(
+            last,
+            Some(Progress {
+                done: data.len() as u64,
+                total: data.len() as u64
+            })
+        );
+        assert_eq!(std::fs::read(server.root().join("dir/big.bin"))?, data);
+
+        let listing = client.list().await?;
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(listing.entries[0].name.as_str(), "dir/big.bin");
+        assert_eq!(listing.entries[0].id, v.id);
+        assert_eq!(listing.entries[0].size, data.len() as u64);
+
+        // By id into a folder (under the leaf of its name), by name to an exact path.
+        let out = tempfile::tempdir()?;
+        let got = client
+            .download(
+                &FileRef::parse(&v.id.to_hex())?,
+                &Destination::Dir(out.path().into()),
+                false,
+                |_| {},
+            )
+            .await?;
+        assert_eq!(got.path, out.path().join("big.bin"));
+        assert_eq!(got.name.as_str(), "dir/big.bin");
+        assert_eq!(std::fs::read(&got.path)?, data);
+        let exact = out.path().join("copy.bin");
+        let got = client
+            .download(
+                &by_name("dir/big.bin")?,
+                &Destination::File(exact.clone()),
+                false,
+                |_| {},
+            )
+            .await?;
+        assert_eq!((got.id, got.size), (v.id, data.len() as u64));
+        assert_eq!(std::fs::read(&exact)?, data);
+        assert_eq!(leftovers(out.path())?, 0);
+        assert_eq!(count_files(out.path())?, 2);
+
+        // Rename, then the old name is gone and the new one downloads.
+        client
+            .rename(&by_name("dir/big.bin")?, &name("moved.bin")?)
+            .await?;
+        let names: Vec<String> = client
+            .list()
+            .await?
+            .entries
+            .iter()
+            .map(|e| e.name.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["moved.bin"]);
+        let r = client
+            .download(
+                &by_name("dir/big.bin")?,
+                &Destination::Dir(out.path().into()),
+                true,
+                |_| {},
+            )
+            .await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::NOT_FOUND,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+
+        // Help names every command of the protocol.
+        let help = client.help().await?;
+        for word in [
+            "LIST_FILES",
+            "UPLOAD",
+            "DOWNLOAD",
+            "RENAME",
+            "DELETE",
+            "DISCONNECT",
+        ] {
+            assert!(help.iter().any(|l| l.starts_with(word)), "{word}: {help:?}");
+        }
+
+        // Delete by id.
+        client.delete(&FileRef::parse(&v.id.to_hex())?).await?;
+        assert!(client.list().await?.entries.is_empty());
+        assert!(!server.root().join("moved.bin").exists());
+
+        assert!(client.is_usable());
+        client.disconnect().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_batches() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let local = tempfile::tempdir()?;
+        // Small files (one hop each) and one over a chunk (streamed), in one batch.
+        let mut items = Vec::new();
+        let mut contents = Vec::new();
+        for i in 0..30u8 {
+            let len = if i == 7 {
+                2 * barge::transfer::CHUNK + 3
+            } else {
+                usize::from(i) * 37
+            };
+            let data = pattern(len, i);
+            let file = format!("f{i:02}.bin");
+            std::fs::write(local.path().join(&file), &data)?;
+            items.push(PutItem {
+                path: local.path().join(&file),
+                name: name(&format!("batch/{file}"))?,
+            });
+            contents.push((format!("batch/{file}"), data));
+        }
+        let mut client = connect_real(&server).await?;
+        let mut seen = Vec::new();
+        client.put_many(items, |i, r| seen.push((i, r))).await?;
+        assert_eq!(seen.len(), contents.len());
+        for ((i, r), (file, data)) in seen.iter().zip(&contents) {
+            let v = r.as_ref().map_err(|e| format!("{file}: {e}"))?;
+            assert_eq!(v.id, md5_of(data), "{i} {file}");
+            assert_eq!(&std::fs::read(server.root().join(file))?, data);
+        }
+        assert!(client.is_usable());
+
+        // Back again, pipelined, with one missing file in the middle.
+        let out = tempfile::tempdir()?;
+        let mut asked: Vec<&str> = contents.iter().map(|(f, _)| f.as_str()).collect();
+        asked.insert(10, "batch/missing.bin");
+        let (got, result) = get_many(
+            &mut client,
+            &asked,
+            &Destination::Dir(out.path().into()),
+            false,
+        )
+        .await?;
+        result?;
+        assert_eq!(got.len(), asked.len());
+        for (i, r) in &got {
+            if *i == 10 {
+                assert!(
+                    matches!(
+                        r,
+                        Err(ClientError::Refused {
+                            code: Code::NOT_FOUND,
+                            ..
+                        })
+                    ),
+                    "{r:?}"
+                );
+                continue;
+            }
+            let d = r.as_ref().map_err(|e| format!("{i}: {e}"))?;
+            let (_, data) = &contents[if *i > 10 { i - 1 } else { *i }];
+            assert_eq!(&std::fs::read(&d.path)?, data);
+        }
+        assert_eq!(leftovers(out.path())?, 0);
+        assert_eq!(count_files(out.path())?, contents.len());
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_refusals_keep_the_connection() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let local = tempfile::tempdir()?;
+        let path = local.path().join("a.txt");
+        std::fs::write(&path, b"first")?;
+        let mut client = connect_real(&server).await?;
+        client.upload(&path, &name("a.txt")?, |_| {}).await?;
+
+        // 409: the name is taken, before a byte of the body is sent.
+        let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::CONFLICT,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // 409: a folder in the name is a file.
+        let r = client.upload(&path, &name("a.txt/b.txt")?, |_| {}).await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::CONFLICT,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // 404 for each command that names a file.
+        let out = Destination::Dir(local.path().join("out"));
+        std::fs::create_dir(local.path().join("out"))?;
+        for r in [
+            client
+                .download(&by_name("nope.txt")?, &out, false, |_| {})
+                .await
+                .map(drop),
+            client.rename(&by_name("nope.txt")?, &name("x")?).await,
+            client.delete(&by_name("nope.txt")?).await,
+        ] {
+            assert!(
+                matches!(
+                    r,
+                    Err(ClientError::Refused {
+                        code: Code::NOT_FOUND,
+                        ..
+                    })
+                ),
+                "{r:?}"
+            );
+        }
+        // 409: renaming onto an existing name.
+        std::fs::write(&path, b"second")?;
+        client.upload(&path, &name("b.txt")?, |_| {}).await?;
+        let r = client.rename(&by_name("a.txt")?, &name("b.txt")?).await;
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::Refused {
+                    code: Code::CONFLICT,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        // 422 never reaches the wire from this client: names are checked before sending.
+        assert!(FileName::parse("../escape").is_err());
+        assert!(client.is_usable());
+        assert_eq!(client.list().await?.entries.len(), 2);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_refusals_by_configuration() -> TestResult {
+    bounded(async {
+        let local = tempfile::tempdir()?;
+        let path = local.path().join("a.txt");
+        std::fs::write(&path, b"too large")?;
+        for (config, code) in [
+            (
+                barge::store::StoreConfig {
+                    read_only: true,
+                    ..Default::default()
+                },
+                Code::FORBIDDEN,
+            ),
+            (
+                barge::store::StoreConfig {
+                    max_file_size: 4,
+                    ..Default::default()
+                },
+                Code::TOO_LARGE,
+            ),
+        ] {
+            let server = crate::common::TestServer::start_with(
+                tempfile::tempdir()?,
+                config,
+                Default::default(),
+            )
+            .await
+            .map_err(boxed)?;
+            let mut client = connect_real(&server).await?;
+            let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+            assert!(
+                matches!(&r, Err(ClientError::Refused { code: c, .. }) if *c == code),
+                "{r:?}"
+            );
+            // Refused before the body: the connection goes on.
+            assert!(client.is_usable());
+            assert!(client.list().await?.entries.is_empty());
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_disconnect_and_shutdown() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let client = connect_real(&server).await?;
+        client.disconnect().await?;
+
+        // A server that shuts down is noticed before the next request.
+        let mut client = connect_real(&server).await?;
+        client.list().await?;
+        server.stop().await.map_err(boxed)?;
+        let r = client.check_idle().await;
+        assert!(matches!(r, Err(ClientError::Disconnected(_))), "{r:?}");
+        assert!(!client.is_usable());
+        let r = client.list().await;
+        assert!(matches!(r, Err(ClientError::Disconnected(_))), "{r:?}");
         Ok(())
     })
     .await
