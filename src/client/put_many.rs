@@ -254,24 +254,16 @@ async fn open_and_fill(
 
 /// The blocking part of [`open_and_fill`].
 fn open_now(path: &Path, buf: &mut [u8]) -> Result<Opened, ClientError> {
-    use std::io::Read as _;
     let (mut file, size) = open_regular_now(path)?;
     if size > buf.len() as u64 {
         return Ok(Opened::Large { file, size });
     }
     let want = chunk_len(size);
-    let mut filled = 0;
-    while filled < want {
-        match file.read(&mut buf[filled..want]) {
-            Ok(0) => {
-                return Err(ClientError::FileChanged {
-                    path: path.to_owned(),
-                });
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ClientError::io(path)(e)),
-        }
+    let read = transfer::read_full(&mut file, &mut buf[..want]).map_err(ClientError::io(path))?;
+    if read < want {
+        return Err(ClientError::FileChanged {
+            path: path.to_owned(),
+        });
     }
     Ok(Opened::Whole {
         size,

@@ -122,12 +122,50 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Called by a job that ran out of work: hands its `state` back to `slot` and stops (clearing
+/// the running flag with `stop`, under `queue`'s lock), unless `more` finds that work came in
+/// meanwhile, in which case it takes the state back to go on. The other side starts no job while
+/// one runs, so this check under the lock is what keeps work from being left without a job.
+///
+/// `None`: the job has stopped (and `wake` was signalled); it must not clear the flag again,
+/// since another job may already be running.
+fn park<S, Q>(
+    slot: &Mutex<Option<S>>,
+    state: S,
+    queue: &Mutex<Q>,
+    more: impl Fn(&Q) -> bool,
+    stop: impl Fn(&mut Q),
+    wake: &tokio::sync::Notify,
+) -> Option<S> {
+    *lock(slot) = Some(state);
+    {
+        let mut q = lock(queue);
+        if !more(&q) {
+            stop(&mut q);
+            drop(q);
+            wake.notify_one();
+            return None;
+        }
+    }
+    let state = lock(slot).take();
+    if state.is_none() {
+        // Cannot happen (only the running job takes the state); stop rather than spin.
+        stop(&mut lock(queue));
+        wake.notify_one();
+    }
+    state
+}
+
 fn runtime() -> io::Result<Handle> {
     Handle::try_current().map_err(io::Error::other)
 }
 
-/// Reads until `buf` is full or the reader ends.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read (fewer than
+/// `buf.len()` only at the end of the reader).
+///
+/// # Errors
+/// The reader's error (an interrupted read is retried).
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use super::{CHUNK, MAX_BUFFERS, lock, runtime, spawn_job};
+use super::{CHUNK, MAX_BUFFERS, lock, park, runtime, spawn_job};
 use crate::protocol::FileId;
 /// Why a [`Sink`] failed.
 #[derive(Debug)]
@@ -205,21 +205,15 @@ fn write_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
     loop {
         let next = lock(&shared.queue).chunks.pop_front();
         let Some(chunk) = next else {
-            // Park the target, then stop unless a chunk came in meanwhile (the producer starts
-            // no job while this one runs).
-            *lock(&shared.writing) = Some(w);
-            let mut q = lock(&shared.queue);
-            if q.chunks.is_empty() {
-                q.running = false;
-                drop(q);
-                shared.ready.notify_one();
-                std::mem::forget(parked);
-                return;
-            }
-            drop(q);
-            match lock(&shared.writing).take() {
+            // Out of chunks: stop, unless one came in meanwhile.
+            let more = |q: &Queue| !q.chunks.is_empty();
+            let stop = |q: &mut Queue| q.running = false;
+            match park(&shared.writing, w, &shared.queue, more, stop, &shared.ready) {
                 Some(again) => w = again,
-                None => return,
+                None => {
+                    std::mem::forget(parked);
+                    return;
+                }
             }
             continue;
         };

@@ -7,7 +7,7 @@ use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 
-use super::{CHUNK, MAX_BUFFERS, fill, lock, runtime, spawn_job};
+use super::{CHUNK, MAX_BUFFERS, lock, park, read_full, runtime, spawn_job};
 use crate::protocol::FileId;
 /// A blocking reader feeding chunks to async code: reads exactly `size` bytes (fewer if the
 /// reader ends early), optionally hashing them, at most `DEPTH + 1` chunks ahead.
@@ -172,6 +172,13 @@ impl Source {
     }
 }
 
+impl Drop for Source {
+    fn drop(&mut self) {
+        // Dropped halfway (a cancelled transfer): read no further.
+        lock(&self.shared.buffers).done = true;
+    }
+}
+
 /// Marks the job stopped, also when it panics.
 struct Stopped<'a>(&'a SourceShared);
 
@@ -207,21 +214,15 @@ fn read_job(shared: &Arc<SourceShared>) {
             }
         };
         let Some(mut buf) = buf else {
-            // Out of buffers: park the reader, and stop unless one came back meanwhile (the
-            // consumer starts no job while this one runs).
-            *lock(&shared.reading) = Some(r);
-            let mut b = lock(&shared.buffers);
-            if b.spare.is_empty() {
-                b.running = false;
-                drop(b);
-                shared.idle.notify_one();
-                std::mem::forget(stopped);
-                return;
-            }
-            drop(b);
-            match lock(&shared.reading).take() {
+            // Out of buffers: stop, unless one came back meanwhile.
+            let more = |b: &Buffers| !b.spare.is_empty();
+            let stop = |b: &mut Buffers| b.running = false;
+            match park(&shared.reading, r, &shared.buffers, more, stop, &shared.idle) {
                 Some(again) => r = again,
-                None => return,
+                None => {
+                    std::mem::forget(stopped);
+                    return;
+                }
             }
             continue;
         };
@@ -229,7 +230,7 @@ fn read_job(shared: &Arc<SourceShared>) {
             break;
         };
         buf.resize(CHUNK, 0);
-        let read = fill(&mut r.reader, &mut buf);
+        let read = read_full(&mut r.reader, &mut buf);
         let item = match read {
             Ok(0) => {
                 lock(&shared.buffers).spare.push(buf);
