@@ -15,51 +15,20 @@ use barge::name::{FileName, escape};
 use barge::protocol::FileRef;
 
 use super::output::{Ui, Unit};
-use super::words;
 use super::{CONNECT_TIMEOUT, CannotConnect, Reported, Status, render, status_of};
 
 /// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
 /// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
 const PIPELINE_MAX: u64 = 256 * 1024;
 
-/// The commands that talk to a server, for the one-shot command line and the shell alike; their
-/// words and help come from [`words`].
+/// The commands that talk to a server, for the one-shot command line and the shell alike. Their
+/// other words and their help come from the one list in [`words`] ([`words::parse`]).
 #[derive(Subcommand, Debug)]
 pub(crate) enum ClientCommand {
-    #[command(
-        name = words::LS.name,
-        visible_aliases = words::LS.aliases,
-        aliases = words::LS.hidden,
-        about = words::LS.about
-    )]
     Ls(LsArgs),
-    #[command(
-        name = words::PUT.name,
-        visible_aliases = words::PUT.aliases,
-        aliases = words::PUT.hidden,
-        about = words::PUT.about
-    )]
     Put(PutArgs),
-    #[command(
-        name = words::GET.name,
-        visible_aliases = words::GET.aliases,
-        aliases = words::GET.hidden,
-        about = words::GET.about
-    )]
     Get(GetArgs),
-    #[command(
-        name = words::MV.name,
-        visible_aliases = words::MV.aliases,
-        aliases = words::MV.hidden,
-        about = words::MV.about
-    )]
     Mv(MvArgs),
-    #[command(
-        name = words::RM.name,
-        visible_aliases = words::RM.aliases,
-        aliases = words::RM.hidden,
-        about = words::RM.about
-    )]
     Rm(RmArgs),
 }
 

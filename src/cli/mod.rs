@@ -143,7 +143,7 @@ pub(crate) struct StdoutClosed;
 
 /// Runs the `barge` command.
 pub(crate) fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match words::parse::<Cli, _, _>(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -171,7 +171,7 @@ pub(crate) fn main() -> ExitCode {
         Some(Command::Shell) => None,
         None if io::stdin().is_terminal() => None,
         None => {
-            let _ = Cli::command().write_help(&mut io::stderr());
+            let _ = words::apply(Cli::command()).write_help(&mut io::stderr());
             return Status::Usage.into();
         }
     };
@@ -395,7 +395,30 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        words::apply(Cli::command()).debug_assert();
+    }
+
+    #[test]
+    fn every_listed_word_is_a_command() {
+        for (word, args) in words::SAMPLES {
+            for w in word.all_words() {
+                let line: Vec<&str> = ["barge", w.as_str()]
+                    .into_iter()
+                    .chain(args.iter().copied())
+                    .collect();
+                let cli = words::parse::<Cli, _, _>(&line);
+                assert!(
+                    matches!(
+                        cli,
+                        Ok(Cli {
+                            command: Some(Command::Client(_)),
+                            ..
+                        })
+                    ),
+                    "{w}: {cli:?}"
+                );
+            }
+        }
     }
 
     #[test]

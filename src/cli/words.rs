@@ -128,6 +128,32 @@ impl Word {
     }
 }
 
+/// Gives the subcommands of `command` that are in the list their other words and their help.
+pub(crate) fn apply(mut command: clap::Command) -> clap::Command {
+    for w in ALL {
+        if command.find_subcommand(w.name).is_some() {
+            command = command.mut_subcommand(w.name, |c| {
+                c.visible_aliases(w.aliases)
+                    .aliases(w.hidden)
+                    .about(w.about)
+            });
+        }
+    }
+    command
+}
+
+/// Parses `args` into `T`, a clap parser whose subcommands take their words from the list.
+pub(crate) fn parse<T, I, A>(args: I) -> Result<T, clap::Error>
+where
+    T: clap::Parser,
+    I: IntoIterator<Item = A>,
+    A: Into<std::ffi::OsString> + Clone,
+{
+    let mut command = apply(T::command());
+    let mut matches = command.try_get_matches_from_mut(args)?;
+    T::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+}
+
 /// The command `word` (in any case) names.
 pub(crate) fn find(word: &str) -> Option<&'static Word> {
     ALL.into_iter().find(|w| w.matches(word))
@@ -142,6 +168,32 @@ pub(crate) fn completions() -> impl Iterator<Item = &'static str> {
         .flat_map(|w| std::iter::once(w.name).chain(w.aliases.iter().copied()))
         .filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
     classic.chain(short)
+}
+
+/// Each command that takes a server's files, with arguments that make a valid line: for tests
+/// that every word of the list parses, in the shell and on the command line.
+#[cfg(test)]
+pub(crate) const SAMPLES: [(&Word, &[&str]); 5] = [
+    (&LS, &[]),
+    (&PUT, &["a"]),
+    (&GET, &["a"]),
+    (&MV, &["a", "b"]),
+    (&RM, &["a"]),
+];
+
+#[cfg(test)]
+impl Word {
+    /// Every word it answers to.
+    pub(crate) fn all_words(&self) -> Vec<String> {
+        let mut out = vec![self.name.to_owned(), self.classic.to_lowercase()];
+        out.extend(
+            self.aliases
+                .iter()
+                .chain(self.hidden)
+                .map(|w| (*w).to_owned()),
+        );
+        out
+    }
 }
 
 /// The shell's `HELP` text.

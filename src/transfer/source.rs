@@ -217,7 +217,14 @@ fn read_job(shared: &Arc<SourceShared>) {
             // Out of buffers: stop, unless one came back meanwhile.
             let more = |b: &Buffers| !b.spare.is_empty();
             let stop = |b: &mut Buffers| b.running = false;
-            match park(&shared.reading, r, &shared.buffers, more, stop, &shared.idle) {
+            match park(
+                &shared.reading,
+                r,
+                &shared.buffers,
+                more,
+                stop,
+                &shared.idle,
+            ) {
                 Some(again) => r = again,
                 None => {
                     std::mem::forget(stopped);

@@ -180,7 +180,7 @@ impl Shell<'_> {
                 None => return Flow::Continue,
             }
         }
-        let command = match Line::try_parse_from(&words) {
+        let command = match words::parse::<Line, _, _>(&words) {
             Ok(line) => line.command,
             Err(e) => {
                 let usage = e.use_stderr();
@@ -330,8 +330,20 @@ mod tests {
             if let Some(w) = words.first_mut() {
                 *w = w.to_lowercase();
             }
-            assert!(Line::try_parse_from(&words).is_ok(), "{line}");
+            assert!(words::parse::<Line, _, _>(&words).is_ok(), "{line}");
         }
-        assert!(Line::try_parse_from(["mv", "../x", "y"]).is_err());
+        assert!(words::parse::<Line, _, _>(["mv", "../x", "y"]).is_err());
+    }
+
+    #[test]
+    fn every_listed_word_parses() {
+        for (word, args) in words::SAMPLES {
+            for w in word.all_words() {
+                let line: Vec<&str> = std::iter::once(w.as_str())
+                    .chain(args.iter().copied())
+                    .collect();
+                assert!(words::parse::<Line, _, _>(&line).is_ok(), "{line:?}");
+            }
+        }
     }
 }
