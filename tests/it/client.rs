@@ -27,6 +27,14 @@ async fn connect(server: &FakeServer) -> Result<Client<tokio::net::TcpStream>, C
     Client::connect(&server.addr(), Duration::from_secs(5)).await
 }
 
+/// Fails unless `r` is a refusal with `code`.
+fn refused<T: std::fmt::Debug>(r: &Result<T, ClientError>, code: Code) -> Result<(), String> {
+    match r {
+        Err(ClientError::Refused { code: c, .. }) if *c == code => Ok(()),
+        other => Err(format!("expected a {code} refusal, got {other:?}")),
+    }
+}
+
 /// Runs a test body with the global limit.
 async fn bounded<F: Future<Output = TestResult>>(f: F) -> TestResult {
     tokio::time::timeout(LIMIT, f).await?
@@ -134,16 +142,7 @@ async fn refusals_keep_the_connection_usable() -> TestResult {
         let mut client = connect(&server).await?;
 
         let r = client.upload(&src, &name("taken.txt")?, |_| {}).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::CONFLICT,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::CONFLICT)?;
         let r = client
             .download(
                 &by_name("missing")?,
@@ -152,27 +151,9 @@ async fn refusals_keep_the_connection_usable() -> TestResult {
                 |_| {},
             )
             .await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::NOT_FOUND,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::NOT_FOUND)?;
         let r = client.delete(&by_name("missing")?).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::NOT_FOUND,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::NOT_FOUND)?;
         let r = client
             .upload(&dir.path().join("nope"), &name("x")?, |_| {})
             .await;
@@ -906,16 +887,7 @@ async fn real_server_round_trip() -> TestResult {
                 |_| {},
             )
             .await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::NOT_FOUND,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::NOT_FOUND)?;
 
         // Help names every command of the protocol.
         let help = client.help().await?;
@@ -991,16 +963,7 @@ async fn real_server_batches() -> TestResult {
         assert_eq!(got.len(), asked.len());
         for (i, r) in &got {
             if *i == 10 {
-                assert!(
-                    matches!(
-                        r,
-                        Err(ClientError::Refused {
-                            code: Code::NOT_FOUND,
-                            ..
-                        })
-                    ),
-                    "{r:?}"
-                );
+                refused(r, Code::NOT_FOUND)?;
                 continue;
             }
             let d = r.as_ref().map_err(|e| format!("{i}: {e}"))?;
@@ -1027,28 +990,10 @@ async fn real_server_refusals_keep_the_connection() -> TestResult {
 
         // 409: the name is taken, before a byte of the body is sent.
         let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::CONFLICT,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::CONFLICT)?;
         // 409: a folder in the name is a file.
         let r = client.upload(&path, &name("a.txt/b.txt")?, |_| {}).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::CONFLICT,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::CONFLICT)?;
         // 404 for each command that names a file.
         let out = Destination::Dir(local.path().join("out"));
         std::fs::create_dir(local.path().join("out"))?;
@@ -1060,31 +1005,13 @@ async fn real_server_refusals_keep_the_connection() -> TestResult {
             client.rename(&by_name("nope.txt")?, &name("x")?).await,
             client.delete(&by_name("nope.txt")?).await,
         ] {
-            assert!(
-                matches!(
-                    r,
-                    Err(ClientError::Refused {
-                        code: Code::NOT_FOUND,
-                        ..
-                    })
-                ),
-                "{r:?}"
-            );
+            refused(&r, Code::NOT_FOUND)?;
         }
         // 409: renaming onto an existing name.
         std::fs::write(&path, b"second")?;
         client.upload(&path, &name("b.txt")?, |_| {}).await?;
         let r = client.rename(&by_name("a.txt")?, &name("b.txt")?).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::CONFLICT,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::CONFLICT)?;
         // 422 never reaches the wire from this client: names are checked before sending.
         assert!(FileName::parse("../escape").is_err());
         assert!(client.is_usable());
@@ -1125,10 +1052,7 @@ async fn real_server_refusals_by_configuration() -> TestResult {
             .map_err(boxed)?;
             let mut client = connect_real(&server).await?;
             let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
-            assert!(
-                matches!(&r, Err(ClientError::Refused { code: c, .. }) if *c == code),
-                "{r:?}"
-            );
+            refused(&r, code)?;
             // Refused before the body: the connection goes on.
             assert!(client.is_usable());
             assert!(client.list().await?.entries.is_empty());
