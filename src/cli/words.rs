@@ -256,6 +256,25 @@ mod tests {
     }
 
     #[test]
+    fn help_keeps_its_layout() {
+        let want = "\
+This is an interactive client, the following commands are available:
+
+    1. LIST_FILES - List files on server.                      ls [--json]
+    2. UPLOAD - Upload files with given format.                put FILE... [--as NAME]
+    3. DOWNLOAD - Download files from server by providing FILE ID
+                                                               get ID-OR-NAME... [-o PATH] [--force]
+    4. DISCONNECT - Disconnect from server                     bye, exit, quit
+    5. RENAME - Rename a file on server.                       mv OLD NEW
+    6. DELETE - Delete a file on server.                       rm ID-OR-NAME
+    7. HELP - Show this list.
+
+Commands work in any case. UPLOAD and DOWNLOAD alone ask for the file.
+Quote names with spaces (\"my file.txt\") or escape them (my\\ file.txt); Tab completes.";
+        assert_eq!(help(), want);
+    }
+
+    #[test]
     fn help_lists_every_command() {
         let help = help();
         assert!(

@@ -196,14 +196,22 @@ async fn blocking_runs_jobs() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_transfers_share_the_pool() -> TestResult {
-    // More transfers than permits: each still completes, since no job waits for its peer.
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    // More transfers than permits: each still completes, since no job waits for its peer, and
+    // no more writes than permits ever run at once.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..(pool_size() * 3) {
         tasks.spawn(async move {
             let body = data(2 * CHUNK + i);
             let mut source = Source::new(io::Cursor::new(body.clone()), body.len() as u64, true)?;
             let mut sink = Sink::new(Vec::new(), true, |o: &mut Vec<u8>, b: &[u8]| {
+                let now = ACTIVE.fetch_add(1, SeqCst) + 1;
+                MOST.fetch_max(now, SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(1));
                 o.extend_from_slice(b);
+                ACTIVE.fetch_sub(1, SeqCst);
                 Ok::<_, io::Error>(())
             })?;
             while let Some(chunk) = source.next().await {
@@ -226,5 +234,7 @@ async fn many_transfers_share_the_pool() -> TestResult {
     while let Some(done) = tasks.join_next().await {
         done??;
     }
+    let most = MOST.load(SeqCst);
+    assert!(most >= 1 && most <= pool_size(), "{most} writes at once");
     Ok(())
 }
