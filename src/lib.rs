@@ -6,6 +6,7 @@
 //! - [`transport`]: lines and bodies over any `AsyncRead + AsyncWrite` stream, with limits;
 //! - [`store`]: the only code that touches the shared folder;
 //! - [`server`]: the accept loop and the per-connection dialogue;
+//! - [`transfer`]: the one pipeline moving file bodies between blocking I/O and a connection;
 //! - [`client`]: a typed async client that reports progress as events.
 //!
 //! The wire format is specified in `PROTOCOL.md`.
@@ -16,4 +17,5 @@ pub mod protocol;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod transfer;
 pub mod transport;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, Subcommand};
 use tokio::net::TcpStream;
 
 use barge::client::{Client, ClientError, Destination, Downloaded, PutItem, Verified};
@@ -20,6 +20,39 @@ use super::{CONNECT_TIMEOUT, CannotConnect, Reported, Status, render, status_of}
 /// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
 /// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
 const PIPELINE_MAX: u64 = 256 * 1024;
+
+/// The commands that talk to a server, for the one-shot command line and the shell alike. Their
+/// other words and their help come from the one list in [`words`] ([`words::parse`]).
+#[derive(Subcommand, Debug)]
+pub(crate) enum ClientCommand {
+    Ls(LsArgs),
+    Put(PutArgs),
+    Get(GetArgs),
+    Mv(MvArgs),
+    Rm(RmArgs),
+}
+
+impl ClientCommand {
+    /// Whether it may change the server's files (the shell then refreshes its completions).
+    pub(crate) fn changes_files(&self) -> bool {
+        matches!(self, Self::Put(_) | Self::Mv(_) | Self::Rm(_))
+    }
+}
+
+/// Runs one command on a connected client.
+pub(crate) async fn run(
+    client: &mut Client<TcpStream>,
+    ui: &Ui,
+    command: &ClientCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Ls(args) => ls(client, ui, args).await,
+        ClientCommand::Put(args) => put(client, ui, args).await,
+        ClientCommand::Get(args) => get(client, ui, args).await,
+        ClientCommand::Mv(args) => mv(client, ui, args).await,
+        ClientCommand::Rm(args) => rm(client, ui, args).await,
+    }
+}
 
 /// Options of `ls`.
 #[derive(Args, Debug, Clone)]

@@ -8,6 +8,7 @@ mod commands;
 mod output;
 pub(crate) mod serve;
 mod shell;
+mod words;
 
 use std::io::{self, IsTerminal as _};
 use std::process::ExitCode;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use barge::client::{ClientError, DEFAULT_PORT};
-use commands::{GetArgs, LsArgs, MvArgs, PutArgs, RmArgs};
+use commands::ClientCommand;
 use output::Ui;
 
 /// How long connecting (and waiting for the greeting) may take.
@@ -71,21 +72,8 @@ impl Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// List the files on the server: id, size, name
-    #[command(visible_alias = "list")]
-    Ls(LsArgs),
-    /// Upload files; each is verified by MD5
-    #[command(visible_alias = "upload")]
-    Put(PutArgs),
-    /// Download files by id or name; each is verified by MD5 before it is kept
-    #[command(visible_alias = "download")]
-    Get(GetArgs),
-    /// Rename a file on the server
-    #[command(visible_aliases = ["rename", "change"])]
-    Mv(MvArgs),
-    /// Delete a file on the server
-    #[command(visible_alias = "delete")]
-    Rm(RmArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
     /// Interactive session (the default when stdin is a terminal)
     Shell,
     /// Share a folder: wait for clients and serve them
@@ -155,7 +143,7 @@ pub(crate) struct StdoutClosed;
 
 /// Runs the `barge` command.
 pub(crate) fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match words::parse::<Cli, _, _>(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -179,39 +167,30 @@ pub(crate) fn main() -> ExitCode {
                 Err(e) => report(&e).into(),
             };
         }
-        Some(command) => command,
-        None if io::stdin().is_terminal() => Command::Shell,
+        Some(Command::Client(command)) => Some(command),
+        Some(Command::Shell) => None,
+        None if io::stdin().is_terminal() => None,
         None => {
-            let _ = Cli::command().write_help(&mut io::stderr());
+            let _ = words::apply(Cli::command()).write_help(&mut io::stderr());
             return Status::Usage.into();
         }
     };
     init_client_tracing(cli.global.debug);
     catch_interrupts(&runtime);
     let status = match command {
-        Command::Shell => shell::run(&runtime, &addr, &ui),
-        command => match runtime.block_on(one_shot(&addr, &ui, command)) {
+        Some(command) => match runtime.block_on(one_shot(&addr, &ui, &command)) {
             Ok(()) => Status::Success,
             Err(e) => report(&e),
         },
+        None => shell::run(&runtime, &addr, &ui),
     };
     status.into()
 }
 
 /// Connects, runs one command, says goodbye.
-async fn one_shot(addr: &str, ui: &Ui, command: Command) -> anyhow::Result<()> {
+async fn one_shot(addr: &str, ui: &Ui, command: &ClientCommand) -> anyhow::Result<()> {
     let mut client = commands::connect(addr).await?;
-    let result = interruptible(async {
-        match &command {
-            Command::Ls(args) => commands::ls(&mut client, ui, args).await,
-            Command::Put(args) => commands::put(&mut client, ui, args).await,
-            Command::Get(args) => commands::get(&mut client, ui, args).await,
-            Command::Mv(args) => commands::mv(&mut client, ui, args).await,
-            Command::Rm(args) => commands::rm(&mut client, ui, args).await,
-            Command::Shell | Command::Serve(_) => Ok(()),
-        }
-    })
-    .await;
+    let result = interruptible(commands::run(&mut client, ui, command)).await;
     if client.is_usable() {
         // Polite, not essential: the server cleans up a dropped connection just the same.
         let _ = client.disconnect().await;
@@ -416,7 +395,30 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
+        words::apply(Cli::command()).debug_assert();
+    }
+
+    #[test]
+    fn every_listed_word_is_a_command() {
+        for (word, args) in words::SAMPLES {
+            for w in word.all_words() {
+                let line: Vec<&str> = ["barge", w.as_str()]
+                    .into_iter()
+                    .chain(args.iter().copied())
+                    .collect();
+                let cli = words::parse::<Cli, _, _>(&line);
+                assert!(
+                    matches!(
+                        cli,
+                        Ok(Cli {
+                            command: Some(Command::Client(_)),
+                            ..
+                        })
+                    ),
+                    "{w}: {cli:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Pipelined downloads with `DOWNLOAD` (`PROTOCOL.md` section 5.4 and "Pipelining").
 //!
-//! The mirror of [`pipeline`](super::pipeline): two halves run concurrently in the same task.
+//! The mirror of [`put_many`](super::put_many): two halves run concurrently in the same task.
 //! The writer checks what it can before asking (an existing target known from the request
 //! alone is refused without asking, as [`Client::download`](super::Client::download) does) and
 //! sends `DOWNLOAD` lines ahead; the reader takes the replies in order and saves each body as
@@ -18,15 +18,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 
-use super::{
-    ClientError, Destination, Downloaded, check_header, exists_now, known_target, persist_now,
-    recv_reply, refusal, save_body, target_or_skip, temp_file_for, trace_body, trace_sent,
-};
+use super::download::{check_header, save_body, target_or_skip};
+use super::exchange::{recv_reply, refusal, trace_body, trace_sent};
+use super::local::{exists_now, known_target, persist_now, temp_file_for};
+use super::{ClientError, Destination, Downloaded};
 use crate::protocol::{Code, DownloadHeader, FileId, FileRef};
+use crate::transfer;
 use crate::transport::Connection;
 
 /// At most this many downloads are asked for ahead of their replies.
@@ -41,8 +41,9 @@ const LINE_BUDGET: usize = 32 * 1024;
 const GROUP: usize = 128;
 
 /// Bodies up to this size are received whole into memory and saved in one trip to the
-/// blocking pool; for small files that trip is most of the cost. Larger ones are streamed.
-const SMALL: u64 = super::CHUNK as u64;
+/// blocking pool (a body that fits the one chunk buffer costs no extra memory); for small
+/// files that trip is most of the cost. Larger ones are streamed.
+const SMALL: u64 = transfer::CHUNK as u64;
 
 /// What the writer tells the reader about each item, in order.
 enum Sent {
@@ -204,7 +205,7 @@ async fn check_targets(
     if paths.is_empty() {
         return checked;
     }
-    let found = tokio::task::spawn_blocking(move || {
+    let found = transfer::blocking(move || {
         paths.retain(|(_, path)| exists_now(path));
         paths
     })
@@ -309,7 +310,7 @@ async fn save_small(
     let buf = std::mem::take(chunk);
     let id = header.id;
     let to = path.clone();
-    let joined = tokio::task::spawn_blocking(move || {
+    let joined = transfer::blocking(move || {
         let result = buf
             .get(..size)
             .map_or(Ok(()), |body| save_now(body, id, &to, overwrite));
@@ -322,9 +323,9 @@ async fn save_small(
             result
         }
         Err(e) => {
-            // The task panicked or was cancelled; its buffer went with it.
-            *chunk = vec![0; super::CHUNK];
-            Err(ClientError::io(path)(std::io::Error::other(e)))
+            // The job panicked or was cancelled; its buffer went with it.
+            *chunk = vec![0; transfer::CHUNK];
+            Err(ClientError::io(path)(e))
         }
     }
 }
@@ -338,7 +339,7 @@ fn save_now(body: &[u8], id: FileId, path: &Path, overwrite: bool) -> Result<(),
     }
     let mut temp = temp_file_for(path)?;
     temp.write_all(body).map_err(ClientError::io(temp.path()))?;
-    let actual = FileId(Md5::digest(body).into());
+    let actual = transfer::md5(body);
     if actual != id {
         // Dropping `temp` deletes it: nothing unverified is kept.
         return Err(ClientError::ChecksumMismatch {

@@ -7,8 +7,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 use predicates::str::contains;
 
-use crate::client::fake::{self, FakeServer, Quirks};
 use crate::common::BlockingServer;
+use crate::fake::{self, FakeServer, Quirks};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -302,11 +302,18 @@ fn server_limits_are_refusals() -> TestResult {
         .stderr(contains("Fail: a.txt").and(contains("413")));
     // Pipelined, a 413 ends the connection: the files after it are reported too.
     std::fs::write(work.path().join("c.txt"), b"ok")?;
-    barge(server.addr.port(), work.path())
+    let out = barge(server.addr.port(), work.path())
         .args(["put", "a.txt", "c.txt"])
         .assert()
         .code(FAILURE)
         .stderr(contains("Fail: a.txt").and(contains("Fail: c.txt: no reply")));
+    // c.txt's line gives the reason it failed, not a.txt's reply.
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let c_line = stderr
+        .lines()
+        .find(|l| l.contains("Fail: c.txt"))
+        .ok_or("no line for c.txt")?;
+    assert!(!c_line.contains("413"), "{c_line}");
     Ok(())
 }
 

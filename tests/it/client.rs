@@ -1,4 +1,5 @@
-//! The library client against fake servers: the happy path, and servers that lie.
+//! The library client against the fake server of [`crate::fake`] (the happy path, and servers
+//! that lie) and against the real server in process (every command, batches, refusals).
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,237 +8,12 @@ use barge::client::{Client, ClientError, Destination, Downloaded, Progress, PutI
 use barge::name::FileName;
 use barge::protocol::{Code, FileId, FileRef};
 
-use fake::{FakeServer, Quirks};
+use crate::fake::{self, FakeServer, Quirks};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Every test finishes within this, whatever the server does.
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A small barge server written by hand, with switches that make it misbehave. It keeps files in
-/// memory and answers in the protocol's one-line forms only.
-pub(crate) mod fake {
-    use std::collections::BTreeMap;
-    use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
-
-    use barge::protocol::{RenameArgs, Request};
-    use md5::{Digest, Md5};
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// How the fake server lies.
-    #[derive(Clone, Debug, Default)]
-    pub(crate) struct Quirks {
-        /// Answer every upload with this MD5 instead of the real one.
-        pub(crate) upload_md5: Option<String>,
-        /// Flip the first byte of every download body.
-        pub(crate) corrupt_download: bool,
-        /// Flip the first byte of the download body of this file only.
-        pub(crate) corrupt_only: Option<String>,
-        /// Announce this size in every `213` header (and send only the real bytes).
-        pub(crate) download_size: Option<u64>,
-        /// Announce this name in every `213` header.
-        pub(crate) download_name: Option<String>,
-        /// Add a listing line with this name.
-        pub(crate) listing_name: Option<String>,
-        /// Greet with `503` and close.
-        pub(crate) busy: bool,
-        /// Greet with this line instead.
-        pub(crate) greeting: Option<String>,
-        /// Answer this many commands, then close the connection instead of answering the next.
-        pub(crate) close_after: Option<usize>,
-        /// Right after the greeting, send this line and close (as after an idle timeout).
-        pub(crate) hang_up: Option<String>,
-    }
-
-    pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
-
-    /// A running fake server; it stops when the runtime that started it does.
-    pub(crate) struct FakeServer {
-        pub(crate) addr: SocketAddr,
-        pub(crate) files: Files,
-    }
-
-    impl FakeServer {
-        /// `host:port`, as the client takes it.
-        pub(crate) fn addr(&self) -> String {
-            self.addr.to_string()
-        }
-
-        /// The stored content of `name`.
-        pub(crate) fn file(&self, name: &str) -> Option<Vec<u8>> {
-            self.files.lock().ok()?.get(name).cloned()
-        }
-
-        /// Stores a file directly.
-        pub(crate) fn insert(&self, name: &str, data: &[u8]) {
-            if let Ok(mut files) = self.files.lock() {
-                files.insert(name.to_owned(), data.to_vec());
-            }
-        }
-    }
-
-    /// Starts a fake server on 127.0.0.1 (port chosen by the system) on the current runtime.
-    pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let files = Files::default();
-        let shared = files.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (files, quirks) = (shared.clone(), quirks.clone());
-                tokio::spawn(async move {
-                    let _ = session(stream, files, quirks).await;
-                });
-            }
-        });
-        Ok(FakeServer { addr, files })
-    }
-
-    fn md5_hex(data: &[u8]) -> String {
-        hex::encode(Md5::digest(data))
-    }
-
-    fn find(files: &BTreeMap<String, Vec<u8>>, arg: &str) -> Option<(String, Vec<u8>)> {
-        files
-            .iter()
-            .find(|(name, data)| md5_hex(data) == arg.to_ascii_lowercase() || name.as_str() == arg)
-            .map(|(n, d)| (n.clone(), d.clone()))
-    }
-
-    async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Result<()> {
-        let mut s = BufReader::new(stream);
-        if quirks.busy {
-            s.get_mut()
-                .write_all(b"503 Server busy: too many connections\n")
-                .await?;
-            return Ok(());
-        }
-        let greeting = quirks
-            .greeting
-            .clone()
-            .unwrap_or_else(|| "220 barge/1 ready".to_owned());
-        s.get_mut()
-            .write_all(format!("{greeting}\n").as_bytes())
-            .await?;
-        if let Some(last) = &quirks.hang_up {
-            s.get_mut()
-                .write_all(format!("{last}\n").as_bytes())
-                .await?;
-            return Ok(());
-        }
-        let mut line = Vec::new();
-        let mut served = 0;
-        loop {
-            line.clear();
-            if s.read_until(b'\n', &mut line).await? == 0 {
-                return Ok(());
-            }
-            served += 1;
-            if quirks.close_after.is_some_and(|n| served > n) {
-                return Ok(());
-            }
-            let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
-            let mut out = Vec::new();
-            let lock = || files.lock().map_err(|_| std::io::Error::other("poisoned"));
-            match Request::decode(&text) {
-                Ok(Request::ListFiles) => {
-                    let mut lines = Vec::new();
-                    for (name, data) in lock()?.iter() {
-                        lines.push(format!("{};{name};{}", md5_hex(data), data.len()));
-                    }
-                    if let Some(evil) = &quirks.listing_name {
-                        lines.push(format!("{};{evil};3", md5_hex(b"bad")));
-                    }
-                    out.extend(format!("210 {} files\n", lines.len()).bytes());
-                    for l in lines {
-                        out.extend(l.bytes());
-                        out.push(b'\n');
-                    }
-                }
-                Ok(Request::Upload(Some(spec))) | Ok(Request::Put(spec)) => {
-                    let put = text.starts_with(b"PUT");
-                    let exists = lock()?.contains_key(spec.name.as_str());
-                    if exists && !put {
-                        out.extend(b"409 File exists\n");
-                    } else {
-                        if !put {
-                            s.get_mut()
-                                .write_all(
-                                    format!("350 Ready to receive {} bytes\n", spec.size)
-                                        .as_bytes(),
-                                )
-                                .await?;
-                        }
-                        let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
-                        let mut body = vec![0u8; len];
-                        s.read_exact(&mut body).await?;
-                        if exists {
-                            out.extend(b"409 File exists\n");
-                        } else {
-                            let id = quirks.upload_md5.clone().unwrap_or_else(|| md5_hex(&body));
-                            lock()?.insert(spec.name.as_str().to_owned(), body);
-                            out.extend(format!("226 {id} Upload complete\n").bytes());
-                        }
-                    }
-                }
-                Ok(Request::Download(Some(r))) => {
-                    let found = find(&*lock()?, &r.as_str());
-                    match found {
-                        None => out.extend(b"404 No such file\n"),
-                        Some((name, mut data)) => {
-                            let id = md5_hex(&data);
-                            let name = quirks.download_name.clone().unwrap_or(name);
-                            if quirks.corrupt_download
-                                || quirks.corrupt_only.as_ref() == Some(&name)
-                            {
-                                if let Some(b) = data.first_mut() {
-                                    *b ^= 0xff;
-                                }
-                            }
-                            let size = quirks.download_size.unwrap_or(data.len() as u64);
-                            out.extend(format!("213 {size} {id} {name}\n").bytes());
-                            out.extend(data);
-                        }
-                    }
-                }
-                Ok(Request::Rename(RenameArgs::Both(from, to))) => {
-                    let mut files = lock()?;
-                    match find(&files, &from.as_str()) {
-                        None => out.extend(b"404 No such file\n"),
-                        Some(_) if files.contains_key(to.as_str()) => {
-                            out.extend(b"409 Name exists\n")
-                        }
-                        Some((name, data)) => {
-                            files.remove(&name);
-                            files.insert(to.as_str().to_owned(), data);
-                            out.extend(format!("250 Renamed {name} to {}\n", to.as_str()).bytes());
-                        }
-                    }
-                }
-                Ok(Request::Delete(Some(r))) => {
-                    let mut files = lock()?;
-                    match find(&files, &r.as_str()) {
-                        None => out.extend(b"404 No such file\n"),
-                        Some((name, _)) => {
-                            files.remove(&name);
-                            out.extend(format!("250 Deleted {name}\n").bytes());
-                        }
-                    }
-                }
-                Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
-                Ok(Request::Disconnect) => {
-                    s.get_mut().write_all(b"221 Bye\n").await?;
-                    return Ok(());
-                }
-                Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
-                Err(e) => out.extend(format!("400 {e}\n").bytes()),
-            }
-            s.get_mut().write_all(&out).await?;
-        }
-    }
-}
 
 fn name(s: &str) -> Result<FileName, barge::name::NameError> {
     FileName::parse(s)
@@ -249,6 +25,14 @@ fn by_name(s: &str) -> Result<FileRef, barge::name::NameError> {
 
 async fn connect(server: &FakeServer) -> Result<Client<tokio::net::TcpStream>, ClientError> {
     Client::connect(&server.addr(), Duration::from_secs(5)).await
+}
+
+/// Fails unless `r` is a refusal with `code`.
+fn refused<T: std::fmt::Debug>(r: &Result<T, ClientError>, code: Code) -> Result<(), String> {
+    match r {
+        Err(ClientError::Refused { code: c, .. }) if *c == code => Ok(()),
+        other => Err(format!("expected a {code} refusal, got {other:?}")),
+    }
 }
 
 /// Runs a test body with the global limit.
@@ -358,16 +142,7 @@ async fn refusals_keep_the_connection_usable() -> TestResult {
         let mut client = connect(&server).await?;
 
         let r = client.upload(&src, &name("taken.txt")?, |_| {}).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::CONFLICT,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::CONFLICT)?;
         let r = client
             .download(
                 &by_name("missing")?,
@@ -376,27 +151,9 @@ async fn refusals_keep_the_connection_usable() -> TestResult {
                 |_| {},
             )
             .await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::NOT_FOUND,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::NOT_FOUND)?;
         let r = client.delete(&by_name("missing")?).await;
-        assert!(
-            matches!(
-                r,
-                Err(ClientError::Refused {
-                    code: Code::NOT_FOUND,
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
+        refused(&r, Code::NOT_FOUND)?;
         let r = client
             .upload(&dir.path().join("nope"), &name("x")?, |_| {})
             .await;
@@ -922,3 +679,406 @@ fn count_files(dir: &Path) -> std::io::Result<usize> {
 }
 
 use md5::Digest as _;
+
+/// PROTOCOL.md section 6: a client reads a code it does not know by its first digit. A `2xx`
+/// to an upload means stored, and, as for `226`, its first word is the id, checked as usual.
+#[tokio::test]
+async fn an_unknown_2xx_to_an_upload_is_read_by_its_first_digit() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            stored_code: Some(227),
+            ..Quirks::default()
+        })
+        .await?;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, b"hello")?;
+        let mut client = connect(&server).await?;
+        let v = client.upload(&path, &name("a.txt")?, |_| {}).await?;
+        assert_eq!(v.id, FileId(md5::Md5::digest(b"hello").into()));
+        assert_eq!(server.file("a.txt").as_deref(), Some(&b"hello"[..]));
+
+        // Pipelined too.
+        let items = vec![PutItem {
+            path: path.clone(),
+            name: name("b.txt")?,
+        }];
+        let mut seen = Vec::new();
+        client.put_many(items, |i, r| seen.push((i, r))).await?;
+        assert!(matches!(seen.as_slice(), [(0, Ok(_))]), "{seen:?}");
+        assert!(client.is_usable());
+
+        // The id it carries is still checked.
+        let server = fake::start(Quirks {
+            stored_code: Some(227),
+            upload_md5: Some("0".repeat(32)),
+            ..Quirks::default()
+        })
+        .await?;
+        let mut client = connect(&server).await?;
+        let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+        assert!(
+            matches!(r, Err(ClientError::ChecksumMismatch { .. })),
+            "{r:?}"
+        );
+        Ok(())
+    })
+    .await
+}
+
+/// Converts the shared helpers' error type to this file's.
+fn boxed(e: Box<dyn std::error::Error + Send + Sync>) -> Box<dyn std::error::Error> {
+    e
+}
+
+/// A real server with a 4-byte limit: a pipelined `413` closes the connection, and the files
+/// after it fail for that reason, without quoting the `413` as if it were theirs.
+#[tokio::test]
+async fn a_batch_failure_does_not_quote_an_earlier_reply() -> TestResult {
+    bounded(async {
+        let config = barge::store::StoreConfig {
+            max_file_size: 4,
+            ..Default::default()
+        };
+        let server =
+            crate::common::TestServer::start_with(tempfile::tempdir()?, config, Default::default())
+                .await
+                .map_err(boxed)?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("big.txt"), b"too large")?;
+        std::fs::write(dir.path().join("ok.txt"), b"ok")?;
+        let items = ["big.txt", "ok.txt"]
+            .into_iter()
+            .map(|n| {
+                Ok(PutItem {
+                    path: dir.path().join(n),
+                    name: name(n)?,
+                })
+            })
+            .collect::<Result<Vec<_>, barge::name::NameError>>()?;
+        let mut client = Client::connect(&server.addr.to_string(), Duration::from_secs(5)).await?;
+        let mut seen = Vec::new();
+        let result = client.put_many(items, |i, r| seen.push((i, r))).await;
+        assert!(
+            matches!(
+                seen.as_slice(),
+                [(
+                    0,
+                    Err(ClientError::Refused {
+                        code: Code::TOO_LARGE,
+                        ..
+                    })
+                )]
+            ),
+            "{seen:?}"
+        );
+        // The batch error is the outcome of ok.txt: the connection is gone.
+        let e = result.err().ok_or("the batch did not fail")?;
+        assert!(e.is_connection_lost(), "{e:?}");
+        assert!(!e.to_string().contains("413"), "{e}");
+        assert!(!client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library client against the real server, in process on 127.0.0.1:0.
+
+async fn real() -> Result<crate::common::TestServer, Box<dyn std::error::Error>> {
+    crate::common::TestServer::start().await.map_err(boxed)
+}
+
+async fn connect_real(
+    server: &crate::common::TestServer,
+) -> Result<Client<tokio::net::TcpStream>, ClientError> {
+    Client::connect(&server.addr.to_string(), Duration::from_secs(5)).await
+}
+
+fn md5_of(data: &[u8]) -> FileId {
+    FileId(md5::Md5::digest(data).into())
+}
+
+/// Bytes that differ from chunk to chunk, so a reordered or repeated chunk shows.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(131) % 251) as u8 ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn real_server_round_trip() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let mut client = connect_real(&server).await?;
+        assert!(client.same_version());
+        assert_eq!(client.list().await?.entries, Vec::new());
+
+        // Several chunks and a tail, through upload and download.
+        let local = tempfile::tempdir()?;
+        let data = pattern(3 * barge::transfer::CHUNK + 17, 1);
+        let path = local.path().join("big.bin");
+        std::fs::write(&path, &data)?;
+        let mut last = None;
+        let v = client
+            .upload(&path, &name("dir/big.bin")?, |p| last = Some(p))
+            .await?;
+        assert_eq!(v.id, md5_of(&data));
+        assert_eq!(v.size, data.len() as u64);
+        assert_eq!(
+            last,
+            Some(Progress {
+                done: data.len() as u64,
+                total: data.len() as u64
+            })
+        );
+        assert_eq!(std::fs::read(server.root().join("dir/big.bin"))?, data);
+
+        let listing = client.list().await?;
+        assert_eq!(listing.entries.len(), 1);
+        assert_eq!(listing.entries[0].name.as_str(), "dir/big.bin");
+        assert_eq!(listing.entries[0].id, v.id);
+        assert_eq!(listing.entries[0].size, data.len() as u64);
+
+        // By id into a folder (under the leaf of its name), by name to an exact path.
+        let out = tempfile::tempdir()?;
+        let got = client
+            .download(
+                &FileRef::parse(&v.id.to_hex())?,
+                &Destination::Dir(out.path().into()),
+                false,
+                |_| {},
+            )
+            .await?;
+        assert_eq!(got.path, out.path().join("big.bin"));
+        assert_eq!(got.name.as_str(), "dir/big.bin");
+        assert_eq!(std::fs::read(&got.path)?, data);
+        let exact = out.path().join("copy.bin");
+        let got = client
+            .download(
+                &by_name("dir/big.bin")?,
+                &Destination::File(exact.clone()),
+                false,
+                |_| {},
+            )
+            .await?;
+        assert_eq!((got.id, got.size), (v.id, data.len() as u64));
+        assert_eq!(std::fs::read(&exact)?, data);
+        assert_eq!(leftovers(out.path())?, 0);
+        assert_eq!(count_files(out.path())?, 2);
+
+        // Rename, then the old name is gone and the new one downloads.
+        client
+            .rename(&by_name("dir/big.bin")?, &name("moved.bin")?)
+            .await?;
+        let names: Vec<String> = client
+            .list()
+            .await?
+            .entries
+            .iter()
+            .map(|e| e.name.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["moved.bin"]);
+        let r = client
+            .download(
+                &by_name("dir/big.bin")?,
+                &Destination::Dir(out.path().into()),
+                true,
+                |_| {},
+            )
+            .await;
+        refused(&r, Code::NOT_FOUND)?;
+
+        // Help names every command of the protocol.
+        let help = client.help().await?;
+        for word in [
+            "LIST_FILES",
+            "UPLOAD",
+            "DOWNLOAD",
+            "RENAME",
+            "DELETE",
+            "DISCONNECT",
+        ] {
+            assert!(help.iter().any(|l| l.starts_with(word)), "{word}: {help:?}");
+        }
+
+        // Delete by id.
+        client.delete(&FileRef::parse(&v.id.to_hex())?).await?;
+        assert!(client.list().await?.entries.is_empty());
+        assert!(!server.root().join("moved.bin").exists());
+
+        assert!(client.is_usable());
+        client.disconnect().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_batches() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let local = tempfile::tempdir()?;
+        // Small files (one hop each) and one over a chunk (streamed), in one batch.
+        let mut items = Vec::new();
+        let mut contents = Vec::new();
+        for i in 0..30u8 {
+            let len = if i == 7 {
+                2 * barge::transfer::CHUNK + 3
+            } else {
+                usize::from(i) * 37
+            };
+            let data = pattern(len, i);
+            let file = format!("f{i:02}.bin");
+            std::fs::write(local.path().join(&file), &data)?;
+            items.push(PutItem {
+                path: local.path().join(&file),
+                name: name(&format!("batch/{file}"))?,
+            });
+            contents.push((format!("batch/{file}"), data));
+        }
+        let mut client = connect_real(&server).await?;
+        let mut seen = Vec::new();
+        client.put_many(items, |i, r| seen.push((i, r))).await?;
+        assert_eq!(seen.len(), contents.len());
+        for ((i, r), (file, data)) in seen.iter().zip(&contents) {
+            let v = r.as_ref().map_err(|e| format!("{file}: {e}"))?;
+            assert_eq!(v.id, md5_of(data), "{i} {file}");
+            assert_eq!(&std::fs::read(server.root().join(file))?, data);
+        }
+        assert!(client.is_usable());
+
+        // Back again, pipelined, with one missing file in the middle.
+        let out = tempfile::tempdir()?;
+        let mut asked: Vec<&str> = contents.iter().map(|(f, _)| f.as_str()).collect();
+        asked.insert(10, "batch/missing.bin");
+        let (got, result) = get_many(
+            &mut client,
+            &asked,
+            &Destination::Dir(out.path().into()),
+            false,
+        )
+        .await?;
+        result?;
+        assert_eq!(got.len(), asked.len());
+        for (i, r) in &got {
+            if *i == 10 {
+                refused(r, Code::NOT_FOUND)?;
+                continue;
+            }
+            let d = r.as_ref().map_err(|e| format!("{i}: {e}"))?;
+            let (_, data) = &contents[if *i > 10 { i - 1 } else { *i }];
+            assert_eq!(&std::fs::read(&d.path)?, data);
+        }
+        assert_eq!(leftovers(out.path())?, 0);
+        assert_eq!(count_files(out.path())?, contents.len());
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_refusals_keep_the_connection() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let local = tempfile::tempdir()?;
+        let path = local.path().join("a.txt");
+        std::fs::write(&path, b"first")?;
+        let mut client = connect_real(&server).await?;
+        client.upload(&path, &name("a.txt")?, |_| {}).await?;
+
+        // 409: the name is taken, before a byte of the body is sent.
+        let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+        refused(&r, Code::CONFLICT)?;
+        // 409: a folder in the name is a file.
+        let r = client.upload(&path, &name("a.txt/b.txt")?, |_| {}).await;
+        refused(&r, Code::CONFLICT)?;
+        // 404 for each command that names a file.
+        let out = Destination::Dir(local.path().join("out"));
+        std::fs::create_dir(local.path().join("out"))?;
+        for r in [
+            client
+                .download(&by_name("nope.txt")?, &out, false, |_| {})
+                .await
+                .map(drop),
+            client.rename(&by_name("nope.txt")?, &name("x")?).await,
+            client.delete(&by_name("nope.txt")?).await,
+        ] {
+            refused(&r, Code::NOT_FOUND)?;
+        }
+        // 409: renaming onto an existing name.
+        std::fs::write(&path, b"second")?;
+        client.upload(&path, &name("b.txt")?, |_| {}).await?;
+        let r = client.rename(&by_name("a.txt")?, &name("b.txt")?).await;
+        refused(&r, Code::CONFLICT)?;
+        // 422 never reaches the wire from this client: names are checked before sending.
+        assert!(FileName::parse("../escape").is_err());
+        assert!(client.is_usable());
+        assert_eq!(client.list().await?.entries.len(), 2);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_refusals_by_configuration() -> TestResult {
+    bounded(async {
+        let local = tempfile::tempdir()?;
+        let path = local.path().join("a.txt");
+        std::fs::write(&path, b"too large")?;
+        for (config, code) in [
+            (
+                barge::store::StoreConfig {
+                    read_only: true,
+                    ..Default::default()
+                },
+                Code::FORBIDDEN,
+            ),
+            (
+                barge::store::StoreConfig {
+                    max_file_size: 4,
+                    ..Default::default()
+                },
+                Code::TOO_LARGE,
+            ),
+        ] {
+            let server = crate::common::TestServer::start_with(
+                tempfile::tempdir()?,
+                config,
+                Default::default(),
+            )
+            .await
+            .map_err(boxed)?;
+            let mut client = connect_real(&server).await?;
+            let r = client.upload(&path, &name("a.txt")?, |_| {}).await;
+            refused(&r, code)?;
+            // Refused before the body: the connection goes on.
+            assert!(client.is_usable());
+            assert!(client.list().await?.entries.is_empty());
+        }
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn real_server_disconnect_and_shutdown() -> TestResult {
+    bounded(async {
+        let server = real().await?;
+        let client = connect_real(&server).await?;
+        client.disconnect().await?;
+
+        // A server that shuts down is noticed before the next request.
+        let mut client = connect_real(&server).await?;
+        client.list().await?;
+        server.stop().await.map_err(boxed)?;
+        let r = client.check_idle().await;
+        assert!(matches!(r, Err(ClientError::Disconnected(_))), "{r:?}");
+        assert!(!client.is_usable());
+        let r = client.list().await;
+        assert!(matches!(r, Err(ClientError::Disconnected(_))), "{r:?}");
+        Ok(())
+    })
+    .await
+}

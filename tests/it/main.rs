@@ -11,6 +11,7 @@ mod budgets;
 mod cli;
 mod client;
 mod common;
+mod fake;
 mod faults;
 mod hostile;
 mod load;

@@ -10,13 +10,16 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::{ClientError, Verified, read_chunk, recv_reply, trace_sent, verify_stored};
+use super::exchange::{recv_reply, trace_sent};
+use super::local::open_regular_now;
+use super::upload::verify_stored;
+use super::{ClientError, Verified};
 use crate::name::FileName;
 use crate::protocol::{Code, FileId};
+use crate::transfer;
 
 /// At most this many uploads are sent ahead of their replies.
 const IN_FLIGHT: usize = 1024;
@@ -119,40 +122,42 @@ where
         let (path, opened) = open_and_fill(path, chunk).await;
         let sent = match opened {
             Err(error) => Sent::Skipped { index, error },
-            Ok((file, size, filled)) => {
+            Ok(opened) => {
+                let size = opened.size();
                 // The canonical `PUT name;size` line, built in a reused buffer.
                 line.clear();
                 let _ = writeln!(line, "PUT {};{size}", name.as_str());
                 trace_sent(&line);
                 tx.queue_bytes(line.as_bytes());
                 queued += line.len();
-                let mut hasher = Md5::new();
-                let mut file = ((filled as u64) < size).then(|| tokio::fs::File::from_std(file));
-                let mut n = filled;
-                let mut done = 0;
-                loop {
-                    hasher.update(&chunk[..n]);
-                    if queued + n <= BATCH {
-                        tx.queue_bytes(&chunk[..n]);
-                        queued += n;
-                    } else {
-                        // Writes out the queue, then the chunk straight from our buffer.
-                        tx.write_body(&chunk[..n], timeout).await?;
-                        queued = 0;
+                let id = match opened {
+                    Opened::Whole { size, id } => {
+                        let body = chunk.get(..chunk_len(size)).unwrap_or_default();
+                        send_piece(tx, body, &mut queued, timeout).await?;
+                        id
                     }
-                    done += n as u64;
-                    match file.as_mut() {
-                        Some(file) if done < size => {
-                            n = read_chunk(file, &path, chunk, size - done).await?
+                    Opened::Large { file, size } => {
+                        let mut source = transfer::Source::new(file, size, true)
+                            .map_err(ClientError::io(&path))?;
+                        while let Some(piece) = source.next().await {
+                            let piece = piece.map_err(ClientError::io(&path))?;
+                            send_piece(tx, &piece, &mut queued, timeout).await?;
                         }
-                        _ => break,
+                        match source.finish().await {
+                            Ok(Some(id)) => id,
+                            // The size was announced already; the body can no longer be
+                            // completed, and the connection is out of step.
+                            Ok(None) | Err(_) => {
+                                return Err(ClientError::FileChanged { path });
+                            }
+                        }
                     }
-                }
+                };
                 Sent::Put {
                     index,
                     name,
                     size,
-                    id: FileId(hasher.finalize().into()),
+                    id,
                 }
             }
         };
@@ -177,31 +182,70 @@ where
     Ok(())
 }
 
-/// Opens a local file, checks it, and reads its first chunk into `chunk`, all in one trip to
-/// the blocking pool: for small files that trip is most of the cost, so one instead of three
-/// (open, stat, read) matters. Returns the path back, and the file, its size and how many bytes
-/// of it are in `chunk`.
+/// Queues a piece of a body, or writes the queue and the piece out once they would pass `BATCH`.
+async fn send_piece<W>(
+    tx: &mut crate::transport::Connection<W>,
+    piece: &[u8],
+    queued: &mut usize,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), ClientError>
+where
+    W: AsyncRead + AsyncWrite + Unpin,
+{
+    if *queued + piece.len() <= BATCH {
+        tx.queue_bytes(piece);
+        *queued += piece.len();
+    } else {
+        // Writes out the queue, then the piece straight from its buffer.
+        tx.write_body(piece, timeout).await?;
+        *queued = 0;
+    }
+    Ok(())
+}
+
+/// A local file ready to be sent.
+enum Opened {
+    /// Small enough to be read and hashed with the open: its bytes are in the chunk buffer.
+    Whole { size: u64, id: FileId },
+    /// Streamed through a [`transfer::Source`].
+    Large { file: std::fs::File, size: u64 },
+}
+
+impl Opened {
+    fn size(&self) -> u64 {
+        match self {
+            Self::Whole { size, .. } | Self::Large { size, .. } => *size,
+        }
+    }
+}
+
+fn chunk_len(size: u64) -> usize {
+    usize::try_from(size).unwrap_or(usize::MAX)
+}
+
+/// Opens a local file and checks it; a file that fits in `chunk` is also read into it and
+/// hashed, all in one trip to the blocking pool: for small files that trip is most of the cost,
+/// so one instead of four (open, stat, read, hash) matters. Returns the path back.
 async fn open_and_fill(
     path: PathBuf,
     chunk: &mut Vec<u8>,
-) -> (PathBuf, Result<(std::fs::File, u64, usize), ClientError>) {
+) -> (PathBuf, Result<Opened, ClientError>) {
     let mut buf = std::mem::take(chunk);
-    let joined = tokio::task::spawn_blocking(move || {
-        let result = fill(&path, &mut buf);
+    let job = transfer::blocking(move || {
+        let result = open_now(&path, &mut buf);
         (path, buf, result)
-    })
-    .await;
-    match joined {
+    });
+    match job.await {
         Ok((path, buf, result)) => {
             *chunk = buf;
             (path, result)
         }
         Err(e) => {
-            // The task panicked or was cancelled; its buffer and path went with it.
-            *chunk = vec![0; super::CHUNK];
+            // The job panicked or was cancelled; its buffer and path went with it.
+            *chunk = vec![0; transfer::CHUNK];
             let error = ClientError::Io {
                 path: PathBuf::new(),
-                source: std::io::Error::other(e),
+                source: e,
             };
             (PathBuf::new(), Err(error))
         }
@@ -209,31 +253,22 @@ async fn open_and_fill(
 }
 
 /// The blocking part of [`open_and_fill`].
-fn fill(path: &Path, buf: &mut [u8]) -> Result<(std::fs::File, u64, usize), ClientError> {
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path).map_err(ClientError::io(path))?;
-    let meta = file.metadata().map_err(ClientError::io(path))?;
-    if !meta.is_file() {
-        return Err(ClientError::NotAFile {
+fn open_now(path: &Path, buf: &mut [u8]) -> Result<Opened, ClientError> {
+    let (mut file, size) = open_regular_now(path)?;
+    if size > buf.len() as u64 {
+        return Ok(Opened::Large { file, size });
+    }
+    let want = chunk_len(size);
+    let read = transfer::read_full(&mut file, &mut buf[..want]).map_err(ClientError::io(path))?;
+    if read < want {
+        return Err(ClientError::FileChanged {
             path: path.to_owned(),
         });
     }
-    let size = meta.len();
-    let want = super::chunk_len(size, buf.len());
-    let mut filled = 0;
-    while filled < want {
-        match file.read(&mut buf[filled..want]) {
-            Ok(0) => {
-                return Err(ClientError::FileChanged {
-                    path: path.to_owned(),
-                });
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ClientError::io(path)(e)),
-        }
-    }
-    Ok((file, size, filled))
+    Ok(Opened::Whole {
+        size,
+        id: transfer::md5(&buf[..want]),
+    })
 }
 
 async fn read_replies<R>(
@@ -261,7 +296,8 @@ where
         };
         let reply = recv_reply(rx, timeout).await?;
         let outcome = match reply.code {
-            Code::STORED => verify_stored(&reply, id, &name, size),
+            // Read by its first digit (PROTOCOL.md section 6): any 2xx carries the id.
+            code if code.is_success() => verify_stored(&reply, id, &name, size),
             code if code.is_error() => Err(ClientError::Refused {
                 code,
                 text: reply.text,
@@ -276,13 +312,14 @@ where
             // 400 and 413 to a PUT close the connection too (PROTOCOL.md section 5.3).
             || matches!(&outcome, Err(ClientError::Refused { code, .. }) if matches!(*code, Code::BAD_REQUEST | Code::TOO_LARGE));
         if let Err(ClientError::ChecksumMismatch { .. }) = &outcome {
-            mismatched.push(name);
+            mismatched.push(name.clone());
         }
-        let code = reply.code;
         on_result(index, outcome);
         if lost {
+            // This is the outcome of the files after this one: it says why they failed
+            // without quoting this file's reply, which is not theirs.
             return Err(ClientError::Disconnected(format!(
-                "the server closed the connection after its {code} reply"
+                "the connection ended at the reply for {name}"
             )));
         }
     }

@@ -1,0 +1,136 @@
+//! One upload (`UPLOAD name;size`, `PROTOCOL.md` section 5.2): the file streams from disk
+//! through a [`transfer::Source`] (read and hashed on the blocking pool) to the connection, and
+//! the server's MD5 is checked against ours.
+//!
+//! Pipelined uploads live in [`put_many`](super::put_many); they share [`verify_stored`].
+
+use std::path::Path;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::exchange::{protocol, recv_reply, trace_body};
+use super::local::open_regular;
+use super::{Client, ClientError, Progress, Verified};
+use crate::name::FileName;
+use crate::protocol::{Code, FileId, FileRef, Reply, Request, UploadSpec};
+use crate::transfer;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Uploads the local file at `path` under `name` (`UPLOAD name;size`), streaming it from
+    /// disk and hashing it on the way, then compares the server's MD5 with ours.
+    ///
+    /// `progress` is called as bytes are sent.
+    ///
+    /// # Errors
+    /// A refusal (the name exists, the file is too large...), [`ClientError::ChecksumMismatch`]
+    /// when the server stored something else (the bad copy is then deleted if possible), a
+    /// local I/O error, or a transport error.
+    pub async fn upload(
+        &mut self,
+        path: &Path,
+        name: &FileName,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Verified, ClientError> {
+        self.usable()?;
+        let result = self.upload_inner(path, name, &mut progress).await;
+        let result = self.settle(result);
+        if let Err(ClientError::ChecksumMismatch { .. }) = result {
+            self.delete_bad_copy(name).await;
+        }
+        result
+    }
+
+    async fn upload_inner<P: FnMut(Progress)>(
+        &mut self,
+        path: &Path,
+        name: &FileName,
+        progress: &mut P,
+    ) -> Result<Verified, ClientError> {
+        let (file, size) = open_regular(path).await?;
+        let reply = self
+            .request(&Request::Upload(Some(UploadSpec {
+                name: name.clone(),
+                size,
+            })))
+            .await?;
+        if reply.code != Code::READY {
+            return Err(self.unexpected(reply));
+        }
+        trace_body(size);
+        let mut source = transfer::Source::new(file, size, true).map_err(ClientError::io(path))?;
+        let mut done = 0;
+        progress(Progress { done, total: size });
+        while done < size {
+            let chunk = match source.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(ClientError::io(path)(e)),
+                // The size was announced already; the body can no longer be completed.
+                None => {
+                    return Err(ClientError::FileChanged {
+                        path: path.to_owned(),
+                    });
+                }
+            };
+            self.tx.write_body(&chunk, self.timeout).await?;
+            done += chunk.len() as u64;
+            // Dropping the chunk hands its buffer back for the next read.
+            drop(chunk);
+            progress(Progress { done, total: size });
+        }
+        self.tx.flush(self.timeout).await?;
+        let sent = match source.finish().await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err(ClientError::io(path)(std::io::Error::other("no MD5"))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(ClientError::FileChanged {
+                    path: path.to_owned(),
+                });
+            }
+            Err(e) => return Err(ClientError::io(path)(e)),
+        };
+        let reply = recv_reply(&mut self.rx, self.timeout).await?;
+        // Any 2xx means stored (a code is read by its first digit, PROTOCOL.md section 6), and
+        // carries the id as `226` does.
+        if !reply.code.is_success() {
+            return Err(self.unexpected(reply));
+        }
+        self.in_exchange = false;
+        verify_stored(&reply, sent, name, size)
+    }
+
+    /// Best effort: removes a copy the server stored with the wrong content.
+    pub(super) async fn delete_bad_copy(&mut self, name: &FileName) {
+        // A name that reads as an id would be taken as an id ("ids win"), and could delete
+        // another file; leave such a copy alone.
+        if FileId::parse(name.as_str()).is_err() {
+            let _ = self
+                .delete(&FileRef {
+                    id: None,
+                    name: Some(name.clone()),
+                })
+                .await;
+        }
+    }
+}
+
+/// Checks a `2xx` reply to an upload (`226 <id> ...`) against what was sent.
+pub(super) fn verify_stored(
+    reply: &Reply,
+    ours: FileId,
+    name: &FileName,
+    size: u64,
+) -> Result<Verified, ClientError> {
+    let theirs = FileId::parse(reply.first_word()).map_err(|e| protocol("upload reply", &e))?;
+    if theirs == ours {
+        Ok(Verified {
+            name: name.clone(),
+            id: ours,
+            size,
+        })
+    } else {
+        Err(ClientError::ChecksumMismatch {
+            expected: ours,
+            actual: theirs,
+        })
+    }
+}

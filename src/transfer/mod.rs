@@ -1,0 +1,179 @@
+//! The one pipeline that moves a file body between blocking I/O and an async connection.
+//!
+//! Hashing costs more than anything else in a transfer (MD5 runs at about the speed of the
+//! network on loopback), and file I/O blocks, so neither may run on the runtime's threads. This
+//! module owns how that work is done, for the client, the server and any later front end:
+//! - [`Source`]: a blocking reader (a file) feeding an async consumer (a socket) chunk by chunk,
+//!   optionally hashing what it reads;
+//! - [`Sink`]: an async producer (a socket) pushing chunks to a blocking consumer (a file, a
+//!   staged upload), optionally hashing what passes;
+//! - [`blocking`]: one short blocking job (an open, a stat, a rename, a small body in one hop).
+//!
+//! All of that work runs as short jobs on tokio's blocking pool, gated by one process-wide
+//! semaphore of [`pool_size`] permits: no transfer owns a thread, and a stalled peer holds no
+//! permit while it stalls (a job only runs over chunks that are already there, then returns).
+//! Buffers are recycled: a transfer holds at most `DEPTH + 1` chunks of `CHUNK` bytes.
+//!
+//! It does not know about the protocol, the connection or the store: callers move the bytes
+//! between the chunks and their socket, and decide what an error means.
+
+use std::io::{self, Read};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use md5::{Digest, Md5};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::protocol::FileId;
+
+mod sink;
+mod source;
+#[cfg(test)]
+mod tests;
+
+pub use sink::{Sink, SinkError};
+pub use source::{Chunk, Source};
+
+/// Bytes per chunk.
+///
+/// One value for both sides and both directions. The per-chunk cost (a queue hand-off and, at
+/// worst, a wake-up of a pool thread: a few microseconds) is about 1% of the ~200 µs MD5 takes
+/// over 128 KiB, so larger chunks buy almost nothing in speed, while memory grows with them: a
+/// server at its 512-connection limit holds at most 512 × (`DEPTH` + 1) × 128 KiB = 256 MiB of
+/// chunks (the client used 256 KiB, the server 128 KiB; the server's number wins on memory).
+pub const CHUNK: usize = 128 * 1024;
+
+/// Chunks queued between the async side and the blocking side of one transfer, beyond the one
+/// being filled. Three is enough to absorb the jitter of the pool and the network: past it,
+/// one side simply sets the pace.
+pub const DEPTH: usize = 3;
+
+/// Bodies up to this size are best read or written in one blocking hop, with whatever opens
+/// or commits the file ([`blocking`]): for small files that hop is most of the cost.
+pub const SMALL: u64 = 64 * 1024;
+
+/// Buffers one transfer may allocate.
+const MAX_BUFFERS: usize = DEPTH + 1;
+
+/// How many blocking jobs run at once, process-wide: twice the cores (at least 4), since some
+/// jobs wait on the disk rather than use a core, and a job is short (at most `DEPTH` chunks)
+/// so a queue for a permit is short too.
+#[must_use]
+pub fn pool_size() -> usize {
+    (std::thread::available_parallelism().map_or(2, std::num::NonZero::get) * 2).max(4)
+}
+
+fn permits() -> &'static Arc<Semaphore> {
+    static POOL: OnceLock<Arc<Semaphore>> = OnceLock::new();
+    POOL.get_or_init(|| Arc::new(Semaphore::new(pool_size())))
+}
+
+/// Runs `f` on the blocking pool once a permit is free, without waiting for it. `f` is dropped
+/// unrun if the runtime shuts down first (the jobs below clean up on drop).
+fn spawn_job(handle: &Handle, f: impl FnOnce() + Send + 'static) {
+    let run = |permit: OwnedSemaphorePermit, handle: &Handle| {
+        handle.spawn_blocking(move || {
+            let _permit = permit;
+            f();
+        })
+    };
+    match Arc::clone(permits()).try_acquire_owned() {
+        Ok(permit) => drop(run(permit, handle)),
+        Err(_) => {
+            let h = handle.clone();
+            drop(handle.spawn(async move {
+                if let Ok(permit) = Arc::clone(permits()).acquire_owned().await {
+                    let _ = run(permit, &h).await;
+                }
+            }));
+        }
+    }
+}
+
+/// Runs a short blocking job (open, stat, rename, a small body) on the shared pool.
+///
+/// # Errors
+/// An [`io::Error`] if the job panicked or the runtime is shutting down.
+pub async fn blocking<T, F>(f: F) -> io::Result<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let permit = Arc::clone(permits())
+        .acquire_owned()
+        .await
+        .map_err(io::Error::other)?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f()
+    })
+    .await
+    .map_err(|e| io::Error::other(format!("a blocking job failed: {e}")))
+}
+
+/// The MD5 of `body`, for a small body already in memory (call it inside [`blocking`]).
+#[must_use]
+pub fn md5(body: &[u8]) -> FileId {
+    FileId(Md5::digest(body).into())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A job that panicked left plain data behind, still consistent enough to be dropped.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Called by a job that ran out of work: hands its `state` back to `slot` and stops (clearing
+/// the running flag with `stop`, under `queue`'s lock), unless `more` finds that work came in
+/// meanwhile, in which case it takes the state back to go on. The other side starts no job while
+/// one runs, so this check under the lock is what keeps work from being left without a job.
+///
+/// `None`: the job has stopped (and `wake` was signalled); it must not clear the flag again,
+/// since another job may already be running.
+fn park<S, Q>(
+    slot: &Mutex<Option<S>>,
+    state: S,
+    queue: &Mutex<Q>,
+    more: impl Fn(&Q) -> bool,
+    stop: impl Fn(&mut Q),
+    wake: &tokio::sync::Notify,
+) -> Option<S> {
+    *lock(slot) = Some(state);
+    {
+        let mut q = lock(queue);
+        if !more(&q) {
+            stop(&mut q);
+            drop(q);
+            wake.notify_one();
+            return None;
+        }
+    }
+    let state = lock(slot).take();
+    if state.is_none() {
+        // Cannot happen (only the running job takes the state); stop rather than spin.
+        stop(&mut lock(queue));
+        wake.notify_one();
+    }
+    state
+}
+
+fn runtime() -> io::Result<Handle> {
+    Handle::try_current().map_err(io::Error::other)
+}
+
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read (fewer than
+/// `buf.len()` only at the end of the reader).
+///
+/// # Errors
+/// The reader's error (an interrupted read is retried).
+pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -1,0 +1,240 @@
+//! Tests of the pipeline: round trips at the chunk edges, short reads, errors, and bounds.
+
+use super::*;
+use std::io;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn data(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+const SIZES: [usize; 7] = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 7, 3 << 20];
+
+#[tokio::test]
+async fn source_round_trips() -> TestResult {
+    for size in SIZES {
+        let body = data(size);
+        let mut source = Source::new(io::Cursor::new(body.clone()), size as u64, true)?;
+        let mut got = Vec::new();
+        while let Some(chunk) = source.next().await {
+            let chunk = chunk?;
+            assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, body, "size {size}");
+        assert_eq!(source.finish().await?, Some(md5(&body)), "size {size}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn source_without_hash_stops_at_size() -> TestResult {
+    // The reader has more than announced (the file grew): only `size` bytes are taken.
+    let body = data(3 * CHUNK);
+    let mut source = Source::new(io::Cursor::new(body.clone()), 2 * CHUNK as u64 + 5, false)?;
+    let mut got = Vec::new();
+    while let Some(chunk) = source.next().await {
+        got.extend_from_slice(&chunk?);
+    }
+    assert_eq!(got, body[..2 * CHUNK + 5]);
+    assert_eq!(source.finish().await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_short_read_is_reported() -> TestResult {
+    // The file shrank: 100 bytes announced, 60 there.
+    let mut source = Source::new(io::Cursor::new(data(60)), 100, true)?;
+    let mut got = 0;
+    while let Some(chunk) = source.next().await {
+        got += chunk?.len();
+    }
+    assert_eq!(got, 60);
+    let e = source.finish().await.err().ok_or("no error")?;
+    assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    Ok(())
+}
+
+/// A reader that fails after `ok` bytes.
+struct Failing {
+    ok: usize,
+}
+
+impl Read for Failing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.ok == 0 {
+            return Err(io::Error::other("disk on fire"));
+        }
+        let n = buf.len().min(self.ok);
+        buf[..n].fill(7);
+        self.ok -= n;
+        Ok(n)
+    }
+}
+
+#[tokio::test]
+async fn a_read_error_comes_in_order() -> TestResult {
+    let mut source = Source::new(Failing { ok: CHUNK + 10 }, 4 * CHUNK as u64, true)?;
+    let mut got = 0;
+    let mut error = None;
+    while let Some(chunk) = source.next().await {
+        match chunk {
+            Ok(c) => got += c.len(),
+            Err(e) => error = Some(e),
+        }
+    }
+    // The first full chunk, then an error (the partial second chunk is not passed on).
+    assert_eq!(got, CHUNK);
+    assert_eq!(error.ok_or("no error")?.to_string(), "disk on fire");
+    assert!(source.finish().await.is_err());
+    Ok(())
+}
+
+/// Counts the buffers a source allocates while the consumer is slow.
+#[tokio::test]
+async fn source_buffers_are_bounded() -> TestResult {
+    let size = 40 * CHUNK;
+    let mut source = Source::new(io::Cursor::new(data(size)), size as u64, false)?;
+    let mut seen = std::collections::HashSet::new();
+    while let Some(chunk) = source.next().await {
+        let chunk = chunk?;
+        seen.insert(chunk.as_ptr() as usize);
+        // Let the reader run ahead as far as it can.
+        tokio::task::yield_now().await;
+    }
+    assert!(seen.len() <= MAX_BUFFERS, "{} buffers", seen.len());
+    assert_eq!(source.buffers_made(), seen.len());
+    source.finish().await?;
+    Ok(())
+}
+
+async fn sink_all<T: Send + 'static, E: Send + 'static>(
+    sink: &mut Sink<T, E>,
+    body: &[u8],
+) -> usize {
+    let mut buffers = std::collections::HashSet::new();
+    for piece in body.chunks(CHUNK) {
+        let mut buf = sink.buffer().await;
+        buffers.insert(buf.as_ptr() as usize);
+        buf[..piece.len()].copy_from_slice(piece);
+        buf.truncate(piece.len());
+        sink.push(buf);
+    }
+    buffers.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_round_trips() -> TestResult {
+    for size in SIZES {
+        let body = data(size);
+        let mut sink = Sink::new(Vec::new(), true, |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(b);
+            Ok::<_, io::Error>(())
+        })?;
+        let buffers = sink_all(&mut sink, &body).await;
+        assert!(buffers <= MAX_BUFFERS, "{buffers} buffers");
+        let (out, id) = sink.finish().await.map_err(|e| e.to_string())?;
+        assert_eq!(out, body, "size {size}");
+        assert_eq!(id, Some(md5(&body)));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_buffers_are_bounded_with_a_slow_writer() -> TestResult {
+    let mut sink = Sink::new(0usize, false, |n: &mut usize, b: &[u8]| {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        *n += b.len();
+        Ok::<_, io::Error>(())
+    })?;
+    let body = data(30 * CHUNK);
+    let buffers = sink_all(&mut sink, &body).await;
+    assert!(buffers <= MAX_BUFFERS, "{buffers} buffers");
+    assert_eq!(sink.buffers_made(), buffers);
+    let (n, id) = sink.finish().await.map_err(|e| e.to_string())?;
+    assert_eq!((n, id), (body.len(), None));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_write_error_lets_the_producer_drain() -> TestResult {
+    let mut sink = Sink::new(0usize, true, |n: &mut usize, b: &[u8]| {
+        if *n >= 2 * CHUNK {
+            return Err(io::Error::other("disk full"));
+        }
+        *n += b.len();
+        Ok(())
+    })?;
+    // Far more than the writer accepts: every push must still be taken, with the same few
+    // buffers (a sink that stopped recycling would leave `buffer` waiting forever).
+    let body = data(20 * CHUNK);
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        let mut buffers = sink_all(&mut sink, &body).await;
+        // Until the writer's failure shows, then as many again.
+        while !sink.failed() {
+            buffers = buffers.max(sink_all(&mut sink, &body[..CHUNK]).await);
+        }
+        buffers.max(sink_all(&mut sink, &body).await)
+    })
+    .await?;
+    assert!(drained <= MAX_BUFFERS, "{drained} buffers");
+    assert!(sink.buffers_made() <= MAX_BUFFERS);
+    match sink.finish().await {
+        Err(SinkError::Write(e)) => assert_eq!(e.to_string(), "disk full"),
+        other => return Err(format!("{other:?}").into()),
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn blocking_runs_jobs() -> TestResult {
+    assert_eq!(blocking(|| 6 * 7).await?, 42);
+    assert!(pool_size() >= 2);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_transfers_share_the_pool() -> TestResult {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    // More transfers than permits: each still completes, since no job waits for its peer, and
+    // no more writes than permits ever run at once.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static MOST: AtomicUsize = AtomicUsize::new(0);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..(pool_size() * 3) {
+        tasks.spawn(async move {
+            let body = data(2 * CHUNK + i);
+            let mut source = Source::new(io::Cursor::new(body.clone()), body.len() as u64, true)?;
+            let mut sink = Sink::new(Vec::new(), true, |o: &mut Vec<u8>, b: &[u8]| {
+                let now = ACTIVE.fetch_add(1, SeqCst) + 1;
+                MOST.fetch_max(now, SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                o.extend_from_slice(b);
+                ACTIVE.fetch_sub(1, SeqCst);
+                Ok::<_, io::Error>(())
+            })?;
+            while let Some(chunk) = source.next().await {
+                let chunk = chunk?;
+                let mut buf = sink.buffer().await;
+                buf.truncate(chunk.len());
+                buf.copy_from_slice(&chunk);
+                sink.push(buf);
+            }
+            let sent = source.finish().await?;
+            let (out, got) = sink
+                .finish()
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+            assert_eq!(out, body);
+            assert_eq!(sent, got);
+            Ok::<_, io::Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let most = MOST.load(SeqCst);
+    assert!(most >= 1 && most <= pool_size(), "{most} writes at once");
+    Ok(())
+}

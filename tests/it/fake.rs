@@ -1,0 +1,223 @@
+//! A small barge server written by hand, with switches that make it misbehave, for testing the
+//! library client against servers that lie. It keeps files in memory and answers in the
+//! protocol's one-line forms only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use barge::protocol::{RenameArgs, Request};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+/// How the fake server lies.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Quirks {
+    /// Answer every upload with this MD5 instead of the real one.
+    pub(crate) upload_md5: Option<String>,
+    /// Flip the first byte of every download body.
+    pub(crate) corrupt_download: bool,
+    /// Flip the first byte of the download body of this file only.
+    pub(crate) corrupt_only: Option<String>,
+    /// Announce this size in every `213` header (and send only the real bytes).
+    pub(crate) download_size: Option<u64>,
+    /// Announce this name in every `213` header.
+    pub(crate) download_name: Option<String>,
+    /// Add a listing line with this name.
+    pub(crate) listing_name: Option<String>,
+    /// Greet with `503` and close.
+    pub(crate) busy: bool,
+    /// Greet with this line instead.
+    pub(crate) greeting: Option<String>,
+    /// Answer this many commands, then close the connection instead of answering the next.
+    pub(crate) close_after: Option<usize>,
+    /// Right after the greeting, send this line and close (as after an idle timeout).
+    pub(crate) hang_up: Option<String>,
+    /// Answer a stored upload with this code instead of `226` (a `2xx` the client does not
+    /// know, which it must read by its first digit).
+    pub(crate) stored_code: Option<u16>,
+}
+
+pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// A running fake server; it stops when the runtime that started it does.
+pub(crate) struct FakeServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) files: Files,
+}
+
+impl FakeServer {
+    /// `host:port`, as the client takes it.
+    pub(crate) fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The stored content of `name`.
+    pub(crate) fn file(&self, name: &str) -> Option<Vec<u8>> {
+        self.files.lock().ok()?.get(name).cloned()
+    }
+
+    /// Stores a file directly.
+    pub(crate) fn insert(&self, name: &str, data: &[u8]) {
+        if let Ok(mut files) = self.files.lock() {
+            files.insert(name.to_owned(), data.to_vec());
+        }
+    }
+}
+
+/// Starts a fake server on 127.0.0.1 (port chosen by the system) on the current runtime.
+pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let files = Files::default();
+    let shared = files.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (files, quirks) = (shared.clone(), quirks.clone());
+            tokio::spawn(async move {
+                let _ = session(stream, files, quirks).await;
+            });
+        }
+    });
+    Ok(FakeServer { addr, files })
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    hex::encode(Md5::digest(data))
+}
+
+fn find(files: &BTreeMap<String, Vec<u8>>, arg: &str) -> Option<(String, Vec<u8>)> {
+    files
+        .iter()
+        .find(|(name, data)| md5_hex(data) == arg.to_ascii_lowercase() || name.as_str() == arg)
+        .map(|(n, d)| (n.clone(), d.clone()))
+}
+
+async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Result<()> {
+    let mut s = BufReader::new(stream);
+    if quirks.busy {
+        s.get_mut()
+            .write_all(b"503 Server busy: too many connections\n")
+            .await?;
+        return Ok(());
+    }
+    let greeting = quirks
+        .greeting
+        .clone()
+        .unwrap_or_else(|| "220 barge/1 ready".to_owned());
+    s.get_mut()
+        .write_all(format!("{greeting}\n").as_bytes())
+        .await?;
+    if let Some(last) = &quirks.hang_up {
+        s.get_mut()
+            .write_all(format!("{last}\n").as_bytes())
+            .await?;
+        return Ok(());
+    }
+    let mut line = Vec::new();
+    let mut served = 0;
+    loop {
+        line.clear();
+        if s.read_until(b'\n', &mut line).await? == 0 {
+            return Ok(());
+        }
+        served += 1;
+        if quirks.close_after.is_some_and(|n| served > n) {
+            return Ok(());
+        }
+        let text = line.strip_suffix(b"\n").unwrap_or(&line).to_vec();
+        let mut out = Vec::new();
+        let lock = || files.lock().map_err(|_| std::io::Error::other("poisoned"));
+        match Request::decode(&text) {
+            Ok(Request::ListFiles) => {
+                let mut lines = Vec::new();
+                for (name, data) in lock()?.iter() {
+                    lines.push(format!("{};{name};{}", md5_hex(data), data.len()));
+                }
+                if let Some(evil) = &quirks.listing_name {
+                    lines.push(format!("{};{evil};3", md5_hex(b"bad")));
+                }
+                out.extend(format!("210 {} files\n", lines.len()).bytes());
+                for l in lines {
+                    out.extend(l.bytes());
+                    out.push(b'\n');
+                }
+            }
+            Ok(Request::Upload(Some(spec))) | Ok(Request::Put(spec)) => {
+                let put = text.starts_with(b"PUT");
+                let exists = lock()?.contains_key(spec.name.as_str());
+                if exists && !put {
+                    out.extend(b"409 File exists\n");
+                } else {
+                    if !put {
+                        s.get_mut()
+                            .write_all(
+                                format!("350 Ready to receive {} bytes\n", spec.size).as_bytes(),
+                            )
+                            .await?;
+                    }
+                    let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
+                    let mut body = vec![0u8; len];
+                    s.read_exact(&mut body).await?;
+                    if exists {
+                        out.extend(b"409 File exists\n");
+                    } else {
+                        let id = quirks.upload_md5.clone().unwrap_or_else(|| md5_hex(&body));
+                        lock()?.insert(spec.name.as_str().to_owned(), body);
+                        let code = quirks.stored_code.unwrap_or(226);
+                        out.extend(format!("{code} {id} Upload complete\n").bytes());
+                    }
+                }
+            }
+            Ok(Request::Download(Some(r))) => {
+                let found = find(&*lock()?, &r.as_str());
+                match found {
+                    None => out.extend(b"404 No such file\n"),
+                    Some((name, mut data)) => {
+                        let id = md5_hex(&data);
+                        let name = quirks.download_name.clone().unwrap_or(name);
+                        if quirks.corrupt_download || quirks.corrupt_only.as_ref() == Some(&name) {
+                            if let Some(b) = data.first_mut() {
+                                *b ^= 0xff;
+                            }
+                        }
+                        let size = quirks.download_size.unwrap_or(data.len() as u64);
+                        out.extend(format!("213 {size} {id} {name}\n").bytes());
+                        out.extend(data);
+                    }
+                }
+            }
+            Ok(Request::Rename(RenameArgs::Both(from, to))) => {
+                let mut files = lock()?;
+                match find(&files, &from.as_str()) {
+                    None => out.extend(b"404 No such file\n"),
+                    Some(_) if files.contains_key(to.as_str()) => out.extend(b"409 Name exists\n"),
+                    Some((name, data)) => {
+                        files.remove(&name);
+                        files.insert(to.as_str().to_owned(), data);
+                        out.extend(format!("250 Renamed {name} to {}\n", to.as_str()).bytes());
+                    }
+                }
+            }
+            Ok(Request::Delete(Some(r))) => {
+                let mut files = lock()?;
+                match find(&files, &r.as_str()) {
+                    None => out.extend(b"404 No such file\n"),
+                    Some((name, _)) => {
+                        files.remove(&name);
+                        out.extend(format!("250 Deleted {name}\n").bytes());
+                    }
+                }
+            }
+            Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
+            Ok(Request::Disconnect) => {
+                s.get_mut().write_all(b"221 Bye\n").await?;
+                return Ok(());
+            }
+            Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
+            Err(e) => out.extend(format!("400 {e}\n").bytes()),
+        }
+        s.get_mut().write_all(&out).await?;
+    }
+}
