@@ -169,10 +169,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             self.line_complete = false;
             self.line_deadline = None;
         }
+        // The deadline carries over only for a line already begun (a call cancelled after some
+        // of its bytes came): waiting for a line that has not started starts the clock afresh.
         let deadline = match (timeout, self.line_deadline) {
-            (_, Some(d)) => Some(d),
-            (Some(t), None) => Some(tokio::time::Instant::now() + t),
-            (None, None) => None,
+            (_, Some(d)) if !self.line.is_empty() => Some(d),
+            (Some(t), _) => Some(tokio::time::Instant::now() + t),
+            (None, _) => None,
         };
         self.line_deadline = deadline;
         loop {
