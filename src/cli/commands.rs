@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use tokio::net::TcpStream;
 
-use barge::client::{Client, ClientError, Destination, Downloaded, PutItem, Verified};
+use barge::client::{AnyStream, Client, ClientError, Destination, Downloaded, PutItem, Verified};
 use barge::name::{FileName, escape};
 use barge::protocol::FileRef;
 
 use super::output::{Ui, Unit};
-use super::{CONNECT_TIMEOUT, CannotConnect, Reported, Status, render, status_of};
+use super::{Reported, Status, render, status_of};
 
 /// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
 /// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
@@ -41,7 +40,7 @@ impl ClientCommand {
 
 /// Runs one command on a connected client.
 pub(crate) async fn run(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     command: &ClientCommand,
 ) -> anyhow::Result<()> {
@@ -115,19 +114,9 @@ fn parse_ref(s: &str) -> Result<FileRef, String> {
     FileRef::parse(s).map_err(|e| format!("neither an id nor a valid name: {e}"))
 }
 
-/// Opens a session with the server.
-pub(crate) async fn connect(addr: &str) -> anyhow::Result<Client<TcpStream>> {
-    match Client::connect(addr, CONNECT_TIMEOUT).await {
-        Ok(client) => Ok(client),
-        // These say "cannot connect" themselves.
-        Err(e @ (ClientError::Connect { .. } | ClientError::Busy { .. })) => Err(e.into()),
-        Err(e) => Err(anyhow::Error::new(e).context(CannotConnect(addr.to_owned()))),
-    }
-}
-
 /// `ls`.
 pub(crate) async fn ls(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &LsArgs,
 ) -> anyhow::Result<()> {
@@ -163,7 +152,7 @@ pub(crate) async fn ls(
 
 /// `put`.
 pub(crate) async fn put(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &PutArgs,
 ) -> anyhow::Result<()> {
@@ -217,7 +206,7 @@ pub(crate) async fn put(
 
 /// Sends a run of small files pipelined, reporting each.
 async fn put_batch(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     batch: Vec<PutItem>,
 ) -> anyhow::Result<Status> {
@@ -311,7 +300,7 @@ fn name_for(path: &Path) -> anyhow::Result<FileName> {
 
 /// `get`.
 pub(crate) async fn get(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &GetArgs,
 ) -> anyhow::Result<()> {
@@ -356,7 +345,7 @@ pub(crate) async fn get(
 /// Downloads several files pipelined, reporting each in order as a run of single downloads
 /// would.
 async fn get_batch(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     files: &[FileRef],
     dest: &Destination,
@@ -423,7 +412,7 @@ fn report_download(
 
 /// `mv`.
 pub(crate) async fn mv(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &MvArgs,
 ) -> anyhow::Result<()> {
@@ -437,7 +426,7 @@ pub(crate) async fn mv(
 
 /// `rm`.
 pub(crate) async fn rm(
-    client: &mut Client<TcpStream>,
+    client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &RmArgs,
 ) -> anyhow::Result<()> {

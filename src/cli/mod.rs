@@ -6,6 +6,7 @@
 
 mod commands;
 mod output;
+mod remote;
 pub(crate) mod serve;
 mod shell;
 mod words;
@@ -30,6 +31,8 @@ Exit status:
   2    usage error: bad arguments
   3    cannot connect: no server at that address, or the server is busy
   4    verification failed: an MD5 did not match, nothing unverified was kept
+  5    server identity not trusted: its key changed (a man in the middle?), or it is new
+       and was neither confirmed, given with --fingerprint, nor accepted with --trust-new
   130  interrupted (Ctrl-C)";
 
 /// Verified file sharing on your own network.
@@ -57,16 +60,33 @@ pub(crate) struct Global {
     /// Print nothing but errors (and the listing `ls` was asked for)
     #[arg(long, short, global = true, conflicts_with = "debug")]
     quiet: bool,
+    /// Clear text instead of TLS, on both sides (for nc, or a network you trust)
+    #[arg(long, global = true, env = "BARGE_PLAIN")]
+    plain: bool,
+    /// Trust the server only if its key has this fingerprint (SHA256:...), and pin it
+    #[arg(
+        long,
+        global = true,
+        value_name = "SHA256:...",
+        conflicts_with = "plain"
+    )]
+    fingerprint: Option<barge::security::identity::Fingerprint>,
+    /// Trust a server seen for the first time without asking, and pin its key (a changed
+    /// key is still refused)
+    #[arg(long, global = true, conflicts_with = "plain")]
+    trust_new: bool,
 }
 
 impl Global {
-    /// `host:port`, with brackets around an IPv6 address.
-    fn addr(&self) -> String {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+    /// The server this command talks to, and how to trust it.
+    fn remote(&self) -> remote::Remote {
+        remote::Remote::new(
+            &self.host,
+            self.port,
+            self.plain,
+            self.fingerprint,
+            self.trust_new,
+        )
     }
 }
 
@@ -88,6 +108,7 @@ pub(crate) enum Status {
     Usage = 2,
     CannotConnect = 3,
     Verification = 4,
+    Untrusted = 5,
     Interrupted = 130,
 }
 
@@ -100,7 +121,8 @@ impl Status {
             Self::Usage => 2,
             Self::CannotConnect => 3,
             Self::Verification => 4,
-            Self::Interrupted => 5,
+            Self::Untrusted => 5,
+            Self::Interrupted => 6,
         }
     }
 
@@ -158,11 +180,16 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let ui = Ui::new(cli.global.quiet);
-    let addr = cli.global.addr();
+    let remote = cli.global.remote();
     let command = match cli.command {
         Some(Command::Serve(args)) => {
             init_server_tracing(cli.global.debug);
-            return match runtime.block_on(serve::run(args, &cli.global.host, cli.global.port)) {
+            return match runtime.block_on(serve::run(
+                args,
+                &cli.global.host,
+                cli.global.port,
+                cli.global.plain,
+            )) {
                 Ok(()) => Status::Success.into(),
                 Err(e) => report(&e).into(),
             };
@@ -178,18 +205,18 @@ pub(crate) fn main() -> ExitCode {
     init_client_tracing(cli.global.debug);
     catch_interrupts(&runtime);
     let status = match command {
-        Some(command) => match runtime.block_on(one_shot(&addr, &ui, &command)) {
+        Some(command) => match runtime.block_on(one_shot(&remote, &ui, &command)) {
             Ok(()) => Status::Success,
             Err(e) => report(&e),
         },
-        None => shell::run(&runtime, &addr, &ui),
+        None => shell::run(&runtime, &remote, &ui),
     };
     status.into()
 }
 
 /// Connects, runs one command, says goodbye.
-async fn one_shot(addr: &str, ui: &Ui, command: &ClientCommand) -> anyhow::Result<()> {
-    let mut client = commands::connect(addr).await?;
+async fn one_shot(remote: &remote::Remote, ui: &Ui, command: &ClientCommand) -> anyhow::Result<()> {
+    let mut client = remote::connect(remote, ui).await?;
     let result = interruptible(commands::run(&mut client, ui, command)).await;
     if client.is_usable() {
         // Polite, not essential: the server cleans up a dropped connection just the same.
@@ -288,6 +315,9 @@ pub(crate) fn status_of(e: &anyhow::Error) -> Status {
     }
     if e.downcast_ref::<Interrupted>().is_some() {
         return Status::Interrupted;
+    }
+    if e.downcast_ref::<remote::Untrusted>().is_some() {
+        return Status::Untrusted;
     }
     if e.downcast_ref::<CannotConnect>().is_some() {
         return Status::CannotConnect;
@@ -456,12 +486,15 @@ mod tests {
             port: 7,
             debug: false,
             quiet: false,
+            plain: false,
+            fingerprint: None,
+            trust_new: false,
         };
-        assert_eq!(g.addr(), "[::1]:7");
+        assert_eq!(g.remote().addr, "[::1]:7");
         let g = Global {
             host: "files.local".into(),
             ..g
         };
-        assert_eq!(g.addr(), "files.local:7");
+        assert_eq!(g.remote().addr, "files.local:7");
     }
 }

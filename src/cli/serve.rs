@@ -7,6 +7,9 @@ use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 
+use std::os::unix::fs::DirBuilderExt as _;
+
+use barge::security::identity::Identity;
 use barge::server::{self, ServerConfig};
 use barge::store::{Store, StoreConfig};
 
@@ -24,6 +27,12 @@ pub(crate) struct ServeArgs {
     /// Refuse uploads, renames and deletes
     #[arg(long)]
     read_only: bool,
+    /// Folder for the server's own state (its TLS identity); default: .barge in the shared folder
+    #[arg(long, value_name = "DIR", env = "BARGE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print the server's key fingerprint (what clients pin) and exit
+    #[arg(long)]
+    show_identity: bool,
     /// Connections served at once; more get a "busy" reply
     #[arg(long, default_value_t = 512, value_name = "N")]
     max_connections: usize,
@@ -46,7 +55,30 @@ pub(crate) struct ServeArgs {
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
-pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Result<()> {
+pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> anyhow::Result<()> {
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| args.root.join(barge::name::STATE_DIR));
+    if args.show_identity {
+        return show_identity(&state_dir);
+    }
+    let identity = if plain {
+        None
+    } else {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .with_context(|| format!("creating the state folder `{}`", state_dir.display()))?;
+        let (identity, created) = Identity::load_or_create(&state_dir).with_context(|| {
+            format!("loading the server identity from `{}`", state_dir.display())
+        })?;
+        if created {
+            tracing::info!("created a new server identity in {}", state_dir.display());
+        }
+        Some(identity)
+    };
     let store_config = StoreConfig {
         read_only: args.read_only,
         max_file_size: args.max_file_size,
@@ -67,6 +99,10 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
         shown.display(),
         if args.read_only { " (read-only)" } else { "" }
     );
+    match &identity {
+        Some(identity) => println!("TLS on; the server's key is {}", identity.fingerprint()),
+        None => println!("Plain text (--plain): no encryption, no server identity."),
+    }
     println!("Press Ctrl-C to stop.");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
@@ -85,17 +121,33 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16) -> anyhow::Resul
         );
         signal.cancel();
     });
-    server::run(
-        listener,
-        server::PlainTcp,
-        std::sync::Arc::clone(&store),
-        config,
-        shutdown,
-    )
-    .await?;
+    let store2 = std::sync::Arc::clone(&store);
+    match identity {
+        Some(identity) => {
+            let tls = server::Tls::new(barge::security::tls::server_config(&identity)?);
+            server::run(listener, tls, store2, config, shutdown).await?;
+        }
+        None => server::run(listener, server::PlainTcp, store2, config, shutdown).await?,
+    }
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// `--show-identity`: the fingerprint clients pin, without starting the server.
+fn show_identity(state_dir: &std::path::Path) -> anyhow::Result<()> {
+    match Identity::load(state_dir)
+        .with_context(|| format!("reading the server identity in `{}`", state_dir.display()))?
+    {
+        Some(identity) => {
+            println!("{}", identity.fingerprint());
+            Ok(())
+        }
+        None => anyhow::bail!(
+            "no identity in `{}` yet: it is created when the server first starts",
+            state_dir.display()
+        ),
+    }
 }
 
 /// How many connections may wait to be accepted. The usual default (128) overflows when

@@ -23,6 +23,21 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The server presented another key than the one pinned for it: its identity changed, or
+    /// someone is in the middle. Nothing of the protocol was sent.
+    #[error("the server's identity changed: it presented {presented}{}", .pinned.map(|p| format!(", but {p} is pinned for it")).unwrap_or_default())]
+    IdentityChanged {
+        /// The pinned key, if there was one.
+        pinned: Option<crate::security::identity::Fingerprint>,
+        /// The key the server presented.
+        presented: crate::security::identity::Fingerprint,
+    },
+    /// The two sides disagree on TLS: a plain server met a TLS client, or the reverse.
+    #[error("{0}")]
+    WrongMode(String),
+    /// The TLS handshake failed for another reason.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The server answered the connection with `503` instead of a greeting (at its connection
     /// limit, or shutting down).
     #[error("the server is busy: {}", escape(.text))]
@@ -111,6 +126,9 @@ impl ClientError {
     pub fn is_connection_lost(&self) -> bool {
         match self {
             Self::Connect { .. }
+            | Self::IdentityChanged { .. }
+            | Self::WrongMode(_)
+            | Self::Tls(_)
             | Self::Busy { .. }
             | Self::Protocol(_)
             | Self::Disconnected(_)

@@ -22,6 +22,7 @@ mod exchange;
 mod get_many;
 mod local;
 mod put_many;
+mod secure;
 mod split;
 mod types;
 mod upload;
@@ -33,6 +34,7 @@ use tokio::net::TcpStream;
 
 pub use error::ClientError;
 pub use put_many::PutItem;
+pub use secure::{AnyStream, Duplex, Security};
 pub use types::{Destination, Downloaded, Listing, Progress, Verified};
 
 use crate::name::{FileName, escape};
@@ -104,17 +106,7 @@ impl Client<TcpStream> {
     /// [`ClientError::Connect`] when no connection could be made, [`ClientError::Busy`] when the
     /// server answers `503`, or what [`Client::handshake`] returns.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, ClientError> {
-        let failed = |source| ClientError::Connect {
-            addr: addr.to_owned(),
-            source,
-        };
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(failed(e)),
-            Err(_) => return Err(failed(std::io::ErrorKind::TimedOut.into())),
-        };
-        // Requests are small and each waits for its reply: do not let Nagle hold them back.
-        stream.set_nodelay(true).map_err(failed)?;
+        let stream = secure::tcp_connect(addr, timeout).await?;
         Self::handshake(stream, Some(timeout)).await
     }
 }

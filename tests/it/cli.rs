@@ -49,6 +49,8 @@ fn barge(port: u16, dir: &Path) -> Command {
         .env("BARGE_HOST", "127.0.0.1")
         .env("BARGE_PORT", port.to_string())
         .env("BARGE_HISTORY", "")
+        // The servers here are in-process plain ones (tests/it/tls.rs and pinning.rs cover TLS).
+        .env("BARGE_PLAIN", "true")
         .env_remove("BARGE_LOG")
         .timeout(Duration::from_secs(30));
     cmd

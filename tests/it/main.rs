@@ -15,6 +15,7 @@ mod fake;
 mod faults;
 mod hostile;
 mod load;
+mod pinning;
 mod props;
 mod server;
 mod spec;

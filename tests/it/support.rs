@@ -151,13 +151,25 @@ pub struct BinServer {
 }
 
 impl BinServer {
-    /// Starts `barge serve --root ROOT --port 0 EXTRA...` and waits for its
-    /// `barge X sharing DIR on 127.0.0.1:PORT` line.
+    /// Starts `barge --plain serve --root ROOT --port 0 EXTRA...` (plain text, for raw-socket
+    /// tests) and waits for its `barge X sharing DIR on 127.0.0.1:PORT` line.
     pub fn start(root: &Path, extra: &[&str]) -> TestResult<Self> {
+        let mut args = vec!["--plain"];
+        args.extend_from_slice(extra);
+        Self::start_tls(root, &args)
+    }
+
+    /// Starts `barge serve --root ROOT --port 0 EXTRA...`: TLS unless EXTRA says `--plain`.
+    pub fn start_tls(root: &Path, extra: &[&str]) -> TestResult<Self> {
+        Self::start_on(root, 0, extra)
+    }
+
+    /// Starts `barge serve --root ROOT --port PORT EXTRA...`.
+    pub fn start_on(root: &Path, port: u16, extra: &[&str]) -> TestResult<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_barge"))
             .args(["serve", "--root"])
             .arg(root)
-            .args(["--port", "0", "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--host", "127.0.0.1"])
             .args(extra)
             .env("BARGE_LOG", "barge=warn")
             .stdin(Stdio::null())

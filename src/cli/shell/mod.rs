@@ -19,15 +19,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Parser;
-use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
 
-use barge::client::Client;
+use barge::client::{AnyStream, Client};
 use barge::name::escape;
 use barge::protocol::ListingEntry;
 
 use super::commands::{self, ClientCommand};
 use super::output::Ui;
+use super::remote::{self, Remote};
 use super::{Status, interruptible, report, words};
 use input::{Input, split_words};
 
@@ -46,7 +46,7 @@ struct Line {
 }
 
 /// Runs the shell until `bye` or the end of input.
-pub(crate) fn run(rt: &Runtime, addr: &str, ui: &Ui) -> Status {
+pub(crate) fn run(rt: &Runtime, server: &Remote, ui: &Ui) -> Status {
     let interactive = io::stdin().is_terminal();
     let remote = Arc::new(Mutex::new(Vec::new()));
     let mut input = if interactive {
@@ -56,7 +56,7 @@ pub(crate) fn run(rt: &Runtime, addr: &str, ui: &Ui) -> Status {
     };
     let mut shell = Shell {
         rt,
-        addr,
+        server,
         ui,
         client: None,
         remote,
@@ -64,11 +64,14 @@ pub(crate) fn run(rt: &Runtime, addr: &str, ui: &Ui) -> Status {
         interactive,
         worst: Status::Success,
     };
-    match shell.rt.block_on(interruptible(commands::connect(addr))) {
+    match shell
+        .rt
+        .block_on(interruptible(remote::connect(server, ui)))
+    {
         Ok(client) => {
             if interactive {
                 ui.note(format_args!(
-                    "Connected to {addr} ({}). Type HELP for the list of commands.",
+                    "Connected to {server} ({}). Type HELP for the list of commands.",
                     escape(&client.greeting().text)
                 ));
             }
@@ -120,9 +123,9 @@ enum Flow {
 
 struct Shell<'a> {
     rt: &'a Runtime,
-    addr: &'a str,
+    server: &'a Remote,
     ui: &'a Ui,
-    client: Option<Client<TcpStream>>,
+    client: Option<Client<AnyStream>>,
     /// The server's files as last listed, for completion.
     remote: Arc<Mutex<Vec<ListingEntry>>>,
     /// The listing may be out of date.
@@ -206,10 +209,11 @@ impl Shell<'_> {
         if self.client.is_none() {
             match self
                 .rt
-                .block_on(interruptible(commands::connect(self.addr)))
+                .block_on(interruptible(remote::connect(self.server, self.ui)))
             {
                 Ok(client) => {
-                    self.ui.note(format_args!("Reconnected to {}.", self.addr));
+                    self.ui
+                        .note(format_args!("Reconnected to {}.", self.server));
                     self.client = Some(client);
                 }
                 Err(e) => {

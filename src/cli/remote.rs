@@ -1,0 +1,180 @@
+//! Where the server is and how far to trust it: the connection options every client command
+//! shares, the pins of known servers (`security::known_hosts`, like ssh's `known_hosts`), and
+//! the first-contact question.
+//!
+//! The threat: a man in the middle on the network path. A pinned key must match, or nothing is
+//! sent (exit status 5); a new key is trusted only when the user confirms it on a terminal,
+//! gives it with `--fingerprint`, or says `--trust-new`; a changed key is never replaced.
+
+use std::fmt;
+use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
+
+use anyhow::Context as _;
+
+use barge::client::{AnyStream, Client, ClientError, Security};
+use barge::security::identity::Fingerprint;
+use barge::security::known_hosts::{KnownHosts, Lookup};
+use barge::security::tls::Expectation;
+
+use super::output::Ui;
+use super::{CONNECT_TIMEOUT, CannotConnect};
+
+/// The server to talk to and how to reach it.
+#[derive(Clone, Debug)]
+pub(crate) struct Remote {
+    /// `host:port`, with brackets around an IPv6 address.
+    pub(crate) addr: String,
+    host: String,
+    port: u16,
+    plain: bool,
+    fingerprint: Option<Fingerprint>,
+    trust_new: bool,
+}
+
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.addr)
+    }
+}
+
+/// The server's key is not one the user trusts: exit status 5.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Untrusted(pub(crate) String);
+
+impl Remote {
+    pub(crate) fn new(
+        host: &str,
+        port: u16,
+        plain: bool,
+        fingerprint: Option<Fingerprint>,
+        trust_new: bool,
+    ) -> Self {
+        let addr = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Self {
+            addr,
+            host: host.to_owned(),
+            port,
+            plain,
+            fingerprint,
+            trust_new,
+        }
+    }
+}
+
+/// Opens a session with the server: TLS with its pinned key unless `--plain`.
+pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
+    if remote.plain {
+        let (client, _) = Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Plain)
+            .await
+            .map_err(|e| connect_error(remote, e))?;
+        return Ok(client);
+    }
+    let hosts = KnownHosts::for_user().context("finding the known-hosts file")?;
+    let pinned = hosts
+        .pinned(&remote.host, remote.port)
+        .context("reading the known-hosts file")?;
+    let expect = match (remote.fingerprint, pinned) {
+        (_, Some(pin)) => Expectation::Pinned(pin),
+        (Some(given), None) => Expectation::Pinned(given),
+        (None, None) => Expectation::FirstContact,
+    };
+    let (client, presented) =
+        Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Tls(expect))
+            .await
+            .map_err(|e| connect_error(remote, e))?;
+    if let Some(given) = remote.fingerprint {
+        if pinned.is_some_and(|p| p != given) {
+            // The pin matched, but the user expected another key: believe neither silently.
+            return Err(Untrusted(format!(
+                "{remote} presented its pinned key {}, not the {given} you gave",
+                pinned.map(|p| p.to_string()).unwrap_or_default()
+            ))
+            .into());
+        }
+    }
+    let Some(presented) = presented else {
+        return Err(Untrusted(format!("{remote} presented no key")).into());
+    };
+    if pinned.is_none() {
+        let trusted = remote.fingerprint.is_some() || remote.trust_new || ask(remote, &presented)?;
+        if !trusted {
+            return Err(Untrusted(format!(
+                "{remote} is a server this machine does not know yet, with key {presented}.\n\
+                 Check the key on the server (`barge serve --show-identity`), then connect with\n\
+                 --fingerprint {presented}  (or --trust-new to accept it unchecked)"
+            ))
+            .into());
+        }
+        match hosts.lookup(&remote.host, remote.port, &presented)? {
+            Lookup::Unknown => {
+                hosts.add(&remote.host, remote.port, &presented)?;
+                ui.note(format_args!(
+                    "Trusting {remote} with key {presented} from now on (saved in {}).",
+                    hosts.path().display()
+                ));
+            }
+            Lookup::Match => {}
+            Lookup::Mismatch { pinned } => {
+                // Another client pinned a different key for it in the meantime.
+                return Err(ClientError::IdentityChanged {
+                    pinned: Some(pinned),
+                    presented,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(client)
+}
+
+/// A connection failure, with what the user can do about it.
+fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::IdentityChanged { pinned, presented } => {
+            let path = KnownHosts::for_user()
+                .map(|h| h.path().display().to_string())
+                .unwrap_or_else(|_| "the known-hosts file".into());
+            Untrusted(format!(
+                "WARNING: the identity of {remote} has changed!\n\
+                 It presented {presented}{}.\n\
+                 Someone may be intercepting the connection, or the server was reinstalled.\n\
+                 Nothing was sent. If you know the server's key changed, delete the line for\n\
+                 {}:{} in {path} and connect again.",
+                pinned
+                    .map(|p| format!(", but {p} is pinned for it"))
+                    .unwrap_or_default(),
+                remote.host.to_lowercase(),
+                remote.port,
+            ))
+            .into()
+        }
+        // These say "cannot connect" themselves.
+        e @ (ClientError::Connect { .. } | ClientError::Busy { .. }) => e.into(),
+        e => anyhow::Error::new(e).context(CannotConnect(remote.addr.clone())),
+    }
+}
+
+/// Asks on the terminal whether to trust a server's key seen for the first time; never asks
+/// when stdin or stderr is not a terminal (scripts must say `--fingerprint` or `--trust-new`).
+fn ask(remote: &Remote, key: &Fingerprint) -> anyhow::Result<bool> {
+    if !io::stdin().is_terminal() || !io::stderr().is_terminal() {
+        return Ok(false);
+    }
+    let mut err = io::stderr().lock();
+    writeln!(
+        err,
+        "The server {remote} is not known on this machine yet.\n\
+         Its key fingerprint is {key}.\n\
+         Compare it with what `barge serve --show-identity` prints on the server."
+    )?;
+    write!(err, "Trust it from now on? [y/N] ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes"))
+}
