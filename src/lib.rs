@@ -2,6 +2,7 @@
 //!
 //! The crate is laid out as its architecture:
 //! - [`name`]: the one check every file name from the network goes through;
+//! - [`id`]: file ids (MD5s), the other plain value the store and the protocol share;
 //! - [`protocol`]: typed requests and replies, with no I/O;
 //! - [`transport`]: lines and bodies over any `AsyncRead + AsyncWrite` stream, with limits;
 //! - [`store`]: the only code that touches the shared folder;
@@ -11,6 +12,7 @@
 //! The wire format is specified in `PROTOCOL.md`.
 
 pub mod client;
+pub mod id;
 pub mod name;
 pub mod protocol;
 pub mod server;

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 use super::{ServerConfig, reply_for};
 use crate::name::{FileName, escape};
 use crate::protocol::{
-    Code, DecodeError, DownloadHeader, FileRef, PROTOCOL_VERSION, RenameArgs, Reply, Request,
-    UploadSpec, ValueError,
+    Code, DecodeError, DownloadHeader, FileRef, ListingEntry, PROTOCOL_VERSION, RenameArgs, Reply,
+    Request, UploadSpec, ValueError,
 };
-use crate::store::{Download, Store, StoreError, Upload};
+use crate::store::{Body, Download, FileEntry, Store, StoreError, Target, Upload};
 use crate::transport::{Connection, Stream, TransportError};
 
 /// Size of one body chunk. Small enough that a hundred transfers stay within a few tens of MiB,
@@ -219,12 +219,7 @@ impl<S: Stream> Session<'_, S> {
         let items = std::mem::take(&mut self.batch);
         self.batch_bytes = 0;
         let names: Vec<String> = items.iter().map(|(n, _)| n.to_string()).collect();
-        let store = Arc::clone(&self.store);
-        let count = items.len();
-        let results = match tokio::task::spawn_blocking(move || store.put_batch(items)).await {
-            Ok(r) => r,
-            Err(e) => (0..count).map(|_| Err(join_error(&e))).collect(),
-        };
+        let results = self.store.put_batch(items).await;
         for (name, result) in names.iter().zip(results) {
             match result {
                 Ok(id) => {
@@ -329,8 +324,7 @@ impl<S: Stream> Session<'_, S> {
                 }) else {
                     return Ok(self.flow_after_prompt());
                 };
-                let store = Arc::clone(&self.store);
-                match blocking(move || store.delete(&target)).await {
+                match self.store.delete(&target_of(target)).await {
                     Ok(name) => {
                         self.reply(Reply::new(Code::DONE, format!("Deleted {}", name.as_str())))
                     }
@@ -371,7 +365,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     fn refuse(&mut self, e: &StoreError) {
-        if matches!(e, StoreError::Io { .. } | StoreError::Index(_)) {
+        if e.is_internal() {
             tracing::error!(peer = %self.peer, "{e}");
         }
         self.reply(reply_for(e));
@@ -396,8 +390,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn list(&mut self) -> Result<Flow, TransportError> {
-        let store = Arc::clone(&self.store);
-        let listing = match blocking(move || store.list()).await {
+        let listing = match self.store.list().await {
             Ok(l) => l,
             Err(e) => {
                 self.refuse(&e);
@@ -415,8 +408,9 @@ impl<S: Stream> Session<'_, S> {
         }
         self.reply(Reply::new(Code::LISTING, text));
         let mut out = String::with_capacity(n * 64);
-        for entry in &listing.entries {
-            entry.encode_into(&mut out);
+        for entry in listing.entries {
+            let FileEntry { id, name, size } = entry;
+            ListingEntry { id, name, size }.encode_into(&mut out);
             out.push('\n');
         }
         self.conn.queue_bytes(out.as_bytes());
@@ -454,9 +448,7 @@ impl<S: Stream> Session<'_, S> {
                 }
             }
         };
-        let store = Arc::clone(&self.store);
-        let to2 = to.clone();
-        match blocking(move || store.rename(&from, &to2)).await {
+        match self.store.rename(&target_of(from), &to).await {
             Ok(old) => self.reply(Reply::new(
                 Code::DONE,
                 format!("Renamed {} to {}", old.as_str(), to.as_str()),
@@ -468,10 +460,9 @@ impl<S: Stream> Session<'_, S> {
 
     async fn upload(&mut self, spec: UploadSpec, pipelined: bool) -> Result<Flow, TransportError> {
         let stall = Some(self.config.stall_timeout);
-        let store = Arc::clone(&self.store);
         let UploadSpec { name, size } = spec;
         let shown = name.to_string();
-        let upload = match blocking(move || store.begin_upload(name, size)).await {
+        let upload = match self.store.begin_upload(name, size).await {
             Ok(u) => u,
             Err(e) => {
                 if pipelined {
@@ -510,27 +501,8 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
-        let store = Arc::clone(&self.store);
-        let opened = blocking(move || {
-            let mut d = store.open_download(&target)?;
-            let inline = if d.size <= INLINE_BODY {
-                let mut buf = Vec::with_capacity(usize::try_from(d.size).unwrap_or(0));
-                (&mut d.file)
-                    .take(d.size)
-                    .read_to_end(&mut buf)
-                    .map_err(|e| StoreError::Io {
-                        context: format!("reading {}", d.name),
-                        source: e,
-                    })?;
-                Some(buf)
-            } else {
-                None
-            };
-            Ok((d, inline))
-        })
-        .await;
-        let (d, inline) = match opened {
-            Ok(v) => v,
+        let d = match self.store.download(&target_of(target)).await {
+            Ok(d) => d,
             Err(e) => {
                 self.refuse(&e);
                 return Ok(Flow::Continue);
@@ -543,13 +515,13 @@ impl<S: Stream> Session<'_, S> {
         };
         self.reply(Reply::new(Code::FILE_FOLLOWS, header.encode()));
         let stall = Some(self.config.stall_timeout);
-        if let Some(body) = inline {
+        if let Body::Bytes(body) = &d.body {
             if body.len() as u64 != d.size {
                 // The file shrank after it was opened; the promised length cannot be kept.
                 tracing::warn!(peer = %self.peer, "{} changed while being sent", d.name);
                 return Ok(Flow::Close);
             }
-            self.conn.queue_bytes(&body);
+            self.conn.queue_bytes(body);
             return Ok(Flow::Continue);
         }
         let shutdown = self.shutdown.clone();
@@ -646,15 +618,23 @@ async fn send_body<S: Stream>(
     d: Download,
     stall: Option<Duration>,
 ) -> Result<bool, TransportError> {
-    let _ = rustix::fs::fadvise(&d.file, 0, None, rustix::fs::Advice::Sequential);
-    if let Some(sent) = conn.send_file(&d.file, 0, d.size, stall).await? {
+    let file = match d.body {
+        Body::File(file) => file,
+        Body::Bytes(bytes) => {
+            conn.write_body(&bytes, stall).await?;
+            return Ok(bytes.len() as u64 == d.size);
+        }
+        Body::Reader(reader) => return send_reader(conn, reader, d.size, stall).await,
+    };
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    if let Some(sent) = conn.send_file(&file, 0, d.size, stall).await? {
         return Ok(sent == d.size);
     }
     let (full_tx, mut full_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
     let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
     let size = d.size;
     let reader = tokio::task::spawn_blocking(move || {
-        let mut file = d.file.take(size);
+        let mut file = file.take(size);
         let mut spare = Some(vec![0u8; CHUNK]);
         loop {
             let mut buf = spare
@@ -689,6 +669,31 @@ async fn send_body<S: Stream>(
     Ok(sent == size)
 }
 
+/// Sends `size` bytes from an async reader (a backend's stream), chunk by chunk. Returns false
+/// if it ended early.
+async fn send_reader<S: Stream>(
+    conn: &mut Connection<S>,
+    mut reader: std::pin::Pin<Box<dyn AsyncRead + Send>>,
+    size: u64,
+    stall: Option<Duration>,
+) -> Result<bool, TransportError> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < size {
+        let want = usize::try_from(size - sent)
+            .unwrap_or(usize::MAX)
+            .min(CHUNK);
+        let n = match reader.read(&mut buf[..want]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        conn.write_body(&buf[..n], stall).await?;
+        sent += n as u64;
+    }
+    Ok(sent == size)
+}
+
 /// Reads until `buf` is full or the reader ends.
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
@@ -713,9 +718,14 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn join_error(e: &tokio::task::JoinError) -> StoreError {
-    StoreError::Io {
-        context: "a worker thread failed".into(),
-        source: std::io::Error::other(e.to_string()),
+    StoreError::worker(e)
+}
+
+/// What a request's file reference means to the store: the same id and name.
+fn target_of(r: FileRef) -> Target {
+    Target {
+        id: r.id,
+        name: r.name,
     }
 }
 
