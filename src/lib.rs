@@ -5,7 +5,8 @@
 //! - [`id`]: file ids (MD5s), the other plain value the store and the protocol share;
 //! - [`protocol`]: typed requests and replies, with no I/O;
 //! - [`transport`]: lines and bodies over any `AsyncRead + AsyncWrite` stream, with limits;
-//! - [`store`]: the only code that touches the shared folder;
+//! - [`store`]: where files live: a storage trait, its backends (the shared folder, memory), and
+//!   the rules every backend is held to;
 //! - [`server`]: the accept loop and the per-connection dialogue;
 //! - [`client`]: a typed async client that reports progress as events.
 //!

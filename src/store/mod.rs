@@ -186,7 +186,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError>;
 
     /// Names of existing files canonically equivalent to `name` (same NFC, see
-    /// [`policy::canonical`]) whose bytes differ from it.
+    /// [`FileName::canonical`]) whose bytes differ from it.
     async fn equivalents(&self, name: &FileName) -> Result<Vec<FileName>, StoreError>;
 
     /// Opens a file for reading; `Ok(None)` when there is no file of that name.

@@ -225,7 +225,7 @@ impl Backend for FolderBackend {
         blocking(move || {
             Ok(candidates
                 .into_iter()
-                .filter(|n| matches!(fsops::stat_name(&inner.root, n), Ok(Some(_))))
+                .filter(|n| matches!(fsops::stat_name(&inner.root, n), Ok(Some(st)) if fsops::is_regular(&st)))
                 .collect())
         })
         .await

@@ -1,132 +1,8 @@
-//! The store test suite: every rule of the policy layer and every promise a backend makes,
-//! run against both backends (the folder on a temp folder, and memory). Tests of what only a
-//! folder has (symlinks, the index, the temp area, hashing in the background) follow, folder
-//! only.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::io::Read;
-use std::sync::Arc;
-
-use tokio::io::AsyncReadExt;
+//! The tests every backend must pass; `suite!` in the parent runs each against both.
 
 use super::*;
-use crate::name::FileName;
 
-/// A backend under test, with ways to look at what it holds without going through the store.
-trait Fixture {
-    /// A store over this fixture's backend, with `config`. Opening again after `close` sees
-    /// the same files where the backend keeps them (the folder).
-    fn open(&self, config: StoreConfig) -> Arc<Store>;
-    /// The bytes stored under `name`, read directly (for the folder, from the disk).
-    fn raw(&self, name: &str) -> Option<Vec<u8>>;
-    /// Staged uploads not cleaned up (the folder's temp area).
-    fn leftovers(&self) -> usize;
-}
-
-struct Folder(tempfile::TempDir);
-
-impl Folder {
-    fn new() -> Self {
-        Self(tempfile::tempdir().unwrap())
-    }
-}
-
-impl Fixture for Folder {
-    fn open(&self, config: StoreConfig) -> Arc<Store> {
-        Store::open(self.0.path(), config).unwrap()
-    }
-    fn raw(&self, name: &str) -> Option<Vec<u8>> {
-        std::fs::read(self.0.path().join(name)).ok()
-    }
-    fn leftovers(&self) -> usize {
-        std::fs::read_dir(self.0.path().join(".barge/tmp"))
-            .unwrap()
-            .count()
-    }
-}
-
-struct Memory(std::sync::Mutex<Option<Arc<MemoryBackend>>>);
-
-impl Memory {
-    fn new() -> Self {
-        Self(std::sync::Mutex::new(None))
-    }
-}
-
-impl Fixture for Memory {
-    fn open(&self, config: StoreConfig) -> Arc<Store> {
-        let backend = Arc::new(MemoryBackend::new(1 << 40));
-        *self.0.lock().unwrap() = Some(Arc::clone(&backend));
-        Store::new(backend, config)
-    }
-    fn raw(&self, name: &str) -> Option<Vec<u8>> {
-        let backend = self.0.lock().unwrap().clone()?;
-        let name = FileName::parse(name).ok()?;
-        // The memory backend's open never waits, so polling it once runs it to the end.
-        let fut = std::pin::pin!(backend.open(&name));
-        match std::future::Future::poll(
-            fut,
-            &mut std::task::Context::from_waker(std::task::Waker::noop()),
-        ) {
-            std::task::Poll::Ready(Ok(Some(d))) => match d.body {
-                Body::Bytes(b) => Some(b),
-                _ => Some(Vec::new()),
-            },
-            _ => None,
-        }
-    }
-    fn leftovers(&self) -> usize {
-        0
-    }
-}
-
-fn n(s: &str) -> FileName {
-    FileName::parse(s).unwrap()
-}
-
-/// A target from text, as the server makes one from a request.
-fn r(s: &str) -> Target {
-    Target {
-        id: crate::id::FileId::parse(s).ok(),
-        name: FileName::parse(s).ok(),
-    }
-}
-
-async fn put(store: &Store, name: &str, data: &[u8]) -> Result<FileId, StoreError> {
-    let mut up = store.begin_upload(n(name), data.len() as u64).await?;
-    let data = data.to_vec();
-    tokio::task::spawn_blocking(move || {
-        up.write(&data)?;
-        up.finish()
-    })
-    .await
-    .unwrap()
-}
-
-/// The whole body of a download, whatever its form.
-async fn body(d: Download) -> Vec<u8> {
-    let mut got = Vec::new();
-    match d.body {
-        Body::Bytes(b) => got = b,
-        Body::File(mut f) => {
-            f.read_to_end(&mut got).unwrap();
-        }
-        Body::Reader(mut r) => {
-            r.read_to_end(&mut got).await.unwrap();
-        }
-    }
-    got
-}
-
-async fn names(store: &Store) -> Vec<String> {
-    let l = store.list().await.unwrap();
-    l.entries
-        .into_iter()
-        .map(|e| e.name.as_str().to_owned())
-        .collect()
-}
-
-async fn upload_list_download_round_trip(fx: &dyn Fixture) {
+pub(super) async fn upload_list_download_round_trip(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     assert!(store.list().await.unwrap().entries.is_empty());
     let id = put(&store, "sub dir/a;b.txt", b"hello\n").await.unwrap();
@@ -150,7 +26,7 @@ async fn upload_list_download_round_trip(fx: &dyn Fixture) {
     assert_eq!(fx.leftovers(), 0);
 }
 
-async fn existing_names_and_reservations_conflict(fx: &dyn Fixture) {
+pub(super) async fn existing_names_and_reservations_conflict(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     put(&store, "a", b"1").await.unwrap();
     assert!(matches!(
@@ -179,7 +55,9 @@ async fn existing_names_and_reservations_conflict(fx: &dyn Fixture) {
     ));
 }
 
-async fn uploads_in_progress_hold_their_folders_and_what_is_under_them(fx: &dyn Fixture) {
+pub(super) async fn uploads_in_progress_hold_their_folders_and_what_is_under_them(
+    fx: &dyn Fixture,
+) {
     let store = fx.open(StoreConfig::default());
     put(&store, "p", b"p").await.unwrap();
     let r1 = store.begin_upload(n("r1"), 1).await.unwrap();
@@ -218,7 +96,7 @@ async fn uploads_in_progress_hold_their_folders_and_what_is_under_them(fx: &dyn 
     assert_eq!(names(&store).await, ["d2/f", "p", "r1/sub", "r10"]);
 }
 
-async fn incomplete_and_overlong_uploads_leave_nothing(fx: &dyn Fixture) {
+pub(super) async fn incomplete_and_overlong_uploads_leave_nothing(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     let mut up = store.begin_upload(n("part"), 10).await.unwrap();
     up.write(b"12345").unwrap();
@@ -240,7 +118,7 @@ async fn incomplete_and_overlong_uploads_leave_nothing(fx: &dyn Fixture) {
     assert!(names(&store).await.is_empty());
 }
 
-async fn limits_and_read_only(fx: &dyn Fixture) {
+pub(super) async fn limits_and_read_only(fx: &dyn Fixture) {
     let cfg = StoreConfig {
         max_file_size: 10,
         ..StoreConfig::default()
@@ -292,7 +170,7 @@ async fn limits_and_read_only(fx: &dyn Fixture) {
     ));
 }
 
-async fn rename_and_delete(fx: &dyn Fixture) {
+pub(super) async fn rename_and_delete(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     let id = put(&store, "old", b"content").await.unwrap();
     put(&store, "other", b"other").await.unwrap();
@@ -345,7 +223,7 @@ async fn rename_and_delete(fx: &dyn Fixture) {
     assert_eq!(store.download(&r(&id.to_hex())).await.unwrap().id, id);
 }
 
-async fn ids_win_over_names(fx: &dyn Fixture) {
+pub(super) async fn ids_win_over_names(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     let id = put(&store, "content", b"by id").await.unwrap();
     // A file whose name is the other file's id.
@@ -363,7 +241,7 @@ async fn ids_win_over_names(fx: &dyn Fixture) {
     );
 }
 
-async fn names_differing_only_by_normalisation_conflict(fx: &dyn Fixture) {
+pub(super) async fn names_differing_only_by_normalisation_conflict(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     let composed = "caf\u{e9}.txt";
     let decomposed = "cafe\u{301}.txt";
@@ -432,7 +310,7 @@ async fn names_differing_only_by_normalisation_conflict(fx: &dyn Fixture) {
     );
 }
 
-async fn batch_gives_each_file_its_own_result_in_order(fx: &dyn Fixture) {
+pub(super) async fn batch_gives_each_file_its_own_result_in_order(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
     put(&store, "taken", b"t").await.unwrap();
     let results = store
@@ -469,184 +347,4 @@ async fn batch_gives_each_file_its_own_result_in_order(fx: &dyn Fixture) {
         put(&store, "one", b"again").await,
         Err(StoreError::Exists(_))
     ));
-}
-
-/// Runs each listed test against both backends.
-macro_rules! suite {
-    ($($test:ident),* $(,)?) => {
-        mod folder {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(&super::Folder::new()).await;
-                }
-            )*
-        }
-        mod memory {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::$test(&super::Memory::new()).await;
-                }
-            )*
-        }
-    };
-}
-
-suite!(
-    upload_list_download_round_trip,
-    existing_names_and_reservations_conflict,
-    uploads_in_progress_hold_their_folders_and_what_is_under_them,
-    incomplete_and_overlong_uploads_leave_nothing,
-    limits_and_read_only,
-    rename_and_delete,
-    ids_win_over_names,
-    names_differing_only_by_normalisation_conflict,
-    batch_gives_each_file_its_own_result_in_order,
-);
-
-// What only the folder has.
-
-fn open(dir: &std::path::Path) -> Arc<Store> {
-    Store::open(dir, StoreConfig::default()).unwrap()
-}
-
-#[tokio::test]
-async fn files_changed_behind_our_back_are_rehashed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    std::fs::write(dir.path().join("dropped.txt"), b"by hand").unwrap();
-    let l = store.list().await.unwrap();
-    assert_eq!(l.entries.len(), 1);
-    let old = l.entries[0].id;
-    std::fs::write(dir.path().join("dropped.txt"), b"changed, longer").unwrap();
-    let l = store.list().await.unwrap();
-    assert_ne!(l.entries[0].id, old);
-    assert!(matches!(
-        store.download(&r(&old.to_hex())).await,
-        Err(StoreError::NotFound(_))
-    ));
-    std::fs::remove_file(dir.path().join("dropped.txt")).unwrap();
-    assert!(store.list().await.unwrap().entries.is_empty());
-}
-
-#[tokio::test]
-async fn equivalent_names_dropped_in_by_hand_conflict_before_any_listing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    std::fs::create_dir(dir.path().join("m\u{e9}")).unwrap();
-    std::fs::write(dir.path().join("m\u{e9}/n\u{e9}"), b"by hand").unwrap();
-    // Not walked yet, but its whole-name forms are looked up on disk.
-    assert!(matches!(
-        put(&store, "me\u{301}/ne\u{301}", b"x").await,
-        Err(StoreError::Equivalent { .. })
-    ));
-    // After a listing, mixed forms are known too.
-    store.list().await.unwrap();
-    assert!(matches!(
-        put(&store, "m\u{e9}/ne\u{301}", b"x").await,
-        Err(StoreError::Equivalent { .. })
-    ));
-}
-
-#[tokio::test]
-async fn symlinks_and_state_are_never_shared() {
-    let dir = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
-    let store = open(dir.path());
-    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
-    std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
-    let l = store.list().await.unwrap();
-    assert!(l.entries.is_empty(), "{:?}", l.entries);
-    assert!(matches!(
-        store.download(&r("link")).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.download(&r("dirlink/secret")).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        put(&store, "dirlink/new", b"x").await,
-        Err(StoreError::NotAFolder(_))
-    ));
-    assert!(matches!(
-        store.delete(&r("link")).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(matches!(
-        store.rename(&r("link"), &n("moved")).await,
-        Err(StoreError::NotFound(_))
-    ));
-    assert!(!outside.path().join("new").exists());
-    assert!(outside.path().join("secret").exists());
-    assert!(dir.path().join("link").is_symlink());
-}
-
-#[tokio::test]
-async fn restart_keeps_ids_and_clears_temp() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let id = put(&store, "kept", b"kept").await.unwrap();
-    store.close();
-    drop(store);
-    std::fs::write(dir.path().join(".barge/tmp/999-1.part"), b"leftover").unwrap();
-    let backend = FolderBackend::open(dir.path(), StoreConfig::default()).unwrap();
-    assert_eq!(
-        std::fs::read_dir(dir.path().join(".barge/tmp"))
-            .unwrap()
-            .count(),
-        0
-    );
-    // Known from the saved index, before any listing or hashing.
-    assert_eq!(backend.names_of(id).await.unwrap(), [n("kept")]);
-    let store = Store::new(Arc::new(backend), StoreConfig::default());
-    assert_eq!(store.list().await.unwrap().entries[0].id, id);
-}
-
-#[tokio::test]
-async fn large_unknown_files_are_hashed_in_background() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("big"), vec![7u8; 3000]).unwrap();
-    let cfg = StoreConfig {
-        inline_hash_budget: 1000,
-        ..StoreConfig::default()
-    };
-    let store = Store::open(dir.path(), cfg).unwrap();
-    // Eventually listed, without the listing ever blocking on it.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let l = store.list().await.unwrap();
-        if l.entries.len() == 1 {
-            assert_eq!(l.pending, 0);
-            break;
-        }
-        assert_eq!(l.pending, 1);
-        assert!(std::time::Instant::now() < deadline, "never hashed");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
-#[tokio::test]
-async fn listing_hashes_only_for_its_time_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    for i in 0..50 {
-        std::fs::write(dir.path().join(format!("f{i}")), format!("{i}")).unwrap();
-    }
-    let cfg = StoreConfig {
-        inline_hash_time: std::time::Duration::ZERO,
-        ..StoreConfig::default()
-    };
-    let store = Store::open(dir.path(), cfg).unwrap();
-    let first = store.list().await.unwrap();
-    assert_eq!(first.entries.len() + first.pending, 50);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.list().await.unwrap().entries.len() < 50 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "background hashing never finished"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
 }
