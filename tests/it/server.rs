@@ -673,3 +673,59 @@ async fn unicode_equivalent_names_conflict_whatever_the_order() -> TestResult {
     );
     Ok(())
 }
+
+/// The server over the in-memory backend: the storage seam carries a whole session, including
+/// a body that comes as a stream rather than a file.
+#[tokio::test]
+async fn the_server_runs_on_the_memory_backend() -> TestResult {
+    use std::sync::Arc;
+
+    use barge::store::{MemoryBackend, Store};
+
+    let store = Store::new(
+        Arc::new(MemoryBackend::new(1 << 30)),
+        StoreConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(barge::server::run(
+        listener,
+        Arc::clone(&store),
+        ServerConfig::default(),
+        shutdown.clone(),
+    ));
+    let mut c = Raw::connect(addr).await?;
+    assert_eq!(c.line().await?, "220 barge/1 ready");
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(c.upload("big/file.bin", &big).await?, md5_hex(&big));
+    c.send("PUT a;1\nxPUT b;1\ny").await?;
+    assert_eq!(
+        c.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"x"))
+    );
+    assert_eq!(
+        c.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"y"))
+    );
+    let listed = c.list().await?;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(_, n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "big/file.bin"]
+    );
+    let (id, body) = c.download(&md5_hex(&big)).await?;
+    assert_eq!(id, md5_hex(&big));
+    assert!(body == big, "the streamed body differs");
+    assert!(c.cmd("UPLOAD a;1").await?.starts_with("409 "));
+    assert!(c.cmd("RENAME a\tbig/file.bin/x").await?.starts_with("409 "));
+    assert_eq!(c.cmd("RENAME a\tc").await?, "250 Renamed a to c");
+    assert_eq!(c.cmd("DELETE b").await?, "250 Deleted b");
+    assert_eq!(c.download("c").await?.1, b"x");
+    assert_eq!(c.cmd("DISCONNECT").await?, "221 Bye");
+    shutdown.cancel();
+    tokio::time::timeout(crate::common::WAIT, handle).await???;
+    Ok(())
+}
