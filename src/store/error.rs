@@ -23,7 +23,7 @@ pub enum StoreError {
     Exists(FileName),
     /// The name conflicts with an upload in progress: the same name, a folder of it, or a name
     /// under it.
-    #[error("{name} conflicts with the upload of {uploading}, which is in progress")]
+    #[error("the name {name} conflicts with an upload in progress: {uploading}")]
     UploadInProgress {
         /// The name asked for.
         name: FileName,
@@ -31,7 +31,7 @@ pub enum StoreError {
         uploading: FileName,
     },
     /// The name differs from an existing file's (or an upload's) only by Unicode normalisation.
-    #[error("{name} differs from the existing {existing} only by Unicode normalisation")]
+    #[error("the name {name} differs from {existing} only by Unicode normalisation")]
     Equivalent {
         /// The name asked for.
         name: FileName,

@@ -65,21 +65,20 @@ impl Fixture for Memory {
     fn raw(&self, name: &str) -> Option<Vec<u8>> {
         let backend = self.0.lock().unwrap().clone()?;
         let name = FileName::parse(name).ok()?;
-        // The memory backend's open never waits, so polling it once runs it to the end.
-        let fut = std::pin::pin!(backend.open(&name));
-        match std::future::Future::poll(
-            fut,
-            &mut std::task::Context::from_waker(std::task::Waker::noop()),
-        ) {
-            std::task::Poll::Ready(Ok(Some(d))) => match d.body {
-                Body::Bytes(b) => Some(b),
-                _ => Some(Vec::new()),
-            },
-            _ => None,
-        }
+        let d = now(backend.open(&name))?.unwrap()?;
+        Some(now(body(d)).expect("a memory body is always ready"))
     }
     fn leftovers(&self) -> usize {
         0
+    }
+}
+
+/// Runs a future that never waits (the memory backend's) to its end, or `None` if it would wait.
+fn now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let f = std::pin::pin!(f);
+    match f.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 

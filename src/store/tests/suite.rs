@@ -22,6 +22,7 @@ pub(super) async fn upload_list_download_round_trip(fx: &dyn Fixture) {
     assert!(!matches!(d.body, Body::Bytes(_)));
     assert_eq!((d.size, d.id), (big.len() as u64, big_id));
     assert_eq!(body(d).await, big);
+    assert_eq!(fx.raw("big").unwrap(), big);
     // Nothing left in the temp area.
     assert_eq!(fx.leftovers(), 0);
 }
