@@ -684,7 +684,13 @@ async fn send_reader<S: Stream>(
         let want = usize::try_from(size - sent)
             .unwrap_or(usize::MAX)
             .min(CHUNK);
-        let n = match reader.read(&mut buf[..want]).await {
+        // A backend that stops yielding bytes is a stall like a client that stops reading.
+        let read = reader.read(&mut buf[..want]);
+        let read = match stall {
+            Some(t) => tokio::time::timeout(t, read).await.unwrap_or(Ok(0)),
+            None => read.await,
+        };
+        let n = match read {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
