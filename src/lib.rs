@@ -2,9 +2,11 @@
 //!
 //! The crate is laid out as its architecture:
 //! - [`name`]: the one check every file name from the network goes through;
+//! - [`id`]: file ids (MD5s), the other plain value the store and the protocol share;
 //! - [`protocol`]: typed requests and replies, with no I/O;
 //! - [`transport`]: lines and bodies over any `AsyncRead + AsyncWrite` stream, with limits;
-//! - [`store`]: the only code that touches the shared folder;
+//! - [`store`]: where files live: a storage trait, its backends (the shared folder, memory), and
+//!   the rules every backend is held to;
 //! - [`server`]: the accept loop and the per-connection dialogue;
 //! - [`transfer`]: the one pipeline moving file bodies between blocking I/O and a connection;
 //! - [`client`]: a typed async client that reports progress as events.
@@ -12,6 +14,7 @@
 //! The wire format is specified in `PROTOCOL.md`.
 
 pub mod client;
+pub mod id;
 pub mod name;
 pub mod protocol;
 pub mod security;

@@ -121,6 +121,28 @@ impl FileName {
         self.0.split('/')
     }
 
+    /// The name's canonical form (NFC). Two names are *equivalent* when their canonical forms
+    /// are equal: they look the same in every listing though their bytes may differ
+    /// (`PROTOCOL.md` section 4). ASCII names are their own canonical form, without a copy.
+    #[must_use]
+    pub fn canonical(&self) -> std::borrow::Cow<'_, str> {
+        use unicode_normalization::UnicodeNormalization;
+        if self.0.is_ascii() {
+            std::borrow::Cow::Borrowed(&self.0)
+        } else {
+            std::borrow::Cow::Owned(self.0.nfc().collect())
+        }
+    }
+
+    /// True when `self` is a folder of `other` (`a` of `a/b`, not of `ab`).
+    #[must_use]
+    pub fn is_folder_of(&self, other: &FileName) -> bool {
+        other
+            .0
+            .strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.starts_with('/'))
+    }
+
     /// The folders before the last component, and the last component.
     #[must_use]
     pub fn split_parent(&self) -> (Option<&str>, &str) {
@@ -128,6 +150,13 @@ impl FileName {
             Some((parent, leaf)) => (Some(parent), leaf),
             None => (None, &self.0),
         }
+    }
+}
+
+/// Lets maps keyed by name be searched with plain text (a folder of a name, a canonical form).
+impl std::borrow::Borrow<str> for FileName {
+    fn borrow(&self) -> &str {
+        &self.0
     }
 }
 
@@ -245,5 +274,25 @@ mod tests {
         assert_eq!(FileName::parse("c").unwrap().split_parent(), (None, "c"));
         assert_eq!(escape("bad\u{1b}[2J"), "bad\\u{1b}[2J");
         assert_eq!(escape("fine é"), "fine é");
+    }
+
+    #[test]
+    fn folders_and_canonical_forms() {
+        let n = |s: &str| FileName::parse(s).unwrap();
+        assert!(n("a").is_folder_of(&n("a/b")));
+        assert!(n("a/b").is_folder_of(&n("a/b/c")));
+        assert!(!n("a").is_folder_of(&n("ab")));
+        assert!(!n("a").is_folder_of(&n("a")));
+        assert!(!n("a/b").is_folder_of(&n("a")));
+        assert_eq!(n("x\u{e9}/ye\u{301}").canonical(), "x\u{e9}/y\u{e9}");
+        assert_eq!(
+            n("me\u{301}/n\u{e9}").canonical(),
+            n("m\u{e9}/ne\u{301}").canonical()
+        );
+        assert_eq!(n("\u{212a}.txt").canonical(), "K.txt");
+        assert!(matches!(
+            n("plain").canonical(),
+            std::borrow::Cow::Borrowed("plain")
+        ));
     }
 }

@@ -120,7 +120,8 @@ pub(super) fn verify_stored(
     name: &FileName,
     size: u64,
 ) -> Result<Verified, ClientError> {
-    let theirs = FileId::parse(reply.first_word()).map_err(|e| protocol("upload reply", &e))?;
+    let theirs =
+        FileId::parse(reply.first_word()).map_err(|e| protocol("upload reply", &e.into()))?;
     if theirs == ours {
         Ok(Verified {
             name: name.clone(),

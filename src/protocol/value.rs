@@ -2,8 +2,9 @@
 //! carried by the `210` and `213` replies (`PROTOCOL.md` sections 4 and 5).
 
 use std::fmt;
-use std::str::FromStr;
 
+use crate::id::BadId;
+pub use crate::id::FileId;
 use crate::name::{FileName, NameError};
 
 /// Why a value could not be decoded.
@@ -26,6 +27,12 @@ pub enum ValueError {
     BadReply(String),
 }
 
+impl From<BadId> for ValueError {
+    fn from(e: BadId) -> Self {
+        Self::BadId(e.0)
+    }
+}
+
 /// Parses a size as `PROTOCOL.md` section 4 defines it: 1 to 20 ASCII digits, fitting in a `u64`.
 ///
 /// Signs, spaces, exponents and empty strings are refused; `str::parse` alone would accept `+5`.
@@ -37,49 +44,6 @@ pub fn parse_size(s: &str) -> Result<u64, ValueError> {
         return Err(ValueError::BadSize(s.to_owned()));
     }
     s.parse().map_err(|_| ValueError::BadSize(s.to_owned()))
-}
-
-/// A file's id: the MD5 of its content.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId(pub [u8; 16]);
-
-impl FileId {
-    /// Reads an id from 32 hexadecimal characters, in either case.
-    ///
-    /// # Errors
-    /// [`ValueError::BadId`] when `s` is not exactly that.
-    pub fn parse(s: &str) -> Result<Self, ValueError> {
-        let mut out = [0u8; 16];
-        if s.len() != 32 || hex::decode_to_slice(s, &mut out).is_err() {
-            return Err(ValueError::BadId(s.to_owned()));
-        }
-        Ok(Self(out))
-    }
-
-    /// The id as 32 lower-case hexadecimal characters.
-    #[must_use]
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Display for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for FileId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "FileId({})", self.to_hex())
-    }
-}
-
-impl FromStr for FileId {
-    type Err = ValueError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::parse(s)
-    }
 }
 
 /// The `name;size` an upload announces.
@@ -269,20 +233,6 @@ mod tests {
             "999999999999999999999",
         ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn ids() {
-        let id = FileId::parse("D41D8CD98F00B204E9800998ECF8427E").unwrap();
-        assert_eq!(id.to_string(), "d41d8cd98f00b204e9800998ecf8427e");
-        for bad in [
-            "",
-            "d41d8cd98f00b204e9800998ecf8427",
-            "d41d8cd98f00b204e9800998ecf8427eX",
-            "g41d8cd98f00b204e9800998ecf8427e",
-        ] {
-            assert!(FileId::parse(bad).is_err(), "{bad:?}");
         }
     }
 

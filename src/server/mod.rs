@@ -191,23 +191,23 @@ async fn refuse_busy<S: crate::transport::Stream>(stream: S) {
 pub fn reply_for(err: &StoreError) -> Reply {
     let code = match err {
         StoreError::NotFound(_) => Code::NOT_FOUND,
-        StoreError::AlreadyExists(_) | StoreError::Ambiguous { .. } | StoreError::NotAFolder(_) => {
-            Code::CONFLICT
-        }
+        StoreError::Exists(_)
+        | StoreError::UploadInProgress { .. }
+        | StoreError::Equivalent { .. }
+        | StoreError::Ambiguous { .. }
+        | StoreError::NotAFolder(_) => Code::CONFLICT,
         StoreError::ReadOnly => Code::FORBIDDEN,
         StoreError::TooLarge { .. } => Code::TOO_LARGE,
-        StoreError::InsufficientStorage { .. } => Code::INSUFFICIENT_STORAGE,
+        StoreError::InsufficientStorage { .. } | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
-        StoreError::Locked | StoreError::Io { .. } | StoreError::Index(_) => Code::INTERNAL,
+        StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,
     };
     let text = match err {
         // The details of a server-side failure belong in the server's log, not on the wire.
-        StoreError::Io { .. } | StoreError::Index(_) | StoreError::Locked => {
+        StoreError::Io { .. } | StoreError::Backend(_) | StoreError::Locked => {
             "Internal server error; the operation was not done".to_owned()
         }
-        StoreError::InsufficientStorage { needed: 0, .. } => {
-            "Not enough disk space on the server".to_owned()
-        }
+        StoreError::DiskFull => "Not enough disk space on the server".to_owned(),
         other => capitalise(&other.to_string()),
     };
     Reply::new(code, text)

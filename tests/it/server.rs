@@ -593,3 +593,140 @@ async fn put_with_a_bad_name_and_an_oversized_body_is_not_read() -> TestResult {
     assert_eq!(c.line().await?, "210 0 No files available at the moment");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_upload_in_progress_reserves_its_folders_and_what_is_under_it() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut first = server.raw().await?;
+    let mut second = server.raw().await?;
+    let mut other = server.raw().await?;
+    other.upload("p", b"p").await?;
+    // `r1` is being uploaded: its body has started but not finished.
+    assert_eq!(
+        first.cmd("UPLOAD r1;10").await?,
+        "350 Ready to receive 10 bytes"
+    );
+    first.send(b"12345").await?;
+    // `d/f` too: `d` is then a folder in an upload in progress.
+    assert_eq!(
+        second.cmd("UPLOAD d/f;4").await?,
+        "350 Ready to receive 4 bytes"
+    );
+    second.send(b"ab").await?;
+    for (cmd, what) in [
+        ("UPLOAD r1/sub;1", "a name under the upload"),
+        ("UPLOAD r1;1", "the name itself"),
+        ("UPLOAD d;1", "a folder of the upload"),
+        ("RENAME p\tr1/x", "a rename under the upload"),
+        ("RENAME p\td", "a rename onto a folder of the upload"),
+        ("RENAME p\tr1", "a rename onto the upload"),
+    ] {
+        let reply = other.cmd(cmd).await?;
+        assert!(reply.starts_with("409 "), "{what}: {cmd:?} got {reply:?}");
+    }
+    // PUT is refused the same way, its body read and discarded.
+    other.send("PUT r1/y;2\nzz").await?;
+    let reply = other.line().await?;
+    assert!(reply.starts_with("409 "), "{reply}");
+    // The uploads in progress were not disturbed by any of it.
+    first.send(b"67890").await?;
+    assert_eq!(
+        first.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"1234567890"))
+    );
+    second.send(b"cd").await?;
+    assert_eq!(
+        second.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"abcd"))
+    );
+    let names: Vec<String> = other.list().await?.into_iter().map(|(_, n, _)| n).collect();
+    assert_eq!(names, ["d/f", "p", "r1"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unicode_equivalent_names_conflict_whatever_the_order() -> TestResult {
+    let server = TestServer::start().await?;
+    let mut c = server.raw().await?;
+    // Mixed forms first, then the composed one.
+    c.upload("m\u{e9}/ne\u{301}", b"1").await?;
+    let reply = c.cmd("UPLOAD m\u{e9}/n\u{e9};1").await?;
+    assert!(reply.starts_with("409 "), "{reply}");
+    // Composed first, then mixed forms.
+    c.upload("x\u{e9}/y\u{e9}", b"2").await?;
+    let reply = c.cmd("UPLOAD x\u{e9}/ye\u{301};1").await?;
+    assert!(reply.starts_with("409 "), "{reply}");
+    // Fully decomposed, as an upload and as a rename target, against both.
+    let reply = c.cmd("UPLOAD me\u{301}/ne\u{301};1").await?;
+    assert!(reply.starts_with("409 "), "{reply}");
+    c.upload("q", b"q").await?;
+    for target in ["m\u{e9}/n\u{e9}", "xe\u{301}/ye\u{301}"] {
+        let reply = c.cmd(&format!("RENAME q\t{target}")).await?;
+        assert!(reply.starts_with("409 "), "{target:?}: {reply}");
+    }
+    // A name that only looks alike in a folder is a different name: not equivalent as a whole.
+    c.upload("m\u{e9}/other", b"3").await?;
+    let names: Vec<String> = c.list().await?.into_iter().map(|(_, n, _)| n).collect();
+    assert_eq!(
+        names,
+        ["m\u{e9}/ne\u{301}", "m\u{e9}/other", "q", "x\u{e9}/y\u{e9}"]
+    );
+    Ok(())
+}
+
+/// The server over the in-memory backend: the storage seam carries a whole session, including
+/// a body that comes as a stream rather than a file.
+#[tokio::test]
+async fn the_server_runs_on_the_memory_backend() -> TestResult {
+    use std::sync::Arc;
+
+    use barge::store::{MemoryBackend, Store};
+
+    let store = Store::new(
+        Arc::new(MemoryBackend::new(1 << 30)),
+        StoreConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(barge::server::run(
+        listener,
+        barge::server::PlainTcp,
+        Arc::clone(&store),
+        ServerConfig::default(),
+        shutdown.clone(),
+    ));
+    let mut c = Raw::connect(addr).await?;
+    assert_eq!(c.line().await?, "220 barge/1 ready");
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 253) as u8).collect();
+    assert_eq!(c.upload("big/file.bin", &big).await?, md5_hex(&big));
+    c.send("PUT a;1\nxPUT b;1\ny").await?;
+    assert_eq!(
+        c.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"x"))
+    );
+    assert_eq!(
+        c.line().await?,
+        format!("226 {} Upload complete", md5_hex(b"y"))
+    );
+    let listed = c.list().await?;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|(_, n, _)| n.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b", "big/file.bin"]
+    );
+    let (id, body) = c.download(&md5_hex(&big)).await?;
+    assert_eq!(id, md5_hex(&big));
+    assert!(body == big, "the streamed body differs");
+    assert!(c.cmd("UPLOAD a;1").await?.starts_with("409 "));
+    assert!(c.cmd("RENAME a\tbig/file.bin/x").await?.starts_with("409 "));
+    assert_eq!(c.cmd("RENAME a\tc").await?, "250 Renamed a to c");
+    assert_eq!(c.cmd("DELETE b").await?, "250 Deleted b");
+    assert_eq!(c.download("c").await?.1, b"x");
+    assert_eq!(c.cmd("DISCONNECT").await?, "221 Bye");
+    shutdown.cancel();
+    tokio::time::timeout(crate::common::WAIT, handle).await???;
+    Ok(())
+}

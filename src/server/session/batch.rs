@@ -2,9 +2,6 @@
 //! whole are staged in memory and stored together with one flush to disk, their replies queued
 //! in order once they are durable.
 
-use std::sync::Arc;
-
-use super::body::join_error;
 use super::{Flow, Session};
 use crate::name::FileName;
 use crate::protocol::{Reply, UploadSpec};
@@ -55,12 +52,7 @@ impl<S: Stream> Session<'_, S> {
         let items = std::mem::take(&mut self.batch.items);
         self.batch.bytes = 0;
         let names: Vec<String> = items.iter().map(|(n, _)| n.to_string()).collect();
-        let store = Arc::clone(&self.store);
-        let count = items.len();
-        let results = match tokio::task::spawn_blocking(move || store.put_batch(items)).await {
-            Ok(r) => r,
-            Err(e) => (0..count).map(|_| Err(join_error(&e))).collect(),
-        };
+        let results = self.store.put_batch(items).await;
         for (name, result) in names.iter().zip(results) {
             match result {
                 Ok(id) => {

@@ -1,25 +1,18 @@
-//! Body streaming between the connection and the store: an upload's bytes are hashed and written
-//! on a blocking thread while the next chunk is read from the socket, and a download's are sent
-//! straight from the page cache (`sendfile`) or read from disk on a blocking thread while the
-//! previous chunk is sent.
+//! Body streaming between the connection and the store, through the one transfer pipeline
+//! ([`crate::transfer`]): an upload's chunks are written (and hashed, by the store) on the
+//! shared blocking pool while the next chunk is read from the socket; a download goes straight
+//! from the page cache (`sendfile`) where the stream allows it, and otherwise is read on the
+//! pool while the previous chunk is sent.
 
-use std::io::Read;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::INLINE_BODY;
-use crate::protocol::FileId;
-use crate::store::{Download, StoreError, Upload};
+use crate::id::FileId;
+use crate::store::{Body, Download, StoreError, Upload};
+use crate::transfer::{self, CHUNK, SMALL, Sink, SinkError, Source};
 use crate::transport::{Connection, Stream, TransportError};
-
-/// Size of one body chunk. Small enough that a hundred transfers stay within a few tens of MiB,
-/// large enough that per-chunk overhead is lost in the hashing time.
-const CHUNK: usize = 128 * 1024;
-/// Chunks in flight between the socket and the disk thread, per transfer.
-const DEPTH: usize = 3;
 
 /// Resolves when shutdown has started and the grace period has passed.
 pub(super) async fn after_grace(shutdown: &CancellationToken, grace: Duration) {
@@ -27,10 +20,9 @@ pub(super) async fn after_grace(shutdown: &CancellationToken, grace: Duration) {
     tokio::time::sleep(grace).await;
 }
 
-/// Moves `size` bytes from the connection into `upload`, hashing and writing on a blocking
-/// thread while the next chunk is read. The outer error is a broken connection; the inner one
-/// a refused or failed upload, after which the body has still been read in full so the
-/// connection stays in step.
+/// Moves `size` bytes from the connection into `upload`. The outer error is a broken
+/// connection; the inner one a refused or failed upload, after which the body has still been
+/// read in full so the connection stays in step.
 pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
     mut upload: Upload,
@@ -38,8 +30,8 @@ pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     stall: Duration,
 ) -> Result<Result<FileId, StoreError>, TransportError> {
     let stall = Some(stall);
-    if size <= INLINE_BODY {
-        // Small files: one read, one thread hop.
+    if size <= SMALL {
+        // Small files: one read, one hop to the pool.
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
         let mut got = 0;
         while got < buf.len() {
@@ -51,137 +43,114 @@ pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
         })
         .await);
     }
-    let (full_tx, mut full_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
-    let writer = tokio::task::spawn_blocking(move || {
-        while let Some(buf) = full_rx.blocking_recv() {
-            upload.write(&buf)?;
-            let _ = empty_tx.try_send(buf);
+    // The store hashes what it stores, so the pipeline does not hash again.
+    let mut sink = match Sink::new(upload, false, |u: &mut Upload, data: &[u8]| u.write(data)) {
+        Ok(sink) => sink,
+        Err(e) => {
+            conn.discard_body(size, stall).await?;
+            return Ok(Err(pool_error(&e)));
         }
-        upload.finish()
-    });
+    };
     let mut remaining = size;
-    let mut allocated = 0;
-    let mut failed = false;
     while remaining > 0 {
         let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(CHUNK);
-        let mut buf = match empty_rx.try_recv() {
-            Ok(b) => b,
-            Err(_) if allocated < DEPTH => {
-                allocated += 1;
-                vec![0u8; CHUNK]
-            }
-            Err(_) => match empty_rx.recv().await {
-                Some(b) => b,
-                None => vec![0u8; CHUNK], // The writer stopped; it no longer needs buffers.
-            },
-        };
+        let mut buf = sink.buffer().await;
         buf.resize(want, 0);
         let mut filled = 0;
         while filled < want {
             filled += conn.read_body(&mut buf[filled..], stall).await?;
         }
         remaining -= want as u64;
-        if !failed && full_tx.send(buf).await.is_err() {
-            // The writer failed (disk full...): keep reading so the connection stays in step.
-            failed = true;
-        }
+        // After a failed write (disk full...) the sink drops what it is given: the body is
+        // still read to its end.
+        sink.push(buf);
     }
-    drop(full_tx);
-    Ok(writer.await.unwrap_or_else(|e| Err(join_error(&e))))
+    Ok(match sink.finish().await {
+        Ok((upload, _)) => blocking(move || upload.finish()).await,
+        Err(SinkError::Write(e)) => Err(e),
+        Err(e) => Err(pool_error(&std::io::Error::other(e.to_string()))),
+    })
 }
 
 /// Sends the download's bytes: straight from the page cache where the stream allows it
 /// (`sendfile`: no copy through user space, and the id is known, so nothing to hash), otherwise
-/// reading the next chunk from disk on a blocking thread while the previous one is sent.
-/// Returns false if the file ended early (it shrank on disk).
+/// read on the pool while the previous chunk is sent. Returns false if the body ended early
+/// (the file shrank on disk).
 pub(super) async fn send_body<S: Stream>(
     conn: &mut Connection<S>,
     d: Download,
     stall: Option<Duration>,
 ) -> Result<bool, TransportError> {
-    let _ = rustix::fs::fadvise(&d.file, 0, None, rustix::fs::Advice::Sequential);
-    if let Some(sent) = conn.send_file(&d.file, 0, d.size, stall).await? {
-        return Ok(sent == d.size);
-    }
-    let (full_tx, mut full_rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
-    let (empty_tx, mut empty_rx) = mpsc::channel::<Vec<u8>>(DEPTH + 1);
     let size = d.size;
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut file = d.file.take(size);
-        let mut spare = Some(vec![0u8; CHUNK]);
-        loop {
-            let mut buf = spare
-                .take()
-                .or_else(|| empty_rx.blocking_recv())
-                .unwrap_or_else(|| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
-            match read_full(&mut file, &mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if full_tx.blocking_send(Ok(buf)).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = full_tx.blocking_send(Err(e));
-                    return;
-                }
-            }
+    let file = match d.body {
+        Body::File(file) => file,
+        Body::Bytes(bytes) => {
+            conn.write_body(&bytes, stall).await?;
+            return Ok(bytes.len() as u64 == size);
         }
-    });
+        Body::Reader(reader) => return send_reader(conn, reader, size, stall).await,
+    };
+    let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
+    if let Some(sent) = conn.send_file(&file, 0, size, stall).await? {
+        return Ok(sent == size);
+    }
+    let Ok(mut source) = Source::new(file, size, false) else {
+        return Ok(false);
+    };
     let mut sent = 0u64;
-    while let Some(chunk) = full_rx.recv().await {
+    while let Some(chunk) = source.next().await {
         let Ok(chunk) = chunk else { break };
         conn.write_body(&chunk, stall).await?;
         sent += chunk.len() as u64;
-        let _ = empty_tx.try_send(chunk);
     }
-    drop(full_rx);
-    let _ = reader.await;
+    let _ = source.finish().await;
     Ok(sent == size)
 }
 
-/// Reads until `buf` is full or the reader ends.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Sends `size` bytes from an async reader (a backend's stream), chunk by chunk. Returns false
+/// if it ended early.
+async fn send_reader<S: Stream>(
+    conn: &mut Connection<S>,
+    mut reader: std::pin::Pin<Box<dyn AsyncRead + Send>>,
+    size: u64,
+    stall: Option<Duration>,
+) -> Result<bool, TransportError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut sent = 0u64;
+    while sent < size {
+        let want = usize::try_from(size - sent)
+            .unwrap_or(usize::MAX)
+            .min(CHUNK);
+        // A backend that stops yielding bytes is a stall like a client that stops reading.
+        let read = reader.read(&mut buf[..want]);
+        let read = match stall {
+            Some(t) => tokio::time::timeout(t, read).await.unwrap_or(Ok(0)),
+            None => read.await,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        conn.write_body(&buf[..n], stall).await?;
+        sent += n as u64;
     }
-    Ok(n)
+    Ok(sent == size)
 }
 
-/// Runs store work on a blocking thread.
+/// Runs store work on the shared blocking pool.
 pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
+    transfer::blocking(f)
         .await
-        .unwrap_or_else(|e| Err(join_error(&e)))
+        .unwrap_or_else(|e| Err(pool_error(&e)))
 }
 
-pub(super) fn join_error(e: &tokio::task::JoinError) -> StoreError {
+/// A failure of the pool itself (a job panicked, the runtime is going down).
+fn pool_error(e: &std::io::Error) -> StoreError {
     StoreError::Io {
-        context: "a worker thread failed".into(),
+        action: "running a worker thread",
+        name: None,
         source: std::io::Error::other(e.to_string()),
     }
-}
-
-/// Reads a small download whole (at most `INLINE_BODY` bytes), so it goes out with its header.
-pub(super) fn read_inline(d: &mut Download) -> Result<Vec<u8>, StoreError> {
-    let mut buf = Vec::with_capacity(usize::try_from(d.size).unwrap_or(0));
-    (&mut d.file)
-        .take(d.size)
-        .read_to_end(&mut buf)
-        .map_err(|e| StoreError::Io {
-            context: format!("reading {}", d.name),
-            source: e,
-        })?;
-    Ok(buf)
 }

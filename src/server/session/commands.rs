@@ -1,14 +1,12 @@
 //! Each command of the dialogue, run against the store (`PROTOCOL.md` section 5).
 
-use std::sync::Arc;
-
-use super::body::{after_grace, blocking, receive_body, send_body};
-use super::{Flow, INLINE_BODY, Session};
+use super::body::{after_grace, receive_body, send_body};
+use super::{Flow, Session};
 use crate::protocol::{
-    DownloadHeader, FileRef, HELP_LINES, ListingHeader, Prompt, RenameArgs, Reply, Request,
-    UploadSpec,
+    DownloadHeader, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt, RenameArgs, Reply,
+    Request, UploadSpec,
 };
-use crate::store::StoreError;
+use crate::store::{Body, FileEntry, StoreError, Target};
 use crate::transport::{Stream, TransportError};
 
 impl<S: Stream> Session<'_, S> {
@@ -60,8 +58,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn list(&mut self) -> Result<Flow, TransportError> {
-        let store = Arc::clone(&self.store);
-        let listing = match blocking(move || store.list()).await {
+        let listing = match self.store.list().await {
             Ok(l) => l,
             Err(e) => {
                 self.refuse(&e);
@@ -74,8 +71,8 @@ impl<S: Stream> Session<'_, S> {
         };
         self.reply(Reply::listing(&header));
         let mut out = String::with_capacity(listing.entries.len() * 64);
-        for entry in &listing.entries {
-            entry.encode_into(&mut out);
+        for FileEntry { id, name, size } in listing.entries {
+            ListingEntry { id, name, size }.encode_into(&mut out);
             out.push('\n');
         }
         self.conn.queue_lines(out.as_bytes());
@@ -83,8 +80,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn delete(&mut self, target: FileRef) {
-        let store = Arc::clone(&self.store);
-        match blocking(move || store.delete(&target)).await {
+        match self.store.delete(&target_of(target)).await {
             Ok(name) => self.reply(Reply::deleted(name.as_str())),
             Err(e) => self.refuse(&e),
         }
@@ -107,9 +103,7 @@ impl<S: Stream> Session<'_, S> {
                 }
             }
         };
-        let store = Arc::clone(&self.store);
-        let to2 = to.clone();
-        match blocking(move || store.rename(&from, &to2)).await {
+        match self.store.rename(&target_of(from), &to).await {
             Ok(old) => self.reply(Reply::renamed(old.as_str(), to.as_str())),
             Err(e) => self.refuse(&e),
         }
@@ -126,9 +120,8 @@ impl<S: Stream> Session<'_, S> {
             self.refuse(&StoreError::TooLarge { size, max });
             return Ok(Flow::Close);
         }
-        let store = Arc::clone(&self.store);
         let shown = name.to_string();
-        let upload = match blocking(move || store.begin_upload(name, size)).await {
+        let upload = match self.store.begin_upload(name, size).await {
             Ok(u) => u,
             Err(e) => {
                 if pipelined {
@@ -161,19 +154,8 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
-        let store = Arc::clone(&self.store);
-        let opened = blocking(move || {
-            let mut d = store.open_download(&target)?;
-            let inline = if d.size <= INLINE_BODY {
-                Some(super::body::read_inline(&mut d)?)
-            } else {
-                None
-            };
-            Ok((d, inline))
-        })
-        .await;
-        let (d, inline) = match opened {
-            Ok(v) => v,
+        let d = match self.store.download(&target_of(target)).await {
+            Ok(d) => d,
             Err(e) => {
                 self.refuse(&e);
                 return Ok(Flow::Continue);
@@ -186,13 +168,13 @@ impl<S: Stream> Session<'_, S> {
         };
         self.reply(Reply::file_follows(&header));
         let stall = Some(self.config.stall_timeout);
-        if let Some(body) = inline {
+        if let Body::Bytes(body) = &d.body {
             if body.len() as u64 != d.size {
                 // The file shrank after it was opened; the promised length cannot be kept.
                 tracing::warn!(peer = %self.peer, "{} changed while being sent", d.name);
                 return Ok(Flow::Close);
             }
-            self.conn.queue_body(&body);
+            self.conn.queue_body(body);
             return Ok(Flow::Continue);
         }
         let shutdown = self.shutdown.clone();
@@ -208,5 +190,14 @@ impl<S: Stream> Session<'_, S> {
             return Ok(Flow::Close);
         }
         Ok(Flow::Continue)
+    }
+}
+
+/// What a request's file reference means to the store: the same id and name (the store applies
+/// "ids win over names", `PROTOCOL.md` section 5.4).
+fn target_of(r: FileRef) -> Target {
+    Target {
+        id: r.id,
+        name: r.name,
     }
 }

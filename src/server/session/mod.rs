@@ -20,10 +20,6 @@ use crate::protocol::{DecodeError, FileRef, Prompt, Reply, Request, UploadSpec};
 use crate::store::{Store, StoreError};
 use crate::transport::{Connection, Stream, TransportError};
 
-/// Files up to this size travel in one piece with their command (a single read from disk, a
-/// single thread hop), rather than through the chunked pipeline.
-const INLINE_BODY: u64 = 64 * 1024;
-
 /// Whether the connection goes on after a command.
 enum Flow {
     Continue,
@@ -101,7 +97,8 @@ pub(super) async fn serve<S>(
         tracing::debug!(peer = %s.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
         let flow = match Request::decode(&line) {
             Ok(Request::Put(spec))
-                if spec.size <= INLINE_BODY && spec.size <= s.store.config().max_file_size =>
+                if spec.size <= crate::transfer::SMALL
+                    && spec.size <= s.store.config().max_file_size =>
             {
                 s.stage_put(spec).await
             }
@@ -274,7 +271,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     fn refuse(&mut self, e: &StoreError) {
-        if matches!(e, StoreError::Io { .. } | StoreError::Index(_)) {
+        if e.is_internal() {
             tracing::error!(peer = %self.peer, "{e}");
         }
         self.reply(reply_for(e));

@@ -17,8 +17,8 @@ use std::time::Duration;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::fsops::Meta;
+use crate::id::FileId;
 use crate::name::FileName;
-use crate::protocol::FileId;
 
 /// name → (size, mtime in ns, inode, md5).
 const FILES: TableDefinition<&str, (u64, i64, u64, [u8; 16])> = TableDefinition::new("files");

@@ -1,0 +1,143 @@
+//! Why a store operation failed: one enum for every backend and the policy layer.
+//!
+//! Variants carry data (names, sizes, ids); the words a client sees are chosen at the edge
+//! (`server::reply_for`), which maps each variant to one reply.
+
+use std::io;
+
+use rustix::io::Errno;
+
+use crate::id::FileId;
+use crate::name::FileName;
+
+use super::Target;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No file matches the name or id.
+    #[error("no such file: {0}")]
+    NotFound(Target),
+    /// A file (or folder) of that name exists.
+    #[error("a file named {0} already exists")]
+    Exists(FileName),
+    /// The name conflicts with an upload in progress: the same name, a folder of it, or a name
+    /// under it.
+    #[error("the name {name} conflicts with an upload in progress: {uploading}")]
+    UploadInProgress {
+        /// The name asked for.
+        name: FileName,
+        /// The upload in progress it conflicts with.
+        uploading: FileName,
+    },
+    /// The name differs from an existing file's (or an upload's) only by Unicode normalisation.
+    #[error("the name {name} differs from {existing} only by Unicode normalisation")]
+    Equivalent {
+        /// The name asked for.
+        name: FileName,
+        /// The name that is already taken.
+        existing: FileName,
+    },
+    /// An id matches several files, so it cannot say which one to change.
+    #[error("the id {id} matches {count} files; use the file name instead")]
+    Ambiguous {
+        /// The id given.
+        id: FileId,
+        /// How many files have it.
+        count: usize,
+    },
+    /// A folder in the name is a file (or a symlink) on disk.
+    #[error("'{0}' is in the way: it is not a folder")]
+    NotAFolder(String),
+    /// The server is read-only.
+    #[error("the server is read-only")]
+    ReadOnly,
+    /// The declared size is over the configured maximum.
+    #[error("{size} bytes is over the server's limit of {max} bytes per file")]
+    TooLarge {
+        /// The size asked for.
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// Not enough free space for an upload of the declared size.
+    #[error("not enough disk space: {needed} bytes needed, {available} available")]
+    InsufficientStorage {
+        /// Bytes needed (including the reserve kept free and uploads in progress).
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// The disk filled up while an upload was being written.
+    #[error("the disk is full")]
+    DiskFull,
+    /// An upload ended before all declared bytes arrived, or more were offered.
+    #[error("upload incomplete: {received} of {expected} bytes")]
+    Incomplete {
+        /// The declared size.
+        expected: u64,
+        /// What arrived.
+        received: u64,
+    },
+    /// Another barge server already uses this folder.
+    #[error("another barge server is already using this folder")]
+    Locked,
+    /// A storage operation failed.
+    #[error("{action}{}: {source}", on(.name.as_ref()))]
+    Io {
+        /// What was being done (`"opening"`, `"renaming"`...).
+        action: &'static str,
+        /// The file it was done to, if one.
+        name: Option<FileName>,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The backend's own bookkeeping failed (the folder's id index database).
+    #[error("storage backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn on(name: Option<&FileName>) -> String {
+    name.map(|n| format!(" {n}")).unwrap_or_default()
+}
+
+impl StoreError {
+    /// An I/O failure while doing `action` to `name` (a full disk becomes [`Self::DiskFull`]).
+    pub(crate) fn io(action: &'static str, name: Option<&FileName>, source: io::Error) -> Self {
+        if matches!(source.raw_os_error(), Some(e) if e == Errno::NOSPC.raw_os_error() || e == Errno::DQUOT.raw_os_error())
+        {
+            Self::DiskFull
+        } else {
+            Self::Io {
+                action,
+                name: name.cloned(),
+                source,
+            }
+        }
+    }
+
+    /// A closure for `map_err` on I/O results.
+    pub(crate) fn io_on<'a, E: Into<io::Error>>(
+        action: &'static str,
+        name: Option<&'a FileName>,
+    ) -> impl FnOnce(E) -> Self + 'a {
+        move |e| Self::io(action, name, e.into())
+    }
+
+    /// A worker thread panicked or was cancelled.
+    #[must_use]
+    pub fn worker(e: &tokio::task::JoinError) -> Self {
+        Self::Io {
+            action: "running a worker thread",
+            name: None,
+            source: io::Error::other(e.to_string()),
+        }
+    }
+
+    /// True for failures of the server itself (to be logged), not refusals.
+    #[must_use]
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Io { .. } | Self::Backend(_) | Self::Locked)
+    }
+}

@@ -1,0 +1,382 @@
+//! The folder backend: files are plain files in the shared folder.
+//!
+//! barge keeps its own state in one hidden folder at the top, [`STATE_DIR`]: the id index
+//! (`index.redb`) and the temp area (`tmp/`) where uploads are written until they are complete,
+//! on disk, and then linked into place atomically.
+//!
+//! What it guarantees (README, "Guarantees"):
+//! - A name is only ever opened beneath the folder, one component at a time, never through a
+//!   symlink ([`fsops`]).
+//! - An id is never stale: an indexed id is trusted only while the file's size, mtime and inode
+//!   match what was hashed; otherwise the file is hashed again before it is listed or served
+//!   ([`hashing`], [`index`]).
+//! - An upload is visible only once every byte is flushed to disk, and is linked without ever
+//!   replacing a file; a group of small ones costs two `syncfs` ([`upload`]).
+//!
+//! It knows nothing of the protocol's rules (read-only, limits, reservations): the policy layer
+//! ([`crate::store::Store`]) holds them. Disk work runs on blocking threads.
+
+mod fsops;
+mod hashing;
+mod index;
+mod upload;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+
+use rustix::fs::{AtFlags, Mode, RenameFlags};
+use rustix::io::Errno;
+
+use self::index::{Index, Persist};
+use super::{Backend, Body, Download, Listing, Staged, StoreConfig, StoreError, Target};
+use crate::id::FileId;
+use crate::name::{FileName, STATE_DIR};
+
+const TMP_DIR: &str = "tmp";
+const INDEX_FILE: &str = "index.redb";
+
+/// The shared folder as a [`Backend`].
+#[derive(Debug)]
+pub struct FolderBackend {
+    inner: Arc<Inner>,
+}
+
+/// What the backend, its uploads and its background threads share.
+#[derive(Debug)]
+struct Inner {
+    root_path: PathBuf,
+    root: OwnedFd,
+    tmp: OwnedFd,
+    config: StoreConfig,
+    index: Mutex<Index>,
+    persist: Mutex<Persist>,
+    /// Canonical form → the non-ASCII names seen with it (by the last walk, or stored since):
+    /// how an equivalent name is found without reading every folder. A cache: candidates are
+    /// checked on disk before they count.
+    canonical: Mutex<HashMap<String, Vec<FileName>>>,
+    /// Files waiting for the background hasher.
+    queued: Mutex<HashSet<FileName>>,
+    hasher_tx: Mutex<Option<mpsc::Sender<FileName>>>,
+    tmp_counter: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data half-updated in a way
+    // that matters more than stopping service, so recover the guard.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs disk work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::worker(&e)))
+}
+
+impl FolderBackend {
+    /// Opens the shared folder at `root` (created if missing), clears leftovers of interrupted
+    /// uploads, loads the index and starts hashing unknown files in the background.
+    ///
+    /// # Errors
+    /// If the folder cannot be created or opened, or another server uses it.
+    pub fn open(root: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root)
+            .map_err(StoreError::io_on("creating the shared folder", None))?;
+        let root_fd =
+            fsops::open_root(root).map_err(StoreError::io_on("opening the shared folder", None))?;
+        let state = ensure_dir(&root_fd, STATE_DIR)?;
+        let tmp = ensure_dir(&state, TMP_DIR)?;
+        clear_dir(&tmp)?;
+        let (persist, index) =
+            Persist::open(&root.join(STATE_DIR).join(INDEX_FILE)).map_err(|e| match e {
+                redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+                e => StoreError::Backend(Box::new(e)),
+            })?;
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Inner {
+            root_path: root.to_path_buf(),
+            root: root_fd,
+            tmp,
+            config,
+            index: Mutex::new(index),
+            persist: Mutex::new(persist),
+            canonical: Mutex::default(),
+            queued: Mutex::default(),
+            hasher_tx: Mutex::new(Some(tx)),
+            tmp_counter: AtomicU64::new(0),
+        });
+        hashing::start(&inner, rx)?;
+        Ok(Self { inner })
+    }
+
+    /// The folder being shared.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.inner.root_path
+    }
+}
+
+impl Inner {
+    fn open_parent_for_write<'n>(
+        &self,
+        name: &'n FileName,
+    ) -> Result<(OwnedFd, &'n str), StoreError> {
+        fsops::open_parent(&self.root, name, true).map_err(|e| {
+            if is_blocked(&e) {
+                not_a_folder(name)
+            } else {
+                StoreError::io("creating the folders of", Some(name), e)
+            }
+        })
+    }
+
+    /// Fails if anything is at `name` (a file, a folder) or a folder of it is not one.
+    fn check_free(&self, name: &FileName) -> Result<(), StoreError> {
+        match fsops::stat_name(&self.root, name) {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => Err(StoreError::Exists(name.clone())),
+            Err(e) if is_blocked(&e) => Err(not_a_folder(name)),
+            Err(e) => Err(StoreError::io("looking up", Some(name), e)),
+        }
+    }
+
+    /// Fails with `NotFound` unless `name` is a regular file (symlinks and folders are not).
+    fn check_file(&self, name: &FileName) -> Result<(), StoreError> {
+        match fsops::stat_name(&self.root, name) {
+            Ok(Some(st)) if fsops::is_regular(&st) => Ok(()),
+            Ok(_) => Err(StoreError::NotFound(Target::name(name.clone()))),
+            Err(e) if fsops::is_absent(&e) => Err(StoreError::NotFound(Target::name(name.clone()))),
+            Err(e) => Err(StoreError::io("looking up", Some(name), e)),
+        }
+    }
+
+    fn note_name(&self, name: &FileName) {
+        if !name.as_str().is_ascii() {
+            let mut map = lock(&self.canonical);
+            let same = map.entry(name.canonical().into_owned()).or_default();
+            if !same.contains(name) {
+                same.push(name.clone());
+            }
+        }
+    }
+
+    fn forget_name(&self, name: &FileName) {
+        if !name.as_str().is_ascii() {
+            let canonical = name.canonical();
+            let mut map = lock(&self.canonical);
+            if let Some(same) = map.get_mut(canonical.as_ref()) {
+                same.retain(|n| n != name);
+                if same.is_empty() {
+                    map.remove(canonical.as_ref());
+                }
+            }
+        }
+    }
+}
+
+/// A file or symlink where a folder should be.
+fn is_blocked(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotADirectory || e.raw_os_error() == Some(Errno::LOOP.raw_os_error())
+}
+
+fn not_a_folder(name: &FileName) -> StoreError {
+    StoreError::NotAFolder(name.split_parent().0.unwrap_or_default().to_owned())
+}
+
+#[async_trait::async_trait]
+impl Backend for FolderBackend {
+    async fn list(&self) -> Result<Listing, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || inner.scan(inner.config.inline_hash_budget)).await
+    }
+
+    async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError> {
+        // In memory: the caller confirms by opening, which rehashes a file changed on disk.
+        Ok(lock(&self.inner.index).names_of(&id))
+    }
+
+    async fn equivalents(&self, name: &FileName) -> Result<Vec<FileName>, StoreError> {
+        use unicode_normalization::UnicodeNormalization;
+        let canonical = name.canonical();
+        let mut candidates: Vec<FileName> = lock(&self.inner.canonical)
+            .get(canonical.as_ref())
+            .map(|same| same.iter().filter(|n| *n != name).cloned().collect())
+            .unwrap_or_default();
+        if !name.as_str().is_ascii() {
+            // Files dropped in by hand and not walked yet: their whole-name forms, on disk.
+            for form in [canonical.into_owned(), name.as_str().nfd().collect()] {
+                if let Ok(n) = FileName::parse(&form) {
+                    if n != *name && !candidates.contains(&n) {
+                        candidates.push(n);
+                    }
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(candidates);
+        }
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            Ok(candidates
+                .into_iter()
+                .filter(|n| matches!(fsops::stat_name(&inner.root, n), Ok(Some(st)) if fsops::is_regular(&st)))
+                .collect())
+        })
+        .await
+    }
+
+    async fn open(&self, name: &FileName) -> Result<Option<Download>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let name = name.clone();
+        blocking(move || {
+            let Some((file, entry)) = inner.open_hashed(&name)? else {
+                return Ok(None);
+            };
+            let size = entry.meta.size;
+            // Small files are read in the same step: one thread hop per small download.
+            let body = if size <= super::INLINE_BODY {
+                let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+                file.take(size)
+                    .read_to_end(&mut buf)
+                    .map_err(StoreError::io_on("reading", Some(&name)))?;
+                Body::Bytes(buf)
+            } else {
+                Body::File(file)
+            };
+            Ok(Some(Download {
+                size,
+                id: entry.id,
+                name,
+                body,
+            }))
+        })
+        .await
+    }
+
+    async fn begin(&self, name: &FileName, size: u64) -> Result<Box<dyn Staged>, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let name = name.clone();
+        blocking(move || {
+            inner.check_free(&name)?;
+            let staged: Box<dyn Staged> =
+                Box::new(upload::FolderUpload::create(&inner, name, size)?);
+            Ok(staged)
+        })
+        .await
+    }
+
+    async fn put_batch(&self, items: Vec<(FileName, Vec<u8>)>) -> Vec<Result<FileId, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let count = items.len();
+        tokio::task::spawn_blocking(move || upload::group_commit(&inner, items))
+            .await
+            .unwrap_or_else(|e| (0..count).map(|_| Err(StoreError::worker(&e))).collect())
+    }
+
+    async fn rename(&self, from: &FileName, to: &FileName) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || inner.rename(&from, &to)).await
+    }
+
+    async fn delete(&self, name: &FileName) -> Result<(), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let name = name.clone();
+        blocking(move || inner.delete(&name)).await
+    }
+
+    fn free_space(&self) -> Result<u64, StoreError> {
+        fsops::free_space(&self.inner.root).map_err(StoreError::io_on("checking free space", None))
+    }
+
+    fn close(&self) {
+        *lock(&self.inner.hasher_tx) = None;
+        lock(&self.inner.persist).close();
+    }
+}
+
+impl Inner {
+    fn delete(&self, name: &FileName) -> Result<(), StoreError> {
+        self.check_file(name)?;
+        let gone = || StoreError::NotFound(Target::name(name.clone()));
+        let (dir, leaf) = fsops::open_parent(&self.root, name, false).map_err(|_| gone())?;
+        match rustix::fs::unlinkat(&dir, leaf, AtFlags::empty()) {
+            Ok(()) => {}
+            Err(Errno::NOENT) => return Err(gone()),
+            Err(e) => return Err(StoreError::io("deleting", Some(name), e.into())),
+        }
+        let _ = fsops::sync_dir(&dir);
+        self.forget(name);
+        Ok(())
+    }
+
+    fn rename(&self, from: &FileName, to: &FileName) -> Result<(), StoreError> {
+        self.check_file(from)?;
+        let gone = || StoreError::NotFound(Target::name(from.clone()));
+        let (from_dir, from_leaf) =
+            fsops::open_parent(&self.root, from, false).map_err(|_| gone())?;
+        let (to_dir, to_leaf) = self.open_parent_for_write(to)?;
+        match rustix::fs::renameat_with(
+            &from_dir,
+            from_leaf,
+            &to_dir,
+            to_leaf,
+            RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => {}
+            Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(StoreError::Exists(to.clone())),
+            Err(Errno::NOENT) => return Err(gone()),
+            // Filesystems without RENAME_NOREPLACE: a hard link refuses to replace, too.
+            Err(Errno::INVAL | Errno::NOSYS) => {
+                upload::link_no_replace(&from_dir, from_leaf, &to_dir, to_leaf, to)?;
+                rustix::fs::unlinkat(&from_dir, from_leaf, AtFlags::empty())
+                    .map_err(StoreError::io_on("renaming", Some(from)))?;
+            }
+            Err(e) => return Err(StoreError::io("renaming", Some(from), e.into())),
+        }
+        let _ = fsops::sync_dir(&to_dir);
+        let _ = fsops::sync_dir(&from_dir);
+        let entry = lock(&self.index).get(from).copied();
+        self.forget(from);
+        self.note_name(to);
+        if let Some(entry) = entry {
+            self.record(to.clone(), entry);
+        }
+        Ok(())
+    }
+}
+
+fn ensure_dir(parent: &OwnedFd, name: &'static str) -> Result<OwnedFd, StoreError> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) | Err(Errno::EXIST) => {}
+        Err(e) => return Err(StoreError::io("creating the state folder", None, e.into())),
+    }
+    // It must be a folder, not a symlink.
+    fsops::open_dir_at(parent, name).map_err(StoreError::io_on("opening the state folder", None))
+}
+
+/// Removes everything in the temp area: uploads that a crash or kill interrupted.
+fn clear_dir(dir: &OwnedFd) -> Result<(), StoreError> {
+    let entries = rustix::fs::Dir::read_from(dir)
+        .map_err(StoreError::io_on("reading the temp area", None))?;
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        if rustix::fs::unlinkat(dir, name, AtFlags::empty()).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} unfinished upload(s) left by an earlier run");
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+//! Uploads into the folder: written to `.barge/tmp/`, hashed as they are written, flushed, then
+//! hard-linked into place (a link never replaces a file), one by one or as a group commit.
+//!
+//! It does not check reservations or limits (the policy layer does) and keeps no state beyond
+//! one upload's temp file.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use md5::{Digest, Md5};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::Inner;
+use super::fsops::{self, Meta};
+use super::index::Entry;
+use crate::id::FileId;
+use crate::name::FileName;
+use crate::store::{Staged, StoreError};
+
+/// An upload being written to the temp area. Dropped before it is linked, it removes its temp
+/// file: nothing of a failed upload is ever visible.
+#[derive(Debug)]
+pub(super) struct FolderUpload {
+    inner: Arc<Inner>,
+    name: FileName,
+    size: u64,
+    tmp_leaf: String,
+    file: Option<File>,
+    /// The temp file's metadata, kept when its handle was closed early (see `close_file`).
+    closed: Option<Meta>,
+    hasher: Md5,
+    written: u64,
+    linked: bool,
+}
+
+impl FolderUpload {
+    /// Creates the temp file for an upload of `size` bytes to `name`.
+    pub(super) fn create(
+        inner: &Arc<Inner>,
+        name: FileName,
+        size: u64,
+    ) -> Result<Self, StoreError> {
+        let tmp_leaf = format!(
+            "{}-{}.part",
+            std::process::id(),
+            inner.tmp_counter.fetch_add(1, Ordering::Relaxed)
+        );
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(
+            &inner.tmp,
+            tmp_leaf.as_str(),
+            flags,
+            Mode::from_raw_mode(0o644),
+        )
+        .map_err(StoreError::io_on("creating a temp file for", Some(&name)))?;
+        Ok(Self {
+            inner: Arc::clone(inner),
+            name,
+            size,
+            tmp_leaf,
+            file: Some(File::from(fd)),
+            closed: None,
+            hasher: Md5::new(),
+            written: 0,
+            linked: false,
+        })
+    }
+
+    /// Closes the temp file's handle, keeping what [`complete`](Self::complete) needs, so that
+    /// a batch of hundreds of staged uploads does not hold hundreds of descriptors.
+    fn close_file(&mut self) -> Result<(), StoreError> {
+        if let Some(file) = self.file.take() {
+            let st =
+                rustix::fs::fstat(&file).map_err(StoreError::io_on("reading", Some(&self.name)))?;
+            self.closed = Some(Meta::of(&st));
+        }
+        Ok(())
+    }
+
+    /// Checks every byte arrived, flushes the file when `sync` (a group commit flushes the
+    /// whole batch at once instead), and links it into place under its name.
+    fn complete(mut self, sync: bool) -> Result<FileId, StoreError> {
+        if self.written != self.size {
+            return Err(StoreError::Incomplete {
+                expected: self.size,
+                received: self.written,
+            });
+        }
+        let name = self.name.clone();
+        let meta = match self.file.take() {
+            Some(file) => {
+                if sync {
+                    file.sync_data()
+                        .map_err(StoreError::io_on("flushing to disk", Some(&name)))?;
+                }
+                let st =
+                    rustix::fs::fstat(&file).map_err(StoreError::io_on("reading", Some(&name)))?;
+                Meta::of(&st)
+            }
+            None => self.closed.ok_or_else(|| {
+                StoreError::io(
+                    "finishing",
+                    Some(&name),
+                    io::Error::other("the temp file is gone"),
+                )
+            })?,
+        };
+        let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
+        let inner = Arc::clone(&self.inner);
+        let (dir, leaf) = inner.open_parent_for_write(&name)?;
+        link_no_replace(&inner.tmp, &self.tmp_leaf, &dir, leaf, &name)?;
+        self.linked = true;
+        let _ = rustix::fs::unlinkat(&inner.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+        if sync {
+            fsops::sync_dir(&dir)
+                .map_err(StoreError::io_on("flushing the folder of", Some(&name)))?;
+        }
+        // Linking changes the ctime only: size, mtime and inode are what was just written.
+        inner.note_name(&name);
+        inner.record(name, Entry { meta, id });
+        Ok(id)
+    }
+}
+
+impl Staged for FolderUpload {
+    fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
+        let received = self.written + data.len() as u64;
+        if received > self.size {
+            return Err(StoreError::Incomplete {
+                expected: self.size,
+                received,
+            });
+        }
+        self.hasher.update(data);
+        let file = self.file.as_mut().ok_or_else(|| {
+            StoreError::io(
+                "writing",
+                Some(&self.name),
+                io::Error::other("file already closed"),
+            )
+        })?;
+        file.write_all(data)
+            .map_err(StoreError::io_on("writing", Some(&self.name)))?;
+        self.written = received;
+        Ok(())
+    }
+
+    fn commit(self: Box<Self>) -> Result<FileId, StoreError> {
+        let sync = self.inner.config.sync;
+        self.complete(sync)
+    }
+}
+
+impl Drop for FolderUpload {
+    fn drop(&mut self) {
+        self.file = None;
+        if !self.linked {
+            let _ = rustix::fs::unlinkat(&self.inner.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+        }
+    }
+}
+
+/// Stores several small files with one group commit: each is written to the temp area, all are
+/// flushed with one `syncfs`, linked into place, and the new folder entries flushed with one
+/// more. Each file still appears only once it is complete and on disk, and each gets its own
+/// result, in order; a batch of hundreds costs two disk flushes instead of two per file.
+pub(super) fn group_commit(
+    inner: &Arc<Inner>,
+    items: Vec<(FileName, Vec<u8>)>,
+) -> Vec<Result<FileId, StoreError>> {
+    let staged: Vec<Result<FolderUpload, StoreError>> = items
+        .into_iter()
+        .map(|(name, data)| {
+            inner.check_free(&name)?;
+            let mut upload = FolderUpload::create(inner, name, data.len() as u64)?;
+            upload.write(&data)?;
+            upload.close_file()?;
+            Ok(upload)
+        })
+        .collect();
+    let sync = inner.config.sync && staged.iter().any(Result::is_ok);
+    if sync {
+        if let Err(e) = rustix::fs::syncfs(&inner.tmp) {
+            return staged
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|u| {
+                        Err(StoreError::io(
+                            "flushing to disk",
+                            Some(&u.name),
+                            io::Error::from(e),
+                        ))
+                    })
+                })
+                .collect();
+        }
+    }
+    let mut results: Vec<Result<FileId, StoreError>> = staged
+        .into_iter()
+        .map(|r| r.and_then(|u| u.complete(false)))
+        .collect();
+    if sync && results.iter().any(Result::is_ok) {
+        if let Err(e) = rustix::fs::syncfs(&inner.tmp) {
+            // The files are in place but their folder entries may not be on disk yet.
+            tracing::error!("flushing folder entries to disk failed: {e}");
+            for r in &mut results {
+                if r.is_ok() {
+                    *r = Err(StoreError::io(
+                        "flushing the folder to disk",
+                        None,
+                        io::Error::from(e),
+                    ));
+                }
+            }
+        }
+    }
+    results
+}
+
+/// Links `from` as `to`, failing with [`StoreError::Exists`] if `to` exists: the no-replace
+/// commit of the folder backend.
+pub(super) fn link_no_replace(
+    from_dir: &OwnedFd,
+    from: &str,
+    to_dir: &OwnedFd,
+    to: &str,
+    name: &FileName,
+) -> Result<(), StoreError> {
+    match rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST) => Err(StoreError::Exists(name.clone())),
+        Err(e) => Err(StoreError::io("storing", Some(name), e.into())),
+    }
+}

@@ -1,0 +1,148 @@
+//! What only the folder backend has: symlinks, its index, its temp area, files dropped in by
+//! hand, hashing in the background.
+
+use super::*;
+
+fn open(dir: &std::path::Path) -> Arc<Store> {
+    Store::open(dir, StoreConfig::default()).unwrap()
+}
+
+#[tokio::test]
+async fn files_changed_behind_our_back_are_rehashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    std::fs::write(dir.path().join("dropped.txt"), b"by hand").unwrap();
+    let l = store.list().await.unwrap();
+    assert_eq!(l.entries.len(), 1);
+    let old = l.entries[0].id;
+    std::fs::write(dir.path().join("dropped.txt"), b"changed, longer").unwrap();
+    let l = store.list().await.unwrap();
+    assert_ne!(l.entries[0].id, old);
+    assert!(matches!(
+        store.download(&r(&old.to_hex())).await,
+        Err(StoreError::NotFound(_))
+    ));
+    std::fs::remove_file(dir.path().join("dropped.txt")).unwrap();
+    assert!(store.list().await.unwrap().entries.is_empty());
+}
+
+#[tokio::test]
+async fn equivalent_names_dropped_in_by_hand_conflict_before_any_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    std::fs::create_dir(dir.path().join("m\u{e9}")).unwrap();
+    std::fs::write(dir.path().join("m\u{e9}/n\u{e9}"), b"by hand").unwrap();
+    // Not walked yet, but its whole-name forms are looked up on disk.
+    assert!(matches!(
+        put(&store, "me\u{301}/ne\u{301}", b"x").await,
+        Err(StoreError::Equivalent { .. })
+    ));
+    // After a listing, mixed forms are known too.
+    store.list().await.unwrap();
+    assert!(matches!(
+        put(&store, "m\u{e9}/ne\u{301}", b"x").await,
+        Err(StoreError::Equivalent { .. })
+    ));
+}
+
+#[tokio::test]
+async fn symlinks_and_state_are_never_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+    let store = open(dir.path());
+    std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+    let l = store.list().await.unwrap();
+    assert!(l.entries.is_empty(), "{:?}", l.entries);
+    assert!(matches!(
+        store.download(&r("link")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.download(&r("dirlink/secret")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        put(&store, "dirlink/new", b"x").await,
+        Err(StoreError::NotAFolder(_))
+    ));
+    assert!(matches!(
+        store.delete(&r("link")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.rename(&r("link"), &n("moved")).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(!outside.path().join("new").exists());
+    assert!(outside.path().join("secret").exists());
+    assert!(dir.path().join("link").is_symlink());
+}
+
+#[tokio::test]
+async fn restart_keeps_ids_and_clears_temp() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let id = put(&store, "kept", b"kept").await.unwrap();
+    store.close();
+    drop(store);
+    std::fs::write(dir.path().join(".barge/tmp/999-1.part"), b"leftover").unwrap();
+    let backend = FolderBackend::open(dir.path(), StoreConfig::default()).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".barge/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    // Known from the saved index, before any listing or hashing.
+    assert_eq!(backend.names_of(id).await.unwrap(), [n("kept")]);
+    let store = Store::new(Arc::new(backend), StoreConfig::default());
+    assert_eq!(store.list().await.unwrap().entries[0].id, id);
+}
+
+#[tokio::test]
+async fn large_unknown_files_are_hashed_in_background() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("big"), vec![7u8; 3000]).unwrap();
+    let cfg = StoreConfig {
+        inline_hash_budget: 1000,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).unwrap();
+    // Eventually listed, without the listing ever blocking on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let l = store.list().await.unwrap();
+        if l.entries.len() == 1 {
+            assert_eq!(l.pending, 0);
+            break;
+        }
+        assert_eq!(l.pending, 1);
+        assert!(std::time::Instant::now() < deadline, "never hashed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn listing_hashes_only_for_its_time_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..50 {
+        std::fs::write(dir.path().join(format!("f{i}")), format!("{i}")).unwrap();
+    }
+    let cfg = StoreConfig {
+        inline_hash_time: std::time::Duration::ZERO,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).unwrap();
+    let first = store.list().await.unwrap();
+    assert_eq!(first.entries.len() + first.pending, 50);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.list().await.unwrap().entries.len() < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background hashing never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
