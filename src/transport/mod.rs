@@ -18,6 +18,7 @@ use tokio::io::{
 use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
+use pace::{Pace, next_wait, record};
 
 /// Queued replies beyond this many bytes are written before the next line is read.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
@@ -414,78 +415,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 }
 
-/// A minimum transfer rate over fixed windows, like a web server's minimum-rate timeout: a body
-/// must move at least `need` bytes in each `window`, so a peer that sends or reads a byte just
-/// often enough to dodge the per-operation stall timeout still cannot hold a transfer (and the
-/// disk space reserved for it) open.
-#[derive(Clone, Copy, Debug)]
-struct Pace {
-    need: u64,
-    window: Duration,
-    window_end: tokio::time::Instant,
-    moved: u64,
-}
-
-/// How long one body operation may wait.
-struct Wait {
-    /// The stall timeout, if any.
-    stall: Option<Duration>,
-    /// When the rate window ends, if that comes before the stall timeout.
-    window_end: Option<tokio::time::Instant>,
-}
-
-impl Wait {
-    /// Runs `fut` within the wait: `None` when the rate window ended first (the caller checks
-    /// the rate and tries again), a timeout error when the stall timeout did.
-    async fn run<T>(
-        &self,
-        fut: impl Future<Output = io::Result<T>>,
-    ) -> Option<Result<T, TransportError>> {
-        match (self.window_end, self.stall) {
-            (Some(end), _) => tokio::time::timeout_at(end, fut)
-                .await
-                .ok()
-                .map(|r| r.map_err(TransportError::from)),
-            (None, stall) => Some(with_timeout(stall, fut).await),
-        }
-    }
-}
-
-/// The wait for the next body operation; an error when the window just ended below the rate.
-fn next_wait(pace: &mut Option<Pace>, stall: Option<Duration>) -> Result<Wait, TransportError> {
-    let Some(p) = pace else {
-        return Ok(Wait {
-            stall,
-            window_end: None,
-        });
-    };
-    let now = tokio::time::Instant::now();
-    if now >= p.window_end {
-        if p.moved < p.need {
-            return Err(TransportError::TimedOut(p.window));
-        }
-        p.window_end = now + p.window;
-        p.moved = 0;
-    }
-    let stall_end = stall.map(|t| now + t);
-    Ok(match stall_end {
-        Some(s) if s <= p.window_end => Wait {
-            stall,
-            window_end: None,
-        },
-        _ => Wait {
-            stall,
-            window_end: Some(p.window_end),
-        },
-    })
-}
-
-fn record(pace: &mut Option<Pace>, n: usize) {
-    if let Some(p) = pace {
-        p.moved = p.moved.saturating_add(n as u64);
-    }
-}
-
 /// How long [`Connection::close`] waits for the peer to finish sending.
 const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// How much [`Connection::close`] reads and discards at most.
@@ -558,127 +487,6 @@ async fn with_timeout<T>(
     }
 }
 
+mod pace;
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::Code;
-    use tokio::io::duplex;
-
-    #[tokio::test]
-    async fn lines_split_across_reads_and_crlf() -> Result<(), TransportError> {
-        let (a, mut b) = duplex(64);
-        let mut conn = Connection::new(a);
-        let writer = tokio::spawn(async move {
-            for piece in [&b"LIST_"[..], b"FILES\r", b"\nHELP\nBY", b"E\n"] {
-                b.write_all(piece).await?;
-                tokio::task::yield_now().await;
-            }
-            drop(b);
-            Ok::<_, io::Error>(())
-        });
-        assert_eq!(conn.read_line(None).await?, Some(&b"LIST_FILES\r"[..]));
-        assert_eq!(conn.read_line(None).await?, Some(&b"HELP"[..]));
-        assert_eq!(conn.read_line(None).await?, Some(&b"BYE"[..]));
-        assert_eq!(conn.read_line(None).await?, None);
-        writer.await.map_err(io::Error::other)??;
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn empty_line_and_close_mid_line() -> Result<(), TransportError> {
-        let (a, mut b) = duplex(64);
-        let mut conn = Connection::new(a);
-        b.write_all(b"\nhalf").await?;
-        drop(b);
-        assert_eq!(conn.read_line(None).await?, Some(&b""[..]));
-        assert!(matches!(
-            conn.read_line(None).await,
-            Err(TransportError::Closed)
-        ));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn over_long_line_is_refused() -> Result<(), TransportError> {
-        for len in [16usize, 17, 40] {
-            let (a, mut b) = duplex(1024);
-            let mut conn = Connection::with_line_limit(a, 16);
-            let mut data = vec![b'x'; len];
-            data.push(b'\n');
-            b.write_all(&data).await?;
-            assert!(
-                matches!(
-                    conn.read_line(None).await,
-                    Err(TransportError::LineTooLong(16))
-                ),
-                "{len}"
-            );
-        }
-        // Exactly at the limit (15 bytes + '\n') is fine.
-        let (a, mut b) = duplex(1024);
-        let mut conn = Connection::with_line_limit(a, 16);
-        b.write_all(&[b'y'; 15]).await?;
-        b.write_all(b"\n").await?;
-        assert_eq!(conn.read_line(None).await?.map(<[u8]>::len), Some(15));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn cancelled_read_keeps_the_partial_line() -> Result<(), TransportError> {
-        let (a, mut b) = duplex(64);
-        let mut conn = Connection::new(a);
-        b.write_all(b"LIST_").await?;
-        // One poll only: the half line is taken in, then the read is dropped.
-        let once = tokio::time::timeout(Duration::ZERO, conn.read_line(None)).await;
-        assert!(once.is_err());
-        b.write_all(b"FILES\n").await?;
-        assert_eq!(conn.read_line(None).await?, Some(&b"LIST_FILES"[..]));
-        Ok(())
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn silence_times_out() {
-        let (a, _b) = duplex(64);
-        let mut conn = Connection::new(a);
-        let r = conn.read_line(Some(Duration::from_secs(5))).await;
-        assert!(matches!(r, Err(TransportError::TimedOut(_))));
-    }
-
-    #[tokio::test]
-    async fn body_after_line_uses_buffered_bytes_first() -> Result<(), TransportError> {
-        let (a, mut b) = duplex(1024);
-        let mut conn = Connection::new(a);
-        b.write_all(b"PUT x;5\nhelloLIST\n").await?;
-        assert_eq!(conn.read_line(None).await?, Some(&b"PUT x;5"[..]));
-        let mut buf = [0u8; 5];
-        let mut got = 0;
-        while got < 5 {
-            got += conn.read_body(&mut buf[got..], None).await?;
-        }
-        assert_eq!(&buf, b"hello");
-        assert_eq!(conn.read_line(None).await?, Some(&b"LIST"[..]));
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn replies_are_queued_until_a_read_would_wait() -> Result<(), TransportError> {
-        let (a, b) = duplex(1024);
-        let mut conn = Connection::new(a);
-        let mut peer = Connection::new(b);
-        conn.queue_reply(&Reply::new(Code::GREETING, "barge/1 ready"));
-        conn.queue_reply(&Reply::new(Code::BYE, "Bye"));
-        // Nothing written yet; the read below flushes before it waits.
-        let reader = tokio::spawn(async move {
-            let first = peer.read_line(None).await?.map(<[u8]>::to_vec);
-            let second = peer.read_line(None).await?.map(<[u8]>::to_vec);
-            peer.queue_bytes(b"x\n");
-            peer.flush(None).await?;
-            Ok::<_, TransportError>((first, second))
-        });
-        assert_eq!(conn.read_line(None).await?, Some(&b"x"[..]));
-        let (first, second) = reader.await.map_err(io::Error::other)??;
-        assert_eq!(first.as_deref(), Some(&b"220 barge/1 ready"[..]));
-        assert_eq!(second.as_deref(), Some(&b"221 Bye"[..]));
-        Ok(())
-    }
-}
+mod tests;
