@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use barge::protocol::{RenameArgs, Request};
+use barge::protocol::{ListingHeader, RenameArgs, Reply, Request};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -98,14 +98,14 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
     let mut s = BufReader::new(stream);
     if quirks.busy {
         s.get_mut()
-            .write_all(b"503 Server busy: too many connections\n")
+            .write_all(format!("{}\n", Reply::busy()).as_bytes())
             .await?;
         return Ok(());
     }
     let greeting = quirks
         .greeting
         .clone()
-        .unwrap_or_else(|| "220 barge/1 ready".to_owned());
+        .unwrap_or_else(|| Reply::greeting().to_string());
     s.get_mut()
         .write_all(format!("{greeting}\n").as_bytes())
         .await?;
@@ -138,7 +138,11 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                 if let Some(evil) = &quirks.listing_name {
                     lines.push(format!("{};{evil};3", md5_hex(b"bad")));
                 }
-                out.extend(format!("210 {} files\n", lines.len()).bytes());
+                let header = ListingHeader {
+                    count: lines.len() as u64,
+                    pending: 0,
+                };
+                out.extend(format!("{}\n", Reply::listing(&header)).bytes());
                 for l in lines {
                     out.extend(l.bytes());
                     out.push(b'\n');
@@ -152,9 +156,7 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                 } else {
                     if !put {
                         s.get_mut()
-                            .write_all(
-                                format!("350 Ready to receive {} bytes\n", spec.size).as_bytes(),
-                            )
+                            .write_all(format!("{}\n", Reply::ready(spec.size)).as_bytes())
                             .await?;
                     }
                     let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
@@ -183,6 +185,7 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                             }
                         }
                         let size = quirks.download_size.unwrap_or(data.len() as u64);
+                        // Raw, not `Reply::file_follows`: the quirks may make the name hostile.
                         out.extend(format!("213 {size} {id} {name}\n").bytes());
                         out.extend(data);
                     }
@@ -196,7 +199,7 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                     Some((name, data)) => {
                         files.remove(&name);
                         files.insert(to.as_str().to_owned(), data);
-                        out.extend(format!("250 Renamed {name} to {}\n", to.as_str()).bytes());
+                        out.extend(format!("{}\n", Reply::renamed(&name, to.as_str())).bytes());
                     }
                 }
             }
@@ -206,17 +209,19 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                     None => out.extend(b"404 No such file\n"),
                     Some((name, _)) => {
                         files.remove(&name);
-                        out.extend(format!("250 Deleted {name}\n").bytes());
+                        out.extend(format!("{}\n", Reply::deleted(&name)).bytes());
                     }
                 }
             }
             Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
             Ok(Request::Disconnect) => {
-                s.get_mut().write_all(b"221 Bye\n").await?;
+                s.get_mut()
+                    .write_all(format!("{}\n", Reply::bye()).as_bytes())
+                    .await?;
                 return Ok(());
             }
             Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
-            Err(e) => out.extend(format!("400 {e}\n").bytes()),
+            Err(e) => out.extend(format!("{}\n", Reply::for_decode_error(&e)).bytes()),
         }
         s.get_mut().write_all(&out).await?;
     }
