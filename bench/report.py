@@ -365,8 +365,9 @@ def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
     out.append(f"busy: {busy.describe()}")
     out.append("rate: bytes or files per second of wall time; vs md5sum: time / md5sum's time on "
                "the same bytes; time/barge: a tool's time / barge (TLS)'s time (above 1: barge is "
-               "faster; barge (plain)'s where TLS was not measured); CPU s: user+sys seconds of the client process(es) and of the server "
-               "process(es); CPU/md5sum: those over md5sum's CPU on the same bytes")
+               "faster; barge (plain)'s where TLS was not measured); CPU s: user+sys seconds of "
+               "the client process(es) and of the server process(es); CPU/md5sum: those over "
+               "md5sum's CPU on the same bytes")
     out.append("")
     out.append(table(res))
     out.append("")

@@ -106,18 +106,17 @@ class Verdicts(unittest.TestCase):
         return {name: verdict for name, verdict, _ in res.targets}
 
     def test_cpu_targets_compare_each_side_with_md5sums_cpu(self):
+        i11 = "[issue 11, plain] "
         v = self.results(1.0, up=(1.0, 1.0), down=(1.0, 0.1))
-        self.assertEqual(v["[issue 11, plain] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"],
-                         "PASS")
-        self.assertEqual(v["[issue 11, plain] upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "PASS")
-        self.assertEqual(v["[issue 11, plain] download 100 MiB client CPU <= 1.1 x md5sum CPU"], "PASS")
-        self.assertEqual(v["[issue 11, plain] download 100 MiB server CPU <= 0.2 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}download 100 MiB client CPU <= 1.1 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}download 100 MiB server CPU <= 0.2 x md5sum CPU"], "PASS")
         v = self.results(1.0, up=(1.0, 1.2), down=(1.2, 0.3))
-        self.assertEqual(v["[issue 11, plain] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"],
-                         "FAIL")
-        self.assertEqual(v["[issue 11, plain] upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "FAIL")
-        self.assertEqual(v["[issue 11, plain] download 100 MiB client CPU <= 1.1 x md5sum CPU"], "FAIL")
-        self.assertEqual(v["[issue 11, plain] download 100 MiB server CPU <= 0.2 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}download 100 MiB client CPU <= 1.1 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}download 100 MiB server CPU <= 0.2 x md5sum CPU"], "FAIL")
 
     def test_disk_upload_is_judged_against_the_slower_of_md5sum_and_dd(self):
         for dd, want in ((1.0, "FAIL"), (2.0, "PASS")):
@@ -129,7 +128,8 @@ class Verdicts(unittest.TestCase):
             report.judge(res, args(sizes=[]), Namespace(list=[]))
             got = {n: v for n, v, _ in res.targets}
             self.assertEqual(
-                got["[issue 11, plain] disk upload 100 MiB <= 1.25 x max(md5sum, dd conv=fsync)"], want)
+                got["[issue 11, plain] disk upload 100 MiB <= 1.25 x max(md5sum, dd conv=fsync)"],
+                want)
 
     def test_the_table_shows_cpu_per_side_over_md5sum(self):
         res = report.Results()
@@ -295,10 +295,9 @@ class BargeModes(unittest.TestCase):
             [n for n, _ in peers.modes(new, False)], [report.BARGE_TLS, report.BARGE_PLAIN])
 
     def test_the_fingerprint_is_read_from_the_banner(self):
-        banner = ("barge 0.1.0 sharing /x on 127.0.0.1:1\n"
-                  "TLS on; the server's key is SHA256:Y3B9REf8nV0GUBU3ngpsbQkqP0hvv18srXbyYQ98mrw\n")
-        self.assertEqual(peers.fingerprint_in(banner),
-                         "SHA256:Y3B9REf8nV0GUBU3ngpsbQkqP0hvv18srXbyYQ98mrw")
+        key = "SHA256:Y3B9REf8nV0GUBU3ngpsbQkqP0hvv18srXbyYQ98mrw"
+        banner = f"barge 0.1.0 sharing /x on 127.0.0.1:1\nTLS on; the server's key is {key}\n"
+        self.assertEqual(peers.fingerprint_in(banner), key)
         self.assertIsNone(peers.fingerprint_in("barge 0.1.0 sharing /x on 127.0.0.1:1\n"))
         self.assertIsNone(peers.fingerprint_in("Plain text (--plain): no encryption\n"))
 
