@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""The barge benchmark (issues 4 and 11): barge against its peers, on loopback, in one run.
+"""The barge benchmark (issues 4, 9 and 11): barge against its peers, on loopback, in one run.
 
 Run it through `bench/run`, which installs the peers and builds barge first. Every scenario runs
-several times, interleaved with its references, and the table shows medians and ratios against
+several times, interleaved with its references, and with barge in both of its modes, TLS (the
+default) and `--plain`, as rows of their own. The table shows medians and ratios against
 references measured in the same run (wall time, and user+sys CPU seconds of the client and the
 server side against md5sum's CPU on the same bytes), because on a busy machine only those are
 stable. The report's header says how busy the machine was.
@@ -45,7 +46,9 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--barge", type=Path, help="the barge binary (bench/run passes its build)")
     ap.add_argument("--baseline-bin", type=Path, metavar="PATH",
                     help="a second barge binary measured in the same run, interleaved with the "
-                    "first, as its own rows \"barge (baseline)\" (both its server and its client)")
+                    "first, as its own rows (both its server and its client): \"barge "
+                    "(baseline)\" for a build without --plain (run in clear text), else "
+                    "\"barge (baseline, TLS)\" and \"barge (baseline, plain)\"")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: small sizes, 2 runs (numbers are not the real ones)")
     ap.add_argument("--runs", type=int, help="runs per scenario (default 5, --quick 2)")
@@ -101,7 +104,7 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     a = options()
     import report
-    from peers import Barge, Peers
+    from peers import Barge, Peers, scrub_env
     from procs import PROCS, Busy, log
     from scenarios import Bench
 
@@ -117,6 +120,8 @@ def main() -> int:
     for s in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(s, on_signal)
 
+    # A BARGE_PLAIN, BARGE_HOST... of the caller's would change what the rows measure.
+    scrub_env()
     started = time.perf_counter()
     busy = Busy(PROCS)
     work = Path(tempfile.mkdtemp(prefix="barge-bench-", dir=a.tmp))
@@ -130,9 +135,9 @@ def main() -> int:
     try:
         logs = work / "logs"
         logs.mkdir()
-        barges = [Barge(report.BARGE, a.barge.resolve(), logs)]
+        barges = Barge.variants(a.barge.resolve(), logs)
         if a.baseline_bin:
-            barges.append(Barge(f"{report.BARGE} (baseline)", a.baseline_bin.resolve(), logs))
+            barges += Barge.variants(a.baseline_bin.resolve(), logs, baseline=True)
         bench = Bench(a, barges, work, res)
         log(f"work folder {work} ({fs}); " + ", ".join(f"{b.name}: {b.bin}" for b in barges))
         need_peers = "large" in a.only or "small" in a.only

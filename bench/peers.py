@@ -1,5 +1,9 @@
 """The tools measured: barge itself (its server and its CLI, the only client) and the peers.
 
+barge runs in two modes, each its own tool row: TLS (the default; the client pins the key the
+server's banner shows, with `--fingerprint`, in a configuration folder of the run's own) and
+`--plain` on both sides; a build from before TLS (no `--plain` flag) runs once, in clear text.
+
 This module owns how each tool is installed-checked, started and driven: the command lines,
 the private daemons (sshd, vsftpd, rsync, dufs) with their throw-away configs, and which
 process is the client side and which the server side of a transfer, so every transfer returns a
@@ -11,6 +15,7 @@ Installing missing packages is `bench/run`'s job; here a missing tool only skips
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
 import shutil
 import subprocess
@@ -24,30 +29,98 @@ from procs import KiB, PROCS, Sample, TreeCpu, free_port, listening, log, proc_s
 # ---------------------------------------------------------------------------------------------
 # barge: the server, and the CLI as the client.
 
+# How a barge binary is run. TLS: the default of a build that has `--plain` (the client gets the
+# server's key with `--fingerprint`); PLAIN: `--plain` on both sides; LEGACY: a build from before
+# TLS, which has no `--plain` flag and speaks clear text anyway.
+TLS, PLAIN, LEGACY = "tls", "plain", "legacy"
+# Settings a user's environment could carry into the servers or clients and change the mode or
+# the state folder behind the benchmark's back.
+_SCRUBBED = ("BARGE_PLAIN", "BARGE_STATE_DIR", "BARGE_HOST", "BARGE_PORT", "BARGE_ROOT")
+_serial = itertools.count(1)
+
+
+def modes(help_text: str, baseline: bool) -> list[tuple[str, str]]:
+    """The report rows of one barge binary, (tool name, mode), from its `barge --help`: a build
+    with `--plain` runs twice, TLS and plain; an older one, which has no such flag, runs once,
+    as plain without the flag."""
+    has_plain = "--plain" in help_text
+    if baseline:
+        if has_plain:
+            return [("barge (baseline, TLS)", TLS), ("barge (baseline, plain)", PLAIN)]
+        return [("barge (baseline)", LEGACY)]
+    if has_plain:
+        return [("barge (TLS)", TLS), ("barge (plain)", PLAIN)]
+    return [("barge (plain)", LEGACY)]
+
+
+def scrub_env() -> None:
+    """Drops the settings of `_SCRUBBED` from this process's environment, so that neither the
+    servers nor the clients started from it inherit them."""
+    for k in _SCRUBBED:
+        os.environ.pop(k, None)
+
+
+def fingerprint_in(banner: str) -> str | None:
+    """The key fingerprint in `barge serve`'s banner (`TLS on; the server's key is SHA256:...`),
+    None if the banner has none (yet)."""
+    for line in banner.splitlines():
+        if line.startswith("TLS on"):
+            for word in line.split():
+                if word.startswith("SHA256:"):
+                    return word.rstrip(".,;")
+    return None
+
 
 class BargeServer:
-    """One `barge serve` on 127.0.0.1 with a port of its own, over `root`."""
+    """One `barge serve` on 127.0.0.1 with a port of its own, over `root`, in `mode`. A TLS
+    server's key fingerprint is read from its banner; its clients use a configuration folder
+    of their own (`client_config`, for the known_hosts file), so that no pin of an earlier
+    server that had the same port can get in the way, and nothing of the user's is touched."""
 
-    def __init__(self, bin_: Path, root: Path, logdir: Path, extra: list[str] | None = None):
+    def __init__(self, bin_: Path, root: Path, logdir: Path, mode: str,
+                 extra: list[str] | None = None):
         self.root = root
+        self.mode = mode
         root.mkdir(parents=True, exist_ok=True)
-        self.out = logdir / f"server-{root.name}.out"
-        self.err = logdir / f"server-{root.name}.err"
-        cmd = [str(bin_), "serve", "--root", str(root), "--port", "0"]
+        tag = f"{root.name}-{next(_serial)}"
+        self.out = logdir / f"server-{tag}.out"
+        self.err = logdir / f"server-{tag}.err"
+        self.client_config = logdir / f"client-config-{tag}"
+        self.client_config.mkdir(mode=0o700)
+        cmd = [str(bin_), *(["--plain"] if mode == PLAIN else []), "serve", "--root", str(root),
+               "--port", "0"]
         cmd += extra or []
+        self.fingerprint: str | None = None
         with open(self.out, "wb") as o, open(self.err, "ab") as e:
             self.proc = PROCS.start(cmd, stdout=o, stderr=e)
 
-        def addr():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"barge serve exited: {self.err.read_text()[-800:]}")
+        def ready():
+            exited = self.proc.poll() is not None
             text = self.out.read_text()
-            for word in text.split():
-                if word.startswith("127.0.0.1:"):
-                    return int(word.split(":")[1])
+            port = next((int(w.split(":")[1]) for w in text.split()
+                         if w.startswith("127.0.0.1:")), None)
+            # The mode's line follows the address line; wait for it too, and check it.
+            if mode == TLS:
+                self.fingerprint = fingerprint_in(text)
+                ok = self.fingerprint is not None
+            elif mode == PLAIN:
+                ok = "Plain text" in text
+            else:
+                ok = True
+            if port and ok:
+                return port
+            if exited:
+                raise RuntimeError(f"barge serve exited: {self.err.read_text()[-800:]}")
+            if port and ("TLS on" in text or "Plain text" in text):
+                raise RuntimeError(f"barge serve runs in the wrong mode (want {mode}): "
+                                   f"{text.strip()[:300]}")
             return None
 
-        self.port = wait_for(addr, 30, "barge serve to listen")
+        try:
+            self.port = wait_for(ready, 30, "barge serve to listen")
+        except BaseException:
+            PROCS.stop(self.proc)
+            raise
         self.cpu = TreeCpu(self.proc.pid)
 
     @property
@@ -68,41 +141,78 @@ class BargeServer:
 
 
 class Barge:
-    """One barge binary under test: `name` is its tool name in the report ("barge", or
-    "barge (baseline)" for `--baseline-bin`); the same binary is server and client."""
+    """One barge binary in one mode: `name` is its tool name in the report (see `modes`); the
+    same binary is server and client. `variants` makes one per row a binary gives."""
 
-    def __init__(self, name: str, bin_: Path, logs: Path):
+    def __init__(self, name: str, bin_: Path, logs: Path, mode: str = TLS):
         self.name = name
         self.bin = str(bin_)
         self.logs = logs
+        self.mode = mode
         probe = subprocess.run([self.bin, "put", "--help"], capture_output=True, timeout=30,
                                check=False)
         if probe.returncode != 0:
             raise RuntimeError(f"{bin_} has no `put` command: not a barge with a client")
+        serve = subprocess.run([self.bin, "serve", "--help"], capture_output=True, text=True,
+                               timeout=30, check=False).stdout
+        # Builds before the per-address limit (default 64) have no such flag.
+        self.per_ip_flag = "--max-connections-per-ip" in serve
+
+    @classmethod
+    def variants(cls, bin_: Path, logs: Path, baseline: bool = False) -> list["Barge"]:
+        """The rows of one binary: TLS and plain for a build with `--plain`, one legacy row
+        for an older one (see `modes`)."""
+        p = subprocess.run([str(bin_), "--help"], capture_output=True, text=True, timeout=30,
+                           check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"{bin_} --help: exit {p.returncode}: {p.stderr.strip()[:300]}")
+        return [cls(name, bin_, logs, mode) for name, mode in modes(p.stdout, baseline)]
+
+    @property
+    def note(self) -> str:
+        return "the barge CLI; " + {
+            TLS: "TLS 1.3, the server's key given with --fingerprint (from its banner)",
+            PLAIN: "--plain on both sides (clear text)",
+            LEGACY: "a build from before TLS (no --plain flag): clear text",
+        }[self.mode]
 
     def server(self, root: Path, extra: list[str] | None = None) -> BargeServer:
-        return BargeServer(Path(self.bin), root, self.logs, extra)
+        return BargeServer(Path(self.bin), root, self.logs, self.mode, extra)
 
-    def _cli(self, port: int, *args: str) -> list[str]:
-        return [self.bin, "-q", "--port", str(port), *args]
+    def limits(self, n: int) -> list[str]:
+        """Server options that let `n` connections from this one address in at once."""
+        out = ["--max-connections", str(n)]
+        return out + (["--max-connections-per-ip", str(n)] if self.per_ip_flag else [])
 
-    def put(self, port: int, src: Path, name: str) -> list[str]:
-        return self._cli(port, "put", str(src), "--as", name)
+    def _cli(self, srv: BargeServer, *args: str) -> list[str]:
+        # `env` execs barge in its own place, so the client's CPU (wait4) is barge's; every mode
+        # goes through it, so all of them pay the same few hundred microseconds.
+        env = ["env", f"XDG_CONFIG_HOME={srv.client_config}"]
+        if self.mode == TLS:
+            if not srv.fingerprint:
+                raise RuntimeError("TLS server without a known fingerprint")
+            sec = ["--fingerprint", srv.fingerprint]
+        else:
+            sec = ["--plain"] if self.mode == PLAIN else []
+        return [*env, self.bin, "-q", *sec, "--port", str(srv.port), *args]
 
-    def get(self, port: int, ref: str, dest: Path) -> list[str]:
-        return self._cli(port, "get", ref, "-o", str(dest), "-f")
+    def put(self, srv: BargeServer, src: Path, name: str) -> list[str]:
+        return self._cli(srv, "put", str(src), "--as", name)
 
-    def put_many(self, port: int, paths: list[Path]) -> list[str]:
-        return self._cli(port, "put", *map(str, paths))
+    def get(self, srv: BargeServer, ref: str, dest: Path) -> list[str]:
+        return self._cli(srv, "get", ref, "-o", str(dest), "-f")
 
-    def get_many(self, port: int, names: list[str], outdir: Path) -> list[str]:
-        return self._cli(port, "get", "-o", str(outdir), "-f", *names)
+    def put_many(self, srv: BargeServer, paths: list[Path]) -> list[str]:
+        return self._cli(srv, "put", *map(str, paths))
 
-    def rm(self, port: int, ref: str) -> list[str]:
-        return self._cli(port, "rm", ref)
+    def get_many(self, srv: BargeServer, names: list[str], outdir: Path) -> list[str]:
+        return self._cli(srv, "get", "-o", str(outdir), "-f", *names)
 
-    def ls(self, port: int) -> list[str]:
-        return self._cli(port, "ls")
+    def rm(self, srv: BargeServer, ref: str) -> list[str]:
+        return self._cli(srv, "rm", ref)
+
+    def ls(self, srv: BargeServer) -> list[str]:
+        return self._cli(srv, "ls")
 
 
 # ---------------------------------------------------------------------------------------------

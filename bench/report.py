@@ -3,8 +3,10 @@ the printed report and the JSON file.
 
 This module owns the numbers' meaning after they are taken: medians, the ratios against
 references measured in the same run (wall time and CPU against `md5sum`, a peer's time against
-barge's), and the PASS/FAIL lines of issue 4 and issue 11. It starts no process and measures
-nothing; `scenarios` fills a `Results`, `main` asks for the text and the JSON.
+barge's), TLS against `--plain`, and the PASS/FAIL lines of issues 4, 9 and 11: issue 9's speed
+targets are for TLS and judge the `barge (TLS)` rows; issues 4 and 11 set theirs before TLS
+existed and judge the `barge (plain)` rows. It starts no process and measures nothing;
+`scenarios` fills a `Results`, `main` asks for the text and the JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from pathlib import Path
 from procs import GiB, MiB, Busy, Sample, human
 
 RSS_LIMIT = 64 * MiB
-BARGE = "barge"
+# The rows of the build under test (`peers.modes` names them): TLS, its default, and `--plain`.
+BARGE_TLS = "barge (TLS)"
+BARGE_PLAIN = "barge (plain)"
 # The yardsticks a scenario's tools are measured against; they get no time/barge ratio.
 REFERENCES = ("md5sum", "dd conv=fsync")
 
@@ -136,15 +140,23 @@ def _cpu(res: Results, name: str, value: float | None, md5: Row | None, limit: f
 
 
 def judge(res: Results, a, peers) -> None:
-    """Turns the rows into the PASS/FAIL lines of issue 4 and issue 11 (barge rows only; a
-    baseline is shown in the table, not judged)."""
+    """Turns the rows into the PASS/FAIL lines of issues 4 and 11 (on the `barge (plain)` rows)
+    and of issue 9 (on the `barge (TLS)` rows); a baseline is shown in the table, not judged."""
+    _judge_plain(res, a, peers)
+    _judge_tls(res, a)
+
+
+def _judge_plain(res: Results, a, peers) -> None:
+    """Issues 4 and 11, set before TLS: the `barge (plain)` rows."""
+    tool = BARGE_PLAIN
+    p4 = "[plain] "
     label = human(max(a.sizes)) if a.sizes else ""
     md5 = res.find(f"hash {label}", "md5sum")
-    up = res.find(f"upload {label}", BARGE)
-    down = res.find(f"download {label}", BARGE)
+    up = res.find(f"upload {label}", tool)
+    down = res.find(f"download {label}", tool)
     if up or down:
-        _wall(res, f"upload {label} <= 1.3 x md5sum", up, md5, 1.3)
-        _wall(res, f"download {label} <= 1.2 x md5sum", down, md5, 1.2)
+        _wall(res, f"{p4}upload {label} <= 1.3 x md5sum", up, md5, 1.3)
+        _wall(res, f"{p4}download {label} <= 1.2 x md5sum", down, md5, 1.2)
     for what, row in (("upload", up), ("download", down)):
         if not row:
             continue
@@ -158,48 +170,48 @@ def judge(res: Results, a, peers) -> None:
                 detail.append(f"{p.name} {pr.median / row.median:.2f}x")
                 if pr.median <= row.median:
                     behind.append(p.name)
-        res.target(f"{what} {label} ahead of every peer", not behind if detail else None,
+        res.target(f"{p4}{what} {label} ahead of every peer", not behind if detail else None,
                    ("behind " + ", ".join(behind) + "; " if behind else "")
                    + "peer/barge: " + ", ".join(detail))
         scp = res.find(f"{what} {label}", "scp")
         if scp:
             f = scp.median / row.median
-            res.target(f"{what} {label} >= 4 x faster than scp", f >= 4,
+            res.target(f"{p4}{what} {label} >= 4 x faster than scp", f >= 4,
                        f"{f:.2f} x ({scp.median:.2f} s vs {row.median:.2f} s)")
     n = a.small_files
-    sm_up = res.find(f"{n:,} x 1 KiB upload", BARGE)
-    sm_down = res.find(f"{n:,} x 1 KiB download", BARGE)
+    sm_up = res.find(f"{n:,} x 1 KiB upload", tool)
+    sm_down = res.find(f"{n:,} x 1 KiB download", tool)
     if sm_up:
         rate = n / sm_up.median
-        res.target(">= 5,000 files/s (1 KiB uploads, one connection)", rate >= 5000,
+        res.target(f"{p4}>= 5,000 files/s (1 KiB uploads, one connection)", rate >= 5000,
                    f"{rate:,.0f} files/s")
     scen_list = f"LIST {a.list_files:,} files"
-    lst = res.find(scen_list, f"{BARGE}: LIST (raw socket)")
+    lst = res.find(scen_list, f"{tool}: LIST (raw socket)")
     if lst:
-        res.target(f"LIST of {a.list_files:,} files < 1 s", lst.median < 1.0,
+        res.target(f"{p4}LIST of {a.list_files:,} files < 1 s", lst.median < 1.0,
                    f"{lst.median * 1000:.0f} ms warm; {human(lst.extra.get('bytes', 0))}")
     for scen in (f"{a.clients} clients x {human(a.client_size)} upload",
                  f"{a.clients} clients x {human(a.client_size)} download",
                  f"{a.idle:,} idle connections"):
-        r = next((r for r in res.rows if r.scenario == scen and r.tool == BARGE and r.peaks),
+        r = next((r for r in res.rows if r.scenario == scen and r.tool == tool and r.peaks),
                  None)
         if r:
             pk = max(r.peaks)
-            res.target(f"peak RSS < 64 MiB: {scen}", pk < RSS_LIMIT, human(pk))
+            res.target(f"{p4}peak RSS < 64 MiB: {scen}", pk < RSS_LIMIT, human(pk))
     if len(a.sizes) >= 2:
         small, big = min(a.sizes), max(a.sizes)
         for what in ("upload", "download"):
-            ra = res.find(f"{what} {human(small)}", BARGE)
-            rb = res.find(f"{what} {human(big)}", BARGE)
+            ra = res.find(f"{what} {human(small)}", tool)
+            rb = res.find(f"{what} {human(big)}", tool)
             if ra and rb and ra.peaks and rb.peaks:
                 pa, pb = max(ra.peaks), max(rb.peaks)
                 # Allow a little allocator noise, nothing that scales with the size.
-                res.target(f"RSS flat with file size ({what})", pb <= pa * 1.15 + 4 * MiB,
+                res.target(f"{p4}RSS flat with file size ({what})", pb <= pa * 1.15 + 4 * MiB,
                            f"{human(pa)} at {human(small)}, {human(pb)} at {human(big)}")
 
     # Issue 11: CPU per side against md5sum's CPU on the same bytes, which a neighbour taking
     # a core does not move the way it moves wall time.
-    i11 = "[issue 11] "
+    i11 = "[issue 11, plain] "
     if up:
         _cpu(res, f"{i11}upload {label} client+server CPU <= 2.1 x md5sum CPU", up.cpu, md5, 2.1)
         _cpu(res, f"{i11}upload {label} server CPU <= 1.05 x md5sum CPU", up.s_cpu, md5, 1.05)
@@ -208,7 +220,7 @@ def judge(res: Results, a, peers) -> None:
         _cpu(res, f"{i11}download {label} server CPU <= 0.2 x md5sum CPU", down.s_cpu, md5, 0.2)
         _wall(res, f"{i11}download {label} <= 1.1 x md5sum", down, md5, 1.1)
     disk_scen = f"disk upload {human(a.disk_size)}"
-    disk = res.find(disk_scen, BARGE)
+    disk = res.find(disk_scen, tool)
     if disk:
         d_md5 = res.find(disk_scen, "md5sum")
         d_dd = res.find(disk_scen, "dd conv=fsync")
@@ -228,6 +240,67 @@ def judge(res: Results, a, peers) -> None:
         if lst.peaks:
             res.target(f"{i11}LIST of {a.list_files:,} files: server peak RSS < 32 MiB",
                        max(lst.peaks) < 32 * MiB, human(max(lst.peaks)))
+
+
+def _judge_tls(res: Results, a) -> None:
+    """Issue 9's speed targets, set for TLS: the `barge (TLS)` rows."""
+    p9 = "[issue 9, TLS] "
+    label = human(max(a.sizes)) if a.sizes else ""
+    md5 = res.find(f"hash {label}", "md5sum")
+    up = res.find(f"upload {label}", BARGE_TLS)
+    down = res.find(f"download {label}", BARGE_TLS)
+    if up or down:
+        _wall(res, f"{p9}upload {label} <= 1.45 x md5sum", up, md5, 1.45)
+        _wall(res, f"{p9}download {label} <= 1.15 x md5sum", down, md5, 1.15)
+    for what, row in (("upload", up), ("download", down)):
+        if not row:
+            continue
+        for peer in ("scp", "sftp"):
+            name = f"{p9}{what} {label} >= 1.3 x faster than {peer}"
+            pr = res.find(f"{what} {label}", peer)
+            if not pr:
+                res.target(name, None, "not measured")
+                continue
+            f = pr.median / row.median
+            res.target(name, f >= 1.3, f"{f:.2f} x ({pr.median:.2f} s vs {row.median:.2f} s)")
+    n = a.small_files
+    for what in ("upload", "download"):
+        row = res.find(f"{n:,} x 1 KiB {what}", BARGE_TLS)
+        if row:
+            rate = n / row.median
+            res.target(f"{p9}>= 10,000 files/s (1 KiB {what}s, one connection)",
+                       rate >= 10_000, f"{rate:,.0f} files/s")
+    r = next((r for r in res.rows if r.scenario == f"{a.idle:,} idle connections"
+              and r.tool == BARGE_TLS and r.peaks), None)
+    if r:
+        pk = max(r.peaks)
+        # Connections that never got their greeting cost the server nothing: they do not count.
+        lost = r.extra.get("refused", 0)
+        res.target(f"{p9}{a.idle:,} idle TLS connections: server peak RSS < 64 MiB",
+                   pk < RSS_LIMIT and not lost,
+                   human(pk) + (f"; but {lost} of {a.idle:,} were refused or failed" if lost
+                                else f"; all {a.idle:,} open, handshake done, greeting read"))
+
+
+def tls_vs_plain(res: Results) -> list[str]:
+    """One line per scenario measured both ways: what TLS costs over `--plain`, in wall time
+    and in CPU of each side (medians of the same run)."""
+    out = []
+    for t in res.rows:
+        if t.tool != BARGE_TLS or not t.times:
+            continue
+        p = res.find(t.scenario, BARGE_PLAIN)
+        if not p:
+            continue
+        line = f"{t.scenario}: TLS {t.median / p.median:.2f} x plain's time"
+        if t.c_cpu is not None and p.c_cpu:
+            line += f", client CPU {t.c_cpu / p.c_cpu:.2f} x"
+        if t.s_cpu is not None and p.s_cpu:
+            line += f", server CPU {t.s_cpu / p.s_cpu:.2f} x"
+        if t.peaks and p.peaks:
+            line += f", server peak RSS {human(max(t.peaks))} vs {human(max(p.peaks))}"
+        out.append(line)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +325,9 @@ def table(res: Results) -> str:
     head = ["scenario", "tool", "median", "min-max", "rate", "vs md5sum", "time/barge",
             "client CPU s", "server CPU s", "CPU/md5sum c+s = c + s", "server peak RSS"]
     lines = []
-    barge_by_scen = {r.scenario: r for r in res.rows if r.tool == BARGE and r.times}
+    # time/barge is against barge's default, TLS; against plain where TLS was not measured.
+    barge_by_scen = {r.scenario: r for r in res.rows if r.tool == BARGE_PLAIN and r.times}
+    barge_by_scen.update({r.scenario: r for r in res.rows if r.tool == BARGE_TLS and r.times})
     for r in res.rows:
         if not r.times:
             continue
@@ -289,9 +364,10 @@ def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
                f"except the disk scenario ({a.disk_tmp}); loopback only")
     out.append(f"busy: {busy.describe()}")
     out.append("rate: bytes or files per second of wall time; vs md5sum: time / md5sum's time on "
-               "the same bytes; time/barge: a tool's time / barge's time (above 1: barge is "
-               "faster); CPU s: user+sys seconds of the client process(es) and of the server "
-               "process(es); CPU/md5sum: those over md5sum's CPU on the same bytes")
+               "the same bytes; time/barge: a tool's time / barge (TLS)'s time (above 1: barge is "
+               "faster; barge (plain)'s where TLS was not measured); CPU s: user+sys seconds of "
+               "the client process(es) and of the server process(es); CPU/md5sum: those over "
+               "md5sum's CPU on the same bytes")
     out.append("")
     out.append(table(res))
     out.append("")
@@ -311,11 +387,16 @@ def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
         out.extend(notes)
     if peers and peers.skipped:
         out.append("peers skipped: " + "; ".join(f"{k}: {v}" for k, v in peers.skipped.items()))
+    cost = tls_vs_plain(res)
+    if cost:
+        out.append("TLS against --plain (medians, same run):")
+        out.extend(f"- {c}" for c in cost)
     if res.notes:
         out.append("failures:")
         out.extend(f"- {n}" for n in res.notes)
     out.append("")
-    out.append("targets:")
+    out.append("targets: [issue 9, TLS] judge the barge (TLS) rows; [plain] (issue 4) and "
+               "[issue 11, plain], set before TLS, the barge (plain) rows")
     w = max((len(t[0]) for t in res.targets), default=10)
     for name, verdict, detail in res.targets:
         out.append(f"  {verdict:4}  {name.ljust(w)}  {detail}")

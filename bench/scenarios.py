@@ -3,9 +3,12 @@
 This module owns the workloads (large files, a disk-backed upload, many small files, a big
 listing, many clients at once, idle connections), the order in which tools take turns, the
 checks that each tool really moved the bytes, and the clean-up of what each run wrote. It fills
-a `report.Results`; it does not judge or print it. The barge CLI is the only client of barge
-here; the one exception is the raw-socket `LIST` probe, which times the server's listing
-without any client's cost and reads no more of the dialogue than the listing's line count.
+a `report.Results`; it does not judge or print it. Every barge scenario runs once per barge
+row (`peers.modes`: TLS and plain, and a baseline's), the rows taking turns. The barge CLI is the
+only client of barge transfers here; the exceptions are the raw-socket `LIST` probe, which times
+the server's listing without any client's cost and reads no more of the dialogue than the
+listing's line count, and the idle connections, which only connect (and shake hands, for TLS)
+and read the greeting.
 """
 
 from __future__ import annotations
@@ -13,22 +16,49 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from peers import Barge, BargeServer, Peer, Peers
+from peers import TLS, Barge, BargeServer, Peer, Peers
 from procs import KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file
 from report import Results, Row
 
 
-class ListProbe:
-    """`LIST_FILES` on a raw socket: the server's listing time and size, with no client work.
-    Only the first word of the `210` line (the count of lines that follow) is read."""
+def tls_context() -> ssl.SSLContext:
+    """A TLS 1.3 client context for the benchmark's own raw connections (the listing probe, the
+    idle connections), offering ALPN `barge/1` as PROTOCOL.md 1.1 asks. It checks no
+    certificate: these connections go to a server this run started on 127.0.0.1 and measure
+    its cost, not its identity (the barge CLI, which pins the key, does the transfers)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["barge/1"])
+    return ctx
 
-    def __init__(self, port: int, timeout: float = 120.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+def connect(srv: BargeServer, timeout: float, ctx: ssl.SSLContext | None = None) -> socket.socket:
+    """A connection to `srv` on 127.0.0.1, inside TLS (handshake done) if the server runs TLS."""
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
+    if srv.mode != TLS:
+        return sock
+    try:
+        return (ctx or tls_context()).wrap_socket(sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class ListProbe:
+    """`LIST_FILES` on a raw socket (inside TLS for a TLS server): the server's listing time and
+    size, with no client work. Only the first word of the `210` line (the count of lines that
+    follow) is read."""
+
+    def __init__(self, srv: BargeServer, timeout: float = 120.0):
+        self.sock = connect(srv, timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.r = self.sock.makefile("rb", buffering=1 * MiB)
         greeting = self.r.readline(16384)
@@ -55,8 +85,9 @@ class ListProbe:
 
 
 class Bench:
-    """The scenarios of one run. `barges` are the binaries under test: the first is "barge",
-    the optional second "barge (baseline)"; both take turns in every barge scenario."""
+    """The scenarios of one run. `barges` are the rows under test, one per binary and mode
+    ("barge (TLS)", "barge (plain)", and "barge (baseline)" with `--baseline-bin`); they take
+    turns in every barge scenario."""
 
     def __init__(self, args, barges: list[Barge], work: Path, res: Results):
         self.a = args
@@ -116,9 +147,9 @@ class Bench:
             for b in self.barges:
                 srv = servers[b.name] = self.server(b, f"large{size}")
                 # The file that barge downloads, put there by barge so it is indexed.
-                self.timed(b.put(srv.port, src, "dl.bin"), "barge put dl.bin")
-                self.res.row(up_s, b.name, work=size, note="the barge CLI")
-                self.res.row(down_s, b.name, work=size, note="the barge CLI")
+                self.timed(b.put(srv, src, "dl.bin"), "barge put dl.bin")
+                self.res.row(up_s, b.name, work=size, note=b.note)
+                self.res.row(down_s, b.name, work=size, note=b.note)
             if peers.ftp_root:
                 (peers.ftp_root / "pub").mkdir(exist_ok=True)
                 shutil.copy(src, peers.ftp_root / "pub" / src.name)
@@ -139,18 +170,18 @@ class Bench:
                 name = f"up-{run}.bin"
                 row = self.res.row(up_s, b.name)
                 srv.reset_peak()
-                row.add(self.timed(b.put(srv.port, src, name), "barge put", srv))
+                row.add(self.timed(b.put(srv, src, name), "barge put", srv))
                 row.peaks.append(srv.peak())
                 check(srv.root / name, "barge put", run == 0)
                 # Freed now, so the next run writes into memory the kernel has just freed
                 # rather than pages it must first take from elsewhere.
-                self.timed(b.rm(srv.port, name), "barge rm")
+                self.timed(b.rm(srv, name), "barge rm")
 
             def barge_down(b: Barge, run: int) -> None:
                 srv = servers[b.name]
                 row = self.res.row(down_s, b.name)
                 srv.reset_peak()
-                row.add(self.timed(b.get(srv.port, "dl.bin", dest), "barge get", srv))
+                row.add(self.timed(b.get(srv, "dl.bin", dest), "barge get", srv))
                 row.peaks.append(srv.peak())
                 check(dest, "barge get", run == 0)
                 dest.unlink()
@@ -215,7 +246,7 @@ class Bench:
                                 detail=f"{disk} ({fs})")
             for b in self.barges:
                 servers[b.name] = self.server(b, "disk", root=disk / f"shared-{len(servers)}")
-                self.res.row(scen, b.name, work=size, note="the barge CLI")
+                self.res.row(scen, b.name, work=size, note=b.note)
             out = disk / "dd.bin"
 
             def dd() -> None:
@@ -230,12 +261,12 @@ class Bench:
                 row = self.res.row(scen, b.name)
                 name = f"up-{run}.bin"
                 srv.reset_peak()
-                row.add(self.timed(b.put(srv.port, src, name), "barge put", srv))
+                row.add(self.timed(b.put(srv, src, name), "barge put", srv))
                 row.peaks.append(srv.peak())
                 stored = srv.root / name
                 if stored.stat().st_size != size or (run == 0 and md5_file(stored) != want):
                     raise RuntimeError(f"barge put: {stored} differs from the source")
-                self.timed(b.rm(srv.port, name), "barge rm")
+                self.timed(b.rm(srv, name), "barge rm")
 
             for run in range(self.a.runs):
                 order = [("md5sum", lambda: self.md5sum(r_md5, [str(src)])), ("dd", dd)]
@@ -276,15 +307,15 @@ class Bench:
             srv = self.server(b, "small")
             try:
                 srv.reset_peak()
-                r_up.add(self.timed(b.put_many(srv.port, paths), "barge put (many)", srv))
+                r_up.add(self.timed(b.put_many(srv, paths), "barge put (many)", srv))
                 r_up.peaks.append(srv.peak())
-                stored = sum(1 for _ in srv.root.iterdir()) - 1  # minus .barge
+                stored = sum(1 for p in srv.root.iterdir() if p.name != ".barge")
                 if stored != n:
                     raise RuntimeError(f"barge put: {stored} files stored, want {n}")
                 out = d / "out"
                 out.mkdir()
                 srv.reset_peak()
-                r_down.add(self.timed(b.get_many(srv.port, names, out), "barge get (many)", srv))
+                r_down.add(self.timed(b.get_many(srv, names, out), "barge get (many)", srv))
                 r_down.peaks.append(srv.peak())
                 got = sum(1 for _ in out.iterdir())
                 if got != n:
@@ -344,7 +375,7 @@ class Bench:
         srv = self.server(b, "list", root=root)
         try:
             start = time.perf_counter() - t0
-            c = ListProbe(srv.port)
+            c = ListProbe(srv)
             t1 = time.perf_counter()
             entries, nbytes = c.listing()
             first = time.perf_counter() - t1
@@ -386,13 +417,13 @@ class Bench:
             r_ls = self.res.row(scen, f"{b.name} ls (CLI, to /dev/null)",
                                 note="connect+list+print")
             for _ in range(self.a.runs):
-                r_ls.add(self.timed(b.ls(srv.port), "barge ls", srv))
+                r_ls.add(self.timed(b.ls(srv), "barge ls", srv))
         finally:
             srv.stop()
         # Restart on the same folder: the id index is on disk, so nothing is rehashed.
         srv = self.server(b, "list", root=root)
         try:
-            c = ListProbe(srv.port)
+            c = ListProbe(srv)
             t = time.perf_counter()
             e3, _ = c.listing()
             self.res.row(scen, f"{b.name}: first LIST after restart",
@@ -429,11 +460,11 @@ class Bench:
         n, size = self.a.clients, self.a.client_size
         r_up = self.res.row(scen_up, b.name, work=n * size, note="aggregate")
         r_down = self.res.row(scen_down, b.name, work=n * size, note="aggregate")
-        srv = self.server(b, "conc", ["--max-connections", str(max(512, 2 * n))])
+        srv = self.server(b, "conc", b.limits(max(512, 2 * n)))
         try:
             for scen_row, cmds in (
-                (r_up, [b.put(srv.port, src, f"c{i:04d}.bin") for i in range(n)]),
-                (r_down, [b.get(srv.port, f"c{i:04d}.bin", d / f"o{i:04d}.bin")
+                (r_up, [b.put(srv, src, f"c{i:04d}.bin") for i in range(n)]),
+                (r_down, [b.get(srv, f"c{i:04d}.bin", d / f"o{i:04d}.bin")
                           for i in range(n)]),
             ):
                 srv.reset_peak()
@@ -481,8 +512,9 @@ class Bench:
             self.attempt(f"{b.name} idle", lambda b=b: self._idle(b, n))
 
     def _idle(self, b: Barge, n: int) -> None:
-        srv = self.server(b, "idle", ["--max-connections", str(n + 100)])
+        srv = self.server(b, "idle", b.limits(n + 100))
         socks = []
+        ctx = tls_context()
         try:
             time.sleep(0.5)
             before = srv.rss()
@@ -490,20 +522,27 @@ class Bench:
             srv.cpu.start()
             t0 = time.perf_counter()
             slow = 0
+            failed = 0
             for _ in range(n):
                 t1 = time.perf_counter()
-                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-                socks.append(s)
+                try:
+                    # A TLS connection is counted once its handshake is done.
+                    socks.append(connect(srv, 30, ctx))
+                except OSError:  # ssl.SSLError too: a connection refused or a handshake cut
+                    failed += 1
                 # A connect this slow waited for a SYN retransmit: the listen queue overflowed.
                 slow += time.perf_counter() - t1 > 0.5
-            busy = 0
+            busy = failed
             for s in socks:
                 buf = b""
-                while not buf.endswith(b"\n") and len(buf) < 1000:
-                    chunk = s.recv(1000)
-                    if not chunk:
-                        break
-                    buf += chunk
+                try:
+                    while not buf.endswith(b"\n") and len(buf) < 1000:
+                        chunk = s.recv(1000)
+                        if not chunk:
+                            break
+                        buf += chunk
+                except OSError:
+                    pass
                 if not buf.startswith(b"220 "):
                     busy += 1
             opened = time.perf_counter() - t0
@@ -513,14 +552,17 @@ class Bench:
             row = self.res.row(f"{n:,} idle connections", b.name, unit="B",
                                detail=f"RSS {human(before)} before, {human(rss)} with them open; "
                                f"+{(rss - before) / n / KiB:.1f} KiB per connection; time = "
-                               "opening them all back to back, then reading each greeting"
+                               "opening them all back to back"
+                               + (" (each with its TLS handshake)" if srv.mode == TLS else "")
+                               + ", then reading each greeting"
                                + (f"; {slow} connects waited > 0.5 s (a SYN retransmit: the "
                                   "listen queue overflowed)" if slow else "")
-                               + (f"; {busy} refused" if busy else ""))
+                               + (f"; {busy} refused or failed" if busy else ""))
             row.add(Sample(opened, None, s_cpu))
             row.peaks.append(peak)
-            row.extra = {"rss_before": before, "rss": rss, "refused": busy, "slow": slow}
-            row.note = f"served with --max-connections {n + 100} (the default is lower)"
+            row.extra = {"rss_before": before, "rss": rss, "refused": busy, "slow": slow,
+                         "open": len(socks) - (busy - failed), "tls": srv.mode == TLS}
+            row.note = f"served with {' '.join(b.limits(n + 100))} (the defaults are lower)"
         finally:
             for s in socks:
                 s.close()

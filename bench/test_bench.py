@@ -1,16 +1,21 @@
-"""Self-tests of the benchmark's own machinery: CPU accounting, verdicts, and `--help`.
+"""Self-tests of the benchmark's own machinery: CPU accounting, verdicts, barge's rows and
+modes, and `--help`.
 
 Run with `python3 -m unittest discover -s bench` (a few seconds, no network, no barge build).
 They check what the numbers rest on: that a child's CPU includes the processes it reaped, that
 a daemon's per-connection child is counted once it has exited, that the verdicts compare the
-right quantities, and that `bench/run --help` needs nothing installed.
+right quantities on the right rows (issue 9 on TLS, issues 4 and 11 on plain), that a build
+without `--plain` is found and run as plain without the flag (against stand-in binaries), and
+that `bench/run --help` needs nothing installed.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
 from argparse import Namespace
@@ -18,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import peers  # noqa: E402
 import report  # noqa: E402
 from procs import PROCS, MiB, Sample, TreeCpu, tree, wait_for  # noqa: E402
 
@@ -94,24 +100,23 @@ class Verdicts(unittest.TestCase):
         res = report.Results()
         res.refs.update({"upload 100 MiB": "hash 100 MiB", "download 100 MiB": "hash 100 MiB"})
         res.row("hash 100 MiB", "md5sum").add(Sample(1.0, md5_cpu))
-        res.row("upload 100 MiB", "barge").add(Sample(1.2, *up))
-        res.row("download 100 MiB", "barge").add(Sample(1.0, *down))
+        res.row("upload 100 MiB", "barge (plain)").add(Sample(1.2, *up))
+        res.row("download 100 MiB", "barge (plain)").add(Sample(1.0, *down))
         report.judge(res, args(), Namespace(list=[]))
         return {name: verdict for name, verdict, _ in res.targets}
 
     def test_cpu_targets_compare_each_side_with_md5sums_cpu(self):
+        i11 = "[issue 11, plain] "
         v = self.results(1.0, up=(1.0, 1.0), down=(1.0, 0.1))
-        self.assertEqual(v["[issue 11] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"],
-                         "PASS")
-        self.assertEqual(v["[issue 11] upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "PASS")
-        self.assertEqual(v["[issue 11] download 100 MiB client CPU <= 1.1 x md5sum CPU"], "PASS")
-        self.assertEqual(v["[issue 11] download 100 MiB server CPU <= 0.2 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}download 100 MiB client CPU <= 1.1 x md5sum CPU"], "PASS")
+        self.assertEqual(v[f"{i11}download 100 MiB server CPU <= 0.2 x md5sum CPU"], "PASS")
         v = self.results(1.0, up=(1.0, 1.2), down=(1.2, 0.3))
-        self.assertEqual(v["[issue 11] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"],
-                         "FAIL")
-        self.assertEqual(v["[issue 11] upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "FAIL")
-        self.assertEqual(v["[issue 11] download 100 MiB client CPU <= 1.1 x md5sum CPU"], "FAIL")
-        self.assertEqual(v["[issue 11] download 100 MiB server CPU <= 0.2 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}upload 100 MiB server CPU <= 1.05 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}download 100 MiB client CPU <= 1.1 x md5sum CPU"], "FAIL")
+        self.assertEqual(v[f"{i11}download 100 MiB server CPU <= 0.2 x md5sum CPU"], "FAIL")
 
     def test_disk_upload_is_judged_against_the_slower_of_md5sum_and_dd(self):
         for dd, want in ((1.0, "FAIL"), (2.0, "PASS")):
@@ -119,22 +124,216 @@ class Verdicts(unittest.TestCase):
             scen = "disk upload 100 MiB"
             res.row(scen, "md5sum").add(Sample(1.0, 1.0))
             res.row(scen, "dd conv=fsync").add(Sample(dd, 0.1))
-            res.row(scen, "barge").add(Sample(2.0, 1.0, 1.0))
+            res.row(scen, "barge (plain)").add(Sample(2.0, 1.0, 1.0))
             report.judge(res, args(sizes=[]), Namespace(list=[]))
             got = {n: v for n, v, _ in res.targets}
             self.assertEqual(
-                got["[issue 11] disk upload 100 MiB <= 1.25 x max(md5sum, dd conv=fsync)"], want)
+                got["[issue 11, plain] disk upload 100 MiB <= 1.25 x max(md5sum, dd conv=fsync)"],
+                want)
 
     def test_the_table_shows_cpu_per_side_over_md5sum(self):
         res = report.Results()
         res.refs["upload 100 MiB"] = "hash 100 MiB"
         res.row("hash 100 MiB", "md5sum").add(Sample(1.0, 2.0))
-        res.row("upload 100 MiB", "barge").add(Sample(1.0, 2.4, 2.6))
+        res.row("upload 100 MiB", "barge (TLS)").add(Sample(1.0, 2.4, 2.6))
         res.row("upload 100 MiB", "barge (baseline)").add(Sample(1.5, 3.0, 3.0))
         t = report.table(res)
         self.assertIn("2.50 = 1.20 + 1.30", t)
         self.assertIn("3.00 = 1.50 + 1.50", t)
         self.assertIn("1.50 x", t)  # the baseline's time over the new build's
+
+
+class TlsVerdicts(unittest.TestCase):
+    """Issue 9's targets judge the TLS rows; the older targets keep judging the plain rows."""
+
+    def judge(self, tls: float, plain: float, scp: float, sftp: float, small: float,
+              idle_peak: int, refused: int = 0) -> dict[str, tuple[str, str]]:
+        res = report.Results()
+        for s in ("upload 100 MiB", "download 100 MiB"):
+            res.refs[s] = "hash 100 MiB"
+            res.row(s, "barge (TLS)").add(Sample(tls, 1.0, 1.0))
+            res.row(s, "barge (plain)").add(Sample(plain, 1.0, 1.0))
+            res.row(s, "scp").add(Sample(scp))
+            res.row(s, "sftp").add(Sample(sftp))
+        res.row("hash 100 MiB", "md5sum").add(Sample(1.0, 1.0))
+        for what in ("upload", "download"):
+            res.row(f"10 x 1 KiB {what}", "barge (TLS)").add(Sample(small))
+        idle = res.row("1 idle connections", "barge (TLS)")
+        idle.add(Sample(0.1))
+        idle.peaks.append(idle_peak)
+        idle.extra = {"refused": refused}
+        report.judge(res, args(), Namespace(list=[]))
+        return {name: (verdict, detail) for name, verdict, detail in res.targets}
+
+    def test_the_tls_rows_pass_when_within_issue_9s_limits(self):
+        v = self.judge(tls=1.1, plain=1.0, scp=1.5, sftp=1.6, small=0.0009,
+                       idle_peak=20 * MiB)
+        p9 = "[issue 9, TLS] "
+        self.assertEqual(v[f"{p9}upload 100 MiB <= 1.45 x md5sum"][0], "PASS")
+        self.assertEqual(v[f"{p9}download 100 MiB <= 1.15 x md5sum"][0], "PASS")
+        for what in ("upload", "download"):
+            for peer in ("scp", "sftp"):
+                self.assertEqual(v[f"{p9}{what} 100 MiB >= 1.3 x faster than {peer}"][0], "PASS")
+            self.assertEqual(v[f"{p9}>= 10,000 files/s (1 KiB {what}s, one connection)"][0],
+                             "PASS")
+        self.assertEqual(v[f"{p9}1 idle TLS connections: server peak RSS < 64 MiB"][0], "PASS")
+
+    def test_the_tls_rows_fail_past_issue_9s_limits(self):
+        # TLS 1.2 x md5sum: inside 1.45 for upload, outside 1.15 for download; scp and sftp
+        # less than 1.3 x slower; 10 files in 1.1 ms is under 10,000/s.
+        v = self.judge(tls=1.2, plain=1.0, scp=1.5, sftp=1.5, small=0.0011,
+                       idle_peak=65 * MiB)
+        p9 = "[issue 9, TLS] "
+        self.assertEqual(v[f"{p9}upload 100 MiB <= 1.45 x md5sum"][0], "PASS")
+        self.assertEqual(v[f"{p9}download 100 MiB <= 1.15 x md5sum"][0], "FAIL")
+        for what in ("upload", "download"):
+            for peer in ("scp", "sftp"):
+                self.assertEqual(v[f"{p9}{what} 100 MiB >= 1.3 x faster than {peer}"][0], "FAIL")
+            self.assertEqual(v[f"{p9}>= 10,000 files/s (1 KiB {what}s, one connection)"][0],
+                             "FAIL")
+        self.assertEqual(v[f"{p9}1 idle TLS connections: server peak RSS < 64 MiB"][0], "FAIL")
+
+    def test_idle_connections_that_were_refused_fail_the_rss_target(self):
+        v = self.judge(tls=1.0, plain=1.0, scp=2, sftp=2, small=0.0001, idle_peak=MiB,
+                       refused=1)
+        verdict, detail = v["[issue 9, TLS] 1 idle TLS connections: server peak RSS < 64 MiB"]
+        self.assertEqual(verdict, "FAIL")
+        self.assertIn("1 of 1 were refused", detail)
+
+    def test_older_targets_judge_the_plain_row_and_issue_9_the_tls_row(self):
+        # Plain at 1.25 x md5sum passes issue 4's 1.3; TLS at 1.5 x fails issue 9's 1.45.
+        v = self.judge(tls=1.5, plain=1.25, scp=10, sftp=10, small=0.0001, idle_peak=MiB)
+        self.assertEqual(v["[plain] upload 100 MiB <= 1.3 x md5sum"][0], "PASS")
+        self.assertIn("1.25 x", v["[plain] upload 100 MiB <= 1.3 x md5sum"][1])
+        self.assertEqual(v["[issue 9, TLS] upload 100 MiB <= 1.45 x md5sum"][0], "FAIL")
+        self.assertIn("1.50 x", v["[issue 9, TLS] upload 100 MiB <= 1.45 x md5sum"][1])
+
+    def test_a_missing_scp_is_not_measured_rather_than_passed(self):
+        res = report.Results()
+        res.row("upload 100 MiB", "barge (TLS)").add(Sample(1.0))
+        report.judge(res, args(), Namespace(list=[]))
+        got = {n: v for n, v, _ in res.targets}
+        self.assertEqual(got["[issue 9, TLS] upload 100 MiB >= 1.3 x faster than scp"], "n/a")
+        self.assertEqual(got["[issue 9, TLS] upload 100 MiB >= 1.3 x faster than sftp"], "n/a")
+
+    def test_tls_is_shown_against_plain_per_scenario(self):
+        res = report.Results()
+        res.row("upload 100 MiB", "barge (TLS)").add(Sample(1.5, 3.0, 2.0))
+        res.row("upload 100 MiB", "barge (plain)").add(Sample(1.0, 2.0, 1.0))
+        res.row("LIST 10 files", "barge (TLS)").add(Sample(1.0))  # no plain row: no line
+        self.assertEqual(report.tls_vs_plain(res), [
+            "upload 100 MiB: TLS 1.50 x plain's time, client CPU 1.50 x, server CPU 2.00 x"])
+
+    def test_time_over_barge_is_against_the_tls_row(self):
+        res = report.Results()
+        res.row("upload 100 MiB", "barge (TLS)").add(Sample(2.0))
+        res.row("upload 100 MiB", "barge (plain)").add(Sample(1.0))
+        res.row("upload 100 MiB", "scp").add(Sample(5.0))
+        t = report.table(res)
+        self.assertIn("| 0.50 x ", t)  # plain's time over TLS's
+        self.assertIn("| 2.50 x ", t)  # scp's time over TLS's
+
+
+# A stand-in for a barge binary: `--help` with or without `--plain` (as a build before TLS),
+# `serve` printing the banner of the mode it was given and refusing flags it does not know,
+# as clap would. FAKE_IGNORES_PLAIN=1 makes a broken build that serves TLS despite `--plain`.
+FAKE = r"""#!/usr/bin/env python3
+import os, sys, time
+argv = sys.argv[1:]
+HAS_PLAIN = {has_plain}
+if argv == ["--help"]:
+    print("Usage: barge [OPTIONS] [COMMAND]\n      --port <PORT>\n      --debug")
+    if HAS_PLAIN:
+        print("      --plain  Clear text instead of TLS")
+    sys.exit(0)
+if argv[-1:] == ["--help"]:
+    print("serve options: --max-connections <N>")
+    sys.exit(0)
+plain = "--plain" in argv
+if plain and not HAS_PLAIN:
+    print("error: unexpected argument '--plain' found", file=sys.stderr)
+    sys.exit(2)
+if "serve" in argv:
+    root = argv[argv.index("--root") + 1]
+    print(f"barge 0.1.0 sharing {{root}} on 127.0.0.1:4242", flush=True)
+    if HAS_PLAIN:
+        if plain and not os.environ.get("FAKE_IGNORES_PLAIN"):
+            print("Plain text (--plain): no encryption, no server identity.", flush=True)
+        else:
+            print("TLS on; the server's key is SHA256:abcDEF+/0123", flush=True)
+    time.sleep(60)
+"""
+
+
+class BargeModes(unittest.TestCase):
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-test-modes-"))
+        self.logs = self.dir / "logs"
+        self.logs.mkdir()
+
+    def tearDown(self):
+        PROCS.stop_all()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.environ.pop("FAKE_IGNORES_PLAIN", None)
+
+    def fake(self, has_plain: bool) -> Path:
+        p = self.dir / ("barge-new" if has_plain else "barge-old")
+        p.write_text(FAKE.format(has_plain=has_plain))
+        p.chmod(0o755)
+        return p
+
+    def test_row_names_from_the_help_text(self):
+        new, old = "  --plain  Clear text", "  --debug"
+        self.assertEqual(peers.modes(new, baseline=False),
+                         [("barge (TLS)", peers.TLS), ("barge (plain)", peers.PLAIN)])
+        self.assertEqual(peers.modes(old, baseline=False), [("barge (plain)", peers.LEGACY)])
+        self.assertEqual(peers.modes(old, baseline=True), [("barge (baseline)", peers.LEGACY)])
+        self.assertEqual(peers.modes(new, baseline=True),
+                         [("barge (baseline, TLS)", peers.TLS),
+                          ("barge (baseline, plain)", peers.PLAIN)])
+        self.assertEqual(
+            [n for n, _ in peers.modes(new, False)], [report.BARGE_TLS, report.BARGE_PLAIN])
+
+    def test_the_fingerprint_is_read_from_the_banner(self):
+        key = "SHA256:Y3B9REf8nV0GUBU3ngpsbQkqP0hvv18srXbyYQ98mrw"
+        banner = f"barge 0.1.0 sharing /x on 127.0.0.1:1\nTLS on; the server's key is {key}\n"
+        self.assertEqual(peers.fingerprint_in(banner), key)
+        self.assertIsNone(peers.fingerprint_in("barge 0.1.0 sharing /x on 127.0.0.1:1\n"))
+        self.assertIsNone(peers.fingerprint_in("Plain text (--plain): no encryption\n"))
+
+    def test_a_build_without_plain_runs_once_as_plain_without_the_flag(self):
+        (b,) = peers.Barge.variants(self.fake(False), self.logs, baseline=True)
+        self.assertEqual((b.name, b.mode), ("barge (baseline)", peers.LEGACY))
+        # The stand-in exits 2 on --plain, as the old build does: the server must start.
+        srv = b.server(self.dir / "root")
+        self.assertEqual(srv.port, 4242)
+        cmd = b.put(srv, Path("/src"), "a")
+        self.assertNotIn("--plain", cmd)
+        self.assertNotIn("--fingerprint", cmd)
+
+    def test_a_build_with_plain_runs_tls_with_the_banners_key_and_plain_with_the_flag(self):
+        tls, plain = peers.Barge.variants(self.fake(True), self.logs)
+        self.assertEqual((tls.name, tls.mode), ("barge (TLS)", peers.TLS))
+        self.assertEqual((plain.name, plain.mode), ("barge (plain)", peers.PLAIN))
+        s_tls = tls.server(self.dir / "t")
+        self.assertEqual(s_tls.fingerprint, "SHA256:abcDEF+/0123")
+        cmd = tls.get(s_tls, "a", Path("/out"))
+        self.assertEqual(cmd[cmd.index("--fingerprint") + 1], "SHA256:abcDEF+/0123")
+        self.assertNotIn("--plain", cmd)
+        # The client's pins go to a folder of this server's own, not the user's.
+        self.assertIn(f"XDG_CONFIG_HOME={s_tls.client_config}", cmd)
+        s_plain = plain.server(self.dir / "p")
+        self.assertIsNone(s_plain.fingerprint)
+        cmd = plain.get(s_plain, "a", Path("/out"))
+        self.assertIn("--plain", cmd)
+        self.assertNotIn("--fingerprint", cmd)
+        self.assertNotEqual(s_tls.client_config, s_plain.client_config)
+
+    def test_a_server_in_the_wrong_mode_is_refused(self):
+        os.environ["FAKE_IGNORES_PLAIN"] = "1"
+        _, plain = peers.Barge.variants(self.fake(True), self.logs)
+        with self.assertRaisesRegex(RuntimeError, "wrong mode"):
+            plain.server(self.dir / "p")
 
 
 class Help(unittest.TestCase):
