@@ -114,7 +114,7 @@ impl Accept for Tls {
             // Read what it sent before closing: a socket closed with unread input sends a
             // reset, which can destroy the refusal before the peer reads it.
             let _ = tcp.shutdown().await;
-            let mut scratch = [0u8; 4096];
+            let mut scratch = vec![0u8; 4096];
             let _ = tokio::time::timeout(std::time::Duration::from_millis(500), async {
                 while matches!(tcp.read(&mut scratch).await, Ok(n) if n > 0) {}
             })

@@ -404,7 +404,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub async fn close(&mut self, timeout: Option<Duration>) {
         self.shutdown(timeout).await;
         let deadline = tokio::time::Instant::now() + CLOSE_LINGER;
-        let mut scratch = [0u8; 16 * 1024];
+        // On the heap: a buffer on the stack would make every session's future (and so every
+        // idle connection) this much bigger, though only a closing one uses it.
+        let mut scratch = vec![0u8; 16 * 1024];
         let mut drained = 0;
         while drained < CLOSE_DRAIN_BYTES {
             match tokio::time::timeout_at(deadline, self.inner.read(&mut scratch)).await {
