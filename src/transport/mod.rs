@@ -386,6 +386,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             record(&mut self.pace, n);
             rest = &rest[n..];
         }
+        // A TLS stream takes bytes into its own buffer and may not have written them all to
+        // the socket yet (it was full): without this, the end of a body could wait there while
+        // this side waits for the peer's reply, and the peer for the rest of the body. On TCP
+        // it costs nothing.
+        with_timeout(timeout, self.inner.get_mut().flush()).await?;
         Ok(())
     }
 
