@@ -97,13 +97,7 @@ async fn a_trickled_line_still_hits_the_idle_timeout() -> TestResult {
 /// minimum rate, and the name (and the space reserved for it) is free again.
 #[tokio::test]
 async fn a_trickled_upload_is_cut_by_the_minimum_rate() -> TestResult {
-    let config = ServerConfig {
-        stall_timeout: Duration::from_secs(1),
-        min_rate: 1024,
-        ..ServerConfig::default()
-    };
-    let server =
-        TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await?;
+    let server = rate_limited_server().await?;
     let mut c = server.raw().await?;
     assert_code(&c.cmd("UPLOAD hog.bin;100000000").await?, 350);
     let started = Instant::now();
@@ -128,13 +122,7 @@ async fn a_trickled_upload_is_cut_by_the_minimum_rate() -> TestResult {
 /// A client that keeps a steady, fast enough pace is never cut, whatever the window.
 #[tokio::test]
 async fn a_steady_upload_above_the_minimum_rate_goes_through() -> TestResult {
-    let config = ServerConfig {
-        stall_timeout: Duration::from_secs(1),
-        min_rate: 1024,
-        ..ServerConfig::default()
-    };
-    let server =
-        TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await?;
+    let server = rate_limited_server().await?;
     let mut c = server.raw().await?;
     let body = vec![7u8; 40 * 1024];
     assert_code(
@@ -148,4 +136,14 @@ async fn a_steady_upload_above_the_minimum_rate_goes_through() -> TestResult {
     }
     assert_code(&c.line().await?, 226);
     Ok(())
+}
+
+/// A server with a 1 s stall timeout and a minimum body rate of 1 KiB/s.
+async fn rate_limited_server() -> TestResult<TestServer> {
+    let config = ServerConfig {
+        stall_timeout: Duration::from_secs(1),
+        min_rate: 1024,
+        ..ServerConfig::default()
+    };
+    TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await
 }
