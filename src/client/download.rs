@@ -10,7 +10,6 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use md5::{Digest as _, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{protocol, trace_body};
@@ -203,21 +202,12 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
-    // Two lanes on the pool, so that hashing (the costly part) and writing run at the same
-    // time on different threads: each chunk is copied once for the hasher, which costs far
-    // less than running the two one after the other.
-    let sinks = file.try_clone().and_then(|file| {
-        let writer = transfer::Sink::new(file, false, |f: &mut std::fs::File, b: &[u8]| {
-            f.write_all(b)
-        })?;
-        let hasher = transfer::Sink::new(Md5::new(), false, |h: &mut Md5, b: &[u8]| {
-            h.update(b);
-            Ok::<(), std::io::Error>(())
-        })?;
-        Ok((writer, hasher))
+    // Hashing and writing run side by side on two lanes of the pool (see `transfer::Sink`).
+    let sink = file.try_clone().and_then(|file| {
+        transfer::Sink::new(file, true, |f: &mut std::fs::File, b: &[u8]| f.write_all(b))
     });
-    let (mut sink, mut hasher) = match sinks {
-        Ok(sinks) => sinks,
+    let mut sink = match sink {
+        Ok(sink) => sink,
         Err(e) => {
             rx.discard_body(size, timeout).await?;
             return Err(ClientError::io(path)(e));
@@ -239,29 +229,17 @@ where
             filled += rx.read_body(&mut buf[filled..want], timeout).await?;
         }
         buf.truncate(filled);
-        let mut copy = hasher.buffer().await;
-        copy.clear();
-        copy.extend_from_slice(&buf);
-        hasher.push(copy);
         done += filled as u64;
         sink.push(buf);
         progress(Progress { done, total: size });
     }
-    let id = match hasher.finish().await {
-        Ok((md5, _)) => FileId(md5.finalize().into()),
-        Err(_) => {
-            return Err(ClientError::io(path)(std::io::Error::other(
-                "the transfer job failed",
-            )));
-        }
-    };
     // Waits for the last write to reach the file; the data is not forced to disk, which is the
     // usual trade-off for a downloaded copy (a crash means downloading it again).
     match sink.finish().await {
-        Ok(_) => Ok(id),
-        Err(SinkError::Worker) => Err(ClientError::io(path)(std::io::Error::other(
-            "the transfer job failed",
-        ))),
+        Ok((_, Some(id))) => Ok(id),
+        Ok((_, None)) | Err(SinkError::Worker) => Err(ClientError::io(path)(
+            std::io::Error::other("the transfer job failed"),
+        )),
         Err(SinkError::Write(e)) => Err(ClientError::io(path)(e)),
     }
 }

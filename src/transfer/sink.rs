@@ -1,4 +1,5 @@
-//! [`Sink`]: async code pushing chunks to a blocking writer.
+//! [`Sink`]: async code pushing chunks to a blocking writer, and optionally to a hasher that
+//! runs beside it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -39,12 +40,18 @@ impl<E: std::error::Error + 'static> std::error::Error for SinkError<E> {
 
 type WriteFn<T, E> = Box<dyn FnMut(&mut T, &[u8]) -> Result<(), E> + Send>;
 
-/// Async code pushing chunks to a blocking writer: each chunk is hashed (if asked) and handed
-/// to a write function on the blocking pool while the next one is received.
+/// Async code pushing chunks to a blocking writer: each chunk is handed to a write function on
+/// the blocking pool while the next one is received, and, if asked, to an MD5 hasher on a
+/// second lane at the same time.
 ///
 /// Take a buffer with [`buffer`](Self::buffer), fill it, [`push`](Self::push) it. After a write
 /// error the sink keeps taking chunks and drops them, so the producer can read the rest of a
 /// body and keep its connection in step; [`failed`](Self::failed) tells when it may stop early.
+///
+/// Why two lanes: hashing costs about as much as receiving, and writing a chunk to a file (a
+/// page-cache copy) a good part of that again; run one after the other in one job they set
+/// the pace of a single transfer, run side by side they overlap. The two lanes share each
+/// buffer (no copy): a buffer goes back to the spares when the last lane is done with it.
 pub struct Sink<T, E> {
     shared: Arc<SinkShared<T, E>>,
 }
@@ -55,33 +62,60 @@ impl<T, E> std::fmt::Debug for Sink<T, E> {
     }
 }
 
+/// Lane numbers in [`Queue::lanes`].
+const WRITE: usize = 0;
+const HASH: usize = 1;
+
 struct SinkShared<T, E> {
     handle: Handle,
     queue: Mutex<Queue>,
-    /// The target, between jobs (a running job holds it).
+    /// The target, between jobs (a running write job holds it).
     writing: Mutex<Option<Writing<T, E>>>,
+    /// The hasher, between jobs (a running hash job holds it); `None` for ever when not hashing.
+    hashing: Mutex<Option<Md5>>,
+    hash: bool,
     /// Signalled when a buffer comes back or a job stops.
     ready: Notify,
 }
 
 #[derive(Default)]
 struct Queue {
-    chunks: VecDeque<Vec<u8>>,
+    lanes: [Lane; 2],
     spare: Vec<Vec<u8>>,
     made: usize,
-    running: bool,
     failed: bool,
+}
+
+#[derive(Default)]
+struct Lane {
+    chunks: VecDeque<Arc<Vec<u8>>>,
+    running: bool,
+}
+
+impl Queue {
+    fn idle(&self) -> bool {
+        self.lanes.iter().all(|l| !l.running)
+    }
+
+    /// Takes back a chunk a lane is done with, if no other lane still holds it.
+    fn recycle(&mut self, chunk: Arc<Vec<u8>>) {
+        // `into_inner` (not `try_unwrap`): when both lanes let go at once, exactly one of them
+        // gets the buffer back, so none is lost to the count of buffers made.
+        if let Some(buf) = Arc::into_inner(chunk) {
+            self.spare.push(buf);
+        }
+    }
 }
 
 struct Writing<T, E> {
     target: T,
     write: WriteFn<T, E>,
-    hasher: Option<Md5>,
     error: Option<E>,
 }
 
 impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
-    /// A sink writing into `target` with `write`, hashing what passes if `hash`.
+    /// A sink writing into `target` with `write`, hashing what passes (on a lane of its own) if
+    /// `hash`.
     ///
     /// # Errors
     /// When called outside a tokio runtime.
@@ -97,16 +131,17 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                 writing: Mutex::new(Some(Writing {
                     target,
                     write: Box::new(write),
-                    hasher: hash.then(Md5::new),
                     error: None,
                 })),
+                hashing: Mutex::new(hash.then(Md5::new)),
+                hash,
                 ready: Notify::new(),
             }),
         })
     }
 
     /// A buffer of `CHUNK` bytes to receive the next chunk into: a recycled one, or a new one
-    /// while fewer than `DEPTH + 1` exist; otherwise waits for the writer to free one.
+    /// while fewer than `DEPTH + 1` exist; otherwise waits for the lanes to free one.
     pub async fn buffer(&mut self) -> Vec<u8> {
         loop {
             let ready = self.shared.ready.notified();
@@ -116,7 +151,8 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                     buf.resize(CHUNK, 0);
                     return buf;
                 }
-                if q.made < MAX_BUFFERS || (!q.running && q.chunks.is_empty()) {
+                let drained = q.lanes.iter().all(|l| l.chunks.is_empty());
+                if q.made < MAX_BUFFERS || (q.idle() && drained) {
                     // (The second case only if a job was lost with its buffers.)
                     q.made += 1;
                     return vec![0; CHUNK];
@@ -126,24 +162,31 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
         }
     }
 
-    /// Queues a filled chunk (truncated to its length) for hashing and writing; after a write
+    /// Queues a filled chunk (truncated to its length) for writing and hashing; after a write
     /// error it is dropped instead.
     pub fn push(&mut self, chunk: Vec<u8>) {
-        let start = {
+        let lanes = if self.shared.hash { 2 } else { 1 };
+        let mut start = [false; 2];
+        {
             let mut q = lock(&self.shared.queue);
             if q.failed {
                 q.spare.push(chunk);
-                false
-            } else {
-                q.chunks.push_back(chunk);
-                let start = !q.running;
-                q.running = true;
-                start
+                return;
             }
-        };
-        if start {
+            let chunk = Arc::new(chunk);
+            for (lane, start) in q.lanes.iter_mut().zip(&mut start).take(lanes) {
+                lane.chunks.push_back(Arc::clone(&chunk));
+                *start = !lane.running;
+                lane.running = true;
+            }
+        }
+        if start[WRITE] {
             let job = Arc::clone(&self.shared);
             spawn_job(&self.shared.handle, move || write_job(&job));
+        }
+        if start[HASH] {
+            let job = Arc::clone(&self.shared);
+            spawn_job(&self.shared.handle, move || hash_job(&job));
         }
     }
 
@@ -159,19 +202,16 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
         lock(&self.shared.queue).failed
     }
 
-    /// Waits for the last chunk to be written; returns the target and the MD5 of everything
-    /// pushed (when hashing).
+    /// Waits for the last chunk to be written and hashed; returns the target and the MD5 of
+    /// everything pushed (when hashing).
     ///
     /// # Errors
     /// The write function's first error, or [`SinkError::Worker`] if a job was lost.
     pub async fn finish(self) -> Result<(T, Option<FileId>), SinkError<E>> {
         loop {
             let ready = self.shared.ready.notified();
-            {
-                let q = lock(&self.shared.queue);
-                if !q.running {
-                    break;
-                }
+            if lock(&self.shared.queue).idle() {
+                break;
             }
             ready.await;
         }
@@ -179,37 +219,51 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
         if let Some(e) = w.error {
             return Err(SinkError::Write(e));
         }
-        if !lock(&self.shared.queue).chunks.is_empty() {
+        if lock(&self.shared.queue)
+            .lanes
+            .iter()
+            .any(|l| !l.chunks.is_empty())
+        {
             return Err(SinkError::Worker);
         }
-        Ok((w.target, w.hasher.map(|h| FileId(h.finalize().into()))))
+        let hasher = lock(&self.shared.hashing).take();
+        if self.shared.hash && hasher.is_none() {
+            return Err(SinkError::Worker);
+        }
+        Ok((w.target, hasher.map(|h| FileId(h.finalize().into()))))
     }
 }
 
-/// Marks the job stopped, also when it panics.
-struct Parked<'a, T, E>(&'a SinkShared<T, E>);
+/// Marks a lane's job stopped, also when it panics.
+struct Parked<'a, T, E>(&'a SinkShared<T, E>, usize);
 
 impl<T, E> Drop for Parked<'_, T, E> {
     fn drop(&mut self) {
-        lock(&self.0.queue).running = false;
+        lock(&self.0.queue).lanes[self.1].running = false;
         self.0.ready.notify_one();
     }
 }
 
-/// Hashes and writes queued chunks until the queue is empty.
-fn write_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
-    let parked = Parked(shared);
-    let Some(mut w) = lock(&shared.writing).take() else {
+/// Runs `each` over the chunks queued on `lane` until it is empty, with the lane's state taken
+/// from `slot` (and handed back between runs).
+fn run_lane<T, E, S>(
+    shared: &Arc<SinkShared<T, E>>,
+    lane: usize,
+    slot: &Mutex<Option<S>>,
+    mut each: impl FnMut(&mut S, &[u8]),
+) {
+    let parked = Parked(shared, lane);
+    let Some(mut state) = lock(slot).take() else {
         return;
     };
     loop {
-        let next = lock(&shared.queue).chunks.pop_front();
+        let next = lock(&shared.queue).lanes[lane].chunks.pop_front();
         let Some(chunk) = next else {
             // Out of chunks: stop, unless one came in meanwhile.
-            let more = |q: &Queue| !q.chunks.is_empty();
-            let stop = |q: &mut Queue| q.running = false;
-            match park(&shared.writing, w, &shared.queue, more, stop, &shared.ready) {
-                Some(again) => w = again,
+            let more = |q: &Queue| !q.lanes[lane].chunks.is_empty();
+            let stop = |q: &mut Queue| q.lanes[lane].running = false;
+            match park(slot, state, &shared.queue, more, stop, &shared.ready) {
+                Some(again) => state = again,
                 None => {
                     std::mem::forget(parked);
                     return;
@@ -217,20 +271,32 @@ fn write_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
             }
             continue;
         };
-        if w.error.is_none() {
-            if let Some(h) = w.hasher.as_mut() {
-                h.update(&chunk);
-            }
-            if let Err(e) = (w.write)(&mut w.target, &chunk) {
-                w.error = Some(e);
-                let mut q = lock(&shared.queue);
-                q.failed = true;
-                // What is queued will not be written: hand the buffers back at once.
-                let dropped: Vec<_> = q.chunks.drain(..).collect();
-                q.spare.extend(dropped);
-            }
-        }
-        lock(&shared.queue).spare.push(chunk);
+        each(&mut state, &chunk);
+        lock(&shared.queue).recycle(chunk);
         shared.ready.notify_one();
     }
+}
+
+/// Writes queued chunks until the write lane is empty.
+fn write_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
+    run_lane(shared, WRITE, &shared.writing, |w, chunk| {
+        if w.error.is_some() {
+            return;
+        }
+        if let Err(e) = (w.write)(&mut w.target, chunk) {
+            w.error = Some(e);
+            let mut q = lock(&shared.queue);
+            q.failed = true;
+            // What is queued will not be written: hand the buffers back at once.
+            let dropped: Vec<_> = q.lanes[WRITE].chunks.drain(..).collect();
+            for chunk in dropped {
+                q.recycle(chunk);
+            }
+        }
+    });
+}
+
+/// Hashes queued chunks until the hash lane is empty.
+fn hash_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
+    run_lane(shared, HASH, &shared.hashing, |h, chunk| h.update(chunk));
 }

@@ -157,6 +157,25 @@ async fn sink_buffers_are_bounded_with_a_slow_writer() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hash_lane_shares_buffers_with_a_slow_writer() -> TestResult {
+    // The hash lane runs ahead of the writer; a buffer must only come back once both lanes
+    // are done with it (else the writer would see bytes of a later chunk).
+    let mut sink = Sink::new(Vec::new(), true, |out: &mut Vec<u8>, b: &[u8]| {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        out.extend_from_slice(b);
+        Ok::<_, io::Error>(())
+    })?;
+    let body = data(40 * CHUNK + 5);
+    let buffers = sink_all(&mut sink, &body).await;
+    assert!(buffers <= MAX_BUFFERS, "{buffers} buffers");
+    assert_eq!(sink.buffers_made(), buffers);
+    let (out, id) = sink.finish().await.map_err(|e| e.to_string())?;
+    assert!(out == body, "the written bytes differ");
+    assert_eq!(id, Some(md5(&body)));
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_write_error_lets_the_producer_drain() -> TestResult {
     let mut sink = Sink::new(0usize, true, |n: &mut usize, b: &[u8]| {
