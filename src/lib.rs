@@ -9,7 +9,8 @@
 //!   the rules every backend is held to;
 //! - [`server`]: the accept loop and the per-connection dialogue;
 //! - [`transfer`]: the one pipeline moving file bodies between blocking I/O and a connection;
-//! - [`client`]: a typed async client that reports progress as events.
+//! - [`client`]: a typed async client that reports progress as events;
+//! - [`web`]: the web gateway: the same store for browsers and `curl`.
 //!
 //! The wire format is specified in `PROTOCOL.md`.
 
@@ -22,3 +23,4 @@ pub mod server;
 pub mod store;
 pub mod transfer;
 pub mod transport;
+pub mod web;

@@ -9,6 +9,7 @@ mod output;
 mod remote;
 pub(crate) mod serve;
 mod shell;
+mod web;
 mod words;
 
 use std::io::{self, IsTerminal as _};

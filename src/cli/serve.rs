@@ -52,6 +52,10 @@ pub(crate) struct ServeArgs {
     /// Free space to keep on the disk, in bytes (suffixes allowed)
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_bytes)]
     min_free_space: u64,
+    /// Also serve a web page for browsers on this port (same files, same rules; HTTPS with the
+    /// server's key, plain HTTP with --plain); ADDR:PORT to choose the address too
+    #[arg(long, value_name = "[ADDR:]PORT", value_parser = super::web::parse_web)]
+    web: Option<(Option<String>, u16)>,
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -103,6 +107,19 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         Some(identity) => println!("TLS on; the server's key is {}", identity.fingerprint()),
         None => println!("Plain text (--plain): no encryption, no server identity."),
     }
+    let shutdown = CancellationToken::new();
+    let web = match args.web.clone() {
+        Some((web_host, web_port)) => {
+            let at = (web_host.unwrap_or_else(|| host.to_owned()), web_port);
+            let store = std::sync::Arc::clone(&store);
+            let (addr, task) =
+                super::web::start(at, store, identity.as_ref(), shutdown.clone()).await?;
+            let scheme = if identity.is_some() { "https" } else { "http" };
+            println!("Web page: {scheme}://{addr}/");
+            Some(task)
+        }
+        None => None,
+    };
     println!("Press Ctrl-C to stop.");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
@@ -111,7 +128,6 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         ..ServerConfig::default()
     };
-    let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -128,6 +144,9 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
             server::run(listener, tls, store2, config, shutdown).await?;
         }
         None => server::run(listener, server::PlainTcp, store2, config, shutdown).await?,
+    }
+    if let Some(web) = web {
+        let _ = web.await;
     }
     store.close();
     println!("barge stopped.");
@@ -156,7 +175,7 @@ fn show_identity(state_dir: &std::path::Path) -> anyhow::Result<()> {
 const BACKLOG: u32 = 1024;
 
 /// Binds and listens on the first address `host:port` resolves to.
-async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+pub(crate) async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
     let mut last = None;
     for addr in tokio::net::lookup_host((host, port)).await? {
         let socket = if addr.is_ipv4() {

@@ -1,0 +1,576 @@
+//! The gateway's routes: the page, the listing, and download, upload, rename and delete of one
+//! file, each answered with the HTTP status that matches the TCP protocol's code for the same
+//! outcome (`404`, `409`, `413`, `507`, `403`...), and a JSON body `{"error": "..."}` that says
+//! why, in the same words.
+//!
+//! Names travel in the URL path (`/files/<name>`, percent-encoded); a text that reads as an MD5
+//! id means that id, as on the TCP side ("ids win").
+
+use std::io::{Read as _, Seek as _, SeekFrom};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+
+use super::{Access, Gateway, page};
+use crate::id::FileId;
+use crate::name::FileName;
+use crate::store::{self, StoreError, Target, Upload};
+use crate::transfer::{self, CHUNK, SMALL, Sink, SinkError, Source};
+
+pub(super) fn router(gw: Arc<Gateway>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
+        .route("/api/me", get(me))
+        .route("/api/files", get(list))
+        .route("/api/rename", post(rename))
+        .route("/files/{*name}", get(download).put(upload).delete(delete))
+        .layer(axum::middleware::map_response(page::security_headers))
+        .with_state(gw)
+}
+
+/// A refusal: a status and the words for it.
+pub(super) struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Error {
+            error: String,
+        }
+        (self.0, Json(Error { error: self.1 })).into_response()
+    }
+}
+
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
+        if e.is_internal() {
+            tracing::error!("web: {e}");
+        }
+        // The TCP protocol's codes are HTTP's where they overlap, so one mapping serves both.
+        let reply = crate::server::reply_for(&e);
+        let status =
+            StatusCode::from_u16(reply.code.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self(status, reply.text)
+    }
+}
+
+type Answer<T> = Result<T, Refusal>;
+
+fn refuse<T>(status: StatusCode, text: impl Into<String>) -> Answer<T> {
+    Err(Refusal(status, text.into()))
+}
+
+impl Gateway {
+    /// The access a request has. (Logins are not wired to the gateway yet: every request gets
+    /// the anonymous access the server was started with.)
+    fn access(&self, _headers: &HeaderMap) -> Access {
+        self.anonymous.clone()
+    }
+}
+
+/// The real name behind a name `access` sees, or a refusal that says why the name is not valid.
+fn real_name(access: &Access, seen: &str) -> Answer<FileName> {
+    let name = FileName::parse(seen)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("Invalid file name: {e}")))?;
+    access
+        .scope
+        .to_real(&name)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("Invalid file name: {e}")))
+}
+
+/// Which file a path segment means: an id if it reads as one, a name if it is one (ids win,
+/// as on the TCP side), confined to `access`'s scope.
+fn target(access: &Access, text: &str) -> Answer<Target> {
+    let id = FileId::parse(text).ok();
+    let name = FileName::parse(text)
+        .ok()
+        .and_then(|n| access.scope.to_real(&n).ok());
+    if id.is_none() && name.is_none() {
+        return real_name(access, text).map(Target::name);
+    }
+    Ok(Target { id, name })
+}
+
+/// [`target`], with an id resolved among the files inside a confined access's folder only: an
+/// id of a file outside it is unknown (`404`), never "not allowed", so existence is not revealed.
+async fn resolve(gw: &Gateway, access: &Access, text: &str) -> Answer<Target> {
+    let target = target(access, text)?;
+    let (Some(id), Some(_)) = (target.id, access.scope.folder_name()) else {
+        return Ok(target);
+    };
+    let listing = gw.store.list().await?;
+    let mut inside = listing
+        .entries
+        .into_iter()
+        .filter(|e| e.id == id && access.scope.contains(&e.name));
+    match (inside.next(), inside.next()) {
+        (Some(only), None) => Ok(Target::name(only.name)),
+        (Some(_), Some(_)) => Err(StoreError::Ambiguous {
+            id,
+            count: 2 + inside.count(),
+        }
+        .into()),
+        (None, _) => match target.name {
+            Some(name) => Ok(Target::name(name)),
+            None => refuse(StatusCode::NOT_FOUND, format!("No such file: {text}")),
+        },
+    }
+}
+
+/// A file as the page sees it.
+#[derive(Serialize)]
+struct FileJson {
+    id: String,
+    name: String,
+    size: u64,
+}
+
+#[derive(Serialize)]
+struct MeJson {
+    principal: String,
+    list: bool,
+    get: bool,
+    put: bool,
+    modify: bool,
+    fingerprint: Option<String>,
+    max_file_size: u64,
+}
+
+async fn me(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Json<MeJson> {
+    let access = gw.access(&headers);
+    let read_only = gw.store.config().read_only;
+    Json(MeJson {
+        principal: access.principal,
+        list: access.perms.may_list(),
+        get: access.perms.may_get(),
+        put: access.perms.may_put() && !read_only,
+        modify: access.perms.may_modify() && !read_only,
+        fingerprint: gw.fingerprint.clone(),
+        max_file_size: gw.store.config().max_file_size,
+    })
+}
+
+#[derive(Serialize)]
+struct ListJson {
+    files: Vec<FileJson>,
+    pending: usize,
+}
+
+async fn list(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer<Response> {
+    let access = gw.access(&headers);
+    if !access.perms.may_list() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not list",
+        );
+    }
+    let listing = gw.store.list().await?;
+    let files = listing
+        .entries
+        .into_iter()
+        .filter_map(|e| {
+            let seen = access.scope.to_seen(&e.name)?;
+            Some(FileJson {
+                id: e.id.to_hex(),
+                name: seen.as_str().to_owned(),
+                size: e.size,
+            })
+        })
+        .collect();
+    let body = ListJson {
+        files,
+        pending: listing.pending,
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+}
+
+/// `GET /files/<name or id>`: the file, whole or a single byte range (`Range`, `If-Range`),
+/// with its MD5 id as the `ETag` (so `If-None-Match` answers `304`).
+async fn download(
+    State(gw): State<Arc<Gateway>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    let access = gw.access(&headers);
+    if !access.perms.may_get() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not download",
+        );
+    }
+    let target = resolve(&gw, &access, &text).await?;
+    let dl = gw.store.download(&target).await.map_err(|e| match e {
+        // An id outside the scope must look like an unknown id.
+        StoreError::NotFound(_) => Refusal(StatusCode::NOT_FOUND, format!("No such file: {text}")),
+        other => other.into(),
+    })?;
+    if !access.scope.contains(&dl.name) {
+        return refuse(StatusCode::NOT_FOUND, format!("No such file: {text}"));
+    }
+    let etag = format!("\"{}\"", dl.id.to_hex());
+    let leaf = access
+        .scope
+        .to_seen(&dl.name)
+        .map(|n| n.split_parent().1.to_owned())
+        .unwrap_or_default();
+    let mut out = HeaderMap::new();
+    out.insert(header::ETAG, value(&etag));
+    out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    out.insert(header::CONTENT_DISPOSITION, value(&disposition(&leaf)));
+    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+
+    if header_is(&headers, header::IF_NONE_MATCH, |v| etag_matches(v, &etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, out).into_response());
+    }
+    // `If-Range` with another validator: the file changed, so the whole file is sent.
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|v| v.as_bytes() == etag.as_bytes());
+    let range = match headers.get(header::RANGE).filter(|_| range_applies) {
+        None => None,
+        Some(v) => match parse_range(v, dl.size) {
+            Ok(range) => range,
+            Err(()) => {
+                out.insert(
+                    header::CONTENT_RANGE,
+                    value(&format!("bytes */{}", dl.size)),
+                );
+                return Ok((StatusCode::RANGE_NOT_SATISFIABLE, out).into_response());
+            }
+        },
+    };
+    let (status, start, len) = match range {
+        Some((start, end)) => {
+            out.insert(
+                header::CONTENT_RANGE,
+                value(&format!("bytes {start}-{end}/{}", dl.size)),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        None => (StatusCode::OK, 0, dl.size),
+    };
+    out.insert(header::CONTENT_LENGTH, value(&len.to_string()));
+    let body = body_of(dl.body, start, len).await.map_err(|e| {
+        Refusal::from(StoreError::Io {
+            action: "reading",
+            name: Some(dl.name.clone()),
+            source: e,
+        })
+    })?;
+    Ok((status, out, body).into_response())
+}
+
+/// A header value from text we made (always visible ASCII).
+fn value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn header_is(headers: &HeaderMap, name: header::HeaderName, f: impl Fn(&str) -> bool) -> bool {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(f)
+}
+
+/// Whether an `If-None-Match` list holds `etag` (weak comparison, `*` matches).
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// A `Content-Disposition` that makes browsers save the file under its own name: an ASCII
+/// fallback and the exact UTF-8 name (RFC 6266, RFC 8187).
+fn disposition(leaf: &str) -> String {
+    let fallback: String = leaf
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // RFC 8187's attr-char: letters, digits and `!#$&+-.^_`|~` stay as they are.
+    const ATTR: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'!')
+        .remove(b'#')
+        .remove(b'$')
+        .remove(b'&')
+        .remove(b'+')
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'^')
+        .remove(b'_')
+        .remove(b'`')
+        .remove(b'|')
+        .remove(b'~');
+    let exact = percent_encoding::utf8_percent_encode(leaf, ATTR);
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}")
+}
+
+/// One satisfiable byte range `(first, last)` of a `size`-byte file, `None` for a header we
+/// answer with the whole file (several ranges, or one we do not understand), `Err` for a range
+/// outside the file (`416`).
+fn parse_range(v: &HeaderValue, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Ok(text) = v.to_str() else {
+        return Ok(None);
+    };
+    let Ok(parsed) = http_range_header::parse_range_header(text) else {
+        return Ok(None);
+    };
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Ok(Some((*ranges[0].start(), *ranges[0].end()))),
+        Ok(_) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// The `len` bytes from `start` of a download's body, as a streamed response body.
+async fn body_of(body: store::Body, start: u64, len: u64) -> std::io::Result<Body> {
+    let small = usize::try_from(start).ok().zip(usize::try_from(len).ok());
+    match body {
+        store::Body::Bytes(bytes) => {
+            let (start, len) = small.ok_or_else(|| std::io::Error::other("range too large"))?;
+            let end = start.saturating_add(len).min(bytes.len());
+            Ok(Body::from(Bytes::from(bytes).slice(start.min(end)..end)))
+        }
+        store::Body::File(mut file) => {
+            if start > 0 {
+                file = transfer::blocking(move || file.seek(SeekFrom::Start(start)).map(|_| file))
+                    .await??;
+            }
+            Ok(stream(Source::new(file.take(len), len, false)?))
+        }
+        store::Body::Reader(mut reader) => {
+            use tokio::io::AsyncReadExt as _;
+            tokio::io::copy(&mut (&mut reader).take(start), &mut tokio::io::sink()).await?;
+            Ok(Body::from_stream(
+                tokio_util::io::ReaderStream::with_capacity(reader.take(len), CHUNK),
+            ))
+        }
+    }
+}
+
+/// A response body fed by `source`, one chunk at a time.
+fn stream(source: Source) -> Body {
+    let chunks = futures_util::stream::unfold(source, |mut source| async move {
+        let chunk = source.next().await?;
+        Some((chunk.map(|c| Bytes::copy_from_slice(&c)), source))
+    });
+    Body::from_stream(chunks)
+}
+
+#[derive(Serialize)]
+struct UploadedJson {
+    id: String,
+    name: String,
+    size: u64,
+}
+
+/// `PUT /files/<name>`: a new file, streamed into the store. `Content-Length` is required (the
+/// store checks the size against its limits and the free space before a byte is written); an
+/// existing name is `409`, as on the TCP side. The answer carries the MD5 the server computed,
+/// for the sender to compare with its own.
+async fn upload(
+    State(gw): State<Arc<Gateway>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer<Response> {
+    let access = gw.access(&headers);
+    if !access.perms.may_put() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not upload",
+        );
+    }
+    let name = real_name(&access, &text)?;
+    // The exact length: `Content-Length`, or no body at all in HTTP/1.1 (a chunked body, or
+    // an HTTP/2 body without a length, has none).
+    let Some(size) = http_body::Body::size_hint(&body).exact() else {
+        return refuse(
+            StatusCode::LENGTH_REQUIRED,
+            "An upload needs a Content-Length (the size is checked before the body is stored)",
+        );
+    };
+    let upload = gw.store.begin_upload(name, size).await?;
+    let name = upload.name().clone();
+    let id = receive(upload, body, size, gw.config.stall_timeout).await??;
+    tracing::info!(name = %name, %id, size, "web: uploaded");
+    let seen = access.scope.to_seen(&name).unwrap_or(name);
+    let answer = UploadedJson {
+        id: id.to_hex(),
+        name: seen.as_str().to_owned(),
+        size,
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// Moves a request body into `upload`, in chunks of [`CHUNK`] bytes through a [`Sink`]. The
+/// outer error: the body broke off, stalled or was not the announced size (the staged file is
+/// dropped, which removes it); the inner one: the store refused or failed.
+async fn receive(
+    mut upload: Upload,
+    body: Body,
+    size: u64,
+    stall: std::time::Duration,
+) -> Answer<Result<FileId, Refusal>> {
+    let mut frames = body.into_data_stream();
+    let mut next = async || match tokio::time::timeout(stall, frames.next()).await {
+        Err(_) => refuse(
+            StatusCode::REQUEST_TIMEOUT,
+            "The upload stalled; nothing was kept",
+        ),
+        Ok(Some(Err(e))) => refuse(
+            StatusCode::BAD_REQUEST,
+            format!("The upload broke off: {e}"),
+        ),
+        Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
+        Ok(None) => Ok(None),
+    };
+    let short = || {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "The body is not the announced size; nothing was kept",
+        )
+    };
+    if size <= SMALL {
+        let mut all = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(bytes) = next().await? {
+            if all.len() + bytes.len() > all.capacity() {
+                return short();
+            }
+            all.extend_from_slice(&bytes);
+        }
+        if all.len() as u64 != size {
+            return short();
+        }
+        let done = transfer::blocking(move || {
+            upload.write(&all)?;
+            upload.finish()
+        })
+        .await;
+        return Ok(flatten(done));
+    }
+    let mut sink = Sink::new(upload, false, |u: &mut Upload, data: &[u8]| u.write(data))
+        .map_err(|e| Refusal::from(io_error(e)))?;
+    let mut buf = sink.buffer().await;
+    buf.clear();
+    let mut received = 0u64;
+    while let Some(mut bytes) = next().await? {
+        received += bytes.len() as u64;
+        if received > size {
+            return short();
+        }
+        while !bytes.is_empty() {
+            let take = (CHUNK - buf.len()).min(bytes.len());
+            buf.extend_from_slice(&bytes.split_to(take));
+            if buf.len() == CHUNK {
+                sink.push(buf);
+                buf = sink.buffer().await;
+                buf.clear();
+            }
+        }
+        if sink.failed() {
+            break;
+        }
+    }
+    if !sink.failed() && received != size {
+        return short();
+    }
+    if !buf.is_empty() {
+        sink.push(buf);
+    }
+    Ok(match sink.finish().await {
+        Ok((upload, _)) => flatten(transfer::blocking(move || upload.finish()).await),
+        Err(SinkError::Write(e)) => Err(e.into()),
+        Err(SinkError::Worker) => {
+            Err(io_error(std::io::Error::other("a transfer job failed")).into())
+        }
+    })
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        action: "storing an upload",
+        name: None,
+        source: e,
+    }
+}
+
+fn flatten(done: std::io::Result<Result<FileId, StoreError>>) -> Result<FileId, Refusal> {
+    match done {
+        Ok(result) => result.map_err(Refusal::from),
+        Err(e) => Err(io_error(e).into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct RenameJson {
+    from: String,
+    to: String,
+}
+
+#[derive(Serialize)]
+struct NameJson {
+    name: String,
+}
+
+/// `POST /api/rename` with `{"from": name or id, "to": new name}`.
+async fn rename(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Json(args): Json<RenameJson>,
+) -> Answer<Json<NameJson>> {
+    let access = gw.access(&headers);
+    if !access.perms.may_modify() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not rename",
+        );
+    }
+    let from = resolve(&gw, &access, &args.from).await?;
+    let to = real_name(&access, &args.to)?;
+    let old = gw.store.rename(&from, &to).await?;
+    tracing::info!(from = %old, %to, "web: renamed");
+    let seen = access.scope.to_seen(&to).unwrap_or(to);
+    Ok(Json(NameJson {
+        name: seen.as_str().to_owned(),
+    }))
+}
+
+/// `DELETE /files/<name or id>`.
+async fn delete(
+    State(gw): State<Arc<Gateway>>,
+    Path(text): Path<String>,
+    headers: HeaderMap,
+) -> Answer<Json<NameJson>> {
+    let access = gw.access(&headers);
+    if !access.perms.may_modify() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not delete",
+        );
+    }
+    let target = resolve(&gw, &access, &text).await?;
+    let done = gw.store.delete(&target).await?;
+    tracing::info!(name = %done, "web: deleted");
+    let seen = access.scope.to_seen(&done).unwrap_or(done);
+    Ok(Json(NameJson {
+        name: seen.as_str().to_owned(),
+    }))
+}

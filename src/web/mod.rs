@@ -1,0 +1,189 @@
+//! The web gateway (`barge serve --web PORT`): the shared store, with the same rules, for any
+//! browser and for `curl`.
+//!
+//! It owns the HTTP side only: the accept loop (TLS with the server's own identity, or plain
+//! with `--plain`), connection limits and timeouts, the routes ([`api`]) and the embedded page
+//! ([`page`]). Every rule about files (names, conflicts, limits, free space, atomic commits)
+//! stays in [`crate::store::Store`], exactly as for the TCP protocol, and every byte of a body
+//! moves through [`crate::transfer`]'s pipeline.
+//!
+//! What a connection may cost, and what stops it:
+//! - at most [`WebConfig::max_connections`] connections at once (more are closed at accept);
+//! - the TLS handshake within [`WebConfig::handshake_timeout`];
+//! - request headers within 30 s and at most hyper's limits (100 headers, ~400 KiB in all);
+//! - an upload body that stays silent for [`WebConfig::stall_timeout`] is abandoned (the staged
+//!   file is removed); a download buffers at most `DEPTH + 1` chunks of `CHUNK` bytes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::security::users::{Permissions, Scope};
+use crate::store::Store;
+
+mod api;
+mod page;
+#[cfg(test)]
+mod tests;
+
+/// Limits of the web gateway.
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Connections served at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// How long a TLS handshake may take.
+    pub handshake_timeout: Duration,
+    /// How long an upload body may stay silent before it is abandoned.
+    pub stall_timeout: Duration,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 128,
+            handshake_timeout: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a web request may do, and which part of the share it sees.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// Who this is, as shown on the page (`anonymous`, a user name, `token:<id>`).
+    pub principal: String,
+    /// What it may do.
+    pub perms: Permissions,
+    /// The part of the share it sees as its whole share.
+    pub scope: Scope,
+}
+
+/// Everything the routes share.
+#[derive(Debug)]
+pub struct Gateway {
+    store: Arc<Store>,
+    anonymous: Access,
+    config: WebConfig,
+    fingerprint: Option<String>,
+}
+
+impl Gateway {
+    /// A gateway over `store`, where every request gets `anonymous` access. `fingerprint` (the
+    /// server key's, when serving TLS) is shown on the page so a visitor can compare it.
+    #[must_use]
+    pub fn new(
+        store: Arc<Store>,
+        anonymous: Access,
+        config: WebConfig,
+        fingerprint: Option<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            anonymous,
+            config,
+            fingerprint,
+        })
+    }
+}
+
+/// The ALPN names the web gateway offers: HTTP/2, then HTTP/1.1.
+pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Serves `gateway` on `listener` until `shutdown` is cancelled; then lets requests in flight
+/// finish (each connection is asked to close after its current request).
+///
+/// `tls`: the server's TLS configuration (its ALPN is replaced by [`ALPN`]); `None` serves
+/// plain HTTP.
+pub async fn run(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    gateway: Arc<Gateway>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tls.map(|config| {
+        let mut config = (*config).clone();
+        config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    });
+    let slots = Arc::new(Semaphore::new(gateway.config.max_connections));
+    let router = api::router(Arc::clone(&gateway));
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("web: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Reap finished connections so the set stays as small as what is open.
+        while connections.try_join_next().is_some() {}
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(%peer, "web: connection limit reached; closed");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (router, shutdown, acceptor) = (router.clone(), shutdown.clone(), acceptor.clone());
+        let handshake = gateway.config.handshake_timeout;
+        connections.spawn(async move {
+            let _slot = slot;
+            match acceptor {
+                None => serve(stream, peer, router, &shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve(tls, peer, router, &shutdown).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "web: TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on one connection.
+async fn serve<S>(io: S, peer: SocketAddr, router: axum::Router, shutdown: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        let mut router = router.clone();
+        async move { tower_service::Service::call(&mut router, req).await }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        done = conn.as_mut() => {
+            if let Err(e) = done {
+                tracing::debug!(%peer, "web: connection ended: {e}");
+            }
+        }
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! Tests of the web gateway over real HTTP on loopback: each route, each refusal with the
+//! status the TCP protocol uses for the same outcome, ranges and validators, confinement,
+//! a body cut short, and TLS with the server's own identity.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{Access, Gateway, WebConfig};
+use crate::security::users::{Permissions, Scope};
+use crate::store::MemoryBackend;
+use crate::store::{Store, StoreConfig};
+use crate::transfer::md5;
+
+type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A running gateway over a memory store; stops when dropped.
+struct Web {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: CancellationToken,
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn everything() -> Access {
+    Access {
+        principal: "anonymous".into(),
+        perms: Permissions::ALL,
+        scope: Scope::whole_share(),
+    }
+}
+
+async fn start(
+    access: Access,
+    config: StoreConfig,
+) -> Result<Web, Box<dyn std::error::Error + Send + Sync>> {
+    let store = Store::new(Arc::new(MemoryBackend::new(1 << 30)), config);
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let gw = Gateway::new(Arc::clone(&store), access, WebConfig::default(), None);
+    tokio::spawn(super::run(listener, None, gw, stop.clone()));
+    Ok(Web { addr, store, stop })
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+async fn call_on<S>(
+    io: S,
+    req: Request<Full<Bytes>>,
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(conn);
+    let res = send.send_request(req).await?;
+    let (parts, body) = res.into_parts();
+    Ok(Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await?.to_bytes(),
+    })
+}
+
+async fn call(
+    web: &Web,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", web.addr.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
+    call_on(TcpStream::connect(web.addr).await?, req).await
+}
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn the_page_and_its_assets_come_with_a_strict_policy() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    let page = call(&web, "GET", "/", &[], b"").await?;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.header("content-type").starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&page.body).contains("/assets/app.js"));
+    let csp = page.header("content-security-policy");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    for asset in ["app.js", "style.css", "md5.js"] {
+        let a = call(&web, "GET", &format!("/assets/{asset}"), &[], b"").await?;
+        assert_eq!(a.status, StatusCode::OK, "{asset}");
+        assert!(!a.body.is_empty());
+    }
+    let missing = call(&web, "GET", "/assets/../Cargo.toml", &[], b"").await?;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
+#[tokio::test]
+async fn upload_list_download_round_trip_with_the_servers_md5() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    for size in [0, 1, 70_000, 3 * crate::transfer::CHUNK + 5] {
+        let body = data(size);
+        let path = format!("/files/d%C3%A9j%C3%A0/a%20b{size}.bin");
+        let up = call(&web, "PUT", &path, &[], &body).await?;
+        assert_eq!(up.status, StatusCode::CREATED, "{:?}", up.body);
+        let id = md5(&body).to_hex();
+        assert_eq!(up.json()["id"], id.as_str());
+        assert_eq!(up.json()["name"], format!("déjà/a b{size}.bin").as_str());
+
+        let down = call(&web, "GET", &path, &[], b"").await?;
+        assert_eq!(down.status, StatusCode::OK);
+        assert!(down.body == body, "size {size}: the bytes differ");
+        assert_eq!(down.header("etag"), format!("\"{id}\""));
+        assert_eq!(down.header("content-length"), size.to_string());
+        assert_eq!(
+            down.header("content-disposition"),
+            format!("attachment; filename=\"a b{size}.bin\"; filename*=UTF-8''a%20b{size}.bin")
+        );
+        let by_id = call(&web, "GET", &format!("/files/{id}"), &[], b"").await?;
+        if size > 0 {
+            assert!(by_id.body == body);
+        }
+    }
+    let list = call(&web, "GET", "/api/files", &[], b"").await?;
+    assert_eq!(list.status, StatusCode::OK);
+    let files = list.json()["files"].as_array().cloned().unwrap_or_default();
+    assert_eq!(files.len(), 4);
+    assert_eq!(files[0]["name"], "déjà/a b0.bin");
+    Ok(())
+}
+
+#[tokio::test]
+async fn ranges_and_validators_let_browsers_and_curl_resume() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    let body = data(300_000);
+    let id = md5(&body).to_hex();
+    call(&web, "PUT", "/files/big", &[], &body).await?;
+    let etag = format!("\"{id}\"");
+
+    let part = call(
+        &web,
+        "GET",
+        "/files/big",
+        &[("range", "bytes=100-199")],
+        b"",
+    )
+    .await?;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.header("content-range"), "bytes 100-199/300000");
+    assert!(part.body[..] == body[100..200]);
+
+    let tail = call(
+        &web,
+        "GET",
+        "/files/big",
+        &[("range", "bytes=299990-")],
+        b"",
+    )
+    .await?;
+    assert!(tail.body[..] == body[299_990..]);
+    let suffix = call(&web, "GET", "/files/big", &[("range", "bytes=-10")], b"").await?;
+    assert!(suffix.body[..] == body[299_990..]);
+
+    let outside = call(
+        &web,
+        "GET",
+        "/files/big",
+        &[("range", "bytes=300000-")],
+        b"",
+    )
+    .await?;
+    assert_eq!(outside.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(outside.header("content-range"), "bytes */300000");
+
+    let same = call(&web, "GET", "/files/big", &[("if-none-match", &etag)], b"").await?;
+    assert_eq!(same.status, StatusCode::NOT_MODIFIED);
+    assert!(same.body.is_empty());
+
+    // If-Range with another file's tag: the file changed, so all of it comes back.
+    let changed = [
+        ("range", "bytes=0-9"),
+        ("if-range", "\"00000000000000000000000000000000\""),
+    ];
+    let whole = call(&web, "GET", "/files/big", &changed, b"").await?;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(whole.body.len(), body.len());
+    let kept = [("range", "bytes=0-9"), ("if-range", etag.as_str())];
+    let ten = call(&web, "GET", "/files/big", &kept, b"").await?;
+    assert_eq!(
+        (ten.status, ten.body.len()),
+        (StatusCode::PARTIAL_CONTENT, 10)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn refusals_carry_the_tcp_protocols_status() -> TestResult {
+    let config = StoreConfig {
+        max_file_size: 1000,
+        ..StoreConfig::default()
+    };
+    let web = start(everything(), config).await?;
+    assert_eq!(
+        call(&web, "PUT", "/files/a", &[], b"one").await?.status,
+        StatusCode::CREATED
+    );
+    let again = call(&web, "PUT", "/files/a", &[], b"two").await?;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(
+        again.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already exists")
+    );
+    let big = call(&web, "PUT", "/files/big", &[], &[0; 1001]).await?;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    for bad in [
+        "/files/..%2Fx",
+        "/files/.barge/x",
+        "/files/a%00b",
+        "/files/x/",
+    ] {
+        let r = call(&web, "PUT", bad, &[], b"x").await?;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
+    assert_eq!(
+        call(&web, "GET", "/files/nope", &[], b"").await?.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&web, "DELETE", "/files/nope", &[], b"").await?.status,
+        StatusCode::NOT_FOUND
+    );
+    // Nothing of the refused uploads was kept.
+    let names: Vec<_> = web
+        .store
+        .list()
+        .await?
+        .entries
+        .into_iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(names, ["a"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_upload_without_a_length_is_refused_before_it_is_stored() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    let mut s = TcpStream::connect(web.addr).await?;
+    s.write_all(b"PUT /files/c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
+    assert!(out.starts_with("HTTP/1.1 411"), "{out}");
+    assert!(web.store.list().await?.entries.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_cut_short_keeps_nothing() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    for announced in [1000, 500_000] {
+        let mut s = TcpStream::connect(web.addr).await?;
+        let head =
+            format!("PUT /files/cut HTTP/1.1\r\nhost: x\r\ncontent-length: {announced}\r\n\r\n");
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(&data(300)).await?;
+        drop(s);
+        // The name is free again once the server has seen the connection go.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = call(&web, "PUT", "/files/cut", &[], b"whole").await?;
+            if r.status == StatusCode::CREATED {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", r.body);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let got = call(&web, "GET", "/files/cut", &[], b"").await?;
+        assert_eq!(&got.body[..], b"whole");
+        assert_eq!(
+            call(&web, "DELETE", "/files/cut", &[], b"").await?.status,
+            StatusCode::OK
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn rename_and_delete() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    call(&web, "PUT", "/files/old", &[], b"content").await?;
+    let r = call(
+        &web,
+        "POST",
+        "/api/rename",
+        &[("content-type", "application/json")],
+        br#"{"from":"old","to":"sub/new"}"#,
+    )
+    .await?;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.json()["name"], "sub/new");
+    assert_eq!(
+        call(&web, "GET", "/files/old", &[], b"").await?.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        &call(&web, "GET", "/files/sub/new", &[], b"").await?.body[..],
+        b"content"
+    );
+    let d = call(&web, "DELETE", "/files/sub/new", &[], b"").await?;
+    assert_eq!(
+        (d.status, d.json()["name"].as_str()),
+        (StatusCode::OK, Some("sub/new"))
+    );
+    assert!(web.store.list().await?.entries.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_read_only_share_refuses_every_change() -> TestResult {
+    let web = start(
+        everything(),
+        StoreConfig {
+            read_only: true,
+            ..StoreConfig::default()
+        },
+    )
+    .await?;
+    let me = call(&web, "GET", "/api/me", &[], b"").await?.json();
+    assert_eq!(
+        (me["put"].as_bool(), me["modify"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert_eq!(
+        call(&web, "PUT", "/files/a", &[], b"x").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&web, "DELETE", "/files/a", &[], b"").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let body = br#"{"from":"a","to":"b"}"#;
+    let rename = call(
+        &web,
+        "POST",
+        "/api/rename",
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await?;
+    assert_eq!(rename.status, StatusCode::FORBIDDEN);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_drop_box_may_only_upload() -> TestResult {
+    let drop_box = Access {
+        principal: "token:1".into(),
+        perms: Permissions::DROP_BOX,
+        scope: Scope::whole_share(),
+    };
+    let web = start(drop_box, StoreConfig::default()).await?;
+    assert_eq!(
+        call(&web, "PUT", "/files/in", &[], b"x").await?.status,
+        StatusCode::CREATED
+    );
+    for (method, path) in [
+        ("GET", "/api/files"),
+        ("GET", "/files/in"),
+        ("DELETE", "/files/in"),
+    ] {
+        let r = call(&web, method, path, &[], b"").await?;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
+    let alice = Access {
+        principal: "alice".into(),
+        perms: Permissions::ALL,
+        scope: Scope::parse("alice")?,
+    };
+    let web = start(alice, StoreConfig::default()).await?;
+    let secret = b"outside the folder";
+    for (name, body) in [("bob/secret", &secret[..]), ("alice/mine", b"inside")] {
+        let mut up = web
+            .store
+            .begin_upload(crate::name::FileName::parse(name)?, body.len() as u64)
+            .await?;
+        up.write(body)?;
+        up.finish()?;
+    }
+    let files = call(&web, "GET", "/api/files", &[], b"").await?.json();
+    assert_eq!(files["files"].as_array().map(Vec::len), Some(1));
+    assert_eq!(files["files"][0]["name"], "mine");
+    assert_eq!(
+        &call(&web, "GET", "/files/mine", &[], b"").await?.body[..],
+        b"inside"
+    );
+    // The id of a file outside is unknown, for every verb, rather than "not allowed".
+    let outside = md5(secret).to_hex();
+    for method in ["GET", "DELETE"] {
+        let r = call(&web, method, &format!("/files/{outside}"), &[], b"").await?;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method}");
+    }
+    let body = format!(r#"{{"from":"{outside}","to":"stolen"}}"#);
+    let r = call(
+        &web,
+        "POST",
+        "/api/rename",
+        &[("content-type", "application/json")],
+        body.as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&web, "GET", "/files/..%2Fbob%2Fsecret", &[], b"")
+            .await?
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // An upload lands inside the folder.
+    assert_eq!(
+        call(&web, "PUT", "/files/new", &[], b"n").await?.json()["name"],
+        "new"
+    );
+    let all: Vec<_> = web
+        .store
+        .list()
+        .await?
+        .entries
+        .into_iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(all, ["alice/mine", "alice/new", "bob/secret"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tls_uses_the_servers_identity() -> TestResult {
+    use crate::security::identity::Identity;
+    use crate::security::tls::{Expectation, client_config, server_config};
+    let identity = Identity::generate()?;
+    let fingerprint = identity.fingerprint();
+    let store = Store::new(
+        Arc::new(MemoryBackend::new(1 << 20)),
+        StoreConfig::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let gw = Gateway::new(
+        store,
+        everything(),
+        WebConfig::default(),
+        Some(fingerprint.to_string()),
+    );
+    tokio::spawn(super::run(
+        listener,
+        Some(server_config(&identity)?),
+        gw,
+        stop.clone(),
+    ));
+
+    let (config, _) = client_config(Expectation::Pinned(fingerprint))?;
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = connector
+        .connect(rustls::pki_types::ServerName::try_from("barge")?, tcp)
+        .await?;
+    let req = Request::get("/api/me")
+        .header("host", "barge")
+        .body(Full::new(Bytes::new()))?;
+    let me = call_on(tls, req).await?;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.json()["fingerprint"], fingerprint.to_string().as_str());
+
+    // Another identity on the same address is refused by the pinned client.
+    let (other, _) = client_config(Expectation::Pinned(Identity::generate()?.fingerprint()))?;
+    let mut other = (*other).clone();
+    other.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    let refused = tokio_rustls::TlsConnector::from(Arc::new(other))
+        .connect(rustls::pki_types::ServerName::try_from("barge")?, tcp)
+        .await;
+    assert!(refused.is_err());
+    stop.cancel();
+    Ok(())
+}
