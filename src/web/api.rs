@@ -37,7 +37,7 @@ pub(super) fn router(gw: Arc<Gateway>) -> axum::Router {
 }
 
 /// A refusal: a status and the words for it.
-pub(super) struct Refusal(StatusCode, String);
+pub(super) struct Refusal(StatusCode, pub(super) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -71,7 +71,7 @@ fn refuse<T>(status: StatusCode, text: impl Into<String>) -> Answer<T> {
 impl Gateway {
     /// The access a request has. (Logins are not wired to the gateway yet: every request gets
     /// the anonymous access the server was started with.)
-    fn access(&self, _headers: &HeaderMap) -> Access {
+    pub(super) fn access(&self, _headers: &HeaderMap) -> Access {
         self.anonymous.clone()
     }
 }
@@ -125,7 +125,7 @@ async fn resolve(gw: &Gateway, access: &Access, text: &str) -> Answer<Target> {
     }
 }
 
-/// A file as the page sees it.
+/// A file as the page sees it: the shape of `barge ls --json`'s entries.
 #[derive(Serialize)]
 struct FileJson {
     id: String,
@@ -158,12 +158,6 @@ async fn me(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Json<MeJson> 
     })
 }
 
-#[derive(Serialize)]
-struct ListJson {
-    files: Vec<FileJson>,
-    pending: usize,
-}
-
 async fn list(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer<Response> {
     let access = gw.access(&headers);
     if !access.perms.may_list() {
@@ -185,11 +179,13 @@ async fn list(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer<Resp
             })
         })
         .collect();
-    let body = ListJson {
-        files,
-        pending: listing.pending,
-    };
-    Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
+    let files: Vec<FileJson> = files;
+    let pending = value(&listing.pending.to_string());
+    let headers = [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::HeaderName::from_static("barge-pending"), pending),
+    ];
+    Ok((headers, Json(files)).into_response())
 }
 
 /// `GET /files/<name or id>`: the file, whole or a single byte range (`Range`, `If-Range`),

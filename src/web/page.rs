@@ -2,14 +2,26 @@
 //! (MIT licence, `assets/hash-wasm-LICENSE`), all compiled into the binary so the server works
 //! with no network and no files of its own.
 //!
+//! The page works without JavaScript for listing and downloading: the server renders the folder
+//! asked for (`/?folder=a/b/`) into the HTML, every name escaped; the script then takes over
+//! (uploads, filter, sorting, rename and delete).
+//!
 //! Every response carries a strict Content-Security-Policy: scripts only from the server itself
 //! (and WebAssembly compilation, which the MD5 needs), no inline script or style, no framing.
 //! The page builds every name into the document as text, never as markup, so a file name cannot
 //! inject anything.
 
-use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode, header};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
+
+use super::Gateway;
+use crate::store::FileEntry;
 
 const INDEX: &str = include_str!("assets/index.html");
 
@@ -32,15 +44,190 @@ const ASSETS: [(&str, &str, &str); 3] = [
     ),
 ];
 
-pub(super) async fn index() -> Response {
+#[derive(serde::Deserialize)]
+pub(super) struct PageQuery {
+    folder: Option<String>,
+}
+
+/// The page, with the folder asked for rendered in (so it lists and downloads without script).
+pub(super) async fn index(
+    State(gw): State<Arc<Gateway>>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let access = gw.access(&headers);
+    let mut folder = query.folder.unwrap_or_default();
+    if !folder.is_empty() && !folder.ends_with('/') {
+        folder.push('/');
+    }
+    let mut may = Vec::new();
+    let (perms, read_only) = (access.perms, gw.store.config().read_only);
+    for (yes, what) in [
+        (perms.may_list(), "list"),
+        (perms.may_get(), "download"),
+        (perms.may_put() && !read_only, "upload"),
+        (perms.may_modify() && !read_only, "rename and delete"),
+    ] {
+        if yes {
+            may.push(what);
+        }
+    }
+    let who = format!(
+        "Signed in as {}; you may {}.",
+        access.principal,
+        may.join(", ")
+    );
+    let (rows, empty) = if perms.may_list() {
+        match gw.store.list().await {
+            Ok(listing) => {
+                let seen: Vec<FileEntry> = listing
+                    .entries
+                    .into_iter()
+                    .filter_map(|mut e| {
+                        e.name = access.scope.to_seen(&e.name)?;
+                        Some(e)
+                    })
+                    .collect();
+                let rows = rows(&seen, &folder, perms.may_get());
+                let empty = if rows.is_empty() {
+                    "No files available at the moment."
+                } else {
+                    ""
+                };
+                (rows, empty.to_owned())
+            }
+            Err(e) => (String::new(), super::api::Refusal::from(e).1),
+        }
+    } else {
+        (String::new(), String::new())
+    };
+    let fingerprint = gw.fingerprint.as_ref().map_or(String::new(), |f| {
+        format!("Server key {f} (the same as barge serve prints)")
+    });
+    let hidden = |h: bool| if h { " hidden" } else { "" };
+    let page = INDEX
+        .replace("{{who}}", &text(&who))
+        .replace("{{browse_hidden}}", hidden(!perms.may_list()))
+        .replace("{{crumbs}}", &crumbs(&folder))
+        .replace("{{rows}}", &rows)
+        .replace("{{empty_hidden}}", hidden(empty.is_empty()))
+        .replace("{{empty}}", &text(&empty))
+        .replace("{{fingerprint}}", &text(&fingerprint));
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
+            (header::CACHE_CONTROL, "no-store"),
         ],
-        INDEX,
+        page,
     )
         .into_response()
+}
+
+/// A link to the page showing `folder`.
+fn folder_link(folder: &str) -> String {
+    let q = percent_encoding::utf8_percent_encode(folder, percent_encoding::NON_ALPHANUMERIC);
+    format!("/?folder={q}")
+}
+
+/// A link to a file's bytes.
+pub(super) fn file_link(name: &str) -> String {
+    let mut out = String::from("/files");
+    for part in name.split('/') {
+        out.push('/');
+        out.extend(percent_encoding::utf8_percent_encode(
+            part,
+            percent_encoding::NON_ALPHANUMERIC,
+        ));
+    }
+    out
+}
+
+fn crumbs(folder: &str) -> String {
+    let mut out = format!("<a href=\"{}\">All files</a>", attr(&folder_link("")));
+    let mut path = String::new();
+    for part in folder.split('/').filter(|p| !p.is_empty()) {
+        path.push_str(part);
+        path.push('/');
+        let _ = write!(
+            out,
+            " / <a href=\"{}\">{}</a>",
+            attr(&folder_link(&path)),
+            text(part)
+        );
+    }
+    out
+}
+
+/// The table rows of `folder` (names as the visitor sees them): a row per sub-folder, then
+/// its files.
+fn rows(entries: &[FileEntry], folder: &str, links: bool) -> String {
+    let mut folders: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+    let mut out = String::new();
+    let mut files = String::new();
+    for e in entries {
+        let Some(rest) = e.name.as_str().strip_prefix(folder) else {
+            continue;
+        };
+        if let Some((sub, _)) = rest.split_once('/') {
+            let f = folders.entry(sub).or_default();
+            f.0 += e.size;
+            f.1 += 1;
+            continue;
+        }
+        let id = e.id.to_hex();
+        // A name that reads as an id would be taken as one ("ids win"): link such a file by id.
+        let target = if crate::id::FileId::parse(e.name.as_str()).is_ok() {
+            id.clone()
+        } else {
+            e.name.as_str().to_owned()
+        };
+        let name = if links {
+            format!(
+                "<a href=\"{}\" download=\"{}\">{}</a>",
+                attr(&file_link(&target)),
+                attr(rest),
+                text(rest)
+            )
+        } else {
+            text(rest).into_owned()
+        };
+        let _ = write!(
+            files,
+            "<tr><td class=\"name\">{name}</td><td class=\"num\" title=\"{} bytes\">{}</td>\
+             <td class=\"id\">{id}</td><td class=\"actions\"></td></tr>",
+            e.size,
+            human(e.size)
+        );
+    }
+    for (sub, (size, count)) in folders {
+        let _ = write!(
+            out,
+            "<tr><td class=\"name\"><a class=\"folder\" href=\"{}\">{}</a></td>\
+             <td class=\"num\" title=\"{size} bytes\">{}</td><td class=\"id muted\">{count} file{}</td>\
+             <td class=\"actions\"></td></tr>",
+            attr(&folder_link(&format!("{folder}{sub}/"))),
+            text(sub),
+            human(size),
+            if count == 1 { "" } else { "s" }
+        );
+    }
+    out + &files
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `20 MiB` (as the script shows it).
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{n} B"),
+        _ if v < 10.0 => format!("{v:.1} {}", UNITS[unit]),
+        _ => format!("{v:.0} {}", UNITS[unit]),
+    }
 }
 
 pub(super) async fn asset(Path(file): Path<String>) -> Response {

@@ -165,7 +165,8 @@ async fn upload_list_download_round_trip_with_the_servers_md5() -> TestResult {
     }
     let list = call(&web, "GET", "/api/files", &[], b"").await?;
     assert_eq!(list.status, StatusCode::OK);
-    let files = list.json()["files"].as_array().cloned().unwrap_or_default();
+    assert_eq!(list.header("barge-pending"), "0");
+    let files = list.json().as_array().cloned().unwrap_or_default();
     assert_eq!(files.len(), 4);
     assert_eq!(files[0]["name"], "déjà/a b0.bin");
     Ok(())
@@ -436,8 +437,8 @@ async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
         up.finish()?;
     }
     let files = call(&web, "GET", "/api/files", &[], b"").await?.json();
-    assert_eq!(files["files"].as_array().map(Vec::len), Some(1));
-    assert_eq!(files["files"][0]["name"], "mine");
+    assert_eq!(files.as_array().map(Vec::len), Some(1));
+    assert_eq!(files[0]["name"], "mine");
     assert_eq!(
         &call(&web, "GET", "/files/mine", &[], b"").await?.body[..],
         b"inside"
@@ -532,5 +533,42 @@ async fn tls_uses_the_servers_identity() -> TestResult {
         .await;
     assert!(refused.is_err());
     stop.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_page_lists_a_folder_without_script_and_escapes_every_name() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    let hostile = "<img src=x onerror=alert(1)>&\"'.txt";
+    let path = format!(
+        "/files/docs/{}",
+        percent_encoding::utf8_percent_encode(hostile, percent_encoding::NON_ALPHANUMERIC)
+    );
+    assert_eq!(
+        call(&web, "PUT", &path, &[], b"x").await?.status,
+        StatusCode::CREATED
+    );
+    call(&web, "PUT", "/files/top.txt", &[], b"top").await?;
+
+    let top = call(&web, "GET", "/", &[], b"").await?;
+    let html = String::from_utf8_lossy(&top.body);
+    assert!(
+        html.contains(r#"href="/?folder=docs%2F">docs</a>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<a href="/files/top%2Etxt" download="top.txt">top.txt</a>"#));
+
+    let docs = call(&web, "GET", "/?folder=docs/", &[], b"").await?;
+    let html = String::from_utf8_lossy(&docs.body);
+    assert!(!html.contains("<img"), "a name became markup: {html}");
+    assert!(
+        html.contains("&lt;img src=x onerror=alert(1)&gt;&amp;"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("top.txt"),
+        "a file of another folder is shown"
+    );
+    assert!(html.contains(r#"/ <a href="/?folder=docs%2F">docs</a>"#));
     Ok(())
 }

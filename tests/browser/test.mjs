@@ -42,7 +42,7 @@ try {
   assert.match(await page.textContent("#empty"), /No files available/);
 
   // Upload into a folder: navigate there first, then pick three files at once.
-  await page.goto(base + "#/photos/2026/");
+  await page.goto(base + "?folder=photos/2026/");
   await page.setInputFiles("#picker", Object.keys(files).map((n) => path.join(work, n)));
   await page.waitForFunction(() => {
     const states = [...document.querySelectorAll("#uploads .state")].map((s) => s.textContent);
@@ -87,7 +87,7 @@ try {
   assert.deepEqual(await names(), ["2026"]);
 
   // Rename (the prompt) and delete (the confirmation).
-  await page.goto(base + "#/photos/2026/");
+  await page.goto(base + "?folder=photos/2026/");
   await page.waitForSelector("#files tbody tr:has-text('notes.txt')");
   page.once("dialog", (d) => d.accept("photos/2026/renamed.txt"));
   await page.click("#files tbody tr:has-text('notes.txt') button:has-text('Rename')");
@@ -103,11 +103,35 @@ try {
   const phone = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 },
                                            deviceScaleFactor: 2, isMobile: true, hasTouch: true });
   const small = await phone.newPage();
-  await small.goto(base + "#/photos/2026/");
+  await small.goto(base + "?folder=photos/2026/");
   await small.waitForSelector("#files tbody tr");
   const wide = await small.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(wide <= 390, `the page is ${wide}px wide on a 390px screen`);
   await small.screenshot({ path: path.join(shots, "phone.png"), fullPage: true });
+
+  // Without JavaScript: the folder is listed by the server and a file downloads by its link.
+  const noScript = await browser.newContext({ ignoreHTTPSErrors: true, javaScriptEnabled: false,
+                                              acceptDownloads: true });
+  const plain = await noScript.newPage();
+  await plain.goto(base + "?folder=photos/2026/");
+  const plainNames = await plain.$$eval("#files tbody td.name", (t) => t.map((x) => x.textContent));
+  assert.deepEqual(plainNames, ["big.bin", "résumé 2026.txt"]);
+  const [noJsDownload] = await Promise.all([
+    plain.waitForEvent("download"),
+    plain.click("#files tbody a:has-text('big.bin')"),
+  ]);
+  assert.equal(md5(fs.readFileSync(await noJsDownload.path())), md5(files["big.bin"]));
+  await plain.click("#crumbs a:has-text('photos')");
+  assert.deepEqual(await plain.$$eval("#files tbody td.name", (t) => t.map((x) => x.textContent)), ["2026"]);
+
+  // A read-only share: no upload area, no rename or delete buttons; downloads still there.
+  const ro = await desktop.newPage();
+  await ro.goto(process.env.BARGE_WEB_RO);
+  await ro.waitForSelector("#files tbody tr");
+  assert.equal(await ro.isVisible("#drop"), false);
+  assert.equal(await ro.locator("button:has-text('Delete')").count(), 0);
+  assert.equal(await ro.locator("#files a.button:has-text('Download')").count(), 1);
+  await ro.screenshot({ path: path.join(shots, "read-only.png"), fullPage: true });
 
   assert.deepEqual(errors, []);
   console.log("browser test: all checks passed; screenshots in " + shots);

@@ -8,9 +8,22 @@ const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "bas
 const ID = /^[0-9a-fA-F]{32}$/;
 
 function folder() {
-  // The folder shown, from the address: "#/a/b/" is the folder "a/b/".
-  const f = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
+  // The folder shown, from the address: "/?folder=a/b/" (as the server renders it without script).
+  const f = new URLSearchParams(location.search).get("folder") || "";
   return f && !f.endsWith("/") ? f + "/" : f;
+}
+
+function folderUrl(f) {
+  return "/?folder=" + encodeURIComponent(f);
+}
+
+// Folder links change the address and the table, without reloading the page.
+function go(e) {
+  const a = e.target.closest("a[data-folder]");
+  if (!a || e.ctrlKey || e.metaKey || e.shiftKey) return;
+  e.preventDefault();
+  history.pushState(null, "", a.href);
+  render();
 }
 
 function human(n) {
@@ -70,9 +83,8 @@ async function refresh() {
   if (!state.me.list) return;
   const res = await fetch("/api/files");
   if (!res.ok) { say(await errorText(res), true); return; }
-  const body = await res.json();
-  state.files = body.files;
-  state.pending = body.pending;
+  state.files = await res.json();
+  state.pending = Number(res.headers.get("Barge-Pending") || 0);
   render();
 }
 
@@ -110,11 +122,11 @@ function entries() {
 function render() {
   const here = folder();
   const crumbs = $("crumbs");
-  crumbs.replaceChildren(el("a", { href: "#/", text: "All files" }));
+  crumbs.replaceChildren(el("a", { href: folderUrl(""), "data-folder": "", text: "All files" }));
   let path = "";
   for (const part of here.split("/").filter(Boolean)) {
     path += part + "/";
-    crumbs.append(" / ", el("a", { href: "#/" + encodeURI(path), text: part }));
+    crumbs.append(" / ", el("a", { href: folderUrl(path), "data-folder": path, text: part }));
   }
   $("drop-where").textContent = here ? ` into ${here}` : "";
 
@@ -132,7 +144,8 @@ function render() {
 function folderRow(here, d) {
   return el("tr", {},
     el("td", { class: "name" },
-      el("a", { class: "folder", href: "#/" + encodeURI(here + d.name + "/"), text: d.name })),
+      el("a", { class: "folder", href: folderUrl(here + d.name + "/"), "data-folder": here + d.name + "/",
+                text: d.name })),
     el("td", { class: "num", title: `${d.size} bytes`, text: human(d.size) }),
     el("td", { class: "id muted", text: `${d.count} file${d.count === 1 ? "" : "s"}` }),
     el("td", { class: "actions" }));
@@ -278,7 +291,8 @@ function setup() {
   };
   $("sort-name").addEventListener("click", sortBy("name"));
   $("sort-size").addEventListener("click", sortBy("size"));
-  window.addEventListener("hashchange", render);
+  document.addEventListener("click", go);
+  window.addEventListener("popstate", render);
   load().catch((e) => say(`Could not load the share: ${e}`, true));
 }
 
