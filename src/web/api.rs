@@ -24,7 +24,7 @@ use crate::name::FileName;
 use crate::store::{self, StoreError, Target, Upload};
 use crate::transfer::{self, CHUNK, SMALL, Sink, SinkError, Source};
 
-pub(super) fn router(gw: Arc<Gateway>) -> axum::Router {
+pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Router {
     axum::Router::new()
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
@@ -32,6 +32,9 @@ pub(super) fn router(gw: Arc<Gateway>) -> axum::Router {
         .route("/api/files", get(list))
         .route("/api/rename", post(rename))
         .route("/files/{*name}", get(download).put(upload).delete(delete))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            super::guard::check(guard, req, next)
+        }))
         .layer(axum::middleware::map_response(page::security_headers))
         .with_state(gw)
 }

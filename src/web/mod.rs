@@ -30,6 +30,7 @@ use crate::security::users::{Permissions, Scope};
 use crate::store::Store;
 
 mod api;
+mod guard;
 mod page;
 #[cfg(test)]
 mod tests;
@@ -114,7 +115,8 @@ pub async fn run(
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections));
-    let router = api::router(Arc::clone(&gateway));
+    let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+    let router = api::router(Arc::clone(&gateway), guard::Guard { loopback });
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {

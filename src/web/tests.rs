@@ -291,7 +291,7 @@ async fn refusals_carry_the_tcp_protocols_status() -> TestResult {
 async fn an_upload_without_a_length_is_refused_before_it_is_stored() -> TestResult {
     let web = start(everything(), StoreConfig::default()).await?;
     let mut s = TcpStream::connect(web.addr).await?;
-    s.write_all(b"PUT /files/c HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
+    s.write_all(b"PUT /files/c HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
     let mut out = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
     assert!(out.starts_with("HTTP/1.1 411"), "{out}");
@@ -304,8 +304,9 @@ async fn a_body_cut_short_keeps_nothing() -> TestResult {
     let web = start(everything(), StoreConfig::default()).await?;
     for announced in [1000, 500_000] {
         let mut s = TcpStream::connect(web.addr).await?;
-        let head =
-            format!("PUT /files/cut HTTP/1.1\r\nhost: x\r\ncontent-length: {announced}\r\n\r\n");
+        let head = format!(
+            "PUT /files/cut HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {announced}\r\n\r\n"
+        );
         s.write_all(head.as_bytes()).await?;
         s.write_all(&data(300)).await?;
         drop(s);
@@ -517,7 +518,7 @@ async fn tls_uses_the_servers_identity() -> TestResult {
         .connect(rustls::pki_types::ServerName::try_from("barge")?, tcp)
         .await?;
     let req = Request::get("/api/me")
-        .header("host", "barge")
+        .header("host", "127.0.0.1")
         .body(Full::new(Bytes::new()))?;
     let me = call_on(tls, req).await?;
     assert_eq!(me.status, StatusCode::OK);
@@ -570,5 +571,145 @@ async fn the_page_lists_a_folder_without_script_and_escapes_every_name() -> Test
         "a file of another folder is shown"
     );
     assert!(html.contains(r#"/ <a href="/?folder=docs%2F">docs</a>"#));
+    Ok(())
+}
+
+#[tokio::test]
+async fn other_sites_and_rebound_names_are_refused() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    let own = format!("http://{}", web.addr);
+    let evil = [("origin", "https://evil.example")];
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &evil, b"x").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let cross = [("sec-fetch-site", "cross-site")];
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &cross, b"x").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    assert!(web.store.list().await?.entries.is_empty());
+    let same = [("origin", own.as_str()), ("sec-fetch-site", "same-origin")];
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &same, b"x").await?.status,
+        StatusCode::CREATED
+    );
+    for (method, path) in [("DELETE", "/files/x"), ("POST", "/api/rename")] {
+        let r = call(&web, method, path, &evil, br#"{"from":"x","to":"y"}"#).await?;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{method}");
+    }
+    // A name made to resolve to loopback (DNS rebinding) gets nothing, not even a listing.
+    let mut s = TcpStream::connect(web.addr).await?;
+    s.write_all(b"GET /api/files HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n")
+        .await?;
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
+    assert!(out.starts_with("HTTP/1.1 421"), "{out}");
+    assert!(!out.contains("\"x\""));
+    Ok(())
+}
+
+#[tokio::test]
+async fn hostile_paths_lengths_and_headers_change_nothing() -> TestResult {
+    let web = start(everything(), StoreConfig::default()).await?;
+    for path in [
+        "/files/..%2F..%2Fetc%2Fpasswd",
+        "/files/%2e%2e/x",
+        "/files/a/%2E%2E/%2E%2E/x",
+        "/files/a%5C..%5Cb",
+        "/files/.barge%2Findex.redb",
+        // "/files/.BARGE/x": refused once the reserved name is compared case-insensitively (#10).
+        "/files/a//b",
+        "/files/%00",
+    ] {
+        for method in ["PUT", "GET", "DELETE"] {
+            let r = call(&web, method, path, &[], b"x").await?;
+            assert!(
+                matches!(r.status, StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND),
+                "{method} {path}: {}",
+                r.status
+            );
+        }
+        let body = format!(
+            r#"{{"from":"{0}","to":"{0}"}}"#,
+            path.trim_start_matches("/files/")
+        );
+        let r = call(
+            &web,
+            "POST",
+            "/api/rename",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .await?;
+        assert!(r.status.is_client_error(), "rename {path}");
+    }
+    // A length that lies low: exactly the announced bytes are stored; the rest is a bad request.
+    let mut s = TcpStream::connect(web.addr).await?;
+    s.write_all(b"PUT /files/short HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 3\r\n\r\nabcdef")
+        .await?;
+    let mut out = vec![0; 4096];
+    let n = tokio::io::AsyncReadExt::read(&mut s, &mut out).await?;
+    assert!(String::from_utf8_lossy(&out[..n]).starts_with("HTTP/1.1 201"));
+    drop(s);
+    assert_eq!(
+        &call(&web, "GET", "/files/short", &[], b"").await?.body[..],
+        b"abc"
+    );
+    // Headers over hyper's limit are refused before any route runs.
+    let huge = "a".repeat(1 << 20);
+    let mut s = TcpStream::connect(web.addr).await?;
+    let head = format!(
+        "PUT /files/huge HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {huge}\r\ncontent-length: 1\r\n\r\nx"
+    );
+    let _ = s.write_all(head.as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out).await;
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let names: Vec<_> = web
+        .store
+        .list()
+        .await?
+        .entries
+        .into_iter()
+        .map(|e| e.name.to_string())
+        .collect();
+    assert_eq!(names, ["short"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_abandoned_and_kept_nowhere() -> TestResult {
+    let store = Store::new(
+        Arc::new(MemoryBackend::new(1 << 30)),
+        StoreConfig::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let config = WebConfig {
+        stall_timeout: std::time::Duration::from_millis(300),
+        ..WebConfig::default()
+    };
+    let gw = Gateway::new(Arc::clone(&store), everything(), config, None);
+    tokio::spawn(super::run(listener, None, gw, stop.clone()));
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"PUT /files/slow HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 500000\r\n\r\n")
+        .await?;
+    s.write_all(&data(200_000)).await?;
+    let mut out = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out);
+    tokio::time::timeout(std::time::Duration::from_secs(10), read).await??;
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(store.list().await?.entries.is_empty());
+    stop.cancel();
     Ok(())
 }
