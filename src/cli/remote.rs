@@ -149,12 +149,12 @@ impl Remote {
         if let Some(token) = std::env::var("BARGE_TOKEN").ok().filter(|t| !t.is_empty()) {
             return Ok(Some(Credential::Token(Secret::new(token.trim()))));
         }
-        let saved = if self.login.user.is_none() {
-            Logins::for_user()
-                .and_then(|l| l.get(&self.host, self.port))
-                .context("reading the saved logins")?
-        } else {
-            None
+        // No configuration folder at all (no HOME) means nothing was saved.
+        let saved = match (&self.login.user, Logins::for_user()) {
+            (None, Ok(logins)) => logins
+                .get(&self.host, self.port)
+                .context("reading the saved logins")?,
+            _ => None,
         };
         if let Some(token) = saved.as_ref().and_then(|s| s.token.clone()) {
             return Ok(Some(Credential::Token(Secret::new(token))));

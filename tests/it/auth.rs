@@ -1,0 +1,528 @@
+//! Logins, permissions, confinement, the login slowdown and pairing (`PROTOCOL.md` sections 3,
+//! 5.9 and 5.10), against in-process servers with a real user database, and the binary's
+//! secure default, secret handling and pairing end to end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use barge::client::{AnyStream, Client, ClientError, Security};
+use barge::protocol::Code;
+use barge::security::identity::Identity;
+use barge::security::pair::PairCode;
+use barge::security::throttle::Policy;
+use barge::security::tls::{self, Expectation};
+use barge::security::users::{Permissions, Scope, Users};
+use barge::server::{Access, AccessOptions, Grant, ServerConfig, Tls};
+use barge::store::StoreConfig;
+use tempfile::TempDir;
+use tokio::io::BufReader;
+use tokio::net::TcpSocket;
+
+use crate::common::{Raw, TestResult, TestServer, WAIT, md5_hex};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A server with a user database in its own folder; `users` are (name, perms, folder).
+struct AuthServer {
+    server: TestServer,
+    access: Arc<Access>,
+    _state: TempDir,
+}
+
+fn options(loopback: bool, tls: bool) -> AccessOptions {
+    AccessOptions {
+        public: false,
+        read_only: false,
+        loopback,
+        tls,
+    }
+}
+
+async fn auth_server(
+    users: &[(&str, Permissions, Option<&str>)],
+    policy: Policy,
+    tls_identity: Option<&Identity>,
+) -> TestResult<AuthServer> {
+    let state = tempfile::tempdir()?;
+    let db = Users::open(state.path())?;
+    for (name, perms, folder) in users {
+        let scope = match folder {
+            Some(f) => Scope::parse(f)?,
+            None => Scope::whole_share(),
+        };
+        db.add_user(name, PASSWORD, *perms, &scope)?;
+    }
+    let access = Arc::new(Access::with_policy(
+        db,
+        options(true, tls_identity.is_some()),
+        policy,
+    ));
+    let config = ServerConfig {
+        access: Arc::clone(&access),
+        ..ServerConfig::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let server = match tls_identity {
+        Some(id) => {
+            TestServer::start_accepting(
+                dir,
+                StoreConfig::default(),
+                config,
+                Tls::new(tls::server_config(id)?),
+            )
+            .await?
+        }
+        None => TestServer::start_with(dir, StoreConfig::default(), config).await?,
+    };
+    Ok(AuthServer {
+        server,
+        access,
+        _state: state,
+    })
+}
+
+/// A raw client logged in as `user`.
+async fn logged_in(server: &TestServer, user: &str) -> TestResult<Raw> {
+    let mut raw = server.raw().await?;
+    assert_eq!(raw.cmd(&format!("USER {user}")).await?, "334 Send PASS");
+    let reply = raw.cmd(&format!("PASS {PASSWORD}")).await?;
+    assert!(reply.starts_with(&format!("230 {user} ")), "{reply}");
+    Ok(raw)
+}
+
+fn code(reply: &str) -> &str {
+    reply.get(..3).unwrap_or(reply)
+}
+
+#[tokio::test]
+async fn a_logged_out_session_may_only_log_in_and_a_failed_login_changes_nothing() -> TestResult {
+    let s = auth_server(
+        &[("alice", Permissions::ALL, None)],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    std::fs::write(s.server.root().join("a.txt"), b"abc")?;
+    let mut raw = s.server.raw().await?;
+    for cmd in [
+        "LIST_FILES",
+        "DOWNLOAD a.txt",
+        "DOWNLOAD",
+        "UPLOAD x;1",
+        "UPLOAD",
+        "RENAME a.txt\tb.txt",
+        "RENAME",
+        "DELETE a.txt",
+        "DELETE",
+    ] {
+        assert_eq!(
+            raw.cmd(cmd).await?,
+            "530 Log in first (USER/PASS, TOKEN, or barge pair)",
+            "{cmd}"
+        );
+    }
+    // A PUT's body is read and discarded before the 530, so the next line is a command.
+    raw.send("PUT p.txt;5\nhelloHELP\n").await?;
+    assert!(raw.line().await?.starts_with("530 "));
+    assert!(raw.line().await?.starts_with("211 "));
+    for _ in 0..barge::protocol::HELP_LINES.len() {
+        raw.line().await?;
+    }
+    assert_eq!(raw.cmd("PASS x").await?, "400 Send USER first");
+    assert_eq!(
+        raw.cmd("USER nobody").await?,
+        "334 Send PASS",
+        "names cannot be probed"
+    );
+    assert_eq!(raw.cmd("PASS wrong").await?, "530 Login incorrect");
+    assert_eq!(raw.cmd("USER alice").await?, "334 Send PASS");
+    assert_eq!(raw.cmd("PASS wrong").await?, "530 Login incorrect");
+    assert_eq!(raw.cmd("LIST_FILES").await?.get(..3), Some("530"));
+    // USER and PASS may be pipelined.
+    raw.send(format!("USER alice\nPASS {PASSWORD}\n")).await?;
+    assert_eq!(raw.line().await?, "334 Send PASS");
+    assert_eq!(raw.line().await?, "230 alice get,put,modify Logged in");
+    assert_eq!(raw.list().await?.len(), 1);
+    assert_eq!(
+        raw.cmd("USER alice").await?,
+        "400 Already logged in; reconnect to change user"
+    );
+    assert_eq!(raw.cmd("TOKEN barge_x").await?.get(..3), Some("400"));
+    // Nothing was stored or changed by the refused commands.
+    assert!(!s.server.root().join("p.txt").exists());
+    assert!(!s.server.root().join("b.txt").exists());
+    assert!(s.server.root().join("a.txt").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_permission_per_command_in_one_line_and_prompt_forms() -> TestResult {
+    let get_only = Permissions {
+        put: false,
+        modify: false,
+        ..Permissions::ALL
+    };
+    let put_only = Permissions {
+        get: false,
+        modify: false,
+        ..Permissions::ALL
+    };
+    let modify_only = Permissions {
+        get: false,
+        put: false,
+        ..Permissions::ALL
+    };
+    let users = [
+        ("all", Permissions::ALL, None),
+        ("reader", Permissions::READ_ONLY, None),
+        ("getter", get_only, None),
+        ("putter", put_only, None),
+        ("modifier", modify_only, None),
+        ("dropper", Permissions::DROP_BOX, None),
+    ];
+    let s = auth_server(&users, Policy::default(), None).await?;
+    for (user, perms, _) in users {
+        std::fs::write(s.server.root().join("f.txt"), b"file")?;
+        let mut raw = logged_in(&s.server, user).await?;
+        let allowed = |ok: bool, reply: &str, what: &str| {
+            if ok {
+                assert_ne!(code(reply), "403", "{user} {what}: {reply}");
+            } else {
+                assert_eq!(reply, "403 Not allowed for this user", "{user} {what}");
+            }
+        };
+        let r = raw.cmd("LIST_FILES").await?;
+        allowed(perms.may_list(), &r, "LIST_FILES");
+        if code(&r) == "210" {
+            let count: usize = r[4..].split(' ').next().unwrap_or("0").parse()?;
+            for _ in 0..count {
+                raw.line().await?;
+            }
+        }
+        for form in ["DOWNLOAD f.txt", "DOWNLOAD"] {
+            let r = raw.cmd(form).await?;
+            allowed(perms.may_get(), &r, form);
+            match code(&r) {
+                "213" => drop(raw.bytes(4).await?),
+                "331" => {
+                    assert!(raw.cmd("f.txt").await?.starts_with("213 "));
+                    raw.bytes(4).await?;
+                }
+                _ => {}
+            }
+        }
+        let r = raw.cmd(&format!("UPLOAD {user}1;1")).await?;
+        allowed(perms.may_put(), &r, "UPLOAD one-line");
+        if code(&r) == "350" {
+            raw.send("x").await?;
+            assert!(raw.line().await?.starts_with("226 "));
+        }
+        let r = raw.cmd("UPLOAD").await?;
+        allowed(perms.may_put(), &r, "UPLOAD prompt");
+        if code(&r) == "330" {
+            assert!(raw.cmd(&format!("{user}2;1")).await?.starts_with("350 "));
+            raw.send("y").await?;
+            assert!(raw.line().await?.starts_with("226 "));
+        }
+        raw.send(format!("PUT {user}3;1\nz")).await?;
+        let r = raw.line().await?;
+        allowed(perms.may_put(), &r, "PUT");
+        assert_eq!(
+            s.server.root().join(format!("{user}3")).exists(),
+            perms.may_put()
+        );
+        let r = raw.cmd("RENAME f.txt\tg.txt").await?;
+        allowed(perms.may_modify(), &r, "RENAME one-line");
+        let r = raw.cmd("RENAME").await?;
+        allowed(perms.may_modify(), &r, "RENAME prompt");
+        if code(&r) == "332" {
+            assert_eq!(code(&raw.cmd("g.txt").await?), "333");
+            assert_eq!(code(&raw.cmd("h.txt").await?), "250");
+        }
+        let r = raw.cmd("DELETE h.txt").await?;
+        allowed(perms.may_modify(), &r, "DELETE one-line");
+        let r = raw.cmd("DELETE").await?;
+        allowed(perms.may_modify(), &r, "DELETE prompt");
+        if code(&r) == "331" {
+            assert_eq!(code(&raw.cmd("nothing.txt").await?), "404");
+        }
+        assert_eq!(
+            s.server.root().join("f.txt").exists(),
+            !perms.may_modify(),
+            "{user}"
+        );
+        // A drop box cannot overwrite: an existing name is a conflict.
+        if user == "dropper" {
+            assert_eq!(code(&raw.cmd("UPLOAD f.txt;1").await?), "409");
+        }
+        let _ = std::fs::remove_file(s.server.root().join("h.txt"));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_confined_user_cannot_reach_outside_its_folder_by_any_form() -> TestResult {
+    let s = auth_server(
+        &[
+            ("bob", Permissions::ALL, Some("box")),
+            ("admin", Permissions::ALL, None),
+        ],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    let root = s.server.root().to_owned();
+    std::fs::create_dir_all(root.join("box"))?;
+    std::fs::create_dir_all(root.join("boxx"))?;
+    std::fs::write(root.join("secret.txt"), b"top secret")?;
+    std::fs::write(root.join("boxx/near.txt"), b"near")?;
+    std::fs::write(root.join("box/in.txt"), b"inside")?;
+    let secret_id = md5_hex(b"top secret");
+    let mut bob = logged_in(&s.server, "bob").await?;
+    let listing = bob.list().await?;
+    let names: Vec<&str> = listing.iter().map(|(_, n, _)| n.as_str()).collect();
+    assert_eq!(names, ["in.txt"]);
+    for what in [
+        "secret.txt",
+        secret_id.as_str(),
+        "boxx/near.txt",
+        "box/in.txt",
+    ] {
+        assert_eq!(
+            code(&bob.cmd(&format!("DOWNLOAD {what}")).await?),
+            "404",
+            "{what}"
+        );
+        assert_eq!(
+            code(&bob.cmd(&format!("DELETE {what}")).await?),
+            "404",
+            "{what}"
+        );
+        assert_eq!(
+            code(&bob.cmd(&format!("RENAME {what}\tstolen")).await?),
+            "404",
+            "{what}"
+        );
+    }
+    for what in [
+        "../secret.txt",
+        "/secret.txt",
+        "..",
+        "a/../../secret.txt",
+        "\\secret.txt",
+    ] {
+        let r = bob.cmd(&format!("DOWNLOAD {what}")).await?;
+        assert!(matches!(code(&r), "422" | "404"), "{what}: {r}");
+    }
+    assert_eq!(code(&bob.cmd("RENAME in.txt\t../out.txt").await?), "422");
+    assert_eq!(code(&bob.cmd("RENAME in.txt\t/out.txt").await?), "422");
+    assert_eq!(
+        bob.cmd("RENAME in.txt\tsub/moved.txt").await?,
+        "250 Renamed in.txt to sub/moved.txt"
+    );
+    assert!(root.join("box/sub/moved.txt").exists());
+    bob.upload("up.txt", b"up").await?;
+    assert!(root.join("box/up.txt").exists());
+    // The same content inside the folder: its id now finds the inside copy only.
+    bob.upload("copy.txt", b"top secret").await?;
+    let head = bob.cmd(&format!("DOWNLOAD {secret_id}")).await?;
+    assert_eq!(head, format!("213 10 {secret_id} copy.txt"));
+    bob.bytes(10).await?;
+    assert_eq!(
+        bob.cmd(&format!("DELETE {secret_id}")).await?,
+        "250 Deleted copy.txt"
+    );
+    assert!(root.join("secret.txt").exists());
+    // Error messages never show the real path.
+    let r = bob.cmd("UPLOAD up.txt;1").await?;
+    assert_eq!(code(&r), "409");
+    assert!(!r.contains("box/"), "{r}");
+    // The unconfined user sees everything.
+    let mut admin = logged_in(&s.server, "admin").await?;
+    assert_eq!(admin.list().await?.len(), 4);
+    Ok(())
+}
+
+/// A raw plain connection from `source` (another loopback address counts as another peer).
+async fn raw_from(source: &str, addr: SocketAddr) -> TestResult<Raw> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse()?)?;
+    let stream = tokio::time::timeout(WAIT, socket.connect(addr)).await??;
+    let (r, w) = stream.into_split();
+    let mut raw = Raw {
+        reader: BufReader::new(r),
+        writer: w,
+    };
+    assert_eq!(raw.line().await?, "220 barge/1 ready");
+    Ok(raw)
+}
+
+#[tokio::test]
+async fn brute_force_is_slowed_per_address_and_another_address_logs_in_at_once() -> TestResult {
+    let base = Duration::from_secs(2);
+    let policy = Policy {
+        free_failures: 2,
+        base,
+        ..Policy::default()
+    };
+    let s = auth_server(&[("alice", Permissions::ALL, None)], policy, None).await?;
+    let mut attacker = raw_from("127.0.0.1", s.server.addr).await?;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        attacker.cmd("USER alice").await?;
+        assert_eq!(attacker.cmd("PASS guess").await?, "530 Login incorrect");
+        times.push(started.elapsed());
+    }
+    // The first two are free, the third waits the first step.
+    assert!(times[0] < base && times[1] < base, "{times:?}");
+    assert!(times[2] >= base, "{times:?}");
+    // Another address is not slowed, even while this one is.
+    let mut other = raw_from("127.0.0.2", s.server.addr).await?;
+    let started = Instant::now();
+    other.cmd("USER alice").await?;
+    assert!(
+        other
+            .cmd(&format!("PASS {PASSWORD}"))
+            .await?
+            .starts_with("230 ")
+    );
+    assert!(started.elapsed() < base, "{:?}", started.elapsed());
+    // The right password from the slowed address still works, after its wait.
+    let started = Instant::now();
+    attacker.cmd("USER alice").await?;
+    assert!(
+        attacker
+            .cmd(&format!("PASS {PASSWORD}"))
+            .await?
+            .starts_with("230 ")
+    );
+    // The fourth attempt owes the second step (2 × base), counted from the last failure.
+    assert!(started.elapsed() >= base * 3 / 2, "{:?}", started.elapsed());
+    Ok(())
+}
+
+#[tokio::test]
+async fn anonymous_access_ends_when_the_first_user_is_added_without_a_restart() -> TestResult {
+    let s = auth_server(&[], Policy::default(), None).await?;
+    let mut before = s.server.raw().await?;
+    assert_eq!(before.list().await?.len(), 0);
+    let users = s.access.users().ok_or("no database")?;
+    users.create_token("t", Permissions::READ_ONLY, &Scope::whole_share())?;
+    let mut after = s.server.raw().await?;
+    assert_eq!(code(&after.cmd("LIST_FILES").await?), "530");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_server_on_a_network_address_takes_no_secrets() -> TestResult {
+    let state = tempfile::tempdir()?;
+    let db = Users::open(state.path())?;
+    db.add_user("alice", PASSWORD, Permissions::ALL, &Scope::whole_share())?;
+    let config = ServerConfig {
+        access: Arc::new(Access::new(db, options(false, false))),
+        ..ServerConfig::default()
+    };
+    let server =
+        TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await?;
+    let mut raw = server.raw().await?;
+    assert_eq!(code(&raw.cmd("USER alice").await?), "403");
+    assert_eq!(code(&raw.cmd("TOKEN barge_x").await?), "403");
+    assert_eq!(code(&raw.cmd("LIST_FILES").await?), "530");
+    Ok(())
+}
+
+async fn tls_client(
+    addr: SocketAddr,
+) -> TestResult<(
+    Client<AnyStream>,
+    Option<barge::security::identity::Fingerprint>,
+)> {
+    Ok(Client::connect_with(
+        &addr.to_string(),
+        WAIT,
+        Security::Tls(Expectation::FirstContact),
+    )
+    .await?)
+}
+
+#[tokio::test]
+async fn pairing_with_the_right_code_pins_the_key_and_grants_the_chosen_token() -> TestResult {
+    let identity = Identity::generate()?;
+    let s = auth_server(&[], Policy::default(), Some(&identity)).await?;
+    let grant = Grant {
+        perms: Permissions::READ_ONLY,
+        folder: Scope::parse("shared")?,
+        label: "laptop".into(),
+    };
+    let code = s.access.issue_code(grant, Duration::from_secs(600))?;
+    let (mut client, presented) = tls_client(s.server.addr).await?;
+    assert_eq!(presented, Some(identity.fingerprint()));
+    let paired = client.pair(&code).await?;
+    assert!(paired.token().starts_with("barge_"));
+    assert!(paired.principal.starts_with("token:"));
+    // The session is logged in as the token, with the chosen permissions.
+    let e = client
+        .rename(
+            &barge::protocol::FileRef::parse("a")?,
+            &barge::name::FileName::parse("b")?,
+        )
+        .await;
+    assert!(matches!(e, Err(ClientError::Refused { code, .. }) if code == Code::FORBIDDEN));
+    // The token works on a new connection; the code is used up.
+    let (mut again, _) = tls_client(s.server.addr).await?;
+    let who = again.login_token(paired.token()).await?;
+    assert_eq!(who.perms, "get");
+    let tokens = s.access.users().ok_or("no db")?.list_tokens()?;
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(tokens[0].folder, Scope::parse("shared")?);
+    let (mut late, _) = tls_client(s.server.addr).await?;
+    assert!(matches!(
+        late.pair(&code).await,
+        Err(ClientError::Refused { code, .. }) if code == Code::PAIR_FAILED
+    ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_code_fails_and_burns_the_code_after_three_tries() -> TestResult {
+    let identity = Identity::generate()?;
+    let s = auth_server(&[], Policy::default(), Some(&identity)).await?;
+    let grant = Grant {
+        perms: Permissions::ALL,
+        folder: Scope::whole_share(),
+        label: "x".into(),
+    };
+    let code = s.access.issue_code(grant, Duration::from_secs(600))?;
+    let text = code.to_string();
+    let (slot, words) = text.split_once('-').ok_or("no -")?;
+    let wrong: PairCode = if words == "acorn-acorn" {
+        format!("{slot}-acorn-agent").parse()?
+    } else {
+        format!("{slot}-acorn-acorn").parse()?
+    };
+    for _ in 0..barge::security::pair::MAX_TRIES {
+        let (mut client, _) = tls_client(s.server.addr).await?;
+        assert!(
+            matches!(client.pair(&wrong).await, Err(ClientError::Pairing(_))),
+            "a wrong code must fail on the client"
+        );
+    }
+    // Burnt: even the right code fails now, and no token was made.
+    let (mut client, _) = tls_client(s.server.addr).await?;
+    assert!(matches!(
+        client.pair(&code).await,
+        Err(ClientError::Refused { code, .. }) if code == Code::PAIR_FAILED
+    ));
+    assert!(s.access.users().ok_or("no db")?.list_tokens()?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_plain_connection_cannot_pair() -> TestResult {
+    let s = auth_server(&[], Policy::default(), None).await?;
+    let mut raw = s.server.raw().await?;
+    assert_eq!(code(&raw.cmd("PAIR 1 QUJD").await?), "403");
+    Ok(())
+}
