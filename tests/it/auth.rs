@@ -526,3 +526,262 @@ async fn a_plain_connection_cannot_pair() -> TestResult {
     assert_eq!(code(&raw.cmd("PAIR 1 QUJD").await?), "403");
     Ok(())
 }
+
+// ---- The binary: secure default, secrets, pairing end to end. ----
+
+mod bin {
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+    use std::process::{Child, Command as StdCommand, Stdio};
+    use std::time::Duration;
+
+    use assert_cmd::Command;
+    use predicates::str::contains;
+
+    use super::PASSWORD;
+    use crate::common::{Raw, TestResult, WAIT};
+
+    /// Exit status 6: login incorrect, or a login is needed.
+    const LOGIN: i32 = 6;
+
+    /// `barge ...` with its own config folder and no stray settings.
+    fn barge(config: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
+        cmd.env("XDG_CONFIG_HOME", config)
+            .env("BARGE_HISTORY", "")
+            .env_remove("BARGE_PLAIN")
+            .env_remove("BARGE_LOG")
+            .env_remove("BARGE_TOKEN")
+            .env_remove("BARGE_USER")
+            .env_remove("BARGE_PASSWORD")
+            .env_remove("BARGE_HOST")
+            .env_remove("BARGE_PORT")
+            .env_remove("BARGE_ROOT")
+            .env_remove("BARGE_STATE_DIR")
+            .timeout(Duration::from_secs(30));
+        cmd
+    }
+
+    /// A running `barge serve`: its address and what it printed before "Press Ctrl-C".
+    struct Served {
+        child: Child,
+        port: u16,
+        lines: Vec<String>,
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    fn serve(root: &Path, extra: &[&str], stderr: &Path) -> TestResult<Served> {
+        let mut child = StdCommand::new(env!("CARGO_BIN_EXE_barge"))
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--root"])
+            .arg(root)
+            .args(extra)
+            .env_remove("BARGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(stderr)?))
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = Vec::new();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let done = line.starts_with("Press Ctrl-C");
+                lines.push(line);
+                if done {
+                    let _ = tx.send(lines.clone());
+                }
+            }
+        });
+        let Ok(lines) = rx.recv_timeout(WAIT) else {
+            let _ = child.kill();
+            return Err("barge serve did not start".into());
+        };
+        let port = lines
+            .first()
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or("no address line")?;
+        Ok(Served { child, port, lines })
+    }
+
+    #[test]
+    fn a_network_address_with_no_users_is_refused_unless_public() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        barge(config.path())
+            .args(["serve", "--host", "0.0.0.0", "--port", "0", "--root"])
+            .arg(root.path())
+            .assert()
+            .failure()
+            .stderr(contains("refusing to serve"))
+            .stderr(contains("barge serve --pair"))
+            .stderr(contains("barge user add"))
+            .stderr(contains("--public"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_users_file_others_can_read_is_refused_at_start() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        barge(config.path())
+            .args(["user", "add", "alice", "--root"])
+            .arg(root.path())
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        let file = root.path().join(".barge/users.json");
+        let text = std::fs::read_to_string(&file)?;
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is stored only hashed"
+        );
+        assert_eq!(std::fs::metadata(&file)?.permissions().mode() & 0o077, 0);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+        barge(config.path())
+            .args(["serve", "--port", "0", "--root"])
+            .arg(root.path())
+            .assert()
+            .failure()
+            .stderr(contains("users.json"));
+        Ok(())
+    }
+
+    #[test]
+    fn no_secret_on_the_command_line_in_debug_traces_or_logs() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        // No option takes a password or a token itself.
+        for args in [["--password", "x"], ["--token", "barge_x"]] {
+            barge(config.path()).args(args).arg("ls").assert().code(2);
+        }
+        barge(config.path())
+            .args(["user", "add", "alice", "--root"])
+            .arg(root.path())
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        let token_out = barge(config.path())
+            .args(["token", "create", "--read-only", "--root"])
+            .arg(root.path())
+            .output()?;
+        let token = String::from_utf8(token_out.stdout)?.trim().to_owned();
+        assert!(token.starts_with("barge_"), "{token}");
+        let served = serve(root.path(), &["--plain", "--debug"], log.path())?;
+        // A client with --debug shows PASS **** and never the password.
+        let out = barge(config.path())
+            .args([
+                "--plain",
+                "--debug",
+                "--host",
+                "127.0.0.1",
+                "--user",
+                "alice",
+            ])
+            .args(["--port", &served.port.to_string(), "ls"])
+            .env("BARGE_PASSWORD", PASSWORD)
+            .output()?;
+        assert!(out.status.success(), "{out:?}");
+        let trace = String::from_utf8(out.stderr)?;
+        assert!(trace.contains("> PASS ****"), "{trace}");
+        assert!(!trace.contains(PASSWORD), "{trace}");
+        // A token from BARGE_TOKEN likewise.
+        let out = barge(config.path())
+            .args(["--plain", "--debug", "--host", "127.0.0.1"])
+            .args(["--port", &served.port.to_string(), "ls"])
+            .env("BARGE_TOKEN", &token)
+            .output()?;
+        assert!(out.status.success(), "{out:?}");
+        let trace = String::from_utf8(out.stderr)?;
+        assert!(trace.contains("> TOKEN ****"), "{trace}");
+        assert!(!trace.contains(&token), "{trace}");
+        // A wrong password is exit status 6.
+        barge(config.path())
+            .args(["--plain", "--host", "127.0.0.1", "--user", "alice"])
+            .args(["--port", &served.port.to_string(), "ls"])
+            .env("BARGE_PASSWORD", "wrong")
+            .assert()
+            .code(LOGIN)
+            .stderr(contains("login incorrect"));
+        // The server's --debug log, and a failed login in it.
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let mut raw = Raw::connect(([127, 0, 0, 1], served.port).into()).await?;
+            raw.line().await?;
+            raw.cmd("USER alice").await?;
+            raw.cmd("PASS not-the-password-either").await?;
+            TestResult::Ok(())
+        })?;
+        drop(served);
+        let log = std::fs::read_to_string(log.path())?;
+        assert!(log.contains("PASS ****"), "{log}");
+        assert!(log.contains("failed login for alice"), "{log}");
+        for secret in [PASSWORD, "not-the-password-either", token.as_str()] {
+            assert!(!log.contains(secret), "{secret} in the server's log");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn pairing_end_to_end_pins_the_server_and_saves_a_token() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        let stranger = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        let served = serve(root.path(), &["--pair", "--perm", "get,put"], log.path())?;
+        let code = served
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix("Pairing code: "))
+            .and_then(|l| l.split(' ').next())
+            .ok_or("no pairing code printed")?
+            .to_owned();
+        let server = format!("127.0.0.1:{}", served.port);
+        barge(config.path())
+            .args(["pair", &server, &code])
+            .assert()
+            .success()
+            .stderr(contains("Paired with"));
+        let logins = config.path().join("barge/logins.json");
+        assert_eq!(std::fs::metadata(&logins)?.permissions().mode() & 0o077, 0);
+        assert!(
+            std::fs::read_to_string(config.path().join("barge/known_hosts"))?.contains(&server)
+        );
+        // Later commands need neither --trust-new nor a password: pinned and logged in.
+        let work = tempfile::tempdir()?;
+        std::fs::write(work.path().join("n.txt"), b"note")?;
+        barge(config.path())
+            .current_dir(work.path())
+            .args(["--host", "127.0.0.1", "--port", &served.port.to_string()])
+            .args(["put", "n.txt"])
+            .assert()
+            .success();
+        // The token may not delete (it was granted get,put).
+        barge(config.path())
+            .args(["--host", "127.0.0.1", "--port", &served.port.to_string()])
+            .args(["rm", "n.txt"])
+            .assert()
+            .failure()
+            .stderr(contains("Not allowed for this user"));
+        // The code is used up, and another client without a login is turned away.
+        barge(stranger.path())
+            .args(["pair", &server, &code])
+            .assert()
+            .failure();
+        barge(stranger.path())
+            .args(["--trust-new", "--host", "127.0.0.1"])
+            .args(["--port", &served.port.to_string(), "ls"])
+            .assert()
+            .code(LOGIN);
+        Ok(())
+    }
+}
