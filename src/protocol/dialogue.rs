@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn help_count_matches_its_lines_and_names_every_alias() {
         let h = Reply::help();
-        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 8);
+        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 9);
         let all = HELP_LINES.join("\n");
         for alias in [
             "LIST,",
@@ -268,6 +268,9 @@ mod tests {
             "BYE",
             "QUIT",
             "EXIT",
+            "USER",
+            "PASS",
+            "TOKEN",
         ] {
             assert!(all.contains(alias), "{alias}");
         }
