@@ -223,7 +223,8 @@ impl<S: Stream> Session<'_, S> {
         self.reply(Reply::prompt(what));
         match self.next_line().await {
             Next::Line(l) => {
-                tracing::debug!(peer = %self.peer, "> {}", escape(&String::from_utf8_lossy(&l)));
+                let shown = escape(&String::from_utf8_lossy(&l));
+                tracing::debug!(peer = %self.peer, "> {}", redact(&shown));
                 Ok(l)
             }
             Next::Gone => {
