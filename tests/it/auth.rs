@@ -784,4 +784,67 @@ mod bin {
             .code(LOGIN);
         Ok(())
     }
+
+    #[test]
+    fn login_remembers_the_user_name_but_never_the_password() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        barge(config.path())
+            .args(["user", "add", "alice", "--read-only", "--root"])
+            .arg(root.path())
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        let served = serve(root.path(), &["--plain"], log.path())?;
+        let port = served.port.to_string();
+        let client = |args: &[&str]| {
+            let mut cmd = barge(config.path());
+            cmd.args(["--plain", "--host", "127.0.0.1", "--port", &port])
+                .args(args);
+            cmd
+        };
+        // Without a login the server turns the client away with status 6.
+        client(&["ls"]).assert().code(LOGIN);
+        client(&["login", "--user", "alice"])
+            .env("BARGE_PASSWORD", "wrong")
+            .assert()
+            .code(LOGIN);
+        assert!(!config.path().join("barge/logins.json").exists());
+        client(&["login", "--user", "alice"])
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        let saved = std::fs::read_to_string(config.path().join("barge/logins.json"))?;
+        assert!(
+            saved.contains("alice") && !saved.contains(PASSWORD),
+            "{saved}"
+        );
+        // The saved name is used; its password is still needed each time.
+        client(&["ls"])
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        client(&["ls"])
+            .env("BARGE_PASSWORD", "wrong")
+            .assert()
+            .code(LOGIN);
+        // The shell logs in with it too, once, before its first command.
+        client(&["shell"])
+            .env("BARGE_PASSWORD", PASSWORD)
+            .write_stdin("ls\nbye\n")
+            .assert()
+            .success();
+        client(&["shell"])
+            .env("BARGE_PASSWORD", "wrong")
+            .write_stdin("ls\nbye\n")
+            .assert()
+            .code(LOGIN);
+        client(&["logout"]).assert().success();
+        client(&["ls"])
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .code(LOGIN);
+        Ok(())
+    }
 }
