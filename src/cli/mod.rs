@@ -4,6 +4,8 @@
 //! and progress bars in [`output`]; `barge serve` in [`serve`]. The protocol work itself is the
 //! library's [`barge::client`].
 
+mod account;
+mod admin;
 mod commands;
 mod output;
 mod remote;
@@ -34,6 +36,7 @@ Exit status:
   4    verification failed: an MD5 did not match, nothing unverified was kept
   5    server identity not trusted: its key changed (a man in the middle?), or it is new
        and was neither confirmed, given with --fingerprint, nor accepted with --trust-new
+  6    login incorrect (wrong user, password or token), or the server needs a login
   130  interrupted (Ctrl-C)";
 
 /// Verified file sharing on your own network.
@@ -76,6 +79,16 @@ pub(crate) struct Global {
     /// key is still refused)
     #[arg(long, global = true, conflicts_with = "plain")]
     trust_new: bool,
+    /// Log in as this user (the password is asked on the terminal, or read from
+    /// --password-file or BARGE_PASSWORD; never given on the command line)
+    #[arg(long, global = true, value_name = "NAME", env = "BARGE_USER")]
+    user: Option<String>,
+    /// Read the password from the first line of FILE
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<std::path::PathBuf>,
+    /// Log in with the token in the first line of FILE (or set BARGE_TOKEN)
+    #[arg(long, global = true, value_name = "FILE", conflicts_with = "user")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 impl Global {
@@ -87,6 +100,11 @@ impl Global {
             self.plain,
             self.fingerprint,
             self.trust_new,
+            remote::LoginOptions {
+                user: self.user.clone(),
+                password_file: self.password_file.clone(),
+                token_file: self.token_file.clone(),
+            },
         )
     }
 }
@@ -99,6 +117,18 @@ enum Command {
     Shell,
     /// Share a folder: wait for clients and serve them
     Serve(serve::ServeArgs),
+    /// Manage the server's users (on the server's machine)
+    User(admin::UserArgs),
+    /// Manage the server's access tokens (on the server's machine)
+    Token(admin::TokenArgs),
+    /// Pair with a server using the code `barge serve --pair` printed: pins its key and
+    /// saves a token for it
+    Pair(account::PairArgs),
+    /// Check a user's password on the server and remember the user name for it (the
+    /// password is never saved)
+    Login,
+    /// Forget the token or user name saved for the server
+    Logout,
 }
 
 /// The exit statuses, as documented in `barge --help`.
@@ -110,6 +140,7 @@ pub(crate) enum Status {
     CannotConnect = 3,
     Verification = 4,
     Untrusted = 5,
+    Login = 6,
     Interrupted = 130,
 }
 
@@ -123,7 +154,8 @@ impl Status {
             Self::CannotConnect => 3,
             Self::Verification => 4,
             Self::Untrusted => 5,
-            Self::Interrupted => 6,
+            Self::Login => 6,
+            Self::Interrupted => 7,
         }
     }
 
@@ -195,6 +227,19 @@ pub(crate) fn main() -> ExitCode {
                 Err(e) => report(&e).into(),
             };
         }
+        Some(Command::User(args)) => {
+            return finish(admin::user(&args, cli.global.password_file.as_deref()));
+        }
+        Some(Command::Token(args)) => return finish(admin::token(&args)),
+        Some(Command::Pair(args)) => {
+            init_client_tracing(cli.global.debug);
+            return finish(runtime.block_on(account::pair(&args, &cli.global, &ui)));
+        }
+        Some(Command::Login) => {
+            init_client_tracing(cli.global.debug);
+            return finish(runtime.block_on(account::login(&remote, &ui)));
+        }
+        Some(Command::Logout) => return finish(account::logout(&remote, &ui)),
         Some(Command::Client(command)) => Some(command),
         Some(Command::Shell) => None,
         None if io::stdin().is_terminal() => None,
@@ -215,6 +260,14 @@ pub(crate) fn main() -> ExitCode {
     status.into()
 }
 
+/// The exit status of a command that ran to its end, its error reported.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => Status::Success.into(),
+        Err(e) => report(&e).into(),
+    }
+}
+
 /// Connects, runs one command, says goodbye.
 async fn one_shot(remote: &remote::Remote, ui: &Ui, command: &ClientCommand) -> anyhow::Result<()> {
     let mut client = remote::connect(remote, ui).await?;
@@ -226,60 +279,7 @@ async fn one_shot(remote: &remote::Remote, ui: &Ui, command: &ClientCommand) -> 
     result
 }
 
-/// Ctrl-C while a command runs cancels it (dropping a transfer halfway deletes its temporary
-/// file); Ctrl-C at any other time ends the program at once, as usual.
-///
-/// Once a program listens for Ctrl-C, the signal no longer ends it by itself, so the listener
-/// installed by [`catch_interrupts`] decides, by whether a command is running.
-mod interrupt {
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-
-    use tokio::sync::Notify;
-
-    /// How many times Ctrl-C was pressed.
-    static PRESSED: AtomicU64 = AtomicU64::new(0);
-    /// How many interruptible commands are running.
-    static RUNNING: AtomicUsize = AtomicUsize::new(0);
-    static WAKE: Notify = Notify::const_new();
-
-    pub(super) fn install(rt: &tokio::runtime::Runtime) {
-        rt.spawn(async {
-            while tokio::signal::ctrl_c().await.is_ok() {
-                if RUNNING.load(SeqCst) == 0 {
-                    std::process::exit(super::Status::Interrupted as i32);
-                }
-                PRESSED.fetch_add(1, SeqCst);
-                WAKE.notify_waiters();
-            }
-        });
-    }
-
-    /// Completes when Ctrl-C is pressed after the call.
-    pub(super) async fn pressed() {
-        // Read the count before counting ourselves as running: a press in between then ends
-        // the program (nothing has started yet) or is seen here, never lost.
-        let start = PRESSED.load(SeqCst);
-        RUNNING.fetch_add(1, SeqCst);
-        let _running = Running;
-        loop {
-            let notified = WAKE.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if PRESSED.load(SeqCst) != start {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    struct Running;
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            RUNNING.fetch_sub(1, SeqCst);
-        }
-    }
-}
+mod interrupt;
 
 /// Listens for Ctrl-C for the rest of the program (see [`interruptible`]).
 fn catch_interrupts(rt: &tokio::runtime::Runtime) {
@@ -320,6 +320,9 @@ pub(crate) fn status_of(e: &anyhow::Error) -> Status {
     if e.downcast_ref::<remote::Untrusted>().is_some() {
         return Status::Untrusted;
     }
+    if e.downcast_ref::<remote::LoginFailed>().is_some() {
+        return Status::Login;
+    }
     if e.downcast_ref::<CannotConnect>().is_some() {
         return Status::CannotConnect;
     }
@@ -329,6 +332,11 @@ pub(crate) fn status_of(e: &anyhow::Error) -> Status {
                 return Status::CannotConnect;
             }
             Some(ClientError::ChecksumMismatch { .. }) => return Status::Verification,
+            Some(ClientError::Refused { code, .. })
+                if *code == barge::protocol::Code::NOT_LOGGED_IN =>
+            {
+                return Status::Login;
+            }
             _ => {}
         }
     }
@@ -490,6 +498,9 @@ mod tests {
             plain: false,
             fingerprint: None,
             trust_new: false,
+            user: None,
+            password_file: None,
+            token_file: None,
         };
         assert_eq!(g.remote().addr, "[::1]:7");
         let g = Global {

@@ -5,15 +5,26 @@
 //! The threat: a man in the middle on the network path. A pinned key must match, or nothing is
 //! sent (exit status 5); a new key is trusted only when the user confirms it on a terminal,
 //! gives it with `--fingerprint`, or says `--trust-new`; a changed key is never replaced.
+//!
+//! After the connection is trusted, the session logs in (`PROTOCOL.md` section 5.9) with the
+//! first of: `--token-file`, `BARGE_TOKEN`, `--user` (password from `--password-file`,
+//! `BARGE_PASSWORD` or a prompt that does not echo), the token or user name saved for the
+//! server by `barge pair` or `barge login`. The credential is kept in memory for the process,
+//! so the shell logs in again after a reconnect without asking again. No secret is taken from
+//! the command line, where `ps` would show it.
 
 use std::fmt;
 use std::io::{self, BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::Context as _;
 
 use barge::client::{AnyStream, Client, ClientError, Security};
+use barge::protocol::{Code, Secret};
 use barge::security::identity::Fingerprint;
 use barge::security::known_hosts::{KnownHosts, Lookup};
+use barge::security::logins::Logins;
 use barge::security::tls::Expectation;
 
 use super::output::Ui;
@@ -29,7 +40,33 @@ pub(crate) struct Remote {
     plain: bool,
     fingerprint: Option<Fingerprint>,
     trust_new: bool,
+    login: LoginOptions,
+    /// The credential once found (asked at most once per process).
+    credential: Arc<Mutex<Option<Option<Credential>>>>,
 }
+
+/// How to log in, as the command line said.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LoginOptions {
+    /// `--user NAME`.
+    pub(crate) user: Option<String>,
+    /// `--password-file FILE`.
+    pub(crate) password_file: Option<PathBuf>,
+    /// `--token-file FILE`.
+    pub(crate) token_file: Option<PathBuf>,
+}
+
+/// A secret to log in with.
+#[derive(Clone, Debug)]
+enum Credential {
+    Token(Secret),
+    Password { user: String, password: Secret },
+}
+
+/// The server refused the login (`530`): exit status 6.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct LoginFailed(pub(crate) String);
 
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,6 +86,7 @@ impl Remote {
         plain: bool,
         fingerprint: Option<Fingerprint>,
         trust_new: bool,
+        login: LoginOptions,
     ) -> Self {
         let addr = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]:{port}")
@@ -62,12 +100,121 @@ impl Remote {
             plain,
             fingerprint,
             trust_new,
+            login,
+            credential: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The host as given.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The user name given with `--user`.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.login.user.as_deref()
+    }
+
+    /// The credential this process logs in with, found once.
+    fn credential(&self) -> anyhow::Result<Option<Credential>> {
+        let mut cached = self
+            .credential
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = &*cached {
+            return Ok(c.clone());
+        }
+        let found = self.find_credential()?;
+        *cached = Some(found.clone());
+        Ok(found)
+    }
+
+    fn find_credential(&self) -> anyhow::Result<Option<Credential>> {
+        if let Some(file) = &self.login.token_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the token file `{}`", file.display()))?;
+            let token = text.lines().next().unwrap_or("").trim();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the token file `{}` is empty",
+                file.display()
+            );
+            return Ok(Some(Credential::Token(Secret::new(token))));
+        }
+        if let Some(token) = std::env::var("BARGE_TOKEN").ok().filter(|t| !t.is_empty()) {
+            return Ok(Some(Credential::Token(Secret::new(token.trim()))));
+        }
+        // No configuration folder at all (no HOME) means nothing was saved.
+        let saved = match (&self.login.user, Logins::for_user()) {
+            (None, Ok(logins)) => logins
+                .get(&self.host, self.port)
+                .context("reading the saved logins")?,
+            _ => None,
+        };
+        if let Some(token) = saved.as_ref().and_then(|s| s.token.clone()) {
+            return Ok(Some(Credential::Token(Secret::new(token))));
+        }
+        let user = self
+            .login
+            .user
+            .clone()
+            .or_else(|| saved.and_then(|s| s.user));
+        let Some(user) = user else {
+            return Ok(None);
+        };
+        let password = super::admin::read_password(
+            self.login.password_file.as_deref(),
+            &format!("Password for {user} on {}: ", self.addr),
+            false,
+        )?;
+        Ok(Some(Credential::Password {
+            user,
+            password: Secret::new(password),
+        }))
+    }
+}
+
+/// Logs the session in with the credential the options and saved logins give, if any.
+async fn log_in(remote: &Remote, client: &mut Client<AnyStream>) -> anyhow::Result<()> {
+    let Some(credential) = remote.credential()? else {
+        return Ok(());
+    };
+    let result = match &credential {
+        Credential::Token(t) => client.login_token(t.expose()).await,
+        Credential::Password { user, password } => {
+            client.login_password(user, password.expose()).await
+        }
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(ClientError::Refused { code, .. }) if code == Code::NOT_LOGGED_IN => {
+            let what = match &credential {
+                Credential::Token(_) => "the token was not accepted (revoked?)".to_owned(),
+                Credential::Password { user, .. } => {
+                    format!("wrong user name or password for {user}")
+                }
+            };
+            Err(LoginFailed(format!("login incorrect on {remote}: {what}")).into())
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("logging in to {remote}"))),
     }
 }
 
 /// Opens a session with the server: TLS with its pinned key unless `--plain`.
 pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
+    let mut client = connect_trusted(remote, ui).await?;
+    log_in(remote, &mut client).await?;
+    Ok(client)
+}
+
+/// Opens a session with the server (TLS with its pinned key unless `--plain`), without
+/// logging in.
+async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
     if remote.plain {
         let (client, _) = Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Plain)
             .await
@@ -133,7 +280,7 @@ pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<A
 }
 
 /// A connection failure, with what the user can do about it.
-fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
+pub(crate) fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
     match e {
         ClientError::IdentityChanged { pinned, presented } => {
             let path = KnownHosts::for_user()

@@ -9,8 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use std::os::unix::fs::DirBuilderExt as _;
 
+use std::sync::Arc;
+
 use barge::security::identity::Identity;
-use barge::server::{self, ServerConfig};
+use barge::security::pair;
+use barge::security::users::Users;
+use barge::server::{self, Access, AccessOptions, Grant, ServerConfig};
 use barge::store::{Store, StoreConfig};
 
 /// Options of `barge serve`.
@@ -52,6 +56,16 @@ pub(crate) struct ServeArgs {
     /// Free space to keep on the disk, in bytes (suffixes allowed)
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_bytes)]
     min_free_space: u64,
+    /// Anonymous access for anyone who can reach the server, even with users configured or on
+    /// a network address (honours --read-only)
+    #[arg(long)]
+    public: bool,
+    /// Print a one-time pairing code; `barge pair HOST CODE` on another machine then pins this
+    /// server and receives a token with the permissions below
+    #[arg(long)]
+    pair: bool,
+    #[command(flatten)]
+    grant: super::admin::PermArgs,
     /// Also serve a web page for browsers on this port (same files, same rules; HTTPS with the
     /// server's key, plain HTTP with --plain); ADDR:PORT to choose the address too
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = super::web::parse_web)]
@@ -83,6 +97,19 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         }
         Some(identity)
     };
+    let users = Users::open(&state_dir)
+        .with_context(|| format!("opening the user database in `{}`", state_dir.display()))?;
+    let loopback = is_loopback(host, port).await?;
+    check_secure_default(&args, &users, loopback, plain, host, port)?;
+    let access = Arc::new(Access::new(
+        users,
+        AccessOptions {
+            public: args.public,
+            read_only: args.read_only,
+            loopback,
+            tls: !plain,
+        },
+    ));
     let store_config = StoreConfig {
         read_only: args.read_only,
         max_file_size: args.max_file_size,
@@ -107,6 +134,32 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         Some(identity) => println!("TLS on; the server's key is {}", identity.fingerprint()),
         None => println!("Plain text (--plain): no encryption, no server identity."),
     }
+    if args.public {
+        println!("Anonymous access is on (--public): anyone who can reach the server may use it.");
+    }
+    if args.pair {
+        let grant = Grant {
+            perms: args.grant.perms(),
+            folder: args.grant.folder(),
+            label: "paired".to_owned(),
+        };
+        let code = access
+            .issue_code(grant, pair::DEFAULT_LIFETIME)
+            .context("issuing a pairing code")?;
+        let host_shown = if addr.ip().is_unspecified() {
+            "HOST".to_owned()
+        } else {
+            addr.ip().to_string()
+        };
+        println!(
+            "Pairing code: {code} (one use, {} tries, valid {} minutes; grants {})\n\
+             On the other machine: barge pair {host_shown}:{} {code}",
+            pair::MAX_TRIES,
+            pair::DEFAULT_LIFETIME.as_secs() / 60,
+            args.grant.describe(),
+            addr.port(),
+        );
+    }
     let shutdown = CancellationToken::new();
     let web = match args.web.clone() {
         Some((web_host, web_port)) => {
@@ -126,6 +179,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         max_connections_per_ip: args.max_connections_per_ip.max(1),
         min_rate: args.min_rate,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        access,
         ..ServerConfig::default()
     };
     let signal = shutdown.clone();
@@ -151,6 +205,49 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// Whether every address `host` resolves to is a loopback address.
+async fn is_loopback(host: &str, port: u16) -> anyhow::Result<bool> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {host}"))?
+        .collect();
+    Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
+}
+
+/// The secure default (`PROTOCOL.md` section 3): a server on a network address with no user
+/// and no token would let anyone in, so it does not start unless told `--public`, or `--pair`
+/// (whose code is the way to the first token).
+fn check_secure_default(
+    args: &ServeArgs,
+    users: &Users,
+    loopback: bool,
+    plain: bool,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<()> {
+    if args.pair && plain {
+        anyhow::bail!("--pair needs TLS: pairing binds the code to the TLS session; drop --plain");
+    }
+    if !args.pair && args.grant.given() {
+        anyhow::bail!(
+            "--perm, --folder and --drop-box choose what a pairing code grants: add --pair"
+        );
+    }
+    let empty = users.is_empty().context("reading the user database")?;
+    if loopback || !empty || args.public || args.pair {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve {host}:{port} with no users or tokens: anyone who can reach it could \
+         read, change and delete every file.\n\
+         Pick one:\n\
+         \x20 barge serve --pair ...            prints a one-time code; on the other machine run\n\
+         \x20                                   barge pair HOST:{port} CODE (pins this server, gets a token)\n\
+         \x20 barge user add NAME --root DIR    (or barge token create --root DIR), then serve again\n\
+         \x20 barge serve --public ...          anonymous access for everyone who can reach it"
+    )
 }
 
 /// `--show-identity`: the fingerprint clients pin, without starting the server.

@@ -69,6 +69,9 @@ pub enum ClientError {
     /// cannot be used again; a new connection is needed.
     #[error("connection lost: {0}")]
     Disconnected(String),
+    /// A pairing exchange failed on this side: a wrong code, or someone in the middle.
+    #[error("{0}")]
+    Pairing(String),
     /// Network I/O failed or timed out.
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -138,6 +141,7 @@ impl ClientError {
             Self::Refused { code, .. } => closes_connection(*code),
             Self::ChecksumMismatch { .. }
             | Self::Io { .. }
+            | Self::Pairing(_)
             | Self::NotAFile { .. }
             | Self::AlreadyExists { .. }
             | Self::HiddenName { .. } => false,

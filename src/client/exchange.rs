@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Client, ClientError};
 use crate::name::escape;
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, redact};
 use crate::transport::Connection;
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -102,12 +102,12 @@ where
     let line = std::str::from_utf8(line).map_err(|_| {
         ClientError::Protocol("the server sent a line that is not UTF-8".to_owned())
     })?;
-    tracing::debug!(target: "barge::wire", "< {}", escape(line));
+    tracing::debug!(target: "barge::wire", "< {}", redact(&escape(line)));
     Ok(line)
 }
 
 pub(super) fn trace_sent(line: &str) {
-    tracing::debug!(target: "barge::wire", "> {}", escape(line.trim_end_matches('\n')));
+    tracing::debug!(target: "barge::wire", "> {}", redact(&escape(line.trim_end_matches('\n'))));
 }
 
 pub(super) fn trace_body(size: u64) {

@@ -21,6 +21,7 @@ mod error;
 mod exchange;
 mod get_many;
 mod local;
+mod login;
 mod put_many;
 mod secure;
 mod split;
@@ -33,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 pub use error::ClientError;
+pub use login::{LoggedIn, Paired};
 pub use put_many::PutItem;
 pub use secure::{AnyStream, Duplex, Security};
 pub use types::{Destination, Downloaded, Listing, Progress, Verified};
@@ -84,6 +86,8 @@ pub struct Client<S> {
     in_exchange: bool,
     /// Why the connection can no longer be used.
     broken: Option<String>,
+    /// The TLS session's exporter value for pairing; `None` on a plain connection.
+    pair_binding: Option<[u8; 32]>,
 }
 
 impl<S> std::fmt::Debug for Client<S> {
@@ -127,6 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             chunk: vec![0; crate::transfer::CHUNK],
             in_exchange: false,
             broken: None,
+            pair_binding: None,
         };
         let reply = recv_reply(&mut client.rx, timeout).await?;
         match reply.code {

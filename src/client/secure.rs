@@ -106,8 +106,10 @@ impl Client<AnyStream> {
                     }
                 };
                 let fingerprint = presented.get();
-                let client =
+                let binding = tls::exporter(stream.get_ref().1, tls::PAIR_EXPORTER_LABEL).ok();
+                let mut client =
                     Client::handshake(Box::new(stream) as AnyStream, Some(timeout)).await?;
+                client.pair_binding = binding;
                 Ok((client, fingerprint))
             }
         }

@@ -11,7 +11,7 @@ use super::value::{DownloadHeader, FileId, ListingHeader};
 use super::{Code, PROTOCOL_VERSION, Reply};
 
 /// The lines that follow `211`: one per command, with its aliases (section 5).
-pub const HELP_LINES: [&str; 8] = [
+pub const HELP_LINES: [&str; 9] = [
     "LIST_FILES             list the files, one id;name;size per line (also LIST, LIST FILES)",
     "UPLOAD [name;size]     upload a file: send its bytes after 350 (also PUT name;size, body at once)",
     "DOWNLOAD [id-or-name]  download a file: 213 size id name, then its bytes (also GET)",
@@ -19,6 +19,7 @@ pub const HELP_LINES: [&str; 8] = [
     "DELETE [id-or-name]    delete a file (also RM)",
     "HELP                   this list",
     "DISCONNECT             end the session (also BYE, QUIT, EXIT)",
+    "USER name, PASS pw     log in (or TOKEN token; PAIR is sent by barge pair)",
     "See PROTOCOL.md for the exact dialogue of each command",
 ];
 
@@ -146,6 +147,84 @@ impl Reply {
         )
     }
 
+    /// `334`: send the password of the user just named.
+    #[must_use]
+    pub fn send_pass() -> Self {
+        Self::new(Code::SEND_PASS, "Send PASS")
+    }
+
+    /// `230 <principal> <perms> Logged in`.
+    #[must_use]
+    pub fn logged_in(principal: &str, perms: &str) -> Self {
+        Self::new(Code::LOGGED_IN, format!("{principal} {perms} Logged in"))
+    }
+
+    /// `530`: a failed login, the same words whatever was wrong.
+    #[must_use]
+    pub fn login_incorrect() -> Self {
+        Self::new(Code::NOT_LOGGED_IN, "Login incorrect")
+    }
+
+    /// `530`: a command before logging in.
+    #[must_use]
+    pub fn log_in_first() -> Self {
+        Self::new(
+            Code::NOT_LOGGED_IN,
+            "Log in first (USER/PASS, TOKEN, or barge pair)",
+        )
+    }
+
+    /// `400`: `USER` or `TOKEN` on a session that is logged in.
+    #[must_use]
+    pub fn already_logged_in() -> Self {
+        Self::new(
+            Code::BAD_REQUEST,
+            "Already logged in; reconnect to change user",
+        )
+    }
+
+    /// `400`: `PASS` that does not follow `USER`.
+    #[must_use]
+    pub fn pass_without_user() -> Self {
+        Self::new(Code::BAD_REQUEST, "Send USER first")
+    }
+
+    /// `403`: the command is beyond the logged-in user's permissions.
+    #[must_use]
+    pub fn not_allowed() -> Self {
+        Self::new(Code::FORBIDDEN, "Not allowed for this user")
+    }
+
+    /// `403`: a login or pairing on a connection that is neither TLS nor loopback.
+    #[must_use]
+    pub fn login_needs_tls() -> Self {
+        Self::new(
+            Code::FORBIDDEN,
+            "Logins and pairing need TLS on this server (it runs --plain on a network address)",
+        )
+    }
+
+    /// `336 <B> <server-mac> Send your confirmation`.
+    #[must_use]
+    pub fn pair_continue(message: &str, confirm: &str) -> Self {
+        Self::new(
+            Code::PAIR_CONTINUE,
+            format!("{message} {confirm} Send your confirmation"),
+        )
+    }
+
+    /// `435 Pairing failed`, with what can be said without helping a guesser.
+    #[must_use]
+    pub fn pair_failed(why: &str) -> Self {
+        Self::new(Code::PAIR_FAILED, format!("Pairing failed: {why}"))
+    }
+
+    /// `236 <token> Paired as <principal>`; the session is now logged in as that token.
+    #[must_use]
+    pub fn paired(token: &str, principal: &str) -> Self {
+        Self::new(Code::PAIRED, format!("{token} Paired as {principal}"))
+    }
+
     /// The answer to a line that could not be decoded: `422` for a name that breaks the rules,
     /// `400` for anything else.
     #[must_use]
@@ -176,7 +255,7 @@ mod tests {
     #[test]
     fn help_count_matches_its_lines_and_names_every_alias() {
         let h = Reply::help();
-        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 8);
+        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 9);
         let all = HELP_LINES.join("\n");
         for alias in [
             "LIST,",
@@ -189,6 +268,9 @@ mod tests {
             "BYE",
             "QUIT",
             "EXIT",
+            "USER",
+            "PASS",
+            "TOKEN",
         ] {
             assert!(all.contains(alias), "{alias}");
         }

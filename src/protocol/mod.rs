@@ -6,11 +6,13 @@
 //! here refer to its sections rather than restate it.
 
 mod dialogue;
+mod login;
 mod reply;
 mod request;
 mod value;
 
 pub use dialogue::{HELP_LINES, Prompt, capitalise};
+pub use login::{Secret, redact};
 pub use reply::{Code, Reply};
 pub use request::{DecodeError, FileRef, RenameArgs, Request};
 pub use value::{

@@ -18,10 +18,14 @@ impl Code {
     pub const BYE: Self = Self(221);
     pub const STORED: Self = Self(226);
     pub const DONE: Self = Self(250);
+    pub const LOGGED_IN: Self = Self(230);
+    pub const PAIRED: Self = Self(236);
     pub const SEND_SPEC: Self = Self(330);
     pub const SEND_ID: Self = Self(331);
     pub const SEND_CURRENT_NAME: Self = Self(332);
     pub const SEND_NEW_NAME: Self = Self(333);
+    pub const SEND_PASS: Self = Self(334);
+    pub const PAIR_CONTINUE: Self = Self(336);
     pub const READY: Self = Self(350);
     pub const BAD_REQUEST: Self = Self(400);
     pub const FORBIDDEN: Self = Self(403);
@@ -31,7 +35,9 @@ impl Code {
     pub const TOO_LARGE: Self = Self(413);
     pub const LINE_TOO_LONG: Self = Self(414);
     pub const INVALID_NAME: Self = Self(422);
+    pub const PAIR_FAILED: Self = Self(435);
     pub const INTERNAL: Self = Self(500);
+    pub const NOT_LOGGED_IN: Self = Self(530);
     pub const UNAVAILABLE: Self = Self(503);
     pub const INSUFFICIENT_STORAGE: Self = Self(507);
 }

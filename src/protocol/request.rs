@@ -1,5 +1,6 @@
 //! Client commands (`PROTOCOL.md` section 5): one line in, one typed [`Request`] out.
 
+use super::login::Secret;
 use super::value::{FileId, UploadSpec, ValueError, parse_size, split_size};
 use crate::name::{FileName, NameError};
 
@@ -74,6 +75,19 @@ pub enum Request {
     Help,
     /// `DISCONNECT`, `BYE`, `QUIT`, `EXIT`.
     Disconnect,
+    /// `USER name`: start a password login (section 5.9).
+    User(String),
+    /// `PASS password`: the whole rest of the line, spaces included.
+    Pass(Secret),
+    /// `TOKEN token`: log in with a token.
+    Token(Secret),
+    /// `PAIR slot A`: start a pairing exchange (section 5.10).
+    Pair {
+        /// The code's number, which picks the code on the server.
+        slot: u16,
+        /// The client's SPAKE2 message, base64 as sent.
+        message: String,
+    },
 }
 
 /// Why a command line could not be understood.
@@ -202,6 +216,29 @@ impl Request {
             "DELETE" | "RM" => Ok(Self::Delete(arg.map(FileRef::parse).transpose()?)),
             "HELP" => no_arg("HELP", Self::Help),
             "DISCONNECT" | "BYE" | "QUIT" | "EXIT" => no_arg("DISCONNECT", Self::Disconnect),
+            "USER" => Ok(Self::User(
+                arg.filter(|a| !a.is_empty())
+                    .ok_or(ValueError::MissingField("USER name"))?
+                    .to_owned(),
+            )),
+            "PASS" => Ok(Self::Pass(Secret::new(
+                arg.filter(|a| !a.is_empty())
+                    .ok_or(ValueError::MissingField("PASS password"))?,
+            ))),
+            "TOKEN" => Ok(Self::Token(Secret::new(
+                arg.filter(|a| !a.is_empty())
+                    .ok_or(ValueError::MissingField("TOKEN token"))?,
+            ))),
+            "PAIR" => {
+                let missing =
+                    || DecodeError::Value(ValueError::MissingField("PAIR number message"));
+                let (slot, message) = arg.and_then(|a| a.split_once(' ')).ok_or_else(missing)?;
+                let slot = slot.parse::<u16>().map_err(|_| missing())?;
+                Ok(Self::Pair {
+                    slot,
+                    message: message.to_owned(),
+                })
+            }
             _ => Err(DecodeError::UnknownCommand(crate::name::escape(&truncate(
                 &word, 64,
             )))),
@@ -227,6 +264,10 @@ impl Request {
             Self::Delete(Some(r)) => format!("DELETE {}", r.as_str()),
             Self::Help => "HELP".to_owned(),
             Self::Disconnect => "DISCONNECT".to_owned(),
+            Self::User(name) => format!("USER {name}"),
+            Self::Pass(p) => format!("PASS {}", p.expose()),
+            Self::Token(t) => format!("TOKEN {}", t.expose()),
+            Self::Pair { slot, message } => format!("PAIR {slot} {message}"),
         };
         s.push('\n');
         s
@@ -305,6 +346,19 @@ mod tests {
             ("DISCONNECT", Request::Disconnect),
             ("bye", Request::Disconnect),
             ("Quit", Request::Disconnect),
+            ("USER alice", Request::User("alice".into())),
+            (
+                "pass  two  spaces ",
+                Request::Pass(Secret::new(" two  spaces ")),
+            ),
+            ("TOKEN barge_x", Request::Token(Secret::new("barge_x"))),
+            (
+                "PAIR 7 QUJD",
+                Request::Pair {
+                    slot: 7,
+                    message: "QUJD".into(),
+                },
+            ),
         ];
         for (line, want) in cases {
             assert_eq!(
@@ -371,6 +425,18 @@ mod tests {
             (
                 b"RENAME a\t../b",
                 DecodeError::Name(NameError::DotComponent),
+            ),
+            (
+                b"USER",
+                DecodeError::Value(ValueError::MissingField("USER name")),
+            ),
+            (
+                b"PASS ",
+                DecodeError::Value(ValueError::MissingField("PASS password")),
+            ),
+            (
+                b"PAIR x y",
+                DecodeError::Value(ValueError::MissingField("PAIR number message")),
             ),
         ];
         for (line, want) in cases {

@@ -3,7 +3,7 @@
 //!
 //! Each submodule answers one threat and states it at its top. This module owns no policy about
 //! *when* these pieces are used (which command needs a login, when the client asks the user): the
-//! server, client and CLI decide that; the wire additions are drafted in `docs/AUTH-DRAFT.md`.
+//! server, client and CLI decide that; the wire is in `PROTOCOL.md` sections 5.9 and 5.10.
 //!
 //! Everything that stores a secret on disk goes through the private `files` helpers, so that
 //! every secret file is created with mode 0600, replaced atomically and refused when others can
@@ -12,6 +12,7 @@
 mod files;
 pub mod identity;
 pub mod known_hosts;
+pub mod logins;
 pub mod pair;
 pub mod throttle;
 pub mod tls;

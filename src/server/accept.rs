@@ -17,10 +17,33 @@ use tokio::net::TcpStream;
 use crate::transport::Stream;
 
 /// Who is on the other end of a connection, as far as the accept step could tell.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Peer {
     /// The remote address of the TCP connection.
     pub addr: SocketAddr,
+    /// The TLS session's exporter value for pairing (`PROTOCOL.md` section 5.10); `None` on a
+    /// plain connection, where pairing has nothing to bind to.
+    pub pair_binding: Option<[u8; 32]>,
+}
+
+impl Peer {
+    /// A peer on a plain connection.
+    #[must_use]
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            pair_binding: None,
+        }
+    }
+}
+
+impl fmt::Debug for Peer {
+    /// Shows the address only: the exporter value is key material of the session.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Display for Peer {
@@ -62,7 +85,7 @@ impl Accept for PlainTcp {
     type Stream = TcpStream;
 
     async fn accept(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<(TcpStream, Peer)> {
-        Ok((tcp, Peer { addr }))
+        Ok((tcp, Peer::plain(addr)))
     }
 
     fn refuse_now(&self, tcp: &TcpStream, line: &[u8]) {
@@ -125,6 +148,11 @@ impl Accept for Tls {
             ));
         }
         let stream = self.acceptor.accept(tcp).await?;
-        Ok((stream, Peer { addr }))
+        let pair_binding = crate::security::tls::exporter(
+            stream.get_ref().1,
+            crate::security::tls::PAIR_EXPORTER_LABEL,
+        )
+        .ok();
+        Ok((stream, Peer { addr, pair_binding }))
     }
 }

@@ -6,10 +6,12 @@
 //! in `session`; what a store error means on the wire is decided in one place, [`reply_for`].
 
 mod accept;
+mod access;
 mod limits;
 mod session;
 
 pub use accept::{Accept, Peer, PlainTcp, Tls};
+pub use access::{Access, AccessOptions, Grant};
 
 use std::io;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// How long the accept step (a TLS handshake, say) may take before the session starts.
     pub handshake_timeout: Duration,
+    /// Who may do what: anonymous access, users and tokens, pairing codes.
+    pub access: Arc<Access>,
 }
 
 impl Default for ServerConfig {
@@ -54,6 +58,7 @@ impl Default for ServerConfig {
             min_rate: 1024,
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            access: Arc::new(Access::default()),
         }
     }
 }

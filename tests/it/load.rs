@@ -203,8 +203,9 @@ async fn slow_clients_do_not_hold_up_fast_ones() -> TestResult {
                 c.send([*b]).await?;
                 tokio::time::sleep(TICK).await;
             }
-            assert!(c.line().await?.starts_with("211 8 "));
-            for _ in 0..8 {
+            let n = barge::protocol::HELP_LINES.len();
+            assert!(c.line().await?.starts_with(&format!("211 {n} ")));
+            for _ in 0..n {
                 c.line().await?;
             }
             // An upload body, one byte per tick.

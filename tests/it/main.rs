@@ -7,6 +7,7 @@
     unreachable_pub
 )]
 
+mod auth;
 mod budgets;
 mod cli;
 mod client;

@@ -23,7 +23,7 @@
 //! authenticated to the code holder on both ends (chosen over encrypting it under the PAKE key:
 //! one less construction to get right, and the TLS channel already gives confidentiality).
 //!
-//! These are pure functions over bytes; the wire form is in `docs/AUTH-DRAFT.md`.
+//! These are pure functions over bytes; the wire form is in `PROTOCOL.md` section 5.10.
 
 mod words;
 

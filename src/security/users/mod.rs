@@ -16,7 +16,7 @@
 //!
 //! The argon2 verification takes tens of milliseconds of CPU: the server calls the `verify_*`
 //! functions from `spawn_blocking`, after [`super::throttle`] has had its say.
-//! Not here: the wire (`docs/AUTH-DRAFT.md`), prompting for passwords (the CLI).
+//! Not here: the wire (`PROTOCOL.md` section 5.9), prompting for passwords (the CLI).
 
 mod perms;
 mod record;

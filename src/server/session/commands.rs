@@ -6,7 +6,7 @@ use crate::protocol::{
     DownloadHeader, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt, RenameArgs, Reply,
     Request, UploadSpec,
 };
-use crate::store::{Body, FileEntry, StoreError, Target};
+use crate::store::{Body, FileEntry, StoreError};
 use crate::transport::{Stream, TransportError};
 
 impl<S: Stream> Session<'_, S> {
@@ -42,6 +42,11 @@ impl<S: Stream> Session<'_, S> {
                 None => Ok(self.flow_after_prompt()),
             },
             Request::Rename(args) => self.rename(args).await,
+            Request::User(name) => Ok(self.user(name)),
+            // A PASS with its USER is taken by `dispatch`; here it came alone.
+            Request::Pass(password) => Ok(self.pass(None, password).await),
+            Request::Token(token) => Ok(self.token(token).await),
+            Request::Pair { slot, message } => self.pair(slot, &message).await,
         }
     }
 
@@ -65,13 +70,26 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
+        let (entries, pending) = match self.scope() {
+            None => (listing.entries, listing.pending),
+            // Only the folder's files; files still being hashed cannot be told apart by
+            // folder here, so a confined listing does not count them.
+            Some(scope) => (
+                listing
+                    .entries
+                    .into_iter()
+                    .filter_map(|e| scope.to_seen(&e.name).map(|name| FileEntry { name, ..e }))
+                    .collect(),
+                0,
+            ),
+        };
         let header = ListingHeader {
-            count: listing.entries.len() as u64,
-            pending: listing.pending as u64,
+            count: entries.len() as u64,
+            pending: pending as u64,
         };
         self.reply(Reply::listing(&header));
-        let mut out = String::with_capacity(listing.entries.len() * 64);
-        for FileEntry { id, name, size } in listing.entries {
+        let mut out = String::with_capacity(entries.len() * 64);
+        for FileEntry { id, name, size } in entries {
             ListingEntry { id, name, size }.encode_into(&mut out);
             out.push('\n');
         }
@@ -80,8 +98,15 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn delete(&mut self, target: FileRef) {
-        match self.store.delete(&target_of(target)).await {
-            Ok(name) => self.reply(Reply::deleted(name.as_str())),
+        let target = match self.target(target, true).await {
+            Ok(t) => t,
+            Err(reply) => return self.reply(reply),
+        };
+        match self.store.delete(&target).await {
+            Ok(name) => {
+                let shown = self.seen_name(&name);
+                self.reply(Reply::deleted(&shown));
+            }
             Err(e) => self.refuse(&e),
         }
     }
@@ -103,8 +128,18 @@ impl<S: Stream> Session<'_, S> {
                 }
             }
         };
-        match self.store.rename(&target_of(from), &to).await {
-            Ok(old) => self.reply(Reply::renamed(old.as_str(), to.as_str())),
+        let (from, real_to) = match (self.target(from, true).await, self.real_name(&to)) {
+            (Ok(from), Ok(real_to)) => (from, real_to),
+            (Err(reply), _) | (_, Err(reply)) => {
+                self.reply(reply);
+                return Ok(Flow::Continue);
+            }
+        };
+        match self.store.rename(&from, &real_to).await {
+            Ok(old) => {
+                let shown = self.seen_name(&old);
+                self.reply(Reply::renamed(&shown, to.as_str()));
+            }
             Err(e) => self.refuse(&e),
         }
         Ok(Flow::Continue)
@@ -121,6 +156,17 @@ impl<S: Stream> Session<'_, S> {
             return Ok(Flow::Close);
         }
         let shown = name.to_string();
+        let name = match self.real_name(&name) {
+            Ok(n) => n,
+            Err(reply) => {
+                if pipelined {
+                    self.begin_body();
+                    self.conn.discard_body(size, stall).await?;
+                }
+                self.reply(reply);
+                return Ok(Flow::Continue);
+            }
+        };
         let upload = match self.store.begin_upload(name, size).await {
             Ok(u) => u,
             Err(e) => {
@@ -154,7 +200,14 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
-        let d = match self.store.download(&target_of(target)).await {
+        let target = match self.target(target, false).await {
+            Ok(t) => t,
+            Err(reply) => {
+                self.reply(reply);
+                return Ok(Flow::Continue);
+            }
+        };
+        let d = match self.store.download(&target).await {
             Ok(d) => d,
             Err(e) => {
                 self.refuse(&e);
@@ -164,7 +217,10 @@ impl<S: Stream> Session<'_, S> {
         let header = DownloadHeader {
             size: d.size,
             id: d.id,
-            name: d.name.clone(),
+            name: match self.scope() {
+                Some(scope) => scope.to_seen(&d.name).unwrap_or_else(|| d.name.clone()),
+                None => d.name.clone(),
+            },
         };
         self.reply(Reply::file_follows(&header));
         let stall = Some(self.config.stall_timeout);
@@ -190,14 +246,5 @@ impl<S: Stream> Session<'_, S> {
             return Ok(Flow::Close);
         }
         Ok(Flow::Continue)
-    }
-}
-
-/// What a request's file reference means to the store: the same id and name (the store applies
-/// "ids win over names", `PROTOCOL.md` section 5.4).
-fn target_of(r: FileRef) -> Target {
-    Target {
-        id: r.id,
-        name: r.name,
     }
 }

@@ -3,20 +3,23 @@
 //! A session reads a line, decodes it into a [`Request`], runs it against the store and queues
 //! the reply; every reply comes from the protocol's dialogue model ([`Reply`]'s builders). The
 //! work is split by job: this file owns the read loop, prompts and refusals; [`commands`] runs
-//! each command; [`batch`] group-commits small pipelined uploads; [`body`] streams bodies.
+//! each command; [`batch`] group-commits small pipelined uploads; [`body`] streams bodies;
+//! [`login`] logs in, pairs and checks permissions; [`confine`] maps names for confined users.
 
 mod batch;
 mod body;
 mod commands;
+mod confine;
+mod login;
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Peer, ServerConfig, reply_for};
+use super::{Peer, ServerConfig};
 use crate::name::{FileName, escape};
-use crate::protocol::{DecodeError, FileRef, Prompt, Reply, Request, UploadSpec};
+use crate::protocol::{DecodeError, FileRef, Prompt, Reply, Request, UploadSpec, redact};
 use crate::store::{Store, StoreError};
 use crate::transport::{Connection, Stream, TransportError};
 
@@ -45,6 +48,10 @@ struct Session<'a, S> {
     ended: bool,
     /// Small pipelined uploads received whole, waiting for one group commit.
     batch: batch::Batch,
+    /// Who the session acts for.
+    login: login::Login,
+    /// The name of a `USER` waiting for its `PASS`.
+    pending_user: Option<String>,
 }
 
 /// Runs the dialogue of one connection until it ends. Never fails: every error is either
@@ -68,6 +75,11 @@ pub(super) async fn serve<S>(
         shutdown,
         ended: false,
         batch: batch::Batch::default(),
+        login: match config.access.anonymous() {
+            Some(perms) => login::Login::Anonymous(perms),
+            None => login::Login::LoggedOut,
+        },
+        pending_user: None,
     };
     s.reply(Reply::greeting());
     loop {
@@ -94,18 +106,11 @@ pub(super) async fn serve<S>(
                 break;
             }
         };
-        tracing::debug!(peer = %s.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
+        tracing::debug!(peer = %s.peer, "> {}", redact(&escape(&String::from_utf8_lossy(&line))));
+        // Any line but the PASS right after it abandons a pending USER.
+        let pending_user = s.pending_user.take();
         let flow = match Request::decode(&line) {
-            Ok(Request::Put(spec))
-                if spec.size <= crate::transfer::SMALL
-                    && spec.size <= s.store.config().max_file_size =>
-            {
-                s.stage_put(spec).await
-            }
-            Ok(req) => {
-                s.commit_batch().await;
-                s.handle(req).await
-            }
+            Ok(req) => s.dispatch(req, pending_user).await,
             Err(e) => {
                 s.commit_batch().await;
                 s.refuse_request(&e).await
@@ -134,8 +139,48 @@ const CLOSE_WRITE_MIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<S: Stream> Session<'_, S> {
     fn reply(&mut self, reply: Reply) {
-        tracing::debug!(peer = %self.peer, "< {reply}");
+        tracing::debug!(peer = %self.peer, "< {}", redact(&reply.to_string()));
         self.conn.queue_reply(&reply);
+    }
+
+    /// Runs a decoded request: the permission gate first, then the command.
+    async fn dispatch(
+        &mut self,
+        req: Request,
+        pending_user: Option<String>,
+    ) -> Result<Flow, TransportError> {
+        if let Some(refusal) = self.refusal(&req) {
+            self.commit_batch().await;
+            return self.refuse_gated(&req, refusal).await;
+        }
+        match req {
+            Request::Put(spec)
+                if spec.size <= crate::transfer::SMALL
+                    && spec.size <= self.store.config().max_file_size =>
+            {
+                match self.real_name(&spec.name) {
+                    Ok(name) => {
+                        self.stage_put(UploadSpec {
+                            name,
+                            size: spec.size,
+                        })
+                        .await
+                    }
+                    Err(reply) => {
+                        self.commit_batch().await;
+                        self.refuse_gated(&Request::Put(spec), reply).await
+                    }
+                }
+            }
+            Request::Pass(password) => {
+                self.commit_batch().await;
+                Ok(self.pass(pending_user, password).await)
+            }
+            req => {
+                self.commit_batch().await;
+                self.handle(req).await
+            }
+        }
     }
 
     /// Waits for the next line, ending the session on silence, shutdown or broken framing.
@@ -178,7 +223,8 @@ impl<S: Stream> Session<'_, S> {
         self.reply(Reply::prompt(what));
         match self.next_line().await {
             Next::Line(l) => {
-                tracing::debug!(peer = %self.peer, "> {}", escape(&String::from_utf8_lossy(&l)));
+                let shown = escape(&String::from_utf8_lossy(&l));
+                tracing::debug!(peer = %self.peer, "> {}", redact(&shown));
                 Ok(l)
             }
             Next::Gone => {
@@ -274,7 +320,8 @@ impl<S: Stream> Session<'_, S> {
         if e.is_internal() {
             tracing::error!(peer = %self.peer, "{e}");
         }
-        self.reply(reply_for(e));
+        let reply = self.reply_for_seen(e);
+        self.reply(reply);
     }
 }
 

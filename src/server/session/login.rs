@@ -1,0 +1,315 @@
+//! Logging in and pairing on one connection (`PROTOCOL.md` sections 3, 5.9 and 5.10), and the
+//! permission check every command passes before anything else about it is looked at.
+//!
+//! Threats and answers: a command run before a login or beyond a user's permissions (one gate,
+//! [`Session::refusal`], sits in front of every command, and a refusal says nothing about
+//! files); online guessing (every failed login or pairing step waits for the server's
+//! [`crate::security::throttle::Throttle`] before it is checked, and the failure is recorded
+//! for the peer's address); secrets in logs (failures are logged with the user name only; the
+//! trace of lines goes through `protocol::redact`); a login in clear text on a network (refused
+//! unless the connection is TLS or the server is on loopback). Not here: what a confined user
+//! sees (`confine`), the checks themselves (`security::users`, `security::pair`).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{Flow, Next, Session, decode_text};
+use crate::name::escape;
+use crate::protocol::{Reply, Request, Secret};
+use crate::security::pair::{
+    CONFIRM_LEN, MESSAGE_LEN, PairError, ServerPairing, decode_b64, encode_b64,
+};
+use crate::security::users::{Permissions, Principal, PrincipalKind, Scope};
+use crate::transport::{Stream, TransportError};
+
+/// Who a session acts for.
+#[derive(Debug)]
+pub(super) enum Login {
+    /// Nobody yet: only `HELP`, `DISCONNECT`, `USER`, `PASS`, `TOKEN` and `PAIR` work.
+    LoggedOut,
+    /// Anonymous access with these permissions, over the whole share.
+    Anonymous(Permissions),
+    /// A user or token.
+    In(Principal),
+}
+
+/// What a command needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Nothing,
+    List,
+    Get,
+    Put,
+    Modify,
+}
+
+fn need(req: &Request) -> Need {
+    match req {
+        Request::ListFiles => Need::List,
+        Request::Upload(_) | Request::Put(_) => Need::Put,
+        Request::Download(_) => Need::Get,
+        Request::Rename(_) | Request::Delete(_) => Need::Modify,
+        Request::Help
+        | Request::Disconnect
+        | Request::User(_)
+        | Request::Pass(_)
+        | Request::Token(_)
+        | Request::Pair { .. } => Need::Nothing,
+    }
+}
+
+/// Which secret a login presents.
+enum Credential {
+    Password(String, Secret),
+    Token(Secret),
+}
+
+impl<S: Stream> Session<'_, S> {
+    /// The permissions the session has now, if it may run commands at all.
+    fn perms(&self) -> Option<Permissions> {
+        match &self.login {
+            Login::LoggedOut => None,
+            Login::Anonymous(p) => Some(*p),
+            Login::In(principal) => Some(principal.perms),
+        }
+    }
+
+    /// The part of the share the session sees.
+    pub(super) fn scope(&self) -> Option<&Scope> {
+        match &self.login {
+            Login::In(principal) if principal.folder.folder_name().is_some() => {
+                Some(&principal.folder)
+            }
+            _ => None,
+        }
+    }
+
+    /// The refusal for `req`, checked before anything else about it: `530` when logged out,
+    /// `403` beyond the permissions; `None` when it may run.
+    pub(super) fn refusal(&self, req: &Request) -> Option<Reply> {
+        let need = need(req);
+        if need == Need::Nothing {
+            return None;
+        }
+        let Some(p) = self.perms() else {
+            return Some(Reply::log_in_first());
+        };
+        let allowed = match need {
+            Need::Nothing => true,
+            Need::List => p.may_list(),
+            Need::Get => p.may_get(),
+            Need::Put => p.may_put(),
+            Need::Modify => p.may_modify(),
+        };
+        (!allowed).then(Reply::not_allowed)
+    }
+
+    /// Answers a refused request; a `PUT`'s body is read and discarded first, so the
+    /// connection stays in step (one over the size limit is `413` and ends it, as always).
+    pub(super) async fn refuse_gated(
+        &mut self,
+        req: &Request,
+        reply: Reply,
+    ) -> Result<Flow, TransportError> {
+        if let Request::Put(spec) = req {
+            let max = self.store.config().max_file_size;
+            if spec.size > max {
+                self.refuse(&crate::store::StoreError::TooLarge {
+                    size: spec.size,
+                    max,
+                });
+                return Ok(Flow::Close);
+            }
+            self.begin_body();
+            self.conn
+                .discard_body(spec.size, Some(self.config.stall_timeout))
+                .await?;
+        }
+        self.reply(reply);
+        Ok(Flow::Continue)
+    }
+
+    /// `USER name`: always `334`, for unknown names too.
+    pub(super) fn user(&mut self, name: String) -> Flow {
+        if let Some(reply) = self.login_refusal() {
+            self.reply(reply);
+        } else {
+            self.pending_user = Some(name);
+            self.reply(Reply::send_pass());
+        }
+        Flow::Continue
+    }
+
+    /// `PASS password`, right after `USER` (`pending` is the name it gave).
+    pub(super) async fn pass(&mut self, pending: Option<String>, password: Secret) -> Flow {
+        match pending {
+            Some(name) => self.log_in(Credential::Password(name, password)).await,
+            None => self.reply(Reply::pass_without_user()),
+        }
+        Flow::Continue
+    }
+
+    /// `TOKEN token`.
+    pub(super) async fn token(&mut self, token: Secret) -> Flow {
+        if let Some(reply) = self.login_refusal() {
+            self.reply(reply);
+        } else {
+            self.log_in(Credential::Token(token)).await;
+        }
+        Flow::Continue
+    }
+
+    /// Why a login cannot start on this session, if it cannot.
+    fn login_refusal(&self) -> Option<Reply> {
+        if !self.config.access.logins_allowed() {
+            Some(Reply::login_needs_tls())
+        } else if matches!(self.login, Login::In(_)) {
+            Some(Reply::already_logged_in())
+        } else {
+            None
+        }
+    }
+
+    async fn log_in(&mut self, credential: Credential) {
+        let access = Arc::clone(&self.config.access);
+        let ip = self.peer.addr.ip();
+        access.throttle.begin(ip).await;
+        let shown = match &credential {
+            Credential::Password(name, _) => escape(name),
+            Credential::Token(_) => "a token".to_owned(),
+        };
+        let checker = Arc::clone(&access);
+        // argon2 takes tens of milliseconds of CPU: off the runtime's threads.
+        let checked = tokio::task::spawn_blocking(move || {
+            let users = checker.users()?;
+            let result = match &credential {
+                Credential::Password(name, pw) => users.verify_password(name, pw.expose()),
+                Credential::Token(t) => users.verify_token(t.expose()),
+            };
+            match result {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        match checked {
+            Some(principal) => {
+                access.throttle.succeed(ip);
+                tracing::info!(peer = %self.peer, "logged in as {}", escape(&principal.name));
+                self.reply(Reply::logged_in(
+                    &principal.name,
+                    &principal.perms.describe(),
+                ));
+                self.login = Login::In(principal);
+            }
+            None => {
+                access.throttle.fail(ip);
+                tracing::warn!(peer = %self.peer, "failed login for {shown}");
+                self.reply(Reply::login_incorrect());
+            }
+        }
+    }
+
+    /// `PAIR slot A`: the pairing exchange (`PROTOCOL.md` section 5.10).
+    pub(super) async fn pair(&mut self, slot: u16, message: &str) -> Result<Flow, TransportError> {
+        let access = Arc::clone(&self.config.access);
+        let binding = match self.peer.pair_binding {
+            Some(b) if access.logins_allowed() => b,
+            _ => {
+                self.reply(Reply::login_needs_tls());
+                return Ok(Flow::Continue);
+            }
+        };
+        if access.users().is_none() {
+            self.reply(Reply::new(
+                crate::protocol::Code::FORBIDDEN,
+                "Pairing is not set up on this server",
+            ));
+            return Ok(Flow::Continue);
+        }
+        let ip = self.peer.addr.ip();
+        access.throttle.begin(ip).await;
+        // The try is spent before anything is checked, so dropping the connection saves nothing.
+        let attempt = match access.pairing.attempt(slot, Instant::now()) {
+            Ok(a) => a,
+            Err(e) => return Ok(self.pair_failed(&e)),
+        };
+        let responded = decode_b64(message, MESSAGE_LEN)
+            .and_then(|a| ServerPairing::respond(&attempt.code, &binding, &a));
+        let (state, msg_b, confirm) = match responded {
+            Ok(v) => v,
+            Err(e) => return Ok(self.pair_failed(&e)),
+        };
+        self.reply(Reply::pair_continue(
+            &encode_b64(&msg_b),
+            &encode_b64(&confirm),
+        ));
+        let line = match self.next_line().await {
+            Next::Line(l) => l,
+            Next::Gone => return Ok(Flow::Close),
+            Next::End(r) => {
+                self.reply(r);
+                return Ok(Flow::Close);
+            }
+        };
+        tracing::debug!(peer = %self.peer, "> {}", escape(&String::from_utf8_lossy(&line)));
+        let verified = decode_text(&line)
+            .map_err(|_| PairError::BadMessage)
+            .and_then(|t| decode_b64(t, CONFIRM_LEN))
+            .and_then(|mc| state.verify(&mc))
+            .and_then(|()| attempt.complete());
+        let grant = match verified {
+            Ok(g) => g,
+            Err(e) => return Ok(self.pair_failed(&e)),
+        };
+        let creator = Arc::clone(&access);
+        let created = tokio::task::spawn_blocking(move || {
+            let users = creator.users()?;
+            users
+                .create_token(&grant.label, grant.perms, &grant.folder)
+                .map_err(|e| tracing::error!("creating a token after pairing: {e}"))
+                .ok()
+                .map(|t| (t, grant))
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some((token, grant)) = created else {
+            self.reply(Reply::new(
+                crate::protocol::Code::INTERNAL,
+                "Internal server error; no token was created",
+            ));
+            return Ok(Flow::Continue);
+        };
+        access.throttle.succeed(ip);
+        let principal = Principal {
+            name: format!("token:{}", token.id),
+            kind: PrincipalKind::Token,
+            perms: grant.perms,
+            folder: grant.folder,
+        };
+        tracing::info!(peer = %self.peer, "paired: created {}", principal.name);
+        self.reply(Reply::paired(token.secret(), &principal.name));
+        self.login = Login::In(principal);
+        Ok(Flow::Continue)
+    }
+
+    fn pair_failed(&mut self, e: &PairError) -> Flow {
+        self.config.access.throttle.fail(self.peer.addr.ip());
+        tracing::warn!(peer = %self.peer, "pairing failed: {e}");
+        let why = match e {
+            PairError::UnknownCode | PairError::CodeUsed => {
+                "no such code (it may have expired, been used, or been burnt by wrong tries)"
+            }
+            _ => "wrong code, or someone in the middle",
+        };
+        self.reply(Reply::pair_failed(why));
+        Flow::Continue
+    }
+}
