@@ -99,7 +99,16 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     };
     let users = Users::open(&state_dir)
         .with_context(|| format!("opening the user database in `{}`", state_dir.display()))?;
-    let loopback = is_loopback(host, port).await?;
+    // The web page listens on its own address: the server counts as loopback-only only if both
+    // of its listeners are.
+    let web_at = args
+        .web
+        .clone()
+        .map(|(web_host, web_port)| (web_host.unwrap_or_else(|| host.to_owned()), web_port));
+    let mut loopback = is_loopback(host, port).await?;
+    if let Some((web_host, web_port)) = &web_at {
+        loopback &= is_loopback(web_host, *web_port).await?;
+    }
     check_secure_default(&args, &users, loopback, plain, host, port)?;
     let access = Arc::new(Access::new(
         users,
@@ -161,12 +170,11 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         );
     }
     let shutdown = CancellationToken::new();
-    let web = match args.web.clone() {
-        Some((web_host, web_port)) => {
-            let at = (web_host.unwrap_or_else(|| host.to_owned()), web_port);
-            let store = std::sync::Arc::clone(&store);
+    let web = match web_at {
+        Some(at) => {
+            let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
             let (addr, task) =
-                super::web::start(at, store, identity.as_ref(), shutdown.clone()).await?;
+                super::web::start(at, store, policy, identity.as_ref(), shutdown.clone()).await?;
             let scheme = if identity.is_some() { "https" } else { "http" };
             println!("Web page: {scheme}://{addr}/");
             Some(task)

@@ -7,9 +7,8 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 use barge::security::identity::Identity;
-use barge::security::users::{Permissions, Scope};
 use barge::store::Store;
-use barge::web::{self, Access, Gateway, WebConfig};
+use barge::web::{self, Gateway, WebConfig};
 
 /// Where `--web` asks the gateway to listen: `PORT` (on the server's `--host`), `ADDR:PORT`
 /// or `[V6ADDR]:PORT`.
@@ -37,6 +36,7 @@ pub(crate) fn parse_web(spec: &str) -> Result<(Option<String>, u16), String> {
 pub(crate) async fn start(
     (host, port): (String, u16),
     store: Arc<Store>,
+    policy: Arc<barge::server::Access>,
     identity: Option<&Identity>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -47,17 +47,8 @@ pub(crate) async fn start(
     let tls = identity
         .map(barge::security::tls::server_config)
         .transpose()?;
-    let anonymous = Access {
-        principal: "anonymous".into(),
-        perms: if store.config().read_only {
-            Permissions::READ_ONLY
-        } else {
-            Permissions::ALL
-        },
-        scope: Scope::whole_share(),
-    };
     let fingerprint = identity.map(|i| i.fingerprint().to_string());
-    let gateway = Gateway::new(store, anonymous, WebConfig::default(), fingerprint);
+    let gateway = Gateway::new(store, policy, WebConfig::default(), fingerprint);
     let task = tokio::spawn(web::run(listener, tls, gateway, shutdown));
     Ok((addr, task))
 }

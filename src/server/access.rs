@@ -11,13 +11,15 @@
 //! password or token (`security::users`).
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::security::pair::{PairCode, PairError, PairingCodes};
 use crate::security::throttle::{Policy, Throttle};
-use crate::security::users::{Permissions, Scope, Users, UsersError};
+use crate::security::users::{Permissions, Principal, Scope, Users, UsersError};
 
 /// What a pairing code grants when it is used: the permissions and folder of the token the
 /// server then creates.
@@ -140,6 +142,34 @@ impl Access {
             None => Ok(false),
             Some(users) => users.is_empty().map(|e| !e),
         }
+    }
+
+    /// Checks a credential from `ip` with `verify` (run on the blocking pool: argon2 takes tens of
+    /// milliseconds of CPU), slowed first by the failed-login throttle of that address; records
+    /// the outcome there. `None`: wrong, unknown, or no database (failures are logged by the
+    /// caller, without the secret).
+    pub async fn check(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        verify: impl FnOnce(&Users) -> Result<Option<Principal>, UsersError> + Send + 'static,
+    ) -> Option<Principal> {
+        self.throttle.begin(ip).await;
+        let me = Arc::clone(self);
+        let checked = tokio::task::spawn_blocking(move || match verify(me.users()?) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        match &checked {
+            Some(_) => self.throttle.succeed(ip),
+            None => self.throttle.fail(ip),
+        }
+        checked
     }
 
     /// Issues a one-time pairing code that grants `grant`, valid for `lifetime`.

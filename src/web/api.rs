@@ -11,24 +11,29 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
+use super::auth::Who;
 use super::{Access, Gateway, page};
 use crate::id::FileId;
 use crate::name::FileName;
 use crate::store::{self, StoreError, Target, Upload};
 use crate::transfer::{self, CHUNK, SMALL, Sink, SinkError, Source};
+use std::net::SocketAddr;
 
 pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Router {
     axum::Router::new()
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
         .route("/api/me", get(me))
+        .route("/api/login", post(super::auth::login))
+        .route("/api/logout", post(super::auth::logout))
+        .route("/login", get(super::auth::login_link))
         .route("/api/files", get(list))
         .route("/api/rename", post(rename))
         .route("/files/{*name}", get(download).put(upload).delete(delete))
@@ -40,7 +45,7 @@ pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Rout
 }
 
 /// A refusal: a status and the words for it.
-pub(super) struct Refusal(StatusCode, pub(super) String);
+pub(super) struct Refusal(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
@@ -69,14 +74,6 @@ type Answer<T> = Result<T, Refusal>;
 
 fn refuse<T>(status: StatusCode, text: impl Into<String>) -> Answer<T> {
     Err(Refusal(status, text.into()))
-}
-
-impl Gateway {
-    /// The access a request has. (Logins are not wired to the gateway yet: every request gets
-    /// the anonymous access the server was started with.)
-    pub(super) fn access(&self, _headers: &HeaderMap) -> Access {
-        self.anonymous.clone()
-    }
 }
 
 /// The real name behind a name `access` sees, or a refusal that says why the name is not valid.
@@ -138,31 +135,52 @@ struct FileJson {
 
 #[derive(Serialize)]
 struct MeJson {
-    principal: String,
+    /// `None`: logged out.
+    principal: Option<String>,
     list: bool,
     get: bool,
     put: bool,
     modify: bool,
+    /// Sent back in `X-Barge-CSRF` by a page logged in with a cookie.
+    csrf: Option<String>,
+    /// Whether this server takes logins on this connection (TLS, or loopback).
+    logins: bool,
     fingerprint: Option<String>,
     max_file_size: u64,
 }
 
-async fn me(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Json<MeJson> {
-    let access = gw.access(&headers);
+async fn me(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Json<MeJson> {
+    let (access, csrf) = match gw.who(&headers, peer.ip()).await {
+        Who::Cookie(access, csrf) => (Some(access), Some(csrf)),
+        Who::Anonymous(access) | Who::Token(access) => (Some(access), None),
+        Who::Nobody | Who::Refused => (None, None),
+    };
     let read_only = gw.store.config().read_only;
+    let perms = access.as_ref().map(|a| a.perms);
+    let may = |f: fn(&crate::security::users::Permissions) -> bool| perms.as_ref().is_some_and(f);
     Json(MeJson {
-        principal: access.principal,
-        list: access.perms.may_list(),
-        get: access.perms.may_get(),
-        put: access.perms.may_put() && !read_only,
-        modify: access.perms.may_modify() && !read_only,
+        principal: access.map(|a| a.principal),
+        list: may(crate::security::users::Permissions::may_list),
+        get: may(crate::security::users::Permissions::may_get),
+        put: may(crate::security::users::Permissions::may_put) && !read_only,
+        modify: may(crate::security::users::Permissions::may_modify) && !read_only,
+        csrf,
+        logins: gw.policy.logins_allowed(),
         fingerprint: gw.fingerprint.clone(),
         max_file_size: gw.store.config().max_file_size,
     })
 }
 
-async fn list(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer<Response> {
-    let access = gw.access(&headers);
+async fn list(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Answer<Response> {
+    let access = gw.reader(&headers, peer.ip()).await?;
     if !access.perms.may_list() {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -195,10 +213,11 @@ async fn list(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Answer<Resp
 /// with its MD5 id as the `ETag` (so `If-None-Match` answers `304`).
 async fn download(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Response> {
-    let access = gw.access(&headers);
+    let access = gw.reader(&headers, peer.ip()).await?;
     if !access.perms.may_get() {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -386,11 +405,12 @@ struct UploadedJson {
 /// for the sender to compare with its own.
 async fn upload(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Answer<Response> {
-    let access = gw.access(&headers);
+    let access = gw.writer(&headers, peer.ip()).await?;
     if !access.perms.may_put() {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -532,10 +552,11 @@ struct NameJson {
 /// `POST /api/rename` with `{"from": name or id, "to": new name}`.
 async fn rename(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(args): Json<RenameJson>,
 ) -> Answer<Json<NameJson>> {
-    let access = gw.access(&headers);
+    let access = gw.writer(&headers, peer.ip()).await?;
     if !access.perms.may_modify() {
         return refuse(
             StatusCode::FORBIDDEN,
@@ -555,10 +576,11 @@ async fn rename(
 /// `DELETE /files/<name or id>`.
 async fn delete(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
     headers: HeaderMap,
 ) -> Answer<Json<NameJson>> {
-    let access = gw.access(&headers);
+    let access = gw.writer(&headers, peer.ip()).await?;
     if !access.perms.may_modify() {
         return refuse(
             StatusCode::FORBIDDEN,

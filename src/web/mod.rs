@@ -30,6 +30,7 @@ use crate::security::users::{Permissions, Scope};
 use crate::store::Store;
 
 mod api;
+mod auth;
 mod guard;
 mod page;
 #[cfg(test)]
@@ -71,24 +72,28 @@ pub struct Access {
 #[derive(Debug)]
 pub struct Gateway {
     store: Arc<Store>,
-    anonymous: Access,
+    policy: Arc<crate::server::Access>,
+    sessions: auth::Sessions,
     config: WebConfig,
     fingerprint: Option<String>,
 }
 
 impl Gateway {
-    /// A gateway over `store`, where every request gets `anonymous` access. `fingerprint` (the
-    /// server key's, when serving TLS) is shown on the page so a visitor can compare it.
+    /// A gateway over `store`, with the server's access `policy` (the same users, tokens,
+    /// anonymous rule and login throttle as the TCP side). `fingerprint` (the server key's, when
+    /// serving TLS) is shown on the page so a visitor can compare it; it also marks the session
+    /// cookie `Secure`.
     #[must_use]
     pub fn new(
         store: Arc<Store>,
-        anonymous: Access,
+        policy: Arc<crate::server::Access>,
         config: WebConfig,
         fingerprint: Option<String>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
-            anonymous,
+            policy,
+            sessions: auth::Sessions::default(),
             config,
             fingerprint,
         })

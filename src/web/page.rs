@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use html_escape::{encode_double_quoted_attribute as attr, encode_text as text};
@@ -52,10 +52,23 @@ pub(super) struct PageQuery {
 /// The page, with the folder asked for rendered in (so it lists and downloads without script).
 pub(super) async fn index(
     State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Query(query): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let access = gw.access(&headers);
+    let Ok(access) = gw.reader(&headers, peer.ip()).await else {
+        // Logged out: the page (its script shows the login form); nothing of the share.
+        return page(
+            INDEX
+                .replace("{{who}}", "Log in to see the files.")
+                .replace("{{browse_hidden}}", " hidden")
+                .replace("{{crumbs}}", "")
+                .replace("{{rows}}", "")
+                .replace("{{empty_hidden}}", " hidden")
+                .replace("{{empty}}", "")
+                .replace("{{fingerprint}}", ""),
+        );
+    };
     let mut folder = query.folder.unwrap_or_default();
     if !folder.is_empty() && !folder.ends_with('/') {
         folder.push('/');
@@ -113,12 +126,16 @@ pub(super) async fn index(
         .replace("{{empty_hidden}}", hidden(empty.is_empty()))
         .replace("{{empty}}", &text(&empty))
         .replace("{{fingerprint}}", &text(&fingerprint));
+    self::page(page)
+}
+
+fn page(html: String) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        page,
+        html,
     )
         .into_response()
 }

@@ -13,8 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{Access, Gateway, WebConfig};
+use super::{Gateway, WebConfig};
+use crate::security::users::Users;
 use crate::security::users::{Permissions, Scope};
+use crate::server::AccessOptions;
 use crate::store::MemoryBackend;
 use crate::store::{Store, StoreConfig};
 use crate::transfer::md5;
@@ -26,6 +28,9 @@ struct Web {
     addr: SocketAddr,
     store: Arc<Store>,
     stop: CancellationToken,
+    /// Sent as a bearer token with every request that does not send its own authorization.
+    token: Option<String>,
+    _state: Option<tempfile::TempDir>,
 }
 
 impl Drop for Web {
@@ -34,25 +39,51 @@ impl Drop for Web {
     }
 }
 
-fn everything() -> Access {
-    Access {
-        principal: "anonymous".into(),
-        perms: Permissions::ALL,
-        scope: Scope::whole_share(),
-    }
+/// Who the requests of a test are.
+enum As {
+    /// Anyone: the server's default policy (no database: anonymous with every permission).
+    Anyone,
+    /// A token with these permissions and folder, on a server where anonymous access is off.
+    Token(Permissions, Scope),
+}
+
+fn anyone() -> Arc<crate::server::Access> {
+    Arc::new(crate::server::Access::default())
 }
 
 async fn start(
-    access: Access,
+    who: As,
     config: StoreConfig,
 ) -> Result<Web, Box<dyn std::error::Error + Send + Sync>> {
+    let (policy, token, state) = match who {
+        As::Anyone => (anyone(), None, None),
+        As::Token(perms, scope) => {
+            let dir = tempfile::tempdir()?;
+            let users = Users::open(dir.path())?;
+            let token = users.create_token("test", perms, &scope)?;
+            let options = AccessOptions {
+                public: false,
+                read_only: false,
+                loopback: true,
+                tls: false,
+            };
+            let policy = Arc::new(crate::server::Access::new(users, options));
+            (policy, Some(token.secret().to_owned()), Some(dir))
+        }
+    };
     let store = Store::new(Arc::new(MemoryBackend::new(1 << 30)), config);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let gw = Gateway::new(Arc::clone(&store), access, WebConfig::default(), None);
+    let gw = Gateway::new(Arc::clone(&store), policy, WebConfig::default(), None);
     tokio::spawn(super::run(listener, None, gw, stop.clone()));
-    Ok(Web { addr, store, stop })
+    Ok(Web {
+        addr,
+        store,
+        stop,
+        token,
+        _state: state,
+    })
 }
 
 struct Answer {
@@ -107,6 +138,13 @@ async fn call(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
+    if let Some(token) = web
+        .token
+        .as_ref()
+        .filter(|_| !headers.iter().any(|(k, _)| *k == "authorization"))
+    {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
     let req = req.body(Full::new(Bytes::copy_from_slice(body)))?;
     call_on(TcpStream::connect(web.addr).await?, req).await
 }
@@ -117,7 +155,7 @@ fn data(n: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn the_page_and_its_assets_come_with_a_strict_policy() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     let page = call(&web, "GET", "/", &[], b"").await?;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.header("content-type").starts_with("text/html"));
@@ -139,7 +177,7 @@ async fn the_page_and_its_assets_come_with_a_strict_policy() -> TestResult {
 
 #[tokio::test]
 async fn upload_list_download_round_trip_with_the_servers_md5() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     for size in [0, 1, 70_000, 3 * crate::transfer::CHUNK + 5] {
         let body = data(size);
         let path = format!("/files/d%C3%A9j%C3%A0/a%20b{size}.bin");
@@ -174,7 +212,7 @@ async fn upload_list_download_round_trip_with_the_servers_md5() -> TestResult {
 
 #[tokio::test]
 async fn ranges_and_validators_let_browsers_and_curl_resume() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     let body = data(300_000);
     let id = md5(&body).to_hex();
     call(&web, "PUT", "/files/big", &[], &body).await?;
@@ -242,7 +280,7 @@ async fn refusals_carry_the_tcp_protocols_status() -> TestResult {
         max_file_size: 1000,
         ..StoreConfig::default()
     };
-    let web = start(everything(), config).await?;
+    let web = start(As::Anyone, config).await?;
     assert_eq!(
         call(&web, "PUT", "/files/a", &[], b"one").await?.status,
         StatusCode::CREATED
@@ -289,7 +327,7 @@ async fn refusals_carry_the_tcp_protocols_status() -> TestResult {
 
 #[tokio::test]
 async fn an_upload_without_a_length_is_refused_before_it_is_stored() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     let mut s = TcpStream::connect(web.addr).await?;
     s.write_all(b"PUT /files/c HTTP/1.1\r\nhost: 127.0.0.1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").await?;
     let mut out = String::new();
@@ -301,7 +339,7 @@ async fn an_upload_without_a_length_is_refused_before_it_is_stored() -> TestResu
 
 #[tokio::test]
 async fn a_body_cut_short_keeps_nothing() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     for announced in [1000, 500_000] {
         let mut s = TcpStream::connect(web.addr).await?;
         let head = format!(
@@ -332,7 +370,7 @@ async fn a_body_cut_short_keeps_nothing() -> TestResult {
 
 #[tokio::test]
 async fn rename_and_delete() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     call(&web, "PUT", "/files/old", &[], b"content").await?;
     let r = call(
         &web,
@@ -364,7 +402,7 @@ async fn rename_and_delete() -> TestResult {
 #[tokio::test]
 async fn a_read_only_share_refuses_every_change() -> TestResult {
     let web = start(
-        everything(),
+        As::Anyone,
         StoreConfig {
             read_only: true,
             ..StoreConfig::default()
@@ -399,11 +437,7 @@ async fn a_read_only_share_refuses_every_change() -> TestResult {
 
 #[tokio::test]
 async fn a_drop_box_may_only_upload() -> TestResult {
-    let drop_box = Access {
-        principal: "token:1".into(),
-        perms: Permissions::DROP_BOX,
-        scope: Scope::whole_share(),
-    };
+    let drop_box = As::Token(Permissions::DROP_BOX, Scope::whole_share());
     let web = start(drop_box, StoreConfig::default()).await?;
     assert_eq!(
         call(&web, "PUT", "/files/in", &[], b"x").await?.status,
@@ -422,11 +456,7 @@ async fn a_drop_box_may_only_upload() -> TestResult {
 
 #[tokio::test]
 async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
-    let alice = Access {
-        principal: "alice".into(),
-        perms: Permissions::ALL,
-        scope: Scope::parse("alice")?,
-    };
+    let alice = As::Token(Permissions::ALL, Scope::parse("alice")?);
     let web = start(alice, StoreConfig::default()).await?;
     let secret = b"outside the folder";
     for (name, body) in [("bob/secret", &secret[..]), ("alice/mine", b"inside")] {
@@ -498,7 +528,7 @@ async fn tls_uses_the_servers_identity() -> TestResult {
     let stop = CancellationToken::new();
     let gw = Gateway::new(
         store,
-        everything(),
+        anyone(),
         WebConfig::default(),
         Some(fingerprint.to_string()),
     );
@@ -539,7 +569,7 @@ async fn tls_uses_the_servers_identity() -> TestResult {
 
 #[tokio::test]
 async fn the_page_lists_a_folder_without_script_and_escapes_every_name() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     let hostile = "<img src=x onerror=alert(1)>&\"'.txt";
     let path = format!(
         "/files/docs/{}",
@@ -576,7 +606,7 @@ async fn the_page_lists_a_folder_without_script_and_escapes_every_name() -> Test
 
 #[tokio::test]
 async fn other_sites_and_rebound_names_are_refused() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     let own = format!("http://{}", web.addr);
     let evil = [("origin", "https://evil.example")];
     assert_eq!(
@@ -611,7 +641,7 @@ async fn other_sites_and_rebound_names_are_refused() -> TestResult {
 
 #[tokio::test]
 async fn hostile_paths_lengths_and_headers_change_nothing() -> TestResult {
-    let web = start(everything(), StoreConfig::default()).await?;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
     for path in [
         "/files/..%2F..%2Fetc%2Fpasswd",
         "/files/%2e%2e/x",
@@ -695,7 +725,7 @@ async fn a_stalled_upload_is_abandoned_and_kept_nowhere() -> TestResult {
         stall_timeout: std::time::Duration::from_millis(300),
         ..WebConfig::default()
     };
-    let gw = Gateway::new(Arc::clone(&store), everything(), config, None);
+    let gw = Gateway::new(Arc::clone(&store), anyone(), config, None);
     tokio::spawn(super::run(listener, None, gw, stop.clone()));
     let mut s = TcpStream::connect(addr).await?;
     s.write_all(b"PUT /files/slow HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 500000\r\n\r\n")
@@ -711,5 +741,146 @@ async fn a_stalled_upload_is_abandoned_and_kept_nowhere() -> TestResult {
     );
     assert!(store.list().await?.entries.is_empty());
     stop.cancel();
+    Ok(())
+}
+
+/// A gateway whose server has the user alice (password "correct horse") and no anonymous access.
+async fn start_with_alice() -> Result<Web, Box<dyn std::error::Error + Send + Sync>> {
+    let mut web = start(
+        As::Token(Permissions::READ_ONLY, Scope::whole_share()),
+        StoreConfig::default(),
+    )
+    .await?;
+    let dir = web._state.as_ref().ok_or("no state folder")?;
+    Users::open(dir.path())?.add_user(
+        "alice",
+        "correct horse",
+        Permissions::ALL,
+        &Scope::whole_share(),
+    )?;
+    web.token = None;
+    Ok(web)
+}
+
+fn cookie_of(a: &Answer) -> String {
+    a.header("set-cookie")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_with_a_cookie_and_proves_its_page_with_the_csrf_token() -> TestResult {
+    let web = start_with_alice().await?;
+    let json = [("content-type", "application/json")];
+    assert_eq!(
+        call(&web, "GET", "/api/files", &[], b"").await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &[], b"x").await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let me = call(&web, "GET", "/api/me", &[], b"").await?.json();
+    assert_eq!(
+        (me["principal"].is_null(), me["logins"].as_bool()),
+        (true, Some(true))
+    );
+    let page = call(&web, "GET", "/", &[], b"").await?;
+    assert!(String::from_utf8_lossy(&page.body).contains("Log in to see the files."));
+
+    let wrong = call(
+        &web,
+        "POST",
+        "/api/login",
+        &json,
+        br#"{"user":"alice","password":"wrong"}"#,
+    )
+    .await?;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.header("set-cookie").is_empty());
+
+    let ok = call(
+        &web,
+        "POST",
+        "/api/login",
+        &json,
+        br#"{"user":"alice","password":"correct horse"}"#,
+    )
+    .await?;
+    assert_eq!(ok.status, StatusCode::OK);
+    let set = ok.header("set-cookie");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    let cookie = cookie_of(&ok);
+    let with = [("cookie", cookie.as_str())];
+    let me = call(&web, "GET", "/api/me", &with, b"").await?.json();
+    assert_eq!(me["principal"], "alice");
+    let csrf = me["csrf"].as_str().ok_or("no csrf token")?.to_owned();
+    assert_eq!(
+        call(&web, "GET", "/api/files", &with, b"").await?.status,
+        StatusCode::OK
+    );
+
+    // A change with the cookie alone (what a forged request would carry) is refused.
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &with, b"x").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let bad = [("cookie", cookie.as_str()), ("x-barge-csrf", "not-it")];
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &bad, b"x").await?.status,
+        StatusCode::FORBIDDEN
+    );
+    let good = [("cookie", cookie.as_str()), ("x-barge-csrf", csrf.as_str())];
+    assert_eq!(
+        call(&web, "PUT", "/files/x", &good, b"x").await?.status,
+        StatusCode::CREATED
+    );
+
+    // After logging out the cookie is worth nothing.
+    let out = call(&web, "POST", "/api/logout", &with, b"").await?;
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+    assert_eq!(
+        call(&web, "GET", "/api/files", &with, b"").await?.status,
+        StatusCode::UNAUTHORIZED
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_link_with_a_token_opens_the_page_logged_in() -> TestResult {
+    let mut web = start(
+        As::Token(Permissions::READ_ONLY, Scope::whole_share()),
+        StoreConfig::default(),
+    )
+    .await?;
+    let token = web.token.take().ok_or("no token")?;
+    let link = call(&web, "GET", &format!("/login?token={token}"), &[], b"").await?;
+    assert_eq!(link.status, StatusCode::SEE_OTHER);
+    assert_eq!(link.header("location"), "/");
+    let cookie = cookie_of(&link);
+    let me = call(&web, "GET", "/api/me", &[("cookie", cookie.as_str())], b"")
+        .await?
+        .json();
+    assert_eq!(
+        (me["get"].as_bool(), me["put"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let wrong = call(&web, "GET", "/login?token=barge_wrong", &[], b"").await?;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.header("set-cookie").is_empty());
+    // A wrong bearer token is refused, not taken as anonymous.
+    let r = call(
+        &web,
+        "GET",
+        "/api/files",
+        &[("authorization", "Bearer barge_nope")],
+        b"",
+    )
+    .await?;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     Ok(())
 }

@@ -133,6 +133,34 @@ try {
   assert.equal(await ro.locator("#files a.button:has-text('Download')").count(), 1);
   await ro.screenshot({ path: path.join(shots, "read-only.png"), fullPage: true });
 
+  // A server with users: the login form, a wrong password, the right one, an upload (which
+  // carries the session's CSRF token), and logging out.
+  const auth = await desktop.newPage();
+  auth.on("console", (m) => {
+    if (m.type() === "error" && !m.text().includes("status of 401")) errors.push(m.text());
+  });
+  await auth.goto(process.env.BARGE_WEB_AUTH);
+  await auth.waitForSelector("#login:not([hidden])");
+  assert.equal(await auth.isVisible("#drop"), false);
+  await auth.screenshot({ path: path.join(shots, "login.png"), fullPage: true });
+  await auth.fill("input[name=user]", "alice");
+  await auth.fill("input[name=password]", "wrong");
+  await auth.click("#login-form button");
+  await auth.waitForFunction(() => document.querySelector("#message").textContent.includes("Login incorrect"));
+  await auth.fill("input[name=user]", "alice");
+  await auth.fill("input[name=password]", "correct horse");
+  await auth.click("#login-form button");
+  await auth.waitForSelector("#drop:not([hidden])");
+  assert.match(await auth.textContent("#who"), /Signed in as alice/);
+  await auth.setInputFiles("#picker", [path.join(work, "notes.txt")]);
+  await auth.waitForFunction(() => document.querySelector("#uploads .state").textContent === "Success");
+  await auth.waitForSelector("#files tbody tr:has-text('notes.txt')");
+  await auth.click("#logout");
+  await auth.waitForSelector("#login:not([hidden])");
+  await auth.reload();
+  await auth.waitForSelector("#login:not([hidden])");
+  assert.equal(await auth.locator("#files tbody tr").count(), 0);
+
   assert.deepEqual(errors, []);
   console.log("browser test: all checks passed; screenshots in " + shots);
 } catch (e) {

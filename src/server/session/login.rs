@@ -173,34 +173,18 @@ impl<S: Stream> Session<'_, S> {
 
     async fn log_in(&mut self, credential: Credential) {
         let access = Arc::clone(&self.config.access);
-        let ip = self.peer.addr.ip();
-        access.throttle.begin(ip).await;
         let shown = match &credential {
             Credential::Password(name, _) => escape(name),
             Credential::Token(_) => "a token".to_owned(),
         };
-        let checker = Arc::clone(&access);
-        // argon2 takes tens of milliseconds of CPU: off the runtime's threads.
-        let checked = tokio::task::spawn_blocking(move || {
-            let users = checker.users()?;
-            let result = match &credential {
+        let checked = access
+            .check(self.peer.addr.ip(), move |users| match &credential {
                 Credential::Password(name, pw) => users.verify_password(name, pw.expose()),
                 Credential::Token(t) => users.verify_token(t.expose()),
-            };
-            match result {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    None
-                }
-            }
-        })
-        .await
-        .ok()
-        .flatten();
+            })
+            .await;
         match checked {
             Some(principal) => {
-                access.throttle.succeed(ip);
                 tracing::info!(peer = %self.peer, "logged in as {}", escape(&principal.name));
                 self.reply(Reply::logged_in(
                     &principal.name,
@@ -209,7 +193,6 @@ impl<S: Stream> Session<'_, S> {
                 self.login = Login::In(principal);
             }
             None => {
-                access.throttle.fail(ip);
                 tracing::warn!(peer = %self.peer, "failed login for {shown}");
                 self.reply(Reply::login_incorrect());
             }

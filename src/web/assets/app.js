@@ -64,10 +64,26 @@ async function errorText(res) {
   return `${res.status} ${res.statusText}`;
 }
 
+// Headers for a request that changes something: a page logged in with a cookie proves it is
+// this page with the session's CSRF token.
+function writeHeaders(extra = {}) {
+  return state.me && state.me.csrf ? { ...extra, "X-Barge-CSRF": state.me.csrf } : extra;
+}
+
 async function load() {
   const res = await fetch("/api/me");
   state.me = await res.json();
   $("host").textContent = location.host;
+  const loggedOut = state.me.principal === null;
+  $("login").hidden = !loggedOut;
+  $("logout").hidden = !state.me.csrf;
+  if (loggedOut) {
+    $("who").textContent = state.me.logins ? "Log in to see the files."
+      : "This server takes logins over TLS only.";
+    $("drop").hidden = true;
+    $("browse").hidden = true;
+    return;
+  }
   $("who").textContent = `Signed in as ${state.me.principal}; you may ` +
     [state.me.list && "list", state.me.get && "download", state.me.put && "upload",
      state.me.modify && "rename and delete"].filter(Boolean).join(", ") + ".";
@@ -173,7 +189,7 @@ async function rename(f) {
   const to = prompt(`New name for ${f.name}`, f.name);
   if (to === null || to === f.name) return;
   const res = await fetch("/api/rename", {
-    method: "POST", headers: { "Content-Type": "application/json" },
+    method: "POST", headers: writeHeaders({ "Content-Type": "application/json" }),
     body: JSON.stringify({ from: f.name, to }),
   });
   if (res.ok) say(`Renamed ${f.name} to ${(await res.json()).name}`);
@@ -183,7 +199,7 @@ async function rename(f) {
 
 async function remove(f) {
   if (!confirm(`Delete ${f.name}? This cannot be undone.`)) return;
-  const res = await fetch(fileUrl(ID.test(f.name) ? f.id : f.name), { method: "DELETE" });
+  const res = await fetch(fileUrl(ID.test(f.name) ? f.id : f.name), { method: "DELETE", headers: writeHeaders() });
   if (res.ok) say(`Deleted ${f.name}`);
   else say(`Could not delete ${f.name}: ${await errorText(res)}`, true);
   await refresh();
@@ -205,6 +221,7 @@ function send(url, file, onProgress) {
   return new Promise((resolve) => {
     const xhr = new XMLHttpRequest();
     xhr.open("PUT", url);
+    for (const [k, v] of Object.entries(writeHeaders())) xhr.setRequestHeader(k, v);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => resolve({ status: xhr.status, text: xhr.responseText });
     xhr.onerror = () => resolve({ status: 0, text: "" });
@@ -266,7 +283,30 @@ async function upload({ file, name, bar, st, detail }) {
   await refresh();
 }
 
+async function logIn(e) {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const token = form.get("token");
+  const body = token ? { token } : { user: form.get("user"), password: form.get("password") };
+  say("Logging in…");
+  const res = await fetch("/api/login", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  e.target.reset();
+  if (!res.ok) { say(await errorText(res), true); return; }
+  say("");
+  await load();
+}
+
+async function logOut() {
+  await fetch("/api/logout", { method: "POST" });
+  state.files = [];
+  await load();
+}
+
 function setup() {
+  $("login-form").addEventListener("submit", logIn);
+  $("logout").addEventListener("click", logOut);
   $("picker").addEventListener("change", (e) => { enqueue(e.target.files); e.target.value = ""; });
   const drop = $("drop");
   document.addEventListener("dragover", (e) => {

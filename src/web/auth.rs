@@ -1,0 +1,319 @@
+//! Who a web request is, with the same users, tokens and rules as the TCP protocol
+//! ([`crate::server::Access`]):
+//! - `Authorization: Bearer <token>` (scripts, `curl`): checked on every request;
+//! - a session cookie, made by `POST /api/login` (user and password, or a token) or by opening
+//!   a link `/login?token=...` (what the QR code carries): `HttpOnly`, `SameSite=Strict`, and
+//!   `Secure` over TLS. A request that changes something with the cookie must also carry the
+//!   session's CSRF token in `X-Barge-CSRF` (the page has it from `/api/me`);
+//! - otherwise anonymous, where the server allows it (`--public`, or loopback with no users),
+//!   or logged out (every route but the page, `/api/me` and the login answers `401`).
+//!
+//! Threats and answers: online guessing (every failed login goes through the server's one
+//! throttle per address, shared with the TCP side); a stolen session id (random 256 bits from
+//! the OS, never in a URL, never readable by script, expires after [`LIFETIME`]); forged
+//! requests from other sites (the cookie is `SameSite=Strict`, the CSRF header is required, and
+//! [`super::guard`] checks the origin); memory (at most [`MAX_SESSIONS`]; the oldest goes first);
+//! secrets in logs (a failed login is logged by user name or "a token", never the secret).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
+
+use super::api::Refusal;
+use super::{Access, Gateway};
+use crate::security::users::{Permissions, Principal, Scope};
+
+/// How long a web session lasts.
+pub(super) const LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Web sessions held at once.
+pub(super) const MAX_SESSIONS: usize = 4096;
+/// The cookie's name.
+const COOKIE: &str = "barge_session";
+
+/// A logged-in browser.
+struct Session {
+    principal: Principal,
+    csrf: String,
+    made: Instant,
+}
+
+/// The web sessions of one gateway.
+#[derive(Default)]
+pub(super) struct Sessions(Mutex<HashMap<String, Session>>);
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sessions")
+    }
+}
+
+fn random() -> Option<String> {
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw).ok()?;
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw))
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new session for `principal`: its id and CSRF token.
+    fn open(&self, principal: Principal) -> Option<(String, String)> {
+        let (id, csrf) = (random()?, random()?);
+        let mut map = self.lock();
+        map.retain(|_, s| s.made.elapsed() < LIFETIME);
+        if map.len() >= MAX_SESSIONS {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, s)| s.made)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                map.remove(&oldest);
+            }
+        }
+        let session = Session {
+            principal,
+            csrf: csrf.clone(),
+            made: Instant::now(),
+        };
+        map.insert(id.clone(), session);
+        Some((id, csrf))
+    }
+
+    fn get(&self, id: &str) -> Option<(Principal, String)> {
+        let map = self.lock();
+        let s = map.get(id).filter(|s| s.made.elapsed() < LIFETIME)?;
+        Some((s.principal.clone(), s.csrf.clone()))
+    }
+
+    fn close(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// Who a request is.
+pub(super) enum Who {
+    /// Anonymous access, where the server allows it.
+    Anonymous(Access),
+    /// A bearer token.
+    Token(Access),
+    /// A session cookie, with its CSRF token.
+    Cookie(Access, String),
+    /// Nobody: logged out.
+    Nobody,
+    /// Credentials were sent but are wrong (a bad token, an expired session).
+    Refused,
+}
+
+impl Who {
+    /// The access, or the refusal for a request that needs one.
+    pub(super) fn access(self) -> Result<Access, Refusal> {
+        match self {
+            Self::Anonymous(a) | Self::Token(a) | Self::Cookie(a, _) => Ok(a),
+            Self::Nobody => Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "Log in first (a user and password, a token, or barge pair)".into(),
+            )),
+            Self::Refused => Err(Refusal(
+                StatusCode::UNAUTHORIZED,
+                "Login incorrect or expired; log in again".into(),
+            )),
+        }
+    }
+}
+
+fn access_of(p: &Principal) -> Access {
+    Access {
+        principal: p.name.clone(),
+        perms: p.perms,
+        scope: p.folder.clone(),
+    }
+}
+
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+impl Gateway {
+    /// Who sent `headers` from `ip`.
+    pub(super) async fn who(&self, headers: &HeaderMap, ip: IpAddr) -> Who {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        if let Some(token) = bearer {
+            let token = token.to_owned();
+            return match self.policy.check(ip, move |u| u.verify_token(&token)).await {
+                Some(p) => Who::Token(access_of(&p)),
+                None => {
+                    tracing::warn!(%ip, "web: a request with a wrong token");
+                    Who::Refused
+                }
+            };
+        }
+        if let Some(id) = cookie(headers) {
+            return match self.sessions.get(id) {
+                Some((p, csrf)) => Who::Cookie(access_of(&p), csrf),
+                None => Who::Refused,
+            };
+        }
+        match self.policy.anonymous() {
+            Some(perms) => Who::Anonymous(self.anonymous(perms)),
+            None => Who::Nobody,
+        }
+    }
+
+    fn anonymous(&self, perms: Permissions) -> Access {
+        Access {
+            principal: "anonymous".into(),
+            perms,
+            scope: Scope::whole_share(),
+        }
+    }
+
+    /// The access of a request that reads, or the refusal.
+    pub(super) async fn reader(&self, headers: &HeaderMap, ip: IpAddr) -> Result<Access, Refusal> {
+        self.who(headers, ip).await.access()
+    }
+
+    /// The access of a request that changes something: with a session cookie, the CSRF header
+    /// must match the session's.
+    pub(super) async fn writer(&self, headers: &HeaderMap, ip: IpAddr) -> Result<Access, Refusal> {
+        match self.who(headers, ip).await {
+            Who::Cookie(access, csrf) => {
+                let sent = headers
+                    .get("x-barge-csrf")
+                    .map_or(&b""[..], |v| v.as_bytes());
+                if bool::from(sent.ct_eq(csrf.as_bytes())) {
+                    Ok(access)
+                } else {
+                    Err(Refusal(
+                        StatusCode::FORBIDDEN,
+                        "Missing or wrong CSRF token; reload the page".into(),
+                    ))
+                }
+            }
+            who => who.access(),
+        }
+    }
+
+    fn set_cookie(&self, id: &str, max_age: u64) -> HeaderValue {
+        let secure = if self.fingerprint.is_some() {
+            "; Secure"
+        } else {
+            ""
+        };
+        let v =
+            format!("{COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+        HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Checks a credential and opens a session for it.
+    async fn log_in(
+        &self,
+        ip: IpAddr,
+        user: Option<String>,
+        secret: String,
+    ) -> Result<(HeaderValue, Principal), Refusal> {
+        if !self.policy.logins_allowed() {
+            return Err(Refusal(
+                StatusCode::FORBIDDEN,
+                "Logins need TLS on a network address".into(),
+            ));
+        }
+        let shown = user.clone().unwrap_or_else(|| "a token".into());
+        let checked = self
+            .policy
+            .check(ip, move |u| match &user {
+                Some(name) => u.verify_password(name, &secret),
+                None => u.verify_token(&secret),
+            })
+            .await;
+        let Some(principal) = checked else {
+            tracing::warn!(%ip, "web: failed login for {}", crate::name::escape(&shown));
+            return Err(Refusal(StatusCode::UNAUTHORIZED, "Login incorrect".into()));
+        };
+        let (id, _) = self.sessions.open(principal.clone()).ok_or_else(|| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "No random numbers".into(),
+            )
+        })?;
+        tracing::info!(%ip, "web: logged in as {}", crate::name::escape(&principal.name));
+        Ok((self.set_cookie(&id, LIFETIME.as_secs()), principal))
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct LoginJson {
+    user: Option<String>,
+    password: Option<String>,
+    token: Option<String>,
+}
+
+/// `POST /api/login` with `{"user", "password"}` or `{"token"}`.
+pub(super) async fn login(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Json(args): Json<LoginJson>,
+) -> Result<Response, Refusal> {
+    let (user, secret) = match (args.user, args.password, args.token) {
+        (Some(user), Some(password), None) => (Some(user), password),
+        (None, None, Some(token)) => (None, token),
+        _ => {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "Send a user and password, or a token".into(),
+            ));
+        }
+    };
+    let (cookie, principal) = gw.log_in(peer.ip(), user, secret).await?;
+    let body = serde_json::json!({ "principal": principal.name });
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    token: String,
+}
+
+/// `GET /login?token=...`: a link that opens the page logged in (then the token leaves the
+/// address bar at once: the answer is a redirect to `/`).
+pub(super) async fn login_link(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Query(q): Query<TokenQuery>,
+) -> Result<Response, Refusal> {
+    let (cookie, _) = gw.log_in(peer.ip(), None, q.token).await?;
+    let mut res = Redirect::to("/").into_response();
+    res.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(res)
+}
+
+/// `POST /api/logout`: ends the session.
+pub(super) async fn logout(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    if let Some(id) = cookie(&headers) {
+        gw.sessions.close(id);
+    }
+    (
+        [(header::SET_COOKIE, gw.set_cookie("", 0))],
+        StatusCode::NO_CONTENT,
+    )
+        .into_response()
+}
