@@ -16,6 +16,9 @@ use barge::protocol::FileRef;
 use super::output::{Ui, Unit};
 use super::{Reported, Status, render, status_of};
 
+mod folders;
+mod paths;
+
 /// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
 /// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
 const PIPELINE_MAX: u64 = 256 * 1024;
@@ -64,46 +67,63 @@ pub(crate) struct LsArgs {
 /// Options of `put`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct PutArgs {
-    /// Local files to upload; each is stored under its file name
+    /// Local files to upload, each stored under its file name (`-`: standard input, with --as)
     #[arg(required = true, value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,
-    /// Name to store the file under (one file only); may contain folders: `photos/beach.jpg`
+    /// Name to store the file under (one file only); may contain folders: `photos/beach.jpg`.
+    /// With -r, the name of the one folder on the server
     #[arg(long = "as", value_name = "NAME", value_parser = parse_name)]
     pub(crate) name: Option<FileName>,
+    /// Upload folders and every file in them (only files travel: empty folders do not)
+    #[arg(long, short)]
+    pub(crate) recursive: bool,
+    /// With -r, follow symlinks (by default they are skipped with a note)
+    #[arg(short = 'L', long = "dereference", requires = "recursive")]
+    pub(crate) follow: bool,
+    /// With -r, skip files the server has under the same name with the same MD5
+    #[arg(long, requires = "recursive")]
+    pub(crate) skip_existing: bool,
 }
 
 /// Options of `get`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct GetArgs {
-    /// Files to download, by id (32 hex digits) or name
+    /// Files to download, by id (32 hex digits) or name; wildcards (`'*.pdf'`) match the
+    /// server's names
     #[arg(required = true, value_name = "ID-OR-NAME", value_parser = parse_ref)]
     pub(crate) files: Vec<FileRef>,
-    /// Where to save: a folder, or a file name when downloading one file [default: the current
-    /// folder]
+    /// Where to save, as `cp`: an existing folder, a folder to create (ending in `/`), a file
+    /// name (one file), or `-` for standard output [default: the current folder]
     #[arg(long, short, value_name = "PATH")]
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Replace existing local files
     #[arg(long, short)]
-    force: bool,
+    pub(crate) force: bool,
+    /// Download server folders and every file under them, into `PATH/FOLDER/...`
+    #[arg(long, short)]
+    pub(crate) recursive: bool,
+    /// With -r, skip files already here with the same MD5
+    #[arg(long, requires = "recursive")]
+    pub(crate) skip_existing: bool,
 }
 
 /// Options of `mv`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct MvArgs {
-    /// The file to rename, by id or name
-    #[arg(value_name = "OLD", value_parser = parse_ref)]
-    from: FileRef,
-    /// Its new name
-    #[arg(value_name = "NEW", value_parser = parse_name)]
-    to: FileName,
+    /// The files to rename, by id or name (wildcards match the server's names)
+    #[arg(value_name = "OLD", required = true, value_parser = parse_ref)]
+    from: Vec<FileRef>,
+    /// The new name; with several files, or ending in `/`, the folder they move into
+    #[arg(value_name = "NEW")]
+    to: String,
 }
 
 /// Options of `rm`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RmArgs {
-    /// The file to delete, by id or name
-    #[arg(value_name = "ID-OR-NAME", value_parser = parse_ref)]
-    file: FileRef,
+    /// The files to delete, by id or name (wildcards match the server's names)
+    #[arg(value_name = "ID-OR-NAME", required = true, value_parser = parse_ref)]
+    files: Vec<FileRef>,
 }
 
 fn parse_name(s: &str) -> Result<FileName, String> {
@@ -156,6 +176,12 @@ pub(crate) async fn put(
     ui: &Ui,
     args: &PutArgs,
 ) -> anyhow::Result<()> {
+    if args.files.iter().any(|p| p.as_os_str() == "-") {
+        return paths::put_stdin(client, ui, args).await;
+    }
+    if args.recursive {
+        return folders::put(client, ui, args).await;
+    }
     if args.name.is_some() && args.files.len() != 1 {
         ui.fail("barge: --as takes exactly one file");
         return Err(Reported(Status::Usage).into());
@@ -175,9 +201,14 @@ pub(crate) async fn put(
                 continue;
             }
         };
-        let small = tokio::fs::metadata(path)
-            .await
-            .is_ok_and(|m| m.is_file() && m.len() <= PIPELINE_MAX);
+        let meta = tokio::fs::metadata(path).await;
+        if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
+            let shown = escape(&path.display().to_string());
+            ui.fail(format_args!("Fail: {shown}: is a folder; use -r"));
+            worst = worst.max(Status::Failure);
+            continue;
+        }
+        let small = meta.is_ok_and(|m| m.is_file() && m.len() <= PIPELINE_MAX);
         if small && args.files.len() > 1 {
             batch.push(PutItem {
                 path: path.clone(),
@@ -304,28 +335,26 @@ pub(crate) async fn get(
     ui: &Ui,
     args: &GetArgs,
 ) -> anyhow::Result<()> {
-    let dest = match &args.output {
-        None => Destination::Dir(PathBuf::from(".")),
-        Some(p)
-            if p.is_dir()
-                || args.files.len() > 1
-                || p.as_os_str().to_string_lossy().ends_with('/') =>
-        {
-            Destination::Dir(p.clone())
-        }
-        Some(p) => Destination::File(p.clone()),
-    };
-    if let Destination::Dir(dir) = &dest {
-        if !dir.is_dir() {
-            ui.fail(format_args!("barge: {}: not a folder", dir.display()));
+    if args.output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+        return paths::get_stdout(client, ui, args).await;
+    }
+    if args.recursive {
+        return folders::get(client, ui, args).await;
+    }
+    let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
+    let several = files.len() > 1 || files.len() != args.files.len();
+    let dest = match paths::destination(args.output.as_deref(), several) {
+        Ok(dest) => dest,
+        Err(e) => {
+            ui.fail(format_args!("barge: {e}"));
             return Err(Reported(Status::Failure).into());
         }
+    };
+    if files.len() > 1 {
+        let status = get_batch(client, ui, &files, &dest, args.force).await;
+        return outcome(worst.max(status.err().map_or(Status::Success, |e| status_of(&e))));
     }
-    if args.files.len() > 1 {
-        return get_batch(client, ui, &args.files, &dest, args.force).await;
-    }
-    let mut worst = Status::Success;
-    for (i, file) in args.files.iter().enumerate() {
+    for (i, file) in files.iter().enumerate() {
         let shown = escape(&file.as_str());
         ui.start_bar(&shown, 0, Unit::Bytes);
         let result = client
@@ -334,7 +363,7 @@ pub(crate) async fn get(
         ui.end_bar();
         worst = worst.max(report_download(ui, &shown, result)?);
         if !client.is_usable() {
-            let rest = args.files.get(i + 1..).unwrap_or_default();
+            let rest = files.get(i + 1..).unwrap_or_default();
             not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
             break;
         }
@@ -410,32 +439,93 @@ fn report_download(
     }
 }
 
-/// `mv`.
+/// `mv`: one file to a new name, or files into a folder (`mv a b dir/`).
 pub(crate) async fn mv(
     client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &MvArgs,
 ) -> anyhow::Result<()> {
-    let from = escape(&args.from.as_str());
-    client
-        .rename(&args.from, &args.to)
-        .await
-        .with_context(|| format!("renaming {from} to {}", args.to))?;
-    ui.done(format_args!("Renamed {from} to {}", args.to))
+    let (from, mut worst) = paths::expand(client, ui, &args.from).await?;
+    let into = args.to.strip_suffix('/');
+    let into_folder = into.is_some() || args.from.len() > 1 || from.len() != args.from.len();
+    let folder = match into.unwrap_or(&args.to) {
+        to if into_folder => Some(parse_name(to).map_err(anyhow::Error::msg)?),
+        _ => None,
+    };
+    // An id alone does not say the file's name, which a move into a folder keeps.
+    let listing = if folder.is_some() && from.iter().any(|f| f.name.is_none()) {
+        Some(client.list().await.context("listing the files")?)
+    } else {
+        None
+    };
+    for file in &from {
+        let shown = escape(&file.as_str());
+        let to = match &folder {
+            None => parse_name(&args.to).map_err(anyhow::Error::msg),
+            Some(folder) => {
+                let name = file.name.clone().or_else(|| {
+                    let entries = listing.as_ref().map(|l| l.entries.as_slice());
+                    entries?
+                        .iter()
+                        .find(|e| Some(e.id) == file.id)
+                        .map(|e| e.name.clone())
+                });
+                match name {
+                    Some(name) => {
+                        let leaf = name.split_parent().1;
+                        parse_name(&format!("{folder}/{leaf}")).map_err(anyhow::Error::msg)
+                    }
+                    None => Err(anyhow::anyhow!("no such file on the server")),
+                }
+            }
+        };
+        let result = match to {
+            Ok(to) => client
+                .rename(file, &to)
+                .await
+                .map(|()| to)
+                .map_err(anyhow::Error::new),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(to) => ui.done(format_args!("Renamed {shown} to {to}"))?,
+            Err(e) => {
+                let e = e.context(format!("renaming {shown}"));
+                ui.fail(format_args!("Fail: {}", render(&e)));
+                worst = worst.max(status_of(&e));
+            }
+        }
+        if !client.is_usable() {
+            break;
+        }
+    }
+    outcome(worst)
 }
 
-/// `rm`.
+/// `rm`: each file, by id or name or wildcard, reported on its own line.
 pub(crate) async fn rm(
     client: &mut Client<AnyStream>,
     ui: &Ui,
     args: &RmArgs,
 ) -> anyhow::Result<()> {
-    let file = escape(&args.file.as_str());
-    client
-        .delete(&args.file)
-        .await
-        .with_context(|| format!("deleting {file}"))?;
-    ui.done(format_args!("Deleted {file}"))
+    let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
+    for (i, file) in files.iter().enumerate() {
+        let shown = escape(&file.as_str());
+        match client.delete(file).await {
+            Ok(()) => ui.done(format_args!("Deleted {shown}"))?,
+            Err(e) => {
+                let e = anyhow::Error::new(e).context(format!("deleting {shown}"));
+                ui.fail(format_args!("Fail: {}", render(&e)));
+                worst = worst.max(status_of(&e));
+            }
+        }
+        if !client.is_usable() {
+            let rest = files.get(i + 1..).unwrap_or_default();
+            not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
+            break;
+        }
+    }
+    outcome(worst)
 }
 
 /// The result of a command that reported each file itself: only the exit status is left.

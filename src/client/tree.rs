@@ -29,8 +29,9 @@ use crate::transfer;
 /// A local folder, walked: the files to upload and what was left out.
 #[derive(Debug, Default)]
 pub struct Walk {
-    /// The regular files, with the names they go under, in name order.
-    pub items: Vec<PutItem>,
+    /// The regular files, with the names they go under and their sizes as the walk saw them,
+    /// in name order.
+    pub files: Vec<(PutItem, u64)>,
     /// Their total size in bytes, as the walk saw it.
     pub bytes: u64,
     /// What was left out, and why.
@@ -140,8 +141,8 @@ fn walk_now(root: &Path, prefix: &FileName, follow: bool) -> Result<Walk, Client
                 continue;
             }
         };
-        match entry.metadata() {
-            Ok(meta) => walk.bytes = walk.bytes.saturating_add(meta.len()),
+        let size = match entry.metadata() {
+            Ok(meta) => meta.len(),
             Err(e) => {
                 walk.skipped.push(Skipped {
                     path,
@@ -149,8 +150,9 @@ fn walk_now(root: &Path, prefix: &FileName, follow: bool) -> Result<Walk, Client
                 });
                 continue;
             }
-        }
-        walk.items.push(PutItem { path, name });
+        };
+        walk.bytes = walk.bytes.saturating_add(size);
+        walk.files.push((PutItem { path, name }, size));
     }
     Ok(walk)
 }
@@ -360,7 +362,7 @@ mod tests {
             rustix::fs::mkfifoat(rustix::fs::CWD, root.join("fifo"), 0o600.into())?;
         }
         let walk = walk(&root, &name("up")?, false).await?;
-        let names: Vec<&str> = walk.items.iter().map(|i| i.name.as_str()).collect();
+        let names: Vec<&str> = walk.files.iter().map(|(i, _)| i.name.as_str()).collect();
         assert_eq!(names, ["up/a.txt", "up/sub/deeper/b c.txt"]);
         assert_eq!(walk.bytes, 3);
         #[cfg(unix)]
