@@ -37,6 +37,44 @@ pub(crate) struct Quirks {
     /// Answer a stored upload with this code instead of `226` (a `2xx` the client does not
     /// know, which it must read by its first digit).
     pub(crate) stored_code: Option<u16>,
+    /// Send the greeting one byte at a time, this long apart.
+    pub(crate) greeting_trickle: Option<std::time::Duration>,
+    /// Send each line of a reply whole, this long after the one before.
+    pub(crate) line_delay: Option<std::time::Duration>,
+    /// Send download bodies one byte at a time, this long apart.
+    pub(crate) body_trickle: Option<std::time::Duration>,
+}
+
+/// Writes `bytes`, one at a time `gap` apart when `gap` is set.
+async fn trickle(
+    s: &mut TcpStream,
+    bytes: &[u8],
+    gap: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let Some(gap) = gap else {
+        return s.write_all(bytes).await;
+    };
+    for b in bytes {
+        s.write_all(std::slice::from_ref(b)).await?;
+        tokio::time::sleep(gap).await;
+    }
+    Ok(())
+}
+
+/// Writes a reply, line by line `gap` apart when `gap` is set (a body, if any, goes whole).
+async fn by_line(
+    s: &mut TcpStream,
+    bytes: &[u8],
+    gap: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let Some(gap) = gap else {
+        return s.write_all(bytes).await;
+    };
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        tokio::time::sleep(gap).await;
+        s.write_all(line).await?;
+    }
+    Ok(())
 }
 
 pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
@@ -106,9 +144,12 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
         .greeting
         .clone()
         .unwrap_or_else(|| Reply::greeting().to_string());
-    s.get_mut()
-        .write_all(format!("{greeting}\n").as_bytes())
-        .await?;
+    trickle(
+        s.get_mut(),
+        format!("{greeting}\n").as_bytes(),
+        quirks.greeting_trickle,
+    )
+    .await?;
     if let Some(last) = &quirks.hang_up {
         s.get_mut()
             .write_all(format!("{last}\n").as_bytes())
@@ -187,6 +228,11 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                         let size = quirks.download_size.unwrap_or(data.len() as u64);
                         // Raw, not `Reply::file_follows`: the quirks may make the name hostile.
                         out.extend(format!("213 {size} {id} {name}\n").bytes());
+                        if quirks.body_trickle.is_some() {
+                            by_line(s.get_mut(), &out, quirks.line_delay).await?;
+                            trickle(s.get_mut(), &data, quirks.body_trickle).await?;
+                            continue;
+                        }
                         out.extend(data);
                     }
                 }
@@ -223,6 +269,6 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
             Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
             Err(e) => out.extend(format!("{}\n", Reply::for_decode_error(&e)).bytes()),
         }
-        s.get_mut().write_all(&out).await?;
+        by_line(s.get_mut(), &out, quirks.line_delay).await?;
     }
 }

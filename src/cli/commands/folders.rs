@@ -80,7 +80,7 @@ pub(super) async fn put(
     if args.skip_existing {
         files = skip_uploaded(client, ui, files, &mut tally).await?;
     }
-    worst = worst.max(send(client, ui, files, &mut tally).await?);
+    worst = worst.max(send(client, ui, files, args.follow, &mut tally).await?);
     outcome(worst)
 }
 
@@ -125,6 +125,7 @@ async fn send(
     client: &mut Client<AnyStream>,
     ui: &Ui,
     files: Vec<(PutItem, u64)>,
+    follow: bool,
     tally: &mut Tally,
 ) -> anyhow::Result<Status> {
     let total = files.len() as u64;
@@ -136,8 +137,8 @@ async fn send(
     let mut reported = 0;
     let start = Instant::now();
     ui.start_tree_bar("uploading", total, bytes);
-    let result = client
-        .put_many_within(files.into_iter().map(|(item, _)| item), |i, result| {
+    let on_result =
+        |i: usize, result: Result<barge::client::Verified, barge::client::ClientError>| {
             reported = i + 1;
             ui.tree_step(reported as u64, total, sizes.get(i).copied().unwrap_or(0));
             let Some(name) = names.get(i) else { return };
@@ -152,8 +153,14 @@ async fn send(
                 Ok(status) => worst = worst.max(status),
                 Err(e) => printing = Err(e),
             }
-        })
-        .await;
+        };
+    let items = files.into_iter().map(|(item, _)| item);
+    // Without -L, a file that became a symlink since the walk is refused, not followed.
+    let result = if follow {
+        client.put_many(items, on_result).await
+    } else {
+        client.put_many_within(items, on_result).await
+    };
     ui.end_bar();
     printing?;
     if let Err(e) = result {
