@@ -43,6 +43,8 @@ pub(crate) struct Quirks {
     pub(crate) line_delay: Option<std::time::Duration>,
     /// Send download bodies one byte at a time, this long apart.
     pub(crate) body_trickle: Option<std::time::Duration>,
+    /// Read upload bodies this many bytes at a time, this long apart.
+    pub(crate) read_trickle: Option<(usize, std::time::Duration)>,
 }
 
 /// Writes `bytes`, one at a time `gap` apart when `gap` is set.
@@ -202,7 +204,15 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                     }
                     let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
                     let mut body = vec![0u8; len];
-                    s.read_exact(&mut body).await?;
+                    match quirks.read_trickle {
+                        None => s.read_exact(&mut body).await.map(drop)?,
+                        Some((piece, gap)) => {
+                            for part in body.chunks_mut(piece.max(1)) {
+                                s.read_exact(part).await?;
+                                tokio::time::sleep(gap).await;
+                            }
+                        }
+                    }
                     if exists {
                         out.extend(b"409 File exists\n");
                     } else {

@@ -521,6 +521,32 @@ async fn a_server_trickling_a_body_is_cut_by_the_minimum_rate() -> TestResult {
     Ok(())
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_server_reading_an_upload_slowly_is_cut_by_the_minimum_rate() -> TestResult {
+    let fake = fake::start(Quirks {
+        read_trickle: Some((64 << 10, Duration::from_secs(1))),
+        ..Quirks::default()
+    })
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("big.bin");
+    // More than the socket buffers of both sides hold, so the client must wait on the server.
+    std::fs::write(&path, vec![3u8; 32 << 20])?;
+    let mut client = Client::connect(&fake.addr(), Duration::from_secs(60)).await?;
+    // Bytes move every second, so the stall timeout never fires; on loopback a write wakes
+    // only once 64 KiB are free, so the rate is raised to tell the two apart: 64 KiB/s is
+    // below it, and the socket buffers are far below a window's 60 MiB.
+    client.set_min_rate(1 << 20);
+    let name = barge::name::FileName::parse("big.bin")?;
+    let (result, took) = timed(client.upload(&path, &name, |_| {})).await;
+    assert!(
+        matches!(result, Err(ClientError::Transport(_))),
+        "{result:?}"
+    );
+    assert!(took <= Duration::from_secs(70), "{took:?}");
+    Ok(())
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_removes_the_part_file() -> TestResult {
