@@ -114,6 +114,9 @@ pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
     let shared = files.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // Each write goes out at once: with Nagle's algorithm a trickle would wait for
+            // acknowledgements in real time while a paused clock runs ahead.
+            let _ = stream.set_nodelay(true);
             let (files, quirks) = (shared.clone(), quirks.clone());
             tokio::spawn(async move {
                 let _ = session(stream, files, quirks).await;
