@@ -35,6 +35,11 @@ pub(crate) enum ClientCommand {
 }
 
 impl ClientCommand {
+    /// Whether it reads standard input (`put -`).
+    pub(crate) fn reads_stdin(&self) -> bool {
+        matches!(self, Self::Put(args) if args.files.iter().any(|p| p.as_os_str() == "-"))
+    }
+
     /// Whether it may change the server's files (the shell then refreshes its completions).
     pub(crate) fn changes_files(&self) -> bool {
         matches!(self, Self::Put(_) | Self::Mv(_) | Self::Rm(_))
@@ -342,7 +347,8 @@ pub(crate) async fn get(
         return folders::get(client, ui, args).await;
     }
     let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
-    let several = files.len() > 1 || files.len() != args.files.len();
+    // A wildcard may match one file today and several tomorrow: it always wants a folder.
+    let several = files.len() > 1 || args.files.iter().any(paths::is_pattern);
     let dest = match paths::destination(args.output.as_deref(), several) {
         Ok(dest) => dest,
         Err(e) => {

@@ -593,3 +593,25 @@ fn sigterm_removes_the_part_file() -> TestResult {
     assert!(!part_exists(), "the .part file was left behind");
     Ok(())
 }
+
+#[test]
+fn the_shell_matches_put_locally_and_get_on_the_server() -> TestResult {
+    let server = server()?;
+    let port = server.addr.port();
+    let work = tempfile::tempdir()?;
+    for f in ["a.pdf", "b.pdf", "c.txt"] {
+        std::fs::write(work.path().join(f), f.as_bytes())?;
+    }
+    barge(port, work.path())
+        .arg("shell")
+        .write_stdin("put *.pdf\nput - --as x\nget *.pdf -o out/\nbye\n")
+        .assert()
+        // `put -` is refused in the shell (its input is the script), a usage error.
+        .code(2)
+        .stdout(contains("Success: a.pdf").and(contains("Success: b.pdf")))
+        .stderr(contains("put - reads standard input"));
+    assert!(server.root.join("a.pdf").is_file() && server.root.join("b.pdf").is_file());
+    assert!(!server.root.join("c.txt").exists() && !server.root.join("x").exists());
+    assert_eq!(std::fs::read(work.path().join("out/b.pdf"))?, b"b.pdf");
+    Ok(())
+}

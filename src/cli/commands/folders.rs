@@ -192,6 +192,11 @@ pub(super) async fn get(
         return Err(Reported(Status::Failure).into());
     }
     let listing = client.list().await?;
+    if let Some(n) = listing.pending.filter(|&n| n > 0) {
+        ui.note(format_args!(
+            "({n} files on the server are still being indexed and are not included)"
+        ));
+    }
     let mut worst = Status::Success;
     let mut tally = Tally::default();
     let mut wanted: Vec<(&ListingEntry, PathBuf)> = Vec::new();
@@ -237,6 +242,18 @@ pub(super) async fn get(
             }
         }
         wanted = kept;
+    }
+    let needed: u64 = wanted.iter().map(|(e, _)| e.size).sum();
+    if let Some(free) = free_space(&into) {
+        if needed > free {
+            ui.fail(format_args!(
+                "barge: the files to download take {} and {} has only {} free",
+                indicatif::BinaryBytes(needed),
+                escape(&into.display().to_string()),
+                indicatif::BinaryBytes(free)
+            ));
+            return Err(Reported(Status::Failure).into());
+        }
     }
     let ready = tree::make_parents(&into, wanted.iter().map(|(_, p)| p.clone()).collect()).await;
     let mut items = Vec::with_capacity(wanted.len());
@@ -311,4 +328,10 @@ async fn receive(
     }
     ui.done(tally.summary("Downloaded", start.elapsed()))?;
     Ok(worst)
+}
+
+/// The free space of the disk holding `path`, if the system says.
+fn free_space(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
 }

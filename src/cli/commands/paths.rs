@@ -127,6 +127,13 @@ fn stdout_file() -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Whether an argument holds a wildcard.
+pub(super) fn is_pattern(f: &FileRef) -> bool {
+    f.name
+        .as_ref()
+        .is_some_and(|n| glob::is_pattern(n.as_str()))
+}
+
 /// Replaces each argument that holds a wildcard, and is not itself the name of a file, by the
 /// server's names it matches (listing once, only if needed). A pattern that matches nothing
 /// is reported and counts as a failure.
@@ -135,11 +142,6 @@ pub(super) async fn expand(
     ui: &Ui,
     args: &[FileRef],
 ) -> anyhow::Result<(Vec<FileRef>, Status)> {
-    let is_pattern = |f: &FileRef| {
-        f.name
-            .as_ref()
-            .is_some_and(|n| glob::is_pattern(n.as_str()))
-    };
     if !args.iter().any(is_pattern) {
         return Ok((args.to_vec(), Status::Success));
     }

@@ -198,6 +198,15 @@ impl Shell<'_> {
                 return Flow::Continue;
             }
         };
+        if command.reads_stdin() {
+            // The shell's commands come from standard input: `-` would swallow the rest.
+            self.fail_with(
+                Status::Usage,
+                "put - reads standard input, which is where this shell reads its commands; \
+                 use `barge put - --as NAME` outside the shell",
+            );
+            return Flow::Continue;
+        }
         self.run(command);
         Flow::Continue
     }
