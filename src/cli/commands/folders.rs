@@ -64,7 +64,14 @@ pub(super) async fn put(
             ));
             continue;
         }
-        let walk = tree::walk(path, &name, args.follow).await?;
+        let walk = match tree::walk(path, &name, args.follow).await {
+            Ok(walk) => walk,
+            Err(e) => {
+                worst = worst.max(fail(ui, &shown, &anyhow::Error::new(e)));
+                tally.failed.push(shown);
+                continue;
+            }
+        };
         for skipped in walk.skipped {
             let what = escape(&skipped.path.display().to_string());
             if skipped.why.is_note() {
