@@ -243,10 +243,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let start = tokio::time::Instant::now();
         let slack = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         for _ in 0..count {
-            let allowed = match bytes as u64 / self.min_rate.max(1) {
-                _ if self.min_rate == 0 || self.timeout.is_none() => None,
-                secs => Some(start + slack + Duration::from_secs(secs)),
-            };
+            let allowed = (self.min_rate > 0 && self.timeout.is_some())
+                .then(|| start + slack + Duration::from_secs(bytes as u64 / self.min_rate));
             let line = match allowed {
                 None => recv_line(&mut self.rx, self.timeout).await?,
                 Some(deadline) => {
