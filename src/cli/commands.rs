@@ -16,6 +16,10 @@ use barge::protocol::FileRef;
 use super::output::{Ui, Unit};
 use super::{Reported, Status, render, status_of};
 
+mod folders;
+mod names;
+mod paths;
+
 /// Files up to this size are pipelined with `PUT` when several are sent in a row. A refused
 /// `PUT` still carries its body, so large files use `UPLOAD`, which is refused before sending.
 const PIPELINE_MAX: u64 = 256 * 1024;
@@ -32,6 +36,11 @@ pub(crate) enum ClientCommand {
 }
 
 impl ClientCommand {
+    /// Whether it reads standard input (`put -`).
+    pub(crate) fn reads_stdin(&self) -> bool {
+        matches!(self, Self::Put(args) if args.files.iter().any(|p| p.as_os_str() == "-"))
+    }
+
     /// Whether it may change the server's files (the shell then refreshes its completions).
     pub(crate) fn changes_files(&self) -> bool {
         matches!(self, Self::Put(_) | Self::Mv(_) | Self::Rm(_))
@@ -48,8 +57,8 @@ pub(crate) async fn run(
         ClientCommand::Ls(args) => ls(client, ui, args).await,
         ClientCommand::Put(args) => put(client, ui, args).await,
         ClientCommand::Get(args) => get(client, ui, args).await,
-        ClientCommand::Mv(args) => mv(client, ui, args).await,
-        ClientCommand::Rm(args) => rm(client, ui, args).await,
+        ClientCommand::Mv(args) => names::mv(client, ui, args).await,
+        ClientCommand::Rm(args) => names::rm(client, ui, args).await,
     }
 }
 
@@ -64,46 +73,63 @@ pub(crate) struct LsArgs {
 /// Options of `put`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct PutArgs {
-    /// Local files to upload; each is stored under its file name
+    /// Local files to upload, each stored under its file name (`-`: standard input, with --as)
     #[arg(required = true, value_name = "FILE")]
     pub(crate) files: Vec<PathBuf>,
-    /// Name to store the file under (one file only); may contain folders: `photos/beach.jpg`
+    /// Name to store the file under (one file only); may contain folders: `photos/beach.jpg`.
+    /// With -r, the name of the one folder on the server
     #[arg(long = "as", value_name = "NAME", value_parser = parse_name)]
     pub(crate) name: Option<FileName>,
+    /// Upload folders and every file in them (only files travel: empty folders do not)
+    #[arg(long, short)]
+    pub(crate) recursive: bool,
+    /// With -r, follow symlinks (by default they are skipped with a note)
+    #[arg(short = 'L', long = "dereference", requires = "recursive")]
+    pub(crate) follow: bool,
+    /// With -r, skip files the server has under the same name with the same MD5
+    #[arg(long, requires = "recursive")]
+    pub(crate) skip_existing: bool,
 }
 
 /// Options of `get`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct GetArgs {
-    /// Files to download, by id (32 hex digits) or name
+    /// Files to download, by id (32 hex digits) or name; wildcards (`'*.pdf'`) match the
+    /// server's names
     #[arg(required = true, value_name = "ID-OR-NAME", value_parser = parse_ref)]
     pub(crate) files: Vec<FileRef>,
-    /// Where to save: a folder, or a file name when downloading one file [default: the current
-    /// folder]
+    /// Where to save, as `cp`: an existing folder, a folder to create (ending in `/`), a file
+    /// name (one file), or `-` for standard output [default: the current folder]
     #[arg(long, short, value_name = "PATH")]
-    output: Option<PathBuf>,
+    pub(crate) output: Option<PathBuf>,
     /// Replace existing local files
     #[arg(long, short)]
-    force: bool,
+    pub(crate) force: bool,
+    /// Download server folders and every file under them, into `PATH/FOLDER/...`
+    #[arg(long, short)]
+    pub(crate) recursive: bool,
+    /// With -r, skip files already here with the same MD5
+    #[arg(long, requires = "recursive")]
+    pub(crate) skip_existing: bool,
 }
 
 /// Options of `mv`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct MvArgs {
-    /// The file to rename, by id or name
-    #[arg(value_name = "OLD", value_parser = parse_ref)]
-    from: FileRef,
-    /// Its new name
-    #[arg(value_name = "NEW", value_parser = parse_name)]
-    to: FileName,
+    /// The files to rename, by id or name (wildcards match the server's names)
+    #[arg(value_name = "OLD", required = true, value_parser = parse_ref)]
+    from: Vec<FileRef>,
+    /// The new name; with several files, or ending in `/`, the folder they move into
+    #[arg(value_name = "NEW")]
+    to: String,
 }
 
 /// Options of `rm`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RmArgs {
-    /// The file to delete, by id or name
-    #[arg(value_name = "ID-OR-NAME", value_parser = parse_ref)]
-    file: FileRef,
+    /// The files to delete, by id or name (wildcards match the server's names)
+    #[arg(value_name = "ID-OR-NAME", required = true, value_parser = parse_ref)]
+    files: Vec<FileRef>,
 }
 
 fn parse_name(s: &str) -> Result<FileName, String> {
@@ -156,6 +182,12 @@ pub(crate) async fn put(
     ui: &Ui,
     args: &PutArgs,
 ) -> anyhow::Result<()> {
+    if args.files.iter().any(|p| p.as_os_str() == "-") {
+        return paths::put_stdin(client, ui, args).await;
+    }
+    if args.recursive {
+        return folders::put(client, ui, args).await;
+    }
     if args.name.is_some() && args.files.len() != 1 {
         ui.fail("barge: --as takes exactly one file");
         return Err(Reported(Status::Usage).into());
@@ -175,9 +207,14 @@ pub(crate) async fn put(
                 continue;
             }
         };
-        let small = tokio::fs::metadata(path)
-            .await
-            .is_ok_and(|m| m.is_file() && m.len() <= PIPELINE_MAX);
+        let meta = tokio::fs::metadata(path).await;
+        if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
+            let shown = escape(&path.display().to_string());
+            ui.fail(format_args!("Fail: {shown}: is a folder; use -r"));
+            worst = worst.max(Status::Failure);
+            continue;
+        }
+        let small = meta.is_ok_and(|m| m.is_file() && m.len() <= PIPELINE_MAX);
         if small && args.files.len() > 1 {
             batch.push(PutItem {
                 path: path.clone(),
@@ -304,28 +341,27 @@ pub(crate) async fn get(
     ui: &Ui,
     args: &GetArgs,
 ) -> anyhow::Result<()> {
-    let dest = match &args.output {
-        None => Destination::Dir(PathBuf::from(".")),
-        Some(p)
-            if p.is_dir()
-                || args.files.len() > 1
-                || p.as_os_str().to_string_lossy().ends_with('/') =>
-        {
-            Destination::Dir(p.clone())
-        }
-        Some(p) => Destination::File(p.clone()),
-    };
-    if let Destination::Dir(dir) = &dest {
-        if !dir.is_dir() {
-            ui.fail(format_args!("barge: {}: not a folder", dir.display()));
+    if args.output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
+        return paths::get_stdout(client, ui, args).await;
+    }
+    if args.recursive {
+        return folders::get(client, ui, args).await;
+    }
+    let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
+    // A wildcard may match one file today and several tomorrow: it always wants a folder.
+    let several = files.len() > 1 || args.files.iter().any(paths::is_pattern);
+    let dest = match paths::destination(args.output.as_deref(), several) {
+        Ok(dest) => dest,
+        Err(e) => {
+            ui.fail(format_args!("barge: {e}"));
             return Err(Reported(Status::Failure).into());
         }
+    };
+    if files.len() > 1 {
+        let status = get_batch(client, ui, &files, &dest, args.force).await;
+        return outcome(worst.max(status.err().map_or(Status::Success, |e| status_of(&e))));
     }
-    if args.files.len() > 1 {
-        return get_batch(client, ui, &args.files, &dest, args.force).await;
-    }
-    let mut worst = Status::Success;
-    for (i, file) in args.files.iter().enumerate() {
+    for (i, file) in files.iter().enumerate() {
         let shown = escape(&file.as_str());
         ui.start_bar(&shown, 0, Unit::Bytes);
         let result = client
@@ -334,7 +370,7 @@ pub(crate) async fn get(
         ui.end_bar();
         worst = worst.max(report_download(ui, &shown, result)?);
         if !client.is_usable() {
-            let rest = args.files.get(i + 1..).unwrap_or_default();
+            let rest = files.get(i + 1..).unwrap_or_default();
             not_attempted(ui, rest.iter().map(|f| escape(&f.as_str())));
             break;
         }
@@ -408,34 +444,6 @@ fn report_download(
             Ok(status)
         }
     }
-}
-
-/// `mv`.
-pub(crate) async fn mv(
-    client: &mut Client<AnyStream>,
-    ui: &Ui,
-    args: &MvArgs,
-) -> anyhow::Result<()> {
-    let from = escape(&args.from.as_str());
-    client
-        .rename(&args.from, &args.to)
-        .await
-        .with_context(|| format!("renaming {from} to {}", args.to))?;
-    ui.done(format_args!("Renamed {from} to {}", args.to))
-}
-
-/// `rm`.
-pub(crate) async fn rm(
-    client: &mut Client<AnyStream>,
-    ui: &Ui,
-    args: &RmArgs,
-) -> anyhow::Result<()> {
-    let file = escape(&args.file.as_str());
-    client
-        .delete(&args.file)
-        .await
-        .with_context(|| format!("deleting {file}"))?;
-    ui.done(format_args!("Deleted {file}"))
 }
 
 /// The result of a command that reported each file itself: only the exit status is left.

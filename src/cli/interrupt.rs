@@ -1,5 +1,5 @@
-//! Ctrl-C while a command runs cancels it (dropping a transfer halfway deletes its temporary
-//! file); Ctrl-C at any other time ends the program at once, as usual.
+//! Ctrl-C (or SIGTERM) while a command runs cancels it (dropping a transfer halfway deletes its
+//! temporary file); at any other time it ends the program at once, as usual.
 //!
 //! Once a program listens for Ctrl-C, the signal no longer ends it by itself, so the listener
 //! installed by `catch_interrupts` decides, by whether a command is running.
@@ -17,13 +17,28 @@ static WAKE: Notify = Notify::const_new();
 pub(super) fn install(rt: &tokio::runtime::Runtime) {
     rt.spawn(async {
         while tokio::signal::ctrl_c().await.is_ok() {
-            if RUNNING.load(SeqCst) == 0 {
-                std::process::exit(super::Status::Interrupted as i32);
-            }
-            PRESSED.fetch_add(1, SeqCst);
-            WAKE.notify_waiters();
+            press();
         }
     });
+    // SIGTERM (`kill`, a service manager) stops a command the same way, so that a
+    // download it stops still removes its temporary `.part` file.
+    #[cfg(unix)]
+    rt.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            while term.recv().await.is_some() {
+                press();
+            }
+        }
+    });
+}
+
+fn press() {
+    if RUNNING.load(SeqCst) == 0 {
+        std::process::exit(super::Status::Interrupted as i32);
+    }
+    PRESSED.fetch_add(1, SeqCst);
+    WAKE.notify_waiters();
 }
 
 /// Completes when Ctrl-C is pressed after the call.

@@ -103,6 +103,34 @@ impl Ui {
         }
     }
 
+    /// Starts the one bar of a folder transfer: bytes, with the files done out of `files` as
+    /// its message. Shown when either count is big enough to be worth it.
+    pub(crate) fn start_tree_bar(&self, label: &str, files: u64, bytes: u64) {
+        let bar = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::hidden());
+        let style = ProgressStyle::with_template(
+            "{prefix:.bold} {msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_prefix(label.to_owned());
+        bar.set_message(format!("0/{files} files"));
+        if self.bars && (bytes >= MIN_BAR_BYTES || files >= MIN_BAR_FILES) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        if let Some(old) = self.bar.replace(Some(bar)) {
+            old.finish_and_clear();
+        }
+    }
+
+    /// Moves a folder transfer's bar past one more file of `bytes` bytes.
+    pub(crate) fn tree_step(&self, done: u64, files: u64, bytes: u64) {
+        if let Some(bar) = self.bar.borrow().as_ref() {
+            bar.inc(bytes);
+            bar.set_message(format!("{done}/{files} files"));
+        }
+    }
+
     /// Moves a byte-counting bar; the first call tells its total.
     pub(crate) fn progress(&self, done: u64, total: u64) {
         if let Some(bar) = self.bar.borrow().as_ref() {
@@ -135,5 +163,78 @@ impl Ui {
             Some(bar) => bar.suspend(f),
             None => f(),
         }
+    }
+}
+
+/// What a transfer of many files achieved, for the summary line at its end.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    /// Files transferred and verified.
+    pub(crate) files: u64,
+    /// Their bytes.
+    pub(crate) bytes: u64,
+    /// Files left alone because the other side already had them (`--skip-existing`).
+    pub(crate) skipped: u64,
+    /// What failed, as shown to the user.
+    pub(crate) failed: Vec<String>,
+}
+
+/// At most this many failures are named again in a summary (each was reported on its own line).
+const SUMMARY_FAILURES: usize = 20;
+
+impl Tally {
+    /// The summary: files, bytes, time, rate, then what was skipped and what failed.
+    pub(crate) fn summary(&self, verb: &str, elapsed: std::time::Duration) -> String {
+        use std::fmt::Write as _;
+        let secs = elapsed.as_secs_f64().max(0.001);
+        let plural = if self.files == 1 { "" } else { "s" };
+        let mut out = format!(
+            "{verb} {} file{plural}, {} in {secs:.2} s ({}/s)",
+            self.files,
+            indicatif::BinaryBytes(self.bytes),
+            // Whole bytes per second: the display rounds anyway.
+            indicatif::BinaryBytes((self.bytes as f64 / secs) as u64),
+        );
+        if self.skipped > 0 {
+            let _ = write!(out, "; {} skipped (already there)", self.skipped);
+        }
+        if !self.failed.is_empty() {
+            let _ = write!(out, "; {} failed: ", self.failed.len());
+            let shown: Vec<&str> = self
+                .failed
+                .iter()
+                .take(SUMMARY_FAILURES)
+                .map(String::as_str)
+                .collect();
+            out.push_str(&shown.join(", "));
+            if self.failed.len() > SUMMARY_FAILURES {
+                let _ = write!(out, " and {} more", self.failed.len() - SUMMARY_FAILURES);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_say_files_bytes_time_rate_and_failures() {
+        let mut t = Tally {
+            files: 3,
+            bytes: 3 << 20,
+            skipped: 1,
+            failed: vec!["a".into(), "b c".into()],
+        };
+        let s = t.summary("Uploaded", std::time::Duration::from_secs(2));
+        assert_eq!(
+            s,
+            "Uploaded 3 files, 3.00 MiB in 2.00 s (1.50 MiB/s); 1 skipped (already there); 2 failed: a, b c"
+        );
+        t.failed = (0..25).map(|i| i.to_string()).collect();
+        t.skipped = 0;
+        let s = t.summary("Downloaded", std::time::Duration::from_secs(1));
+        assert!(s.ends_with(", 19 and 5 more"), "{s}");
     }
 }

@@ -44,8 +44,8 @@ pub(crate) const PUT: Word = Word {
     aliases: &["upload"],
     hidden: &[],
     summary: "Upload files with given format.",
-    usage: "put FILE... [--as NAME]",
-    about: "Upload files; each is verified by MD5",
+    usage: "put FILE... [--as NAME] [-r [-L]], put - --as NAME",
+    about: "Upload files or folders (-r), or standard input (-); each is verified by MD5",
     prompts: true,
 };
 
@@ -56,8 +56,8 @@ pub(crate) const GET: Word = Word {
     aliases: &["download"],
     hidden: &[],
     summary: "Download files from server by providing FILE ID",
-    usage: "get ID-OR-NAME... [-o PATH] [--force]",
-    about: "Download files by id or name; each is verified by MD5 before it is kept",
+    usage: "get ID-OR-NAME... [-o PATH|-] [-r] [--force]",
+    about: "Download files by id, name or wildcard, or folders (-r); each is verified by MD5 before it is kept",
     prompts: true,
 };
 
@@ -80,8 +80,8 @@ pub(crate) const MV: Word = Word {
     aliases: &["rename", "change"],
     hidden: &[],
     summary: "Rename a file on server.",
-    usage: "mv OLD NEW",
-    about: "Rename a file on the server",
+    usage: "mv OLD NEW, mv OLD... FOLDER/",
+    about: "Rename a file on the server, or move files into a folder",
     prompts: false,
 };
 
@@ -92,8 +92,8 @@ pub(crate) const RM: Word = Word {
     aliases: &["delete"],
     hidden: &[],
     summary: "Delete a file on server.",
-    usage: "rm ID-OR-NAME",
-    about: "Delete a file on the server",
+    usage: "rm ID-OR-NAME...",
+    about: "Delete files on the server (wildcards match their names)",
     prompts: false,
 };
 
@@ -261,12 +261,12 @@ mod tests {
 This is an interactive client, the following commands are available:
 
     1. LIST_FILES - List files on server.                      ls [--json]
-    2. UPLOAD - Upload files with given format.                put FILE... [--as NAME]
+    2. UPLOAD - Upload files with given format.                put FILE... [--as NAME] [-r [-L]], put - --as NAME
     3. DOWNLOAD - Download files from server by providing FILE ID
-                                                               get ID-OR-NAME... [-o PATH] [--force]
+                                                               get ID-OR-NAME... [-o PATH|-] [-r] [--force]
     4. DISCONNECT - Disconnect from server                     bye, exit, quit
-    5. RENAME - Rename a file on server.                       mv OLD NEW
-    6. DELETE - Delete a file on server.                       rm ID-OR-NAME
+    5. RENAME - Rename a file on server.                       mv OLD NEW, mv OLD... FOLDER/
+    6. DELETE - Delete a file on server.                       rm ID-OR-NAME...
     7. HELP - Show this list.
 
 Commands work in any case. UPLOAD and DOWNLOAD alone ask for the file.

@@ -45,6 +45,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.settle(result)
     }
 
+    /// Downloads a file by id or name into `out` (standard output, say) as its bytes arrive,
+    /// hashing them on the way. Unlike [`download`](Self::download), the bytes are out before
+    /// they can be checked: a [`ClientError::ChecksumMismatch`] then says that what was written
+    /// is not the file, and the reader must discard it.
+    ///
+    /// # Errors
+    /// A refusal, [`ClientError::ChecksumMismatch`] (after the bytes were written),
+    /// [`ClientError::Protocol`] for a malformed or hostile `213` header, a write error on `out`
+    /// (the rest of the body is then read and dropped), or a transport error.
+    pub async fn download_to(
+        &mut self,
+        file: &FileRef,
+        out: std::fs::File,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Downloaded, ClientError> {
+        self.usable()?;
+        let result = self.download_to_inner(file, &out, &mut progress).await;
+        self.settle(result)
+    }
+
+    async fn download_to_inner<P: FnMut(Progress)>(
+        &mut self,
+        file: &FileRef,
+        out: &std::fs::File,
+        progress: &mut P,
+    ) -> Result<Downloaded, ClientError> {
+        let reply = self.request(&Request::Download(Some(file.clone()))).await?;
+        if reply.code != Code::FILE_FOLLOWS {
+            return Err(self.unexpected(reply));
+        }
+        let header = check_header(file, &reply)?;
+        trace_body(header.size);
+        let path = Path::new("-");
+        self.rx.begin_body(self.min_rate, body_window(self.timeout));
+        let actual =
+            receive_body(&mut self.rx, self.timeout, out, path, header.size, progress).await;
+        if !matches!(&actual, Err(e) if e.is_connection_lost()) {
+            self.in_exchange = false;
+        }
+        let actual = actual?;
+        if actual != header.id {
+            return Err(ClientError::ChecksumMismatch {
+                expected: header.id,
+                actual,
+            });
+        }
+        Ok(Downloaded {
+            name: header.name,
+            id: header.id,
+            size: header.size,
+            path: path.to_owned(),
+        })
+    }
+
     async fn download_inner<P: FnMut(Progress)>(
         &mut self,
         file: &FileRef,
@@ -66,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let header = check_header(file, &reply)?;
         trace_body(header.size);
         let (rx, timeout) = (&mut self.rx, self.timeout);
+        rx.begin_body(self.min_rate, body_window(timeout));
         let saved = async {
             let path = target_or_skip(rx, timeout, file, dest, &header).await?;
             save_body(rx, timeout, &header, &path, overwrite, progress).await?;
@@ -84,6 +139,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             path,
         })
     }
+}
+
+/// The room a download must leave free on its disk: 64 MiB, or 5% of a smaller disk.
+const FREE_MARGIN: u64 = 64 << 20;
+
+/// The window a body's minimum rate is judged over: the stall timeout, as on the server.
+pub(super) fn body_window(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(super::DEFAULT_TIMEOUT)
 }
 
 /// [`target`], reading and dropping the body when the file is refused, so the connection
@@ -161,7 +224,10 @@ where
     };
     if let Ok(st) = rustix::fs::fstatvfs(temp.as_file()) {
         let available = st.f_bavail.saturating_mul(st.f_frsize);
-        if header.size > available {
+        // Keep a margin: a download that would leave the disk all but full (and the system
+        // and other programs with no room) is refused too.
+        let margin = FREE_MARGIN.min(st.f_blocks.saturating_mul(st.f_frsize) / 20);
+        if header.size.saturating_add(margin) > available {
             return Err(ClientError::InsufficientSpace {
                 path: path.to_owned(),
                 needed: header.size,

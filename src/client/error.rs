@@ -90,6 +90,18 @@ pub enum ClientError {
         /// The local path.
         path: PathBuf,
     },
+    /// A local path to upload is a folder (uploading a folder is asked for explicitly).
+    #[error("{}: is a folder", .path.display())]
+    IsAFolder {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// A local path that must be a folder (to receive downloads) is something else.
+    #[error("{}: not a folder", .path.display())]
+    NotAFolder {
+        /// The local path.
+        path: PathBuf,
+    },
     /// Asked for by id, the file came with a hidden name (`.bashrc`, say): the server, not the
     /// user, would have chosen a dot-file to create. The user must name the target (`-o`).
     #[error("the server calls this file {name}, a hidden name; give a path (-o) to save it")]
@@ -143,6 +155,8 @@ impl ClientError {
             | Self::Io { .. }
             | Self::Pairing(_)
             | Self::NotAFile { .. }
+            | Self::IsAFolder { .. }
+            | Self::NotAFolder { .. }
             | Self::AlreadyExists { .. }
             | Self::HiddenName { .. } => false,
         }

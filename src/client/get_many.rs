@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, TryAcquireError, mpsc};
 
-use super::download::{check_header, save_body, target_or_skip};
+use super::download::{body_window, check_header, save_body, target_or_skip};
 use super::exchange::{recv_reply, refusal, trace_body, trace_sent};
 use super::local::{exists_now, known_target, persist_now, temp_file_for};
 use super::{ClientError, Destination, Downloaded};
@@ -52,6 +52,7 @@ enum Sent {
     Asked {
         index: usize,
         file: FileRef,
+        dest: Destination,
         cost: usize,
     },
     /// Not asked for: refused on our side before asking.
@@ -81,10 +82,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
         files: I,
         dest: &Destination,
         overwrite: bool,
-        mut on_result: impl FnMut(usize, Result<Downloaded, ClientError>),
+        on_result: impl FnMut(usize, Result<Downloaded, ClientError>),
     ) -> Result<(), ClientError>
     where
         I: IntoIterator<Item = FileRef>,
+    {
+        let items = files.into_iter().map(|file| (file, dest.clone()));
+        self.get_each(items, overwrite, on_result).await
+    }
+
+    /// [`get_many`](Self::get_many) with a destination of its own for each file (a folder
+    /// download saves each file at its own place in the tree).
+    ///
+    /// # Errors
+    /// As [`get_many`](Self::get_many).
+    pub async fn get_each<I>(
+        &mut self,
+        items: I,
+        overwrite: bool,
+        mut on_result: impl FnMut(usize, Result<Downloaded, ClientError>),
+    ) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = (FileRef, Destination)>,
     {
         self.usable()?;
         self.in_exchange = true;
@@ -92,8 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
         let budget = Semaphore::new(LINE_BUDGET);
         let writer = write_downloads(
             &mut self.tx,
-            files,
-            dest,
+            items,
             overwrite,
             to_reader,
             &budget,
@@ -104,8 +122,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
             &mut self.chunk,
             from_writer,
             &budget,
-            Target { dest, overwrite },
-            self.timeout,
+            overwrite,
+            (self.timeout, self.min_rate),
             &mut on_result,
         );
         let result = tokio::try_join!(writer, reader).map(drop);
@@ -119,7 +137,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
 async fn write_downloads<W, I>(
     tx: &mut Connection<W>,
     files: I,
-    dest: &Destination,
     overwrite: bool,
     to_reader: mpsc::Sender<Sent>,
     budget: &Semaphore,
@@ -127,16 +144,16 @@ async fn write_downloads<W, I>(
 ) -> Result<(), ClientError>
 where
     W: AsyncRead + AsyncWrite + Unpin,
-    I: IntoIterator<Item = FileRef>,
+    I: IntoIterator<Item = (FileRef, Destination)>,
 {
     let mut files = files.into_iter().enumerate();
     let mut line = String::new();
     loop {
-        let group: Vec<(usize, FileRef)> = files.by_ref().take(GROUP).collect();
+        let group: Vec<(usize, (FileRef, Destination))> = files.by_ref().take(GROUP).collect();
         if group.is_empty() {
             break;
         }
-        for (index, file, checked) in check_targets(group, dest, overwrite).await {
+        for (index, (file, dest), checked) in check_targets(group, overwrite).await {
             let sent = match checked {
                 Err(error) => Sent::Skipped { index, error },
                 Ok(()) => {
@@ -159,7 +176,12 @@ where
                     }
                     trace_sent(&line);
                     tx.queue_bytes(line.as_bytes());
-                    Sent::Asked { index, file, cost }
+                    Sent::Asked {
+                        index,
+                        file,
+                        dest,
+                        cost,
+                    }
                 }
             };
             match to_reader.try_send(sent) {
@@ -184,14 +206,13 @@ where
 /// refuses its item (as [`Client::download`](super::Client::download) does), unless
 /// `overwrite`. The reader checks every target again once it is known for sure.
 async fn check_targets(
-    group: Vec<(usize, FileRef)>,
-    dest: &Destination,
+    group: Vec<(usize, (FileRef, Destination))>,
     overwrite: bool,
-) -> Vec<(usize, FileRef, Result<(), ClientError>)> {
+) -> Vec<(usize, (FileRef, Destination), Result<(), ClientError>)> {
     let mut checked = Vec::with_capacity(group.len());
     let mut paths = Vec::new();
-    for (index, file) in group {
-        let known = known_target(&file, dest);
+    for (index, (file, dest)) in group {
+        let known = known_target(&file, &dest);
         let result = match known {
             Ok(Some(path)) if !overwrite => {
                 paths.push((checked.len(), path));
@@ -200,7 +221,7 @@ async fn check_targets(
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };
-        checked.push((index, file, result));
+        checked.push((index, (file, dest), result));
     }
     if paths.is_empty() {
         return checked;
@@ -221,20 +242,13 @@ async fn check_targets(
     checked
 }
 
-/// Where the reader saves the files.
-#[derive(Clone, Copy)]
-struct Target<'a> {
-    dest: &'a Destination,
-    overwrite: bool,
-}
-
 async fn read_downloads<R>(
     rx: &mut Connection<R>,
     chunk: &mut Vec<u8>,
     mut from_writer: mpsc::Receiver<Sent>,
     budget: &Semaphore,
-    to: Target<'_>,
-    timeout: Option<Duration>,
+    overwrite: bool,
+    (timeout, min_rate): (Option<Duration>, u64),
     on_result: &mut impl FnMut(usize, Result<Downloaded, ClientError>),
 ) -> Result<(), ClientError>
 where
@@ -243,8 +257,19 @@ where
     while let Some(sent) = from_writer.recv().await {
         let (index, outcome) = match sent {
             Sent::Skipped { index, error } => (index, Err(error)),
-            Sent::Asked { index, file, cost } => {
-                let outcome = receive(rx, chunk, &file, to, timeout).await;
+            Sent::Asked {
+                index,
+                file,
+                dest,
+                cost,
+            } => {
+                let to = Target {
+                    dest: &dest,
+                    overwrite,
+                    timeout,
+                    min_rate,
+                };
+                let outcome = receive(rx, chunk, &file, to).await;
                 budget.add_permits(cost);
                 (index, outcome)
             }
@@ -258,6 +283,15 @@ where
     Ok(())
 }
 
+/// Where and how the reader saves one file.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    dest: &'a Destination,
+    overwrite: bool,
+    timeout: Option<Duration>,
+    min_rate: u64,
+}
+
 /// Reads the reply to one `DOWNLOAD` and saves its body. Unless the error is one that loses the
 /// connection, the reply has been read in full on return.
 async fn receive<R>(
@@ -265,17 +299,18 @@ async fn receive<R>(
     chunk: &mut Vec<u8>,
     file: &FileRef,
     to: Target<'_>,
-    timeout: Option<Duration>,
 ) -> Result<Downloaded, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
 {
+    let timeout = to.timeout;
     let reply = recv_reply(rx, timeout).await?;
     if reply.code != Code::FILE_FOLLOWS {
         return Err(refusal(reply));
     }
     let header = check_header(file, &reply)?;
     trace_body(header.size);
+    rx.begin_body(to.min_rate, body_window(timeout));
     let path = target_or_skip(rx, timeout, file, to.dest, &header).await?;
     if header.size <= SMALL {
         let size = usize::try_from(header.size).unwrap_or(usize::MAX);

@@ -73,21 +73,65 @@ pub(super) fn target(
 /// trip to the blocking pool.
 pub(super) async fn open_regular(path: &Path) -> Result<(std::fs::File, u64), ClientError> {
     let owned = path.to_owned();
-    transfer::blocking(move || open_regular_now(&owned))
+    transfer::blocking(move || open_regular_now(&owned, Follow::Yes))
         .await
         .map_err(ClientError::io(path))?
 }
 
+/// Whether opening a local file may follow a symlink in its last component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Follow {
+    /// A path the user named: a symlink is followed, as every tool does.
+    Yes,
+    /// A path found by walking a folder: a symlink swapped in after the walk is not followed,
+    /// so nothing outside the folder is read.
+    No,
+}
+
 /// [`open_regular`], for code already on a blocking thread.
-pub(super) fn open_regular_now(path: &Path) -> Result<(std::fs::File, u64), ClientError> {
-    let file = std::fs::File::open(path).map_err(ClientError::io(path))?;
+///
+/// A FIFO, socket or device is refused before it is opened (opening a FIFO for reading waits
+/// for a writer, forever if none comes), and opened without blocking in case one was swapped
+/// in after the check; the open file is checked again, so only a regular file is ever read.
+pub(super) fn open_regular_now(
+    path: &Path,
+    follow: Follow,
+) -> Result<(std::fs::File, u64), ClientError> {
+    let meta = match follow {
+        Follow::Yes => std::fs::metadata(path),
+        Follow::No => std::fs::symlink_metadata(path),
+    }
+    .map_err(ClientError::io(path))?;
+    check_regular(path, &meta)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut flags = rustix::fs::OFlags::NONBLOCK;
+        if follow == Follow::No {
+            flags |= rustix::fs::OFlags::NOFOLLOW;
+        }
+        options.custom_flags(i32::try_from(flags.bits()).unwrap_or_default());
+    }
+    let file = options.open(path).map_err(ClientError::io(path))?;
     let meta = file.metadata().map_err(ClientError::io(path))?;
+    check_regular(path, &meta)?;
+    Ok((file, meta.len()))
+}
+
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), ClientError> {
+    if meta.is_dir() {
+        return Err(ClientError::IsAFolder {
+            path: path.to_owned(),
+        });
+    }
     if !meta.is_file() {
         return Err(ClientError::NotAFile {
             path: path.to_owned(),
         });
     }
-    Ok((file, meta.len()))
+    Ok(())
 }
 
 /// How much of a chunk of `max` bytes the `left` bytes of a body fill.

@@ -14,17 +14,21 @@
 //!
 //! This file holds the connection and the one-line commands; the rest is split by job:
 //! [`exchange`] (request and reply, staying in step), `upload`, `download`, `put_many`,
-//! `get_many`, `local` (temporary files, targets, leaf checks) and `types`.
+//! `get_many`, `local` (temporary files, targets, leaf checks), `types`, and two public helpers
+//! with no network I/O: [`tree`] (folders: walking, placing, local ids) and [`glob`]
+//! (wildcards over server names).
 
 mod download;
 mod error;
 mod exchange;
 mod get_many;
+pub mod glob;
 mod local;
 mod login;
 mod put_many;
 mod secure;
 mod split;
+pub mod tree;
 mod types;
 mod upload;
 
@@ -55,6 +59,12 @@ pub const DEFAULT_PORT: u16 = 65432;
 /// long as bytes keep moving. It matches the server's own body stall limit.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The slowest a body or a listing may move, in bytes per second, judged over windows as long
+/// as the stall timeout: a server trickling a byte just often enough to dodge the stall timeout
+/// still cannot hold a transfer (or a command) open forever. The same default as the server's
+/// `--min-rate`.
+pub const DEFAULT_MIN_RATE: u64 = 1024;
+
 /// The most listing lines accepted in one `210` reply. A count is a promise from the server, not
 /// a fact: past this, the reply is refused rather than trusted with unbounded memory.
 pub const MAX_LISTING_ENTRIES: u64 = 1_000_000;
@@ -78,6 +88,8 @@ pub struct Client<S> {
     /// Requests and upload bodies.
     tx: Connection<WriteSide<WriteHalf<S>>>,
     timeout: Option<Duration>,
+    /// The minimum body and listing rate ([`DEFAULT_MIN_RATE`]); 0 turns it off.
+    min_rate: u64,
     greeting: Reply,
     /// Reused for every chunk of every transfer.
     chunk: Vec<u8>,
@@ -127,6 +139,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             rx: Connection::new(ReadSide(r)),
             tx: Connection::new(WriteSide(w)),
             timeout,
+            min_rate: DEFAULT_MIN_RATE,
             greeting: Reply::new(Code::GREETING, ""),
             chunk: vec![0; crate::transfer::CHUNK],
             in_exchange: false,
@@ -162,6 +175,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// Changes the stall timeout of every later step (`None`: wait forever).
     pub fn set_timeout(&mut self, timeout: Option<Duration>) {
         self.timeout = timeout;
+    }
+
+    /// Changes the minimum rate (bytes per second, 0: none) every later body and listing must
+    /// keep over each window of the stall timeout ([`DEFAULT_MIN_RATE`]).
+    pub fn set_min_rate(&mut self, bytes_per_second: u64) {
+        self.min_rate = bytes_per_second;
     }
 
     /// Whether the connection can still be used for another request.
@@ -223,8 +242,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         // Not `with_capacity(count)`: the count is the server's word.
         let mut entries = Vec::new();
         let mut bytes = 0;
+        // The whole listing is bounded in time, not just each line: it may take the stall
+        // timeout plus as long as its bytes need at the minimum rate, so a server trickling
+        // lines just fast enough to dodge the per-line timeout still cannot hold it open.
+        let start = tokio::time::Instant::now();
+        let slack = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         for _ in 0..count {
-            let line = recv_line(&mut self.rx, self.timeout).await?;
+            let allowed = (self.min_rate > 0 && self.timeout.is_some())
+                .then(|| start + slack + Duration::from_secs(bytes as u64 / self.min_rate));
+            let line = match allowed {
+                None => recv_line(&mut self.rx, self.timeout).await?,
+                Some(deadline) => {
+                    tokio::time::timeout_at(deadline, recv_line(&mut self.rx, self.timeout))
+                        .await
+                        .map_err(|_| {
+                            ClientError::Transport(TransportError::TimedOut(deadline - start))
+                        })??
+                }
+            };
             bytes += line.len();
             if bytes > MAX_LISTING_BYTES {
                 return Err(ClientError::Protocol(format!(

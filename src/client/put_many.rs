@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::exchange::{recv_reply, trace_sent};
-use super::local::open_regular_now;
+use super::local::{Follow, open_regular_now};
 use super::upload::verify_stored;
 use super::{ClientError, Verified};
 use crate::name::FileName;
@@ -66,12 +66,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
     pub async fn put_many<I>(
         &mut self,
         items: I,
+        on_result: impl FnMut(usize, Result<Verified, ClientError>),
+    ) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = PutItem>,
+    {
+        self.put_batch(items, Follow::Yes, on_result).await
+    }
+
+    /// [`put_many`](Self::put_many) for files found by walking a folder
+    /// ([`tree::walk`](super::tree::walk)): a file that became a symlink since the walk is refused rather
+    /// than followed, so nothing outside the folder is read.
+    ///
+    /// # Errors
+    /// As [`put_many`](Self::put_many).
+    pub async fn put_many_within<I>(
+        &mut self,
+        items: I,
+        on_result: impl FnMut(usize, Result<Verified, ClientError>),
+    ) -> Result<(), ClientError>
+    where
+        I: IntoIterator<Item = PutItem>,
+    {
+        self.put_batch(items, Follow::No, on_result).await
+    }
+
+    async fn put_batch<I>(
+        &mut self,
+        items: I,
+        follow: Follow,
         mut on_result: impl FnMut(usize, Result<Verified, ClientError>),
     ) -> Result<(), ClientError>
     where
         I: IntoIterator<Item = PutItem>,
     {
         self.usable()?;
+        // No minimum rate for the pipelined stream (its writer also waits on replies, which
+        // have their own timeout); an earlier upload's must not carry over.
+        self.tx.begin_body(0, std::time::Duration::ZERO);
         self.in_exchange = true;
         let mut mismatched = Vec::new();
         let (to_reader, from_writer) = mpsc::channel(IN_FLIGHT);
@@ -79,6 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
             &mut self.tx,
             &mut self.chunk,
             items,
+            follow,
             to_reader,
             self.timeout,
         );
@@ -108,6 +141,7 @@ async fn write_puts<W, I>(
     tx: &mut crate::transport::Connection<W>,
     chunk: &mut Vec<u8>,
     items: I,
+    follow: Follow,
     to_reader: mpsc::Sender<Sent>,
     timeout: Option<std::time::Duration>,
 ) -> Result<(), ClientError>
@@ -119,7 +153,7 @@ where
     let mut line = String::new();
     for (index, item) in items.into_iter().enumerate() {
         let PutItem { path, name } = item;
-        let (path, opened) = open_and_fill(path, chunk).await;
+        let (path, opened) = open_and_fill(path, follow, chunk).await;
         let sent = match opened {
             Err(error) => Sent::Skipped { index, error },
             Ok(opened) => {
@@ -228,11 +262,12 @@ fn chunk_len(size: u64) -> usize {
 /// so one instead of four (open, stat, read, hash) matters. Returns the path back.
 async fn open_and_fill(
     path: PathBuf,
+    follow: Follow,
     chunk: &mut Vec<u8>,
 ) -> (PathBuf, Result<Opened, ClientError>) {
     let mut buf = std::mem::take(chunk);
     let job = transfer::blocking(move || {
-        let result = open_now(&path, &mut buf);
+        let result = open_now(&path, follow, &mut buf);
         (path, buf, result)
     });
     match job.await {
@@ -253,8 +288,8 @@ async fn open_and_fill(
 }
 
 /// The blocking part of [`open_and_fill`].
-fn open_now(path: &Path, buf: &mut [u8]) -> Result<Opened, ClientError> {
-    let (mut file, size) = open_regular_now(path)?;
+fn open_now(path: &Path, follow: Follow, buf: &mut [u8]) -> Result<Opened, ClientError> {
+    let (mut file, size) = open_regular_now(path, follow)?;
     if size > buf.len() as u64 {
         return Ok(Opened::Large { file, size });
     }

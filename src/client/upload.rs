@@ -40,6 +40,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         result
     }
 
+    /// [`upload`](Self::upload) of a file already open (a spooled copy of standard input,
+    /// say); `label` names it in errors. It must be a regular file, read from its start.
+    ///
+    /// # Errors
+    /// As [`upload`](Self::upload).
+    pub async fn upload_file(
+        &mut self,
+        file: std::fs::File,
+        label: &Path,
+        name: &FileName,
+        mut progress: impl FnMut(Progress),
+    ) -> Result<Verified, ClientError> {
+        self.usable()?;
+        let result = async {
+            let meta = file.metadata().map_err(ClientError::io(label))?;
+            if !meta.is_file() {
+                return Err(ClientError::NotAFile {
+                    path: label.to_owned(),
+                });
+            }
+            self.upload_opened(file, meta.len(), label, name, &mut progress)
+                .await
+        }
+        .await;
+        let result = self.settle(result);
+        if let Err(ClientError::ChecksumMismatch { .. }) = result {
+            self.delete_bad_copy(name).await;
+        }
+        result
+    }
+
     async fn upload_inner<P: FnMut(Progress)>(
         &mut self,
         path: &Path,
@@ -47,6 +78,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         progress: &mut P,
     ) -> Result<Verified, ClientError> {
         let (file, size) = open_regular(path).await?;
+        self.upload_opened(file, size, path, name, progress).await
+    }
+
+    async fn upload_opened<P: FnMut(Progress)>(
+        &mut self,
+        file: std::fs::File,
+        size: u64,
+        path: &Path,
+        name: &FileName,
+        progress: &mut P,
+    ) -> Result<Verified, ClientError> {
         let reply = self
             .request(&Request::Upload(Some(UploadSpec {
                 name: name.clone(),
@@ -57,6 +99,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             return Err(self.unexpected(reply));
         }
         trace_body(size);
+        self.tx
+            .begin_body(self.min_rate, super::download::body_window(self.timeout));
         let mut source = transfer::Source::new(file, size, true).map_err(ClientError::io(path))?;
         let mut done = 0;
         progress(Progress { done, total: size });

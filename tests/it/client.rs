@@ -159,7 +159,7 @@ async fn refusals_keep_the_connection_usable() -> TestResult {
             .await;
         assert!(matches!(r, Err(ClientError::Io { .. })), "{r:?}");
         let r = client.upload(dir.path(), &name("x")?, |_| {}).await;
-        assert!(matches!(r, Err(ClientError::NotAFile { .. })), "{r:?}");
+        assert!(matches!(r, Err(ClientError::IsAFolder { .. })), "{r:?}");
         assert!(client.is_usable());
         assert_eq!(client.list().await?.entries.len(), 1);
         Ok(())

@@ -37,6 +37,46 @@ pub(crate) struct Quirks {
     /// Answer a stored upload with this code instead of `226` (a `2xx` the client does not
     /// know, which it must read by its first digit).
     pub(crate) stored_code: Option<u16>,
+    /// Send the greeting one byte at a time, this long apart.
+    pub(crate) greeting_trickle: Option<std::time::Duration>,
+    /// Send each line of a reply whole, this long after the one before.
+    pub(crate) line_delay: Option<std::time::Duration>,
+    /// Send download bodies one byte at a time, this long apart.
+    pub(crate) body_trickle: Option<std::time::Duration>,
+    /// Read upload bodies this many bytes at a time, this long apart.
+    pub(crate) read_trickle: Option<(usize, std::time::Duration)>,
+}
+
+/// Writes `bytes`, one at a time `gap` apart when `gap` is set.
+async fn trickle(
+    s: &mut TcpStream,
+    bytes: &[u8],
+    gap: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let Some(gap) = gap else {
+        return s.write_all(bytes).await;
+    };
+    for b in bytes {
+        s.write_all(std::slice::from_ref(b)).await?;
+        tokio::time::sleep(gap).await;
+    }
+    Ok(())
+}
+
+/// Writes a reply, line by line `gap` apart when `gap` is set (a body, if any, goes whole).
+async fn by_line(
+    s: &mut TcpStream,
+    bytes: &[u8],
+    gap: Option<std::time::Duration>,
+) -> std::io::Result<()> {
+    let Some(gap) = gap else {
+        return s.write_all(bytes).await;
+    };
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        tokio::time::sleep(gap).await;
+        s.write_all(line).await?;
+    }
+    Ok(())
 }
 
 pub(crate) type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
@@ -74,6 +114,9 @@ pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
     let shared = files.clone();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            // Each write goes out at once: with Nagle's algorithm a trickle would wait for
+            // acknowledgements in real time while a paused clock runs ahead.
+            let _ = stream.set_nodelay(true);
             let (files, quirks) = (shared.clone(), quirks.clone());
             tokio::spawn(async move {
                 let _ = session(stream, files, quirks).await;
@@ -106,9 +149,12 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
         .greeting
         .clone()
         .unwrap_or_else(|| Reply::greeting().to_string());
-    s.get_mut()
-        .write_all(format!("{greeting}\n").as_bytes())
-        .await?;
+    trickle(
+        s.get_mut(),
+        format!("{greeting}\n").as_bytes(),
+        quirks.greeting_trickle,
+    )
+    .await?;
     if let Some(last) = &quirks.hang_up {
         s.get_mut()
             .write_all(format!("{last}\n").as_bytes())
@@ -161,7 +207,15 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                     }
                     let len = usize::try_from(spec.size).map_err(std::io::Error::other)?;
                     let mut body = vec![0u8; len];
-                    s.read_exact(&mut body).await?;
+                    match quirks.read_trickle {
+                        None => s.read_exact(&mut body).await.map(drop)?,
+                        Some((piece, gap)) => {
+                            for part in body.chunks_mut(piece.max(1)) {
+                                s.read_exact(part).await?;
+                                tokio::time::sleep(gap).await;
+                            }
+                        }
+                    }
                     if exists {
                         out.extend(b"409 File exists\n");
                     } else {
@@ -187,6 +241,11 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                         let size = quirks.download_size.unwrap_or(data.len() as u64);
                         // Raw, not `Reply::file_follows`: the quirks may make the name hostile.
                         out.extend(format!("213 {size} {id} {name}\n").bytes());
+                        if quirks.body_trickle.is_some() {
+                            by_line(s.get_mut(), &out, quirks.line_delay).await?;
+                            trickle(s.get_mut(), &data, quirks.body_trickle).await?;
+                            continue;
+                        }
                         out.extend(data);
                     }
                 }
@@ -223,6 +282,6 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
             Ok(_) => out.extend(b"400 Prompt forms are not supported by the fake server\n"),
             Err(e) => out.extend(format!("{}\n", Reply::for_decode_error(&e)).bytes()),
         }
-        s.get_mut().write_all(&out).await?;
+        by_line(s.get_mut(), &out, quirks.line_delay).await?;
     }
 }

@@ -14,6 +14,7 @@ mod client;
 mod common;
 mod fake;
 mod faults;
+mod folders;
 mod hostile;
 mod load;
 mod pinning;

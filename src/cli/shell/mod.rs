@@ -9,9 +9,11 @@
 //! The words are those of the original clients (`LIST_FILES`, `UPLOAD`, `DOWNLOAD`,
 //! `DISCONNECT`, in any case) and the short forms of the one-shot commands, with the same
 //! options. Arguments are split on spaces; quote them (`"my file.txt"`) or escape the spaces
-//! (`my\ file.txt`) to keep them together.
+//! (`my\ file.txt`) to keep them together. `~` is the home folder; `put *.pdf` matches local
+//! files, `get *.pdf` and `rm old/*` the server's names.
 
 mod completion;
+mod expand;
 mod input;
 
 use std::io::{self, IsTerminal as _};
@@ -183,6 +185,8 @@ impl Shell<'_> {
                 None => return Flow::Continue,
             }
         }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let words = expand::expand(words, word.is(&words::PUT), home.as_deref());
         let command = match words::parse::<Line, _, _>(&words) {
             Ok(line) => line.command,
             Err(e) => {
@@ -194,6 +198,15 @@ impl Shell<'_> {
                 return Flow::Continue;
             }
         };
+        if command.reads_stdin() {
+            // The shell's commands come from standard input: `-` would swallow the rest.
+            self.fail_with(
+                Status::Usage,
+                "put - reads standard input, which is where this shell reads its commands; \
+                 use `barge put - --as NAME` outside the shell",
+            );
+            return Flow::Continue;
+        }
         self.run(command);
         Flow::Continue
     }
