@@ -23,3 +23,4 @@ mod server;
 mod spec;
 mod support;
 mod tls;
+mod web;
