@@ -37,7 +37,6 @@ use crate::id::FileId;
 use crate::name::{FileName, STATE_DIR};
 
 const TMP_DIR: &str = "tmp";
-const INDEX_FILE: &str = "index.redb";
 
 /// The shared folder as a [`Backend`].
 #[derive(Debug)]
@@ -50,7 +49,9 @@ pub struct FolderBackend {
 struct Inner {
     root_path: PathBuf,
     root: OwnedFd,
-    tmp: OwnedFd,
+    /// The temp area. Replaced when it is found deleted (someone removed `.barge/tmp` while
+    /// the server ran): uploads then recreate it instead of failing until a restart.
+    tmp: Mutex<Arc<OwnedFd>>,
     config: StoreConfig,
     index: Mutex<Index>,
     persist: Mutex<Persist>,
@@ -93,16 +94,15 @@ impl FolderBackend {
         let state = ensure_dir(&root_fd, STATE_DIR)?;
         let tmp = ensure_dir(&state, TMP_DIR)?;
         clear_dir(&tmp)?;
-        let (persist, index) =
-            Persist::open(&root.join(STATE_DIR).join(INDEX_FILE)).map_err(|e| match e {
-                redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
-                e => StoreError::Backend(Box::new(e)),
-            })?;
+        let (persist, index) = Persist::open(&state).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+            e => StoreError::Backend(Box::new(e)),
+        })?;
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             root_path: root.to_path_buf(),
             root: root_fd,
-            tmp,
+            tmp: Mutex::new(Arc::new(tmp)),
             config,
             index: Mutex::new(index),
             persist: Mutex::new(persist),
@@ -123,6 +123,22 @@ impl FolderBackend {
 }
 
 impl Inner {
+    fn tmp_dir(&self) -> Arc<OwnedFd> {
+        Arc::clone(&lock(&self.tmp))
+    }
+
+    /// Recreates the temp area (and the state folder) after `stale` was found deleted, unless
+    /// another upload already did; returns the one to use.
+    fn renew_tmp(&self, stale: &Arc<OwnedFd>) -> Result<Arc<OwnedFd>, StoreError> {
+        let mut tmp = lock(&self.tmp);
+        if Arc::ptr_eq(&tmp, stale) {
+            let state = ensure_dir(&self.root, STATE_DIR)?;
+            *tmp = Arc::new(ensure_dir(&state, TMP_DIR)?);
+            tracing::warn!("the temp area was deleted while running; recreated it");
+        }
+        Ok(Arc::clone(&tmp))
+    }
+
     fn open_parent_for_write<'n>(
         &self,
         name: &'n FileName,

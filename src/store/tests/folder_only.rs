@@ -146,3 +146,51 @@ async fn listing_hashes_only_for_its_time_budget() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Issue 10 item 11: `.barge/tmp` (or all of `.barge`) deleted while running is recreated by the
+/// next upload instead of breaking every upload until a restart.
+#[tokio::test]
+async fn deleted_temp_area_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "before", b"1").await.unwrap();
+    std::fs::remove_dir(dir.path().join(".barge/tmp")).unwrap();
+    put(&store, "after-tmp", b"2").await.unwrap();
+    assert!(dir.path().join(".barge/tmp").is_dir());
+    std::fs::remove_dir_all(dir.path().join(".barge")).unwrap();
+    put(&store, "after-state", b"3").await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("after-state")).unwrap(), b"3");
+    assert_eq!(names(&store).await, ["after-state", "after-tmp", "before"]);
+}
+
+/// Issue 10 item 1: an index cut short (redb panicked on it) is set aside and rebuilt when
+/// the store opens, and the files are listed with their true ids.
+#[tokio::test]
+async fn truncated_index_is_rebuilt_at_open() {
+    use md5::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..50 {
+        put(&store, &format!("f{i}"), format!("body {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    store.close();
+    drop(store);
+    let index = dir.path().join(".barge/index.redb");
+    let len = std::fs::metadata(&index).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap();
+    file.set_len(len - 1).unwrap();
+    drop(file);
+    let store = open(dir.path());
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.entries.len() + listed.pending, 50);
+    for e in &listed.entries {
+        let i = &e.name.as_str()[1..];
+        let want: [u8; 16] = md5::Md5::digest(format!("body {i}").as_bytes()).into();
+        assert_eq!(e.id, FileId(want));
+    }
+}
