@@ -198,7 +198,9 @@ pub fn reply_for(err: &StoreError) -> Reply {
         | StoreError::NotAFolder(_) => Code::CONFLICT,
         StoreError::ReadOnly => Code::FORBIDDEN,
         StoreError::TooLarge { .. } => Code::TOO_LARGE,
-        StoreError::InsufficientStorage { .. } | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
+        StoreError::InsufficientStorage { .. }
+        | StoreError::InsufficientInodes { .. }
+        | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
         StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,
     };

@@ -68,6 +68,16 @@ pub enum StoreError {
         /// Bytes available.
         available: u64,
     },
+    /// Not enough free inodes (file slots) on the disk for an upload.
+    #[error(
+        "not enough free file slots (inodes) on the disk: {needed} needed, {available} available"
+    )]
+    InsufficientInodes {
+        /// Inodes needed (the file, its folders, uploads in progress and the reserve).
+        needed: u64,
+        /// Inodes available.
+        available: u64,
+    },
     /// The disk filled up while an upload was being written.
     #[error("the disk is full")]
     DiskFull,

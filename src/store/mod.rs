@@ -45,6 +45,9 @@ pub struct StoreConfig {
     pub max_file_size: u64,
     /// Free space to leave on the disk after an upload, in bytes.
     pub min_free_space: u64,
+    /// Free inodes (file slots) to leave on the disk after an upload, where the backend counts
+    /// them: a disk can run out of inodes with most of its bytes free.
+    pub min_free_inodes: u64,
     /// How many bytes of not-yet-hashed files a listing hashes before it answers; larger files
     /// are hashed in the background and listed once their id is known.
     pub inline_hash_budget: u64,
@@ -61,11 +64,21 @@ impl Default for StoreConfig {
             read_only: false,
             max_file_size: 1 << 40,
             min_free_space: 64 << 20,
+            min_free_inodes: 4096,
             inline_hash_budget: 64 << 20,
             inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
         }
     }
+}
+
+/// What a backend can still store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes.
+    pub bytes: u64,
+    /// Files and folders (inodes), when the backend has such a limit and can tell it.
+    pub inodes: Option<u64>,
 }
 
 /// One stored file with a known id.
@@ -227,12 +240,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deletes a file.
     async fn delete(&self, name: &FileName) -> Result<(), StoreError>;
 
-    /// Bytes that can still be stored. Called on the runtime thread before each upload, so it
+    /// Bytes (and files) that can still be stored. Called on the runtime thread before each upload, so it
     /// must be cheap (one `statvfs`, or a configured quota).
     ///
     /// # Errors
     /// If the backend cannot tell.
-    fn free_space(&self) -> Result<u64, StoreError>;
+    fn free_space(&self) -> Result<Space, StoreError>;
 
     /// Saves what must be saved and stops background work; reads still work afterwards.
     fn close(&self);

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Backend, Download, FolderBackend, Listing, Staged, StoreConfig, StoreError, Target};
+use super::{
+    Backend, Download, FolderBackend, Listing, Space, Staged, StoreConfig, StoreError, Target,
+};
 use crate::id::FileId;
 use crate::name::FileName;
 
@@ -25,14 +27,48 @@ pub struct Store {
 /// conflicts cheap to find: every folder of them, and the canonical forms of non-ASCII ones.
 #[derive(Debug, Default)]
 struct Uploads {
-    /// Name → declared size.
-    names: HashMap<FileName, u64>,
+    /// Name → what its upload declared, received and holds.
+    names: HashMap<FileName, Held>,
     /// Folder (as text) → how many reserved names are under it.
     folders: HashMap<String, usize>,
     /// Canonical form → the non-ASCII reserved names with it.
     canonical: HashMap<String, Vec<FileName>>,
-    /// Sum of the declared sizes.
+    /// Sum of what the uploads hold ([`Held::hold`]).
     bytes: u64,
+}
+
+/// The least an upload holds ahead of its bytes (or its whole size, when smaller): enough for
+/// the first seconds of a fast upload.
+const HOLD_FLOOR: u64 = 16 << 20;
+
+/// One upload's claim on the free space.
+///
+/// The threat: a client that declares most of the free space and then trickles would have every
+/// other upload refused for as long as it trickles (issue 10, item 3). So an upload holds space
+/// for the bytes it has *yet* to write only as far as it has shown it sends them: as much again as
+/// it has received (at least [`HOLD_FLOOR`]), never more than what is left. So no upload holds
+/// more than half of its declared size (or the floor), whatever it declares. Bytes already
+/// written are on the disk and counted by the free-space figure itself, so they are not held
+/// twice. An upload that outruns its hold may meet a full disk (`507`) where another took the
+/// space meanwhile: the one that claimed without sending pays, not the others.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    declared: u64,
+    written: u64,
+}
+
+/// What the other writes in progress hold when one begins.
+#[derive(Clone, Copy, Debug)]
+struct Others {
+    bytes: u64,
+    uploads: u64,
+}
+
+impl Held {
+    fn hold(&self) -> u64 {
+        let remaining = self.declared.saturating_sub(self.written);
+        remaining.min(self.written.max(HOLD_FLOOR))
+    }
 }
 
 impl Uploads {
@@ -75,9 +111,9 @@ impl Uploads {
         })
     }
 
-    fn insert(&mut self, name: &FileName, size: u64) {
-        self.names.insert(name.clone(), size);
-        self.bytes = self.bytes.saturating_add(size);
+    fn insert(&mut self, name: &FileName, held: Held) {
+        self.names.insert(name.clone(), held);
+        self.bytes = self.bytes.saturating_add(held.hold());
         let text = name.as_str();
         for (at, _) in text.match_indices('/') {
             *self.folders.entry(text[..at].to_owned()).or_default() += 1;
@@ -90,11 +126,21 @@ impl Uploads {
         }
     }
 
+    /// Counts `n` more bytes received for `name`: its hold follows.
+    fn progress(&mut self, name: &FileName, n: u64) {
+        if let Some(held) = self.names.get_mut(name) {
+            let before = held.hold();
+            held.written = held.written.saturating_add(n);
+            let after = held.hold();
+            self.bytes = self.bytes.saturating_sub(before).saturating_add(after);
+        }
+    }
+
     fn remove(&mut self, name: &FileName) {
-        let Some(size) = self.names.remove(name) else {
+        let Some(held) = self.names.remove(name) else {
             return;
         };
-        self.bytes = self.bytes.saturating_sub(size);
+        self.bytes = self.bytes.saturating_sub(held.hold());
         let text = name.as_str();
         for (at, _) in text.match_indices('/') {
             if let Some(n) = self.folders.get_mut(&text[..at]) {
@@ -152,7 +198,9 @@ impl Upload {
     /// # Errors
     /// More bytes than declared, a full disk, or another storage failure.
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.staged.write(data)
+        self.staged.write(data)?;
+        lock(&self.reservation.uploads).progress(&self.reservation.name, data.len() as u64);
+        Ok(())
     }
 
     /// Completes the upload: checks every byte arrived and makes it visible under its name,
@@ -269,15 +317,22 @@ impl Store {
         }
     }
 
-    /// Reserves `name` unless it conflicts with a name being written; returns the bytes the
-    /// other writes in progress have declared.
-    fn reserve(&self, name: &FileName, size: u64) -> Result<(Reservation, u64), StoreError> {
+    /// Reserves `name` unless it conflicts with a name being written; returns what the other
+    /// writes in progress hold.
+    fn reserve(&self, name: &FileName, size: u64) -> Result<(Reservation, Others), StoreError> {
         let mut uploads = lock(&self.uploads);
         if let Some(e) = uploads.conflict(name) {
             return Err(e);
         }
-        let others = uploads.bytes;
-        uploads.insert(name, size);
+        let others = Others {
+            bytes: uploads.bytes,
+            uploads: uploads.names.len() as u64,
+        };
+        let held = Held {
+            declared: size,
+            written: 0,
+        };
+        uploads.insert(name, held);
         Ok((
             Reservation {
                 uploads: Arc::clone(&self.uploads),
@@ -298,16 +353,37 @@ impl Store {
         }
     }
 
-    fn check_space(&self, size: u64, others: u64) -> Result<(), StoreError> {
-        let available = self.backend.free_space()?;
-        let needed = size
-            .saturating_add(others)
-            .saturating_add(self.config.min_free_space);
-        if needed > available {
-            Err(StoreError::InsufficientStorage { needed, available })
-        } else {
-            Ok(())
+    /// Fails unless an upload of `size` bytes to `name` fits beside what the others hold and
+    /// the reserves.
+    fn check_space(
+        &self,
+        space: Space,
+        name: &FileName,
+        size: u64,
+        others: Others,
+    ) -> Result<(), StoreError> {
+        let reserve_and_others = others.bytes.saturating_add(self.config.min_free_space);
+        let needed = size.saturating_add(reserve_and_others);
+        if needed > space.bytes {
+            return Err(StoreError::InsufficientStorage {
+                needed,
+                available: space.bytes,
+            });
         }
+        if let Some(inodes) = space.inodes {
+            // One for the file and at most one per folder of it; one for each upload in
+            // progress; and the reserve.
+            let needed = (name.components().count() as u64)
+                .saturating_add(others.uploads)
+                .saturating_add(self.config.min_free_inodes);
+            if needed > inodes {
+                return Err(StoreError::InsufficientInodes {
+                    needed,
+                    available: inodes,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Starts an upload of `size` bytes to `name`, checking in the order of `PROTOCOL.md` 5.2:
@@ -322,7 +398,7 @@ impl Store {
         let (reservation, others) = self.reserve(&name, size)?;
         self.check_equivalents(&name).await?;
         let staged = self.backend.begin(&name, size).await?;
-        self.check_space(size, others)?;
+        self.check_space(self.backend.free_space()?, &name, size, others)?;
         Ok(Upload {
             staged,
             reservation,
@@ -339,7 +415,7 @@ impl Store {
         let mut results: Vec<Option<Result<FileId, StoreError>>> = Vec::with_capacity(items.len());
         let mut accepted = Vec::with_capacity(items.len());
         let mut reservations = Vec::with_capacity(items.len());
-        let mut space: Option<u64> = None;
+        let mut space: Option<Space> = None;
         for (name, data) in items {
             let size = data.len() as u64;
             let checked = async {
@@ -351,12 +427,7 @@ impl Store {
                     Some(a) => a,
                     None => *space.insert(self.backend.free_space()?),
                 };
-                let needed = size
-                    .saturating_add(others)
-                    .saturating_add(self.config.min_free_space);
-                if needed > available {
-                    return Err(StoreError::InsufficientStorage { needed, available });
-                }
+                self.check_space(available, &name, size, others)?;
                 Ok(reservation)
             }
             .await;

@@ -8,6 +8,7 @@
 )]
 
 mod budgets;
+mod budgets2;
 mod cli;
 mod client;
 mod common;

@@ -138,10 +138,14 @@ pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(dir)?)
 }
 
-/// Bytes available to unprivileged users on the filesystem holding `fd`.
-pub(crate) fn free_space(fd: impl AsFd) -> io::Result<u64> {
+/// Bytes and inodes available to unprivileged users on the filesystem holding `fd`. Inodes
+/// are `None` on filesystems that report none at all (btrfs allocates them as needed).
+pub(crate) fn free_space(fd: impl AsFd) -> io::Result<crate::store::Space> {
     let st = rustix::fs::fstatvfs(fd)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok(crate::store::Space {
+        bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        inodes: (st.f_files > 0).then_some(st.f_favail),
+    })
 }
 
 /// One regular file found by [`walk`].

@@ -307,7 +307,7 @@ impl Backend for FolderBackend {
         blocking(move || inner.delete(&name)).await
     }
 
-    fn free_space(&self) -> Result<u64, StoreError> {
+    fn free_space(&self) -> Result<super::Space, StoreError> {
         fsops::free_space(&self.inner.root).map_err(StoreError::io_on("checking free space", None))
     }
 

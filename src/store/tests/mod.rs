@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use super::*;
 
+mod budgets;
 mod folder_only;
 mod suite;
 use crate::name::FileName;
