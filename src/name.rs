@@ -11,6 +11,10 @@ use std::fmt;
 pub const MAX_NAME_LEN: usize = 1024;
 /// The longest single `/`-separated component accepted, in bytes (the common filesystem limit).
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// The most `/`-separated components a name may have (so at most 31 folders above a file).
+/// Deep names cost a descriptor, an inode and a lookup per level on every open and listing; no
+/// real tree needs more (issue 10, item 5).
+pub const MAX_DEPTH: usize = 32;
 /// The server's private state folder at the top of the shared folder; never reachable by name.
 pub const STATE_DIR: &str = ".barge";
 
@@ -26,6 +30,9 @@ pub enum NameError {
     /// One component is longer than [`MAX_COMPONENT_LEN`] bytes.
     #[error("a part of the name is {0} bytes long; the limit is {MAX_COMPONENT_LEN}")]
     ComponentTooLong(usize),
+    /// The name has more than [`MAX_DEPTH`] components.
+    #[error("the name is {0} levels deep; the limit is {MAX_DEPTH}")]
+    TooDeep(usize),
     /// The name starts or ends with `/`, or contains `//`.
     #[error("the name has an empty part (a leading, trailing or doubled '/')")]
     EmptyComponent,
@@ -88,6 +95,9 @@ impl FileName {
             }
         }
         for (i, part) in s.split('/').enumerate() {
+            if i == MAX_DEPTH {
+                return Err(NameError::TooDeep(s.split('/').count()));
+            }
             match part {
                 "" => return Err(NameError::EmptyComponent),
                 "." | ".." => return Err(NameError::DotComponent),
@@ -387,6 +397,15 @@ mod tests {
     fn limits_are_inclusive() {
         let c = "y".repeat(MAX_COMPONENT_LEN);
         assert!(FileName::parse(&c).is_ok());
+        let deep = vec!["d"; MAX_DEPTH].join("/");
+        assert!(FileName::parse(&deep).is_ok());
+        let deeper = vec!["d"; MAX_DEPTH + 1].join("/");
+        assert_eq!(
+            FileName::parse(&deeper),
+            Err(NameError::TooDeep(MAX_DEPTH + 1))
+        );
+        let very = vec!["d"; 511].join("/");
+        assert_eq!(FileName::parse(&very), Err(NameError::TooDeep(511)));
         let p = vec!["z".repeat(204); 5].join("/");
         assert_eq!(p.len(), MAX_NAME_LEN);
         assert!(FileName::parse(&p).is_ok());

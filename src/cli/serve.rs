@@ -52,6 +52,9 @@ pub(crate) struct ServeArgs {
     /// Free space to keep on the disk, in bytes (suffixes allowed)
     #[arg(long, default_value = "64M", value_name = "SIZE", value_parser = parse_bytes)]
     min_free_space: u64,
+    /// Most files the shared folder may hold; uploads over it are refused (507)
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_files: u64,
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -83,6 +86,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         read_only: args.read_only,
         max_file_size: args.max_file_size,
         min_free_space: args.min_free_space,
+        max_files: args.max_files,
         ..StoreConfig::default()
     };
     raise_fd_limit(args.max_connections);

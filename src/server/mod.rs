@@ -200,6 +200,7 @@ pub fn reply_for(err: &StoreError) -> Reply {
         StoreError::TooLarge { .. } => Code::TOO_LARGE,
         StoreError::InsufficientStorage { .. }
         | StoreError::InsufficientInodes { .. }
+        | StoreError::TooManyFiles { .. }
         | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
         StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,

@@ -78,6 +78,12 @@ pub enum StoreError {
         /// Inodes available.
         available: u64,
     },
+    /// The store holds as many files as it may.
+    #[error("the server holds its limit of {max} files")]
+    TooManyFiles {
+        /// The limit.
+        max: u64,
+    },
     /// The disk filled up while an upload was being written.
     #[error("the disk is full")]
     DiskFull,

@@ -182,6 +182,10 @@ impl Backend for MemoryBackend {
         })
     }
 
+    fn file_count(&self) -> u64 {
+        lock(&self.files).len() as u64
+    }
+
     fn close(&self) {}
 }
 

@@ -48,6 +48,9 @@ pub struct StoreConfig {
     /// Free inodes (file slots) to leave on the disk after an upload, where the backend counts
     /// them: a disk can run out of inodes with most of its bytes free.
     pub min_free_inodes: u64,
+    /// The most files the store may hold: an upload that would pass it is refused. Listings
+    /// (and the clients reading them) stay bounded.
+    pub max_files: u64,
     /// How many bytes of not-yet-hashed files a listing hashes before it answers; larger files
     /// are hashed in the background and listed once their id is known.
     pub inline_hash_budget: u64,
@@ -65,6 +68,7 @@ impl Default for StoreConfig {
             max_file_size: 1 << 40,
             min_free_space: 64 << 20,
             min_free_inodes: 4096,
+            max_files: 1_000_000,
             inline_hash_budget: 64 << 20,
             inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
@@ -246,6 +250,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// # Errors
     /// If the backend cannot tell.
     fn free_space(&self) -> Result<Space, StoreError>;
+
+    /// How many files it holds, as last counted (the folder counts on each walk and follows
+    /// its own uploads and deletes between walks). Cheap: called before each upload.
+    fn file_count(&self) -> u64;
 
     /// Saves what must be saved and stops background work; reads still work afterwards.
     fn close(&self);

@@ -370,6 +370,10 @@ impl Store {
                 available: space.bytes,
             });
         }
+        let max = self.config.max_files;
+        if self.backend.file_count().saturating_add(others.uploads) >= max {
+            return Err(StoreError::TooManyFiles { max });
+        }
         if let Some(inodes) = space.inodes {
             // One for the file and at most one per folder of it; one for each upload in
             // progress; and the reserve.

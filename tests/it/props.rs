@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path};
 
-use barge::name::{FileName, MAX_COMPONENT_LEN, MAX_NAME_LEN, STATE_DIR};
+use barge::name::{FileName, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN, STATE_DIR};
 use barge::protocol::{
     Code, DownloadHeader, FileId, FileRef, ListingEntry, ListingHeader, RenameArgs, Reply, Request,
     UploadSpec, parse_size,
@@ -109,6 +109,7 @@ fn obeys_the_rules(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
+        && parts.len() <= MAX_DEPTH
         && parts
             .iter()
             .all(|p| !p.is_empty() && *p != "." && *p != ".." && p.len() <= MAX_COMPONENT_LEN)

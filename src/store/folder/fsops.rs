@@ -133,6 +133,54 @@ pub(crate) fn is_absent(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
+/// Removes the folders of `name` that are empty, deepest first, stopping at the first that is
+/// not (or is gone, or is not a folder): a file's folders go with their last file, so that
+/// renames and deletes do not leave empty folders without end (issue 10, item 5). barge shares
+/// files, not folders, so an empty folder has nothing to show. An upload linking into a folder
+/// removed meanwhile finds it gone and creates it again ([`open_parent`] with `create`).
+pub(crate) fn prune_empty_folders(root: &OwnedFd, name: &FileName) {
+    let Some(mut folder) = name.split_parent().0 else {
+        return;
+    };
+    loop {
+        let (parent, leaf) = match folder.rsplit_once('/') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, folder),
+        };
+        let dir = match parent {
+            Some(p) => match FileName::parse(p)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+                .and_then(|p| open_folder(root, &p))
+            {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+            None => match rustix::io::dup(root) {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+        };
+        // `rmdir` removes only an empty folder, atomically: never a file someone just put in.
+        if rustix::fs::unlinkat(&dir, leaf, AtFlags::REMOVEDIR).is_err() {
+            return;
+        }
+        let _ = sync_dir(&dir);
+        match parent {
+            Some(p) => folder = p,
+            None => return,
+        }
+    }
+}
+
+/// Opens the folder `name` itself, one component at a time, refusing symlinks.
+fn open_folder(root: &OwnedFd, name: &FileName) -> io::Result<OwnedFd> {
+    let mut dir = rustix::io::dup(root)?;
+    for comp in name.components() {
+        dir = open_dir_at(&dir, comp)?;
+    }
+    Ok(dir)
+}
+
 /// Makes a folder's entries durable (after a link, rename or unlink in it).
 pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(dir)?)

@@ -53,6 +53,8 @@ impl Inner {
         if skipped > 0 {
             tracing::debug!("{skipped} entries could not be read while listing");
         }
+        self.files
+            .store(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut entries = Vec::with_capacity(found.len());
         let mut unknown = Vec::new();
         let mut canonical: std::collections::HashMap<String, Vec<FileName>> =

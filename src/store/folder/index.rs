@@ -58,7 +58,7 @@ impl Index {
         self.by_id.get(id).cloned().unwrap_or_default()
     }
 
-    #[cfg(test)]
+    /// How many files it holds.
     pub(crate) fn len(&self) -> usize {
         self.files.len()
     }

@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use rustix::fs::{AtFlags, Mode, RenameFlags};
@@ -63,6 +63,8 @@ struct Inner {
     queued: Mutex<HashSet<FileName>>,
     hasher_tx: Mutex<Option<mpsc::Sender<FileName>>>,
     tmp_counter: AtomicU64,
+    /// Files in the folder: set by each walk, followed by uploads and deletes in between.
+    files: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -99,6 +101,7 @@ impl FolderBackend {
             e => StoreError::Backend(Box::new(e)),
         })?;
         let (tx, rx) = mpsc::channel();
+        let files = AtomicU64::new(index.len() as u64);
         let inner = Arc::new(Inner {
             root_path: root.to_path_buf(),
             root: root_fd,
@@ -110,6 +113,7 @@ impl FolderBackend {
             queued: Mutex::default(),
             hasher_tx: Mutex::new(Some(tx)),
             tmp_counter: AtomicU64::new(0),
+            files,
         });
         hashing::start(&inner, rx)?;
         Ok(Self { inner })
@@ -311,6 +315,10 @@ impl Backend for FolderBackend {
         fsops::free_space(&self.inner.root).map_err(StoreError::io_on("checking free space", None))
     }
 
+    fn file_count(&self) -> u64 {
+        self.inner.files.load(Ordering::Relaxed)
+    }
+
     fn close(&self) {
         *lock(&self.inner.hasher_tx) = None;
         lock(&self.inner.persist).close();
@@ -328,7 +336,12 @@ impl Inner {
             Err(e) => return Err(StoreError::io("deleting", Some(name), e.into())),
         }
         let _ = fsops::sync_dir(&dir);
+        drop(dir);
+        let _ = self
+            .files
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         self.forget(name);
+        fsops::prune_empty_folders(&self.root, name);
         Ok(())
     }
 
@@ -337,14 +350,25 @@ impl Inner {
         let gone = || StoreError::NotFound(Target::name(from.clone()));
         let (from_dir, from_leaf) =
             fsops::open_parent(&self.root, from, false).map_err(|_| gone())?;
-        let (to_dir, to_leaf) = self.open_parent_for_write(to)?;
-        match rustix::fs::renameat_with(
+        let (to_dir, to_leaf) = match self.open_parent_for_write(to) {
+            Ok(v) => v,
+            Err(e) => {
+                // Folders it created before failing are not left behind.
+                fsops::prune_empty_folders(&self.root, to);
+                return Err(e);
+            }
+        };
+        let renamed = rustix::fs::renameat_with(
             &from_dir,
             from_leaf,
             &to_dir,
             to_leaf,
             RenameFlags::NOREPLACE,
-        ) {
+        );
+        if renamed.is_err() {
+            fsops::prune_empty_folders(&self.root, to);
+        }
+        match renamed {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(StoreError::Exists(to.clone())),
             Err(Errno::NOENT) => return Err(gone()),
@@ -364,6 +388,8 @@ impl Inner {
         if let Some(entry) = entry {
             self.record(to.clone(), entry);
         }
+        drop(from_dir);
+        fsops::prune_empty_folders(&self.root, from);
         Ok(())
     }
 }

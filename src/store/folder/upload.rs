@@ -120,9 +120,9 @@ impl FolderUpload {
         };
         let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
         let inner = Arc::clone(&self.inner);
-        let (dir, leaf) = inner.open_parent_for_write(&name)?;
-        link_no_replace(&self.tmp, &self.tmp_leaf, &dir, leaf, &name)?;
+        let dir = self.link_into_place(&inner)?;
         self.linked = true;
+        inner.files.fetch_add(1, Ordering::Relaxed);
         let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         if sync {
             fsops::sync_dir(&dir)
@@ -132,6 +132,33 @@ impl FolderUpload {
         inner.note_name(&name);
         inner.record(name, Entry { meta, id });
         Ok(id)
+    }
+}
+
+impl FolderUpload {
+    /// Links the temp file under its name, creating its folders; returns the folder it is in.
+    /// A folder that a delete elsewhere pruned between our open and our link (it was empty
+    /// then) is created again; a failure leaves no folder it created behind.
+    fn link_into_place(&self, inner: &Inner) -> Result<OwnedFd, StoreError> {
+        let name = &self.name;
+        let mut tries = 0;
+        let result = loop {
+            let attempt = inner.open_parent_for_write(name).and_then(|(dir, leaf)| {
+                link_no_replace(&self.tmp, &self.tmp_leaf, &dir, leaf, name).map(|()| dir)
+            });
+            match attempt {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                other => break other,
+            }
+        };
+        if result.is_err() {
+            fsops::prune_empty_folders(&inner.root, name);
+        }
+        result
     }
 }
 
