@@ -31,6 +31,7 @@ impl Code {
     pub const TOO_LARGE: Self = Self(413);
     pub const LINE_TOO_LONG: Self = Self(414);
     pub const INVALID_NAME: Self = Self(422);
+    pub const LISTING_INCOMPLETE: Self = Self(451);
     pub const INTERNAL: Self = Self(500);
     pub const UNAVAILABLE: Self = Self(503);
     pub const INSUFFICIENT_STORAGE: Self = Self(507);

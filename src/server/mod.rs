@@ -203,6 +203,7 @@ pub fn reply_for(err: &StoreError) -> Reply {
         | StoreError::TooManyFiles { .. }
         | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
+        StoreError::ListingIncomplete { .. } => Code::LISTING_INCOMPLETE,
         StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,
     };
     let text = match err {

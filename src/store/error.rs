@@ -84,6 +84,16 @@ pub enum StoreError {
         /// The limit.
         max: u64,
     },
+    /// A folder could not be read while listing (too many open files, no permission, an I/O
+    /// error): the listing would be incomplete, so none is given.
+    #[error("the listing is incomplete: the folder '{}' could not be read ({source}); try again", if .folder.is_empty() { "." } else { .folder })]
+    ListingIncomplete {
+        /// The folder, relative to the shared folder (empty for the shared folder itself).
+        folder: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The disk filled up while an upload was being written.
     #[error("the disk is full")]
     DiskFull,
@@ -154,6 +164,9 @@ impl StoreError {
     /// True for failures of the server itself (to be logged), not refusals.
     #[must_use]
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Backend(_) | Self::Locked)
+        matches!(
+            self,
+            Self::Io { .. } | Self::Backend(_) | Self::Locked | Self::ListingIncomplete { .. }
+        )
     }
 }

@@ -97,7 +97,7 @@ pub struct FileEntry {
 }
 
 /// A listing: the files whose id is known, and how many more are still being hashed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
     /// Files with a known id, sorted by name (byte order).
     pub entries: Vec<FileEntry>,

@@ -5,8 +5,8 @@
 use barge::server::ServerConfig;
 use barge::store::StoreConfig;
 
-use crate::common::{TestResult, TestServer};
-use crate::support::assert_code;
+use crate::common::{Raw, TestResult, TestServer};
+use crate::support::{BinServer, assert_code};
 
 const MIB: u64 = 1 << 20;
 
@@ -88,4 +88,102 @@ async fn the_server_limits_the_number_of_files() -> TestResult {
     c.upload("f5", b"").await?;
     assert_eq!(c.list().await?.len(), 5);
     Ok(())
+}
+
+/// Sets the running server's soft open-file limit to `soft`, keeping its hard limit.
+fn set_open_files(server: &BinServer, soft: u64) -> TestResult {
+    let pid = i32::try_from(server.pid())?;
+    let (mut old_soft, mut hard) = (0, 0);
+    rlimit::prlimit(
+        pid,
+        rlimit::Resource::NOFILE,
+        None,
+        Some((&mut old_soft, &mut hard)),
+    )?;
+    rlimit::prlimit(pid, rlimit::Resource::NOFILE, Some((soft, hard)), None)?;
+    Ok(())
+}
+
+/// A shared folder with three files at the top and one 31 levels down (dropped in by hand).
+fn deep_tree() -> TestResult<tempfile::TempDir> {
+    let root = tempfile::tempdir()?;
+    for name in ["a", "b", "c"] {
+        std::fs::write(root.path().join(name), name)?;
+    }
+    let deep = root.path().join(vec!["d"; 31].join("/"));
+    std::fs::create_dir_all(&deep)?;
+    std::fs::write(deep.join("f"), b"deep")?;
+    Ok(root)
+}
+
+/// Reads one reply to `LIST`: `Ok(Some(count))` for a `210` with its lines read, `Ok(None)`
+/// for a `451`.
+async fn read_listing(c: &mut Raw) -> TestResult<Option<usize>> {
+    let head = c.line().await?;
+    if head.starts_with("451 ") {
+        return Ok(None);
+    }
+    assert!(head.starts_with("210 "), "{head}");
+    let n: usize = head[4..].split(' ').next().unwrap_or_default().parse()?;
+    for _ in 0..n {
+        c.line().await?;
+    }
+    Ok(Some(n))
+}
+
+/// Issue 10 item 2: a deep tree plus connections looping `LIST` used to exhaust the
+/// descriptors (one or two per level per walk), and listings came back silently short. Now a
+/// walk holds a bounded number whatever the depth, and concurrent listings share one walk: with
+/// few descriptors to spare, every listing is whole.
+#[tokio::test]
+async fn deep_trees_and_many_listings_need_few_descriptors() -> TestResult {
+    let root = deep_tree()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let mut conns = Vec::new();
+    for _ in 0..6 {
+        let mut c = Raw::connect(server.addr).await?;
+        c.line().await?;
+        conns.push(c);
+    }
+    assert_eq!(conns[0].list().await?.len(), 4);
+    // Room for about one walk of the old kind's top half, no more.
+    set_open_files(&server, server.fds() as u64 + 24)?;
+    let mut tasks = Vec::new();
+    for mut c in conns {
+        tasks.push(tokio::spawn(async move {
+            c.send("LIST\n".repeat(20)).await?;
+            for _ in 0..20 {
+                assert_eq!(read_listing(&mut c).await?, Some(4));
+            }
+            TestResult::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    server.kill()
+}
+
+/// Issue 10 item 2: when the server runs out of descriptors while walking, the reply says the
+/// listing is incomplete (`451`) instead of a short list; with descriptors back, it is whole.
+#[tokio::test]
+async fn a_listing_is_whole_or_says_it_is_not() -> TestResult {
+    let root = deep_tree()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let mut c = Raw::connect(server.addr).await?;
+    c.line().await?;
+    assert_eq!(c.list().await?.len(), 4);
+    // The walk gets its first folder, and runs out on the way down.
+    set_open_files(&server, server.fds() as u64 + 2)?;
+    // A new file, so the listing cannot be answered from the last walk.
+    std::fs::write(root.path().join("e"), b"e")?;
+    c.send(b"LIST\n").await?;
+    let head = c.line().await?;
+    assert!(
+        head.starts_with("451 The listing is incomplete") && head.contains("try again"),
+        "{head}"
+    );
+    set_open_files(&server, 1024)?;
+    assert_eq!(c.list().await?.len(), 5);
+    server.kill()
 }

@@ -47,12 +47,10 @@ impl Inner {
     /// after that (counted as pending).
     pub(super) fn scan(&self, mut budget: u64) -> Result<Listing, StoreError> {
         let started = std::time::Instant::now();
-        let mut skipped = 0;
-        let found = fsops::walk(&self.root, &mut skipped)
-            .map_err(StoreError::io_on("reading the shared folder", None))?;
-        if skipped > 0 {
-            tracing::debug!("{skipped} entries could not be read while listing");
-        }
+        let found = fsops::walk(&self.root).map_err(|e| StoreError::ListingIncomplete {
+            folder: e.folder,
+            source: e.source,
+        })?;
         self.files
             .store(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut entries = Vec::with_capacity(found.len());
