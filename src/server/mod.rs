@@ -195,6 +195,7 @@ pub fn reply_for(err: &StoreError) -> Reply {
         | StoreError::UploadInProgress { .. }
         | StoreError::Equivalent { .. }
         | StoreError::Ambiguous { .. }
+        | StoreError::BeingWritten(_)
         | StoreError::NotAFolder(_) => Code::CONFLICT,
         StoreError::ReadOnly => Code::FORBIDDEN,
         StoreError::TooLarge { .. } => Code::TOO_LARGE,

@@ -84,6 +84,9 @@ pub enum StoreError {
         /// The limit.
         max: u64,
     },
+    /// The file is being modified (it changed while it was hashed): its id is not settled.
+    #[error("the file {0} is being written; try again once it is complete")]
+    BeingWritten(FileName),
     /// A folder could not be read while listing (too many open files, no permission, an I/O
     /// error): the listing would be incomplete, so none is given.
     #[error("the listing is incomplete: the folder '{}' could not be read ({source}); try again", if .folder.is_empty() { "." } else { .folder })]

@@ -263,10 +263,11 @@ impl Store {
     pub async fn download(&self, target: &Target) -> Result<Download, StoreError> {
         if let Some(id) = target.id {
             for name in self.backend.names_of(id).await? {
-                if let Some(d) = self.backend.open(&name).await? {
-                    if d.id == id {
-                        return Ok(d);
-                    }
+                match self.backend.open(&name).await {
+                    Ok(Some(d)) if d.id == id => return Ok(d),
+                    // Whatever it becomes, it no longer has this id.
+                    Ok(_) | Err(StoreError::BeingWritten(_)) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -282,16 +283,23 @@ impl Store {
     /// files share is refused. A name is returned as is; the backend finds whether it exists.
     async fn resolve(&self, target: &Target) -> Result<FileName, StoreError> {
         if let Some(id) = target.id {
+            let names = self.backend.names_of(id).await?;
+            let known = names.len();
             let mut live = Vec::new();
-            for name in self.backend.names_of(id).await? {
-                if matches!(self.backend.open(&name).await?, Some(d) if d.id == id) {
-                    live.push(name);
+            for name in names {
+                match self.backend.open(&name).await {
+                    Ok(Some(d)) if d.id == id => live.push(name),
+                    Ok(_) | Err(StoreError::BeingWritten(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                // Two are enough to refuse: an id shared by 100,000 files must not open them
+                // all (issue 10, item 9). The count said is what the index knows.
+                if live.len() == 2 {
+                    return Err(StoreError::Ambiguous { id, count: known });
                 }
             }
-            match live.len() {
-                0 => {}
-                1 => return Ok(live.remove(0)),
-                count => return Err(StoreError::Ambiguous { id, count }),
+            if let Some(one) = live.pop() {
+                return Ok(one);
             }
         }
         target

@@ -76,6 +76,14 @@ struct Inner {
     queued: Mutex<HashSet<FileName>>,
     hasher_tx: Mutex<Option<mpsc::Sender<FileName>>>,
     tmp_counter: AtomicU64,
+    /// Hashes in progress by inode, each with the result of the last one: how concurrent
+    /// requests for a file share one hash.
+    hashes: Mutex<HashMap<u64, Arc<Mutex<Option<index::Entry>>>>>,
+    /// How many times a file was read to be hashed (for the log and tests: each content should
+    /// be read once).
+    hashed: AtomicU64,
+    /// Inodes seen changing while they were hashed, with what they became.
+    changing: Mutex<HashMap<u64, fsops::Meta>>,
     /// Files in the folder: set by each walk, followed by uploads and deletes in between.
     files: AtomicU64,
 }
@@ -127,6 +135,9 @@ impl FolderBackend {
             hasher_tx: Mutex::new(Some(tx)),
             tmp_counter: AtomicU64::new(0),
             files,
+            hashes: Mutex::default(),
+            hashed: AtomicU64::new(0),
+            changing: Mutex::default(),
         });
         hashing::start(&inner, rx)?;
         Ok(Self {
