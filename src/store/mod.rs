@@ -17,6 +17,7 @@ mod error;
 mod folder;
 mod memory;
 mod policy;
+mod reserve;
 
 use std::fmt;
 use std::fs::File;
