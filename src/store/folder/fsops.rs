@@ -343,3 +343,73 @@ fn reopen(stack: &[Level], depth: usize) -> io::Result<OwnedFd> {
     }
     Ok(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Open descriptors of this process.
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// A 31-level chain with files before and after the subfolder at every level, so the walk
+    /// comes back to levels whose descriptor it closed and must reopen them; and every file is
+    /// found, sorted, whatever the depth.
+    #[test]
+    fn deep_walks_find_everything_and_reopen_closed_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = Vec::new();
+        let mut rel = String::new();
+        for level in 0..31 {
+            let here = dir.path().join(&rel);
+            std::fs::create_dir_all(&here).unwrap();
+            for leaf in ["a", "m", "z"] {
+                std::fs::write(here.join(leaf), leaf).unwrap();
+                want.push(if rel.is_empty() {
+                    leaf.to_owned()
+                } else {
+                    format!("{rel}/{leaf}")
+                });
+            }
+            rel = if rel.is_empty() {
+                format!("d{level}")
+            } else {
+                format!("{rel}/d{level}")
+            };
+        }
+        // At the deepest level a name may have (32 components): listed.
+        std::fs::create_dir_all(dir.path().join(&rel)).unwrap();
+        std::fs::write(dir.path().join(&rel).join("deepest"), b"x").unwrap();
+        want.push(format!("{rel}/deepest"));
+        // One level deeper: not a name, so not entered and not listed.
+        std::fs::create_dir_all(dir.path().join(&rel).join("d31")).unwrap();
+        std::fs::write(dir.path().join(&rel).join("d31/too-deep"), b"x").unwrap();
+        want.sort();
+        let root = open_root(dir.path()).unwrap();
+        let found: Vec<String> = walk(&root)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name.as_str().to_owned())
+            .collect();
+        assert_eq!(found, want);
+    }
+
+    /// A walk gives back every descriptor it opened (how few it holds at once is checked
+    /// against a server with a capped limit, in `tests/it/budgets2.rs`).
+    #[test]
+    fn the_walk_keeps_few_descriptors_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join(vec!["d"; 31].join("/"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"x").unwrap();
+        let root = open_root(dir.path()).unwrap();
+        let before = open_fds();
+        let found = walk(&root).unwrap();
+        assert_eq!(found.len(), 1);
+        // Other tests in this process open files meanwhile: allow for a few.
+        assert!(open_fds() <= before + 4, "descriptors leaked");
+    }
+}
