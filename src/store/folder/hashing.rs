@@ -405,4 +405,35 @@ mod tests {
         ));
         assert_eq!(hashed(&backend), before, "opened more files than needed");
     }
+
+    /// Issue 10 items 2 and 9: sixteen listings at once share walks instead of walking the
+    /// folder sixteen times, each gets the whole listing, and no listing is kept once they are
+    /// answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_listings_share_walks_and_keep_nothing() {
+        use crate::store::Backend;
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..2000 {
+            std::fs::write(dir.path().join(format!("f{i:04}")), b"x").unwrap();
+        }
+        let backend = Arc::new(FolderBackend::open(dir.path(), StoreConfig::default()).unwrap());
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let b = Arc::clone(&backend);
+                tokio::spawn(async move {
+                    let l = b.list().await.unwrap();
+                    l.entries.len() + l.pending
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 2000);
+        }
+        let walks = backend.lists.walks.load(Ordering::Relaxed);
+        assert!(walks < 8, "{walks} walks for 16 listings");
+        assert!(
+            backend.lists.last.try_lock().unwrap().is_none(),
+            "a listing was kept"
+        );
+    }
 }

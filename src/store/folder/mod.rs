@@ -20,6 +20,7 @@ mod fsops;
 mod hashing;
 mod index;
 mod upload;
+mod walks;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
@@ -42,19 +43,7 @@ const TMP_DIR: &str = "tmp";
 #[derive(Debug)]
 pub struct FolderBackend {
     inner: Arc<Inner>,
-    lists: Walks,
-}
-
-/// Listings in progress, shared: at most one walk of the folder runs at a time for listings,
-/// and every request that arrived before a walk began takes its result. So a crowd of `LIST`s
-/// costs one walk's descriptors and CPU at a time, not one each (issue 10, items 2 and 9),
-/// and no one gets a listing older than their request.
-#[derive(Debug, Default)]
-struct Walks {
-    /// Requests so far; a walk covers every request numbered up to its start.
-    asked: AtomicU64,
-    /// The last successful walk: the requests it covers, and its listing.
-    last: tokio::sync::Mutex<Option<(u64, Listing)>>,
+    lists: walks::Walks,
 }
 
 /// What the backend, its uploads and its background threads share.
@@ -142,7 +131,7 @@ impl FolderBackend {
         hashing::start(&inner, rx)?;
         Ok(Self {
             inner,
-            lists: Walks::default(),
+            lists: walks::Walks::default(),
         })
     }
 
@@ -239,19 +228,7 @@ fn not_a_folder(name: &FileName) -> StoreError {
 #[async_trait::async_trait]
 impl Backend for FolderBackend {
     async fn list(&self) -> Result<Listing, StoreError> {
-        let ticket = self.lists.asked.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut last = self.lists.last.lock().await;
-        if let Some((covered, listing)) = last.as_ref() {
-            if *covered >= ticket {
-                return Ok(listing.clone());
-            }
-        }
-        // Every request numbered so far arrived before this walk starts.
-        let covers = self.lists.asked.load(Ordering::SeqCst);
-        let inner = Arc::clone(&self.inner);
-        let listing = blocking(move || inner.scan(inner.config.inline_hash_budget)).await?;
-        *last = Some((covers, listing.clone()));
-        Ok(listing)
+        self.lists.list(&self.inner).await
     }
 
     async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError> {
