@@ -11,6 +11,10 @@ use std::fmt;
 pub const MAX_NAME_LEN: usize = 1024;
 /// The longest single `/`-separated component accepted, in bytes (the common filesystem limit).
 pub const MAX_COMPONENT_LEN: usize = 255;
+/// The most `/`-separated components a name may have (so at most 31 folders above a file).
+/// Deep names cost a descriptor, an inode and a lookup per level on every open and listing; no
+/// real tree needs more (issue 10, item 5).
+pub const MAX_DEPTH: usize = 32;
 /// The server's private state folder at the top of the shared folder; never reachable by name.
 pub const STATE_DIR: &str = ".barge";
 
@@ -26,6 +30,9 @@ pub enum NameError {
     /// One component is longer than [`MAX_COMPONENT_LEN`] bytes.
     #[error("a part of the name is {0} bytes long; the limit is {MAX_COMPONENT_LEN}")]
     ComponentTooLong(usize),
+    /// The name has more than [`MAX_DEPTH`] components.
+    #[error("the name is {0} levels deep; the limit is {MAX_DEPTH}")]
+    TooDeep(usize),
     /// The name starts or ends with `/`, or contains `//`.
     #[error("the name has an empty part (a leading, trailing or doubled '/')")]
     EmptyComponent,
@@ -35,11 +42,13 @@ pub enum NameError {
     /// The name contains a backslash.
     #[error("the name contains a backslash")]
     Backslash,
-    /// The name contains a control character (including NUL, CR, LF, TAB, ESC).
-    #[error("the name contains a control character")]
+    /// The name contains a control character (including NUL, CR, LF, TAB, ESC) or a line or
+    /// paragraph separator (U+2028, U+2029).
+    #[error("the name contains a control character or a line break")]
     ControlChar,
-    /// The name contains an invisible formatting character that can disguise it.
-    #[error("the name contains an invisible formatting character (such as U+202E)")]
+    /// The name contains an invisible, formatting or bidi character that can disguise it
+    /// (Unicode general category Cf, `Default_Ignorable_Code_Point`, `Bidi_Control`).
+    #[error("the name contains an invisible or formatting character (such as U+202E or U+2060)")]
     FormattingChar,
     /// The first component looks like a Windows drive prefix (`C:`).
     #[error("the name starts with a drive prefix")]
@@ -81,14 +90,14 @@ impl FileName {
             if c == '\\' {
                 return Err(NameError::Backslash);
             }
-            if c.is_control() {
-                return Err(NameError::ControlChar);
-            }
-            if is_formatting(c) {
-                return Err(NameError::FormattingChar);
+            if let Some(e) = refused_char(c) {
+                return Err(e);
             }
         }
         for (i, part) in s.split('/').enumerate() {
+            if i == MAX_DEPTH {
+                return Err(NameError::TooDeep(s.split('/').count()));
+            }
             match part {
                 "" => return Err(NameError::EmptyComponent),
                 "." | ".." => return Err(NameError::DotComponent),
@@ -98,7 +107,9 @@ impl FileName {
                 _ => {}
             }
             if i == 0 {
-                if part == STATE_DIR {
+                // Compared without case: on a case-insensitive disk (macOS, a USB stick)
+                // `.BARGE` *is* the state folder.
+                if part.eq_ignore_ascii_case(STATE_DIR) {
                     return Err(NameError::Reserved);
                 }
                 let b = part.as_bytes();
@@ -167,21 +178,45 @@ impl fmt::Display for FileName {
     }
 }
 
-/// Invisible characters that reorder or hide text (bidi overrides, zero-width marks).
-fn is_formatting(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+/// Why `c` may not appear in a name, if it may not.
+///
+/// The threat: a name that prints as something else (`evil\u{202E}gnp.exe` shows as
+/// `evilexe.png`, `a\u{2060}b` as `ab`) or that breaks a line in a listing or a log. The sets come
+/// from the Unicode Character Database through `icu_properties`, not from hand-picked ranges, so
+/// they follow each Unicode release:
+/// - general category Cc (controls) and Zl/Zp (line and paragraph separators): [`NameError::ControlChar`];
+/// - general category Cf (format), `Default_Ignorable_Code_Point` (characters that render as
+///   nothing: fillers, variation selectors, tags, U+00AD...) and `Bidi_Control` (characters
+///   that reorder text): [`NameError::FormattingChar`].
+fn refused_char(c: char) -> Option<NameError> {
+    use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint, GeneralCategory};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    if c.is_ascii() {
+        // The common case, without a table lookup: in ASCII only the controls are refused.
+        return c.is_ascii_control().then_some(NameError::ControlChar);
+    }
+    match CodePointMapData::<GeneralCategory>::new().get(c) {
+        GeneralCategory::Control
+        | GeneralCategory::LineSeparator
+        | GeneralCategory::ParagraphSeparator => return Some(NameError::ControlChar),
+        GeneralCategory::Format => return Some(NameError::FormattingChar),
+        _ => {}
+    }
+    (CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointSetData::new::<BidiControl>().contains(c))
+    .then_some(NameError::FormattingChar)
 }
 
 /// Escapes control and formatting characters so that untrusted text is safe to print to a
 /// terminal or a log. Ordinary text, including non-ASCII letters, is left as it is.
 #[must_use]
 pub fn escape(s: &str) -> String {
-    if !s.chars().any(|c| c.is_control() || is_formatting(c)) {
+    if !s.chars().any(|c| refused_char(c).is_some()) {
         return s.to_owned();
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        if c.is_control() || is_formatting(c) {
+        if refused_char(c).is_some() {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
@@ -212,6 +247,10 @@ mod tests {
             "emoji 🚀.bin",
             ".barge-not-really",
             "sub/.barge",
+            "\u{5d0}\u{5d1} hebrew",
+            "\u{627}\u{644}\u{639}\u{631}\u{628}\u{64a}\u{629}",
+            "\u{d55c}\u{ae00}",
+            "nbsp\u{a0}and\u{3000}ideographic space",
         ] {
             assert_eq!(
                 FileName::parse(ok).map(|n| n.0),
@@ -258,10 +297,115 @@ mod tests {
         }
     }
 
+    /// Issue 10 item 10: every code point the audit found accepted is refused, one class at a
+    /// time, alone and inside a name, and is escaped when printed.
+    #[test]
+    fn invisible_and_bidi_characters_are_refused_by_class() {
+        use NameError::{ControlChar, FormattingChar};
+        let classes: &[(&str, &[u32], NameError)] = &[
+            (
+                "bidi control (Arabic letter mark)",
+                &[0x061C],
+                FormattingChar,
+            ),
+            (
+                "bidi embeddings, overrides, isolates",
+                &[0x202A, 0x202E, 0x2066, 0x2069, 0x200E, 0x200F],
+                FormattingChar,
+            ),
+            (
+                "word joiner and invisible operators",
+                &[0x2060, 0x2061, 0x2062, 0x2063, 0x2064],
+                FormattingChar,
+            ),
+            ("soft hyphen", &[0x00AD], FormattingChar),
+            (
+                "line and paragraph separators",
+                &[0x2028, 0x2029],
+                ControlChar,
+            ),
+            ("Mongolian vowel separator", &[0x180E], FormattingChar),
+            (
+                "deprecated format characters",
+                &[0x206A, 0x206B, 0x206C, 0x206D, 0x206E, 0x206F],
+                FormattingChar,
+            ),
+            (
+                "variation selectors",
+                &[0xFE00, 0xFE0F, 0xE0100],
+                FormattingChar,
+            ),
+            (
+                "interlinear annotation",
+                &[0xFFF9, 0xFFFA, 0xFFFB],
+                FormattingChar,
+            ),
+            (
+                "Hangul fillers",
+                &[0x3164, 0x115F, 0x1160, 0xFFA0],
+                FormattingChar,
+            ),
+            (
+                "musical formatting",
+                &[
+                    0x1D173, 0x1D174, 0x1D175, 0x1D176, 0x1D177, 0x1D178, 0x1D179, 0x1D17A,
+                ],
+                FormattingChar,
+            ),
+            (
+                "tag characters",
+                &[0xE0001, 0xE0020, 0xE0041, 0xE007F],
+                FormattingChar,
+            ),
+            (
+                "zero width and BOM",
+                &[0x200B, 0x200C, 0x200D, 0xFEFF],
+                FormattingChar,
+            ),
+            ("C1 controls", &[0x0085, 0x009B], ControlChar),
+        ];
+        for (class, points, want) in classes {
+            for &p in *points {
+                let c = char::from_u32(p).unwrap();
+                for name in [format!("a{c}b"), c.to_string(), format!("dir/x{c}")] {
+                    assert_eq!(
+                        FileName::parse(&name),
+                        Err(want.clone()),
+                        "{class}: U+{p:04X}"
+                    );
+                }
+                assert_eq!(
+                    escape(&format!("a{c}b")),
+                    format!("a\\u{{{p:x}}}b"),
+                    "{class}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_state_folder_is_reserved_in_any_case() {
+        for bad in [".BARGE", ".Barge/x", ".bArGe/index.redb"] {
+            assert_eq!(FileName::parse(bad), Err(NameError::Reserved), "{bad}");
+        }
+        for ok in ["a/.BARGE", ".barge2", "x.barge"] {
+            assert!(FileName::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
     #[test]
     fn limits_are_inclusive() {
         let c = "y".repeat(MAX_COMPONENT_LEN);
         assert!(FileName::parse(&c).is_ok());
+        let deep = vec!["d"; MAX_DEPTH].join("/");
+        assert!(FileName::parse(&deep).is_ok());
+        let deeper = vec!["d"; MAX_DEPTH + 1].join("/");
+        assert_eq!(
+            FileName::parse(&deeper),
+            Err(NameError::TooDeep(MAX_DEPTH + 1))
+        );
+        let very = vec!["d"; 511].join("/");
+        assert_eq!(FileName::parse(&very), Err(NameError::TooDeep(511)));
         let p = vec!["z".repeat(204); 5].join("/");
         assert_eq!(p.len(), MAX_NAME_LEN);
         assert!(FileName::parse(&p).is_ok());

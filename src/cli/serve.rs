@@ -70,6 +70,9 @@ pub(crate) struct ServeArgs {
     /// server's key, plain HTTP with --plain); ADDR:PORT to choose the address too
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = super::web::parse_web)]
     web: Option<(Option<String>, u16)>,
+    /// Most files the shared folder may hold; uploads over it are refused (507)
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    max_files: u64,
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -123,6 +126,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         read_only: args.read_only,
         max_file_size: args.max_file_size,
         min_free_space: args.min_free_space,
+        max_files: args.max_files,
         ..StoreConfig::default()
     };
     raise_fd_limit(args.max_connections);

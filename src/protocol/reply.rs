@@ -36,6 +36,7 @@ impl Code {
     pub const LINE_TOO_LONG: Self = Self(414);
     pub const INVALID_NAME: Self = Self(422);
     pub const PAIR_FAILED: Self = Self(435);
+    pub const LISTING_INCOMPLETE: Self = Self(451);
     pub const INTERNAL: Self = Self(500);
     pub const NOT_LOGGED_IN: Self = Self(530);
     pub const UNAVAILABLE: Self = Self(503);

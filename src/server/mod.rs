@@ -200,11 +200,16 @@ pub fn reply_for(err: &StoreError) -> Reply {
         | StoreError::UploadInProgress { .. }
         | StoreError::Equivalent { .. }
         | StoreError::Ambiguous { .. }
+        | StoreError::BeingWritten(_)
         | StoreError::NotAFolder(_) => Code::CONFLICT,
         StoreError::ReadOnly => Code::FORBIDDEN,
         StoreError::TooLarge { .. } => Code::TOO_LARGE,
-        StoreError::InsufficientStorage { .. } | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
+        StoreError::InsufficientStorage { .. }
+        | StoreError::InsufficientInodes { .. }
+        | StoreError::TooManyFiles { .. }
+        | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
+        StoreError::ListingIncomplete { .. } => Code::LISTING_INCOMPLETE,
         StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,
     };
     let text = match err {

@@ -68,6 +68,35 @@ pub enum StoreError {
         /// Bytes available.
         available: u64,
     },
+    /// Not enough free inodes (file slots) on the disk for an upload.
+    #[error(
+        "not enough free file slots (inodes) on the disk: {needed} needed, {available} available"
+    )]
+    InsufficientInodes {
+        /// Inodes needed (the file, its folders, uploads in progress and the reserve).
+        needed: u64,
+        /// Inodes available.
+        available: u64,
+    },
+    /// The store holds as many files as it may.
+    #[error("the server holds its limit of {max} files")]
+    TooManyFiles {
+        /// The limit.
+        max: u64,
+    },
+    /// The file is being modified (it changed while it was hashed): its id is not settled.
+    #[error("the file {0} is being written; try again once it is complete")]
+    BeingWritten(FileName),
+    /// A folder could not be read while listing (too many open files, no permission, an I/O
+    /// error): the listing would be incomplete, so none is given.
+    #[error("the listing is incomplete: the folder '{}' could not be read ({source}); try again", if .folder.is_empty() { "." } else { .folder })]
+    ListingIncomplete {
+        /// The folder, relative to the shared folder (empty for the shared folder itself).
+        folder: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The disk filled up while an upload was being written.
     #[error("the disk is full")]
     DiskFull,
@@ -138,6 +167,9 @@ impl StoreError {
     /// True for failures of the server itself (to be logged), not refusals.
     #[must_use]
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Backend(_) | Self::Locked)
+        matches!(
+            self,
+            Self::Io { .. } | Self::Backend(_) | Self::Locked | Self::ListingIncomplete { .. }
+        )
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use md5::{Digest, Md5};
 
-use super::{Backend, Body, Download, FileEntry, Listing, Staged, StoreError, Target};
+use super::{Backend, Body, Download, FileEntry, Listing, Space, Staged, StoreError, Target};
 use crate::id::FileId;
 use crate::name::FileName;
 
@@ -26,6 +26,8 @@ type Files = Arc<Mutex<BTreeMap<FileName, Stored>>>;
 pub struct MemoryBackend {
     files: Files,
     capacity: u64,
+    /// How many files it may hold, if limited: stands for a disk's inodes in tests.
+    file_slots: Option<u64>,
 }
 
 fn lock(files: &Files) -> MutexGuard<'_, BTreeMap<FileName, Stored>> {
@@ -41,7 +43,15 @@ impl MemoryBackend {
         Self {
             files: Arc::default(),
             capacity,
+            file_slots: None,
         }
+    }
+
+    /// The same, holding at most `slots` files (reported as free inodes, as a disk would).
+    #[must_use]
+    pub fn with_file_slots(mut self, slots: u64) -> Self {
+        self.file_slots = Some(slots);
+        self
     }
 }
 
@@ -161,12 +171,19 @@ impl Backend for MemoryBackend {
             .ok_or_else(|| not_found(name))
     }
 
-    fn free_space(&self) -> Result<u64, StoreError> {
-        let used: u64 = lock(&self.files)
-            .values()
-            .map(|f| f.data.len() as u64)
-            .sum();
-        Ok(self.capacity.saturating_sub(used))
+    fn free_space(&self) -> Result<Space, StoreError> {
+        let files = lock(&self.files);
+        let used: u64 = files.values().map(|f| f.data.len() as u64).sum();
+        Ok(Space {
+            bytes: self.capacity.saturating_sub(used),
+            inodes: self
+                .file_slots
+                .map(|slots| slots.saturating_sub(files.len() as u64)),
+        })
+    }
+
+    fn file_count(&self) -> u64 {
+        lock(&self.files).len() as u64
     }
 
     fn close(&self) {}

@@ -17,6 +17,7 @@ mod error;
 mod folder;
 mod memory;
 mod policy;
+mod reserve;
 
 use std::fmt;
 use std::fs::File;
@@ -45,6 +46,12 @@ pub struct StoreConfig {
     pub max_file_size: u64,
     /// Free space to leave on the disk after an upload, in bytes.
     pub min_free_space: u64,
+    /// Free inodes (file slots) to leave on the disk after an upload, where the backend counts
+    /// them: a disk can run out of inodes with most of its bytes free.
+    pub min_free_inodes: u64,
+    /// The most files the store may hold: an upload that would pass it is refused. Listings
+    /// (and the clients reading them) stay bounded.
+    pub max_files: u64,
     /// How many bytes of not-yet-hashed files a listing hashes before it answers; larger files
     /// are hashed in the background and listed once their id is known.
     pub inline_hash_budget: u64,
@@ -61,11 +68,22 @@ impl Default for StoreConfig {
             read_only: false,
             max_file_size: 1 << 40,
             min_free_space: 64 << 20,
+            min_free_inodes: 4096,
+            max_files: 1_000_000,
             inline_hash_budget: 64 << 20,
             inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
         }
     }
+}
+
+/// What a backend can still store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes.
+    pub bytes: u64,
+    /// Files and folders (inodes), when the backend has such a limit and can tell it.
+    pub inodes: Option<u64>,
 }
 
 /// One stored file with a known id.
@@ -80,7 +98,7 @@ pub struct FileEntry {
 }
 
 /// A listing: the files whose id is known, and how many more are still being hashed.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Listing {
     /// Files with a known id, sorted by name (byte order).
     pub entries: Vec<FileEntry>,
@@ -227,12 +245,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Deletes a file.
     async fn delete(&self, name: &FileName) -> Result<(), StoreError>;
 
-    /// Bytes that can still be stored. Called on the runtime thread before each upload, so it
+    /// Bytes (and files) that can still be stored. Called on the runtime thread before each upload, so it
     /// must be cheap (one `statvfs`, or a configured quota).
     ///
     /// # Errors
     /// If the backend cannot tell.
-    fn free_space(&self) -> Result<u64, StoreError>;
+    fn free_space(&self) -> Result<Space, StoreError>;
+
+    /// How many files it holds, as last counted (the folder counts on each walk and follows
+    /// its own uploads and deletes between walks). Cheap: called before each upload.
+    fn file_count(&self) -> u64;
 
     /// Saves what must be saved and stops background work; reads still work afterwards.
     fn close(&self);

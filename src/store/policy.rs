@@ -5,11 +5,13 @@
 //! several files cannot be renamed or deleted): `PROTOCOL.md` sections 4 and 5. Backends stay
 //! thin and never see these rules; this layer never touches storage itself.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
-use super::{Backend, Download, FolderBackend, Listing, Staged, StoreConfig, StoreError, Target};
+use super::reserve::{Held, Others, Reservation, Uploads, lock};
+use super::{
+    Backend, Download, FolderBackend, Listing, Space, Staged, StoreConfig, StoreError, Target,
+};
 use crate::id::FileId;
 use crate::name::FileName;
 
@@ -19,117 +21,6 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     config: StoreConfig,
     uploads: Arc<Mutex<Uploads>>,
-}
-
-/// Names being written (uploads in progress, renames under way), with what makes their
-/// conflicts cheap to find: every folder of them, and the canonical forms of non-ASCII ones.
-#[derive(Debug, Default)]
-struct Uploads {
-    /// Name → declared size.
-    names: HashMap<FileName, u64>,
-    /// Folder (as text) → how many reserved names are under it.
-    folders: HashMap<String, usize>,
-    /// Canonical form → the non-ASCII reserved names with it.
-    canonical: HashMap<String, Vec<FileName>>,
-    /// Sum of the declared sizes.
-    bytes: u64,
-}
-
-impl Uploads {
-    /// The reserved name `name` conflicts with, if any: itself, a folder of it, a name under
-    /// it, or an equivalent name.
-    fn conflict(&self, name: &FileName) -> Option<StoreError> {
-        let busy = |uploading: &FileName| StoreError::UploadInProgress {
-            name: name.clone(),
-            uploading: uploading.clone(),
-        };
-        if self.names.contains_key(name) {
-            return Some(busy(name));
-        }
-        let text = name.as_str();
-        for (at, _) in text.match_indices('/') {
-            if let Some((folder, _)) = self.names.get_key_value(&text[..at]) {
-                return Some(busy(folder));
-            }
-        }
-        if self.folders.contains_key(text) {
-            let under = self.names.keys().find(|n| name.is_folder_of(n))?;
-            return Some(busy(under));
-        }
-        // An equivalent ASCII name can only be the canonical form itself; non-ASCII ones are
-        // found through their canonical forms.
-        let canonical = name.canonical();
-        let ascii = self
-            .names
-            .get_key_value(canonical.as_ref())
-            .map(|(n, _)| n)
-            .filter(|n| *n != name);
-        let other = ascii.or_else(|| {
-            self.canonical
-                .get(canonical.as_ref())
-                .and_then(|same| same.iter().find(|n| *n != name))
-        })?;
-        Some(StoreError::Equivalent {
-            name: name.clone(),
-            existing: other.clone(),
-        })
-    }
-
-    fn insert(&mut self, name: &FileName, size: u64) {
-        self.names.insert(name.clone(), size);
-        self.bytes = self.bytes.saturating_add(size);
-        let text = name.as_str();
-        for (at, _) in text.match_indices('/') {
-            *self.folders.entry(text[..at].to_owned()).or_default() += 1;
-        }
-        if !text.is_ascii() {
-            self.canonical
-                .entry(name.canonical().into_owned())
-                .or_default()
-                .push(name.clone());
-        }
-    }
-
-    fn remove(&mut self, name: &FileName) {
-        let Some(size) = self.names.remove(name) else {
-            return;
-        };
-        self.bytes = self.bytes.saturating_sub(size);
-        let text = name.as_str();
-        for (at, _) in text.match_indices('/') {
-            if let Some(n) = self.folders.get_mut(&text[..at]) {
-                *n -= 1;
-                if *n == 0 {
-                    self.folders.remove(&text[..at]);
-                }
-            }
-        }
-        let canonical = name.canonical();
-        if let Some(same) = self.canonical.get_mut(canonical.as_ref()) {
-            same.retain(|n| n != name);
-            if same.is_empty() {
-                self.canonical.remove(canonical.as_ref());
-            }
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps are updated in single steps that cannot be left half done by a panic elsewhere.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A name held while it is being written; dropping it frees the name.
-#[derive(Debug)]
-struct Reservation {
-    uploads: Arc<Mutex<Uploads>>,
-    name: FileName,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        lock(&self.uploads).remove(&self.name);
-    }
 }
 
 /// An upload in progress. Dropping it before [`finish`](Self::finish) succeeds removes what was
@@ -152,7 +43,9 @@ impl Upload {
     /// # Errors
     /// More bytes than declared, a full disk, or another storage failure.
     pub fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
-        self.staged.write(data)
+        self.staged.write(data)?;
+        lock(&self.reservation.uploads).progress(&self.reservation.name, data.len() as u64);
+        Ok(())
     }
 
     /// Completes the upload: checks every byte arrived and makes it visible under its name,
@@ -215,10 +108,11 @@ impl Store {
     pub async fn download(&self, target: &Target) -> Result<Download, StoreError> {
         if let Some(id) = target.id {
             for name in self.backend.names_of(id).await? {
-                if let Some(d) = self.backend.open(&name).await? {
-                    if d.id == id {
-                        return Ok(d);
-                    }
+                match self.backend.open(&name).await {
+                    Ok(Some(d)) if d.id == id => return Ok(d),
+                    // Whatever it becomes, it no longer has this id.
+                    Ok(_) | Err(StoreError::BeingWritten(_)) => {}
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -234,16 +128,23 @@ impl Store {
     /// files share is refused. A name is returned as is; the backend finds whether it exists.
     async fn resolve(&self, target: &Target) -> Result<FileName, StoreError> {
         if let Some(id) = target.id {
+            let names = self.backend.names_of(id).await?;
+            let known = names.len();
             let mut live = Vec::new();
-            for name in self.backend.names_of(id).await? {
-                if matches!(self.backend.open(&name).await?, Some(d) if d.id == id) {
-                    live.push(name);
+            for name in names {
+                match self.backend.open(&name).await {
+                    Ok(Some(d)) if d.id == id => live.push(name),
+                    Ok(_) | Err(StoreError::BeingWritten(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                // Two are enough to refuse: an id shared by 100,000 files must not open them
+                // all (issue 10, item 9). The count said is what the index knows.
+                if live.len() == 2 {
+                    return Err(StoreError::Ambiguous { id, count: known });
                 }
             }
-            match live.len() {
-                0 => {}
-                1 => return Ok(live.remove(0)),
-                count => return Err(StoreError::Ambiguous { id, count }),
+            if let Some(one) = live.pop() {
+                return Ok(one);
             }
         }
         target
@@ -269,15 +170,22 @@ impl Store {
         }
     }
 
-    /// Reserves `name` unless it conflicts with a name being written; returns the bytes the
-    /// other writes in progress have declared.
-    fn reserve(&self, name: &FileName, size: u64) -> Result<(Reservation, u64), StoreError> {
+    /// Reserves `name` unless it conflicts with a name being written; returns what the other
+    /// writes in progress hold.
+    fn reserve(&self, name: &FileName, size: u64) -> Result<(Reservation, Others), StoreError> {
         let mut uploads = lock(&self.uploads);
         if let Some(e) = uploads.conflict(name) {
             return Err(e);
         }
-        let others = uploads.bytes;
-        uploads.insert(name, size);
+        let others = Others {
+            bytes: uploads.bytes,
+            uploads: uploads.names.len() as u64,
+        };
+        let held = Held {
+            declared: size,
+            written: 0,
+        };
+        uploads.insert(name, held);
         Ok((
             Reservation {
                 uploads: Arc::clone(&self.uploads),
@@ -298,16 +206,41 @@ impl Store {
         }
     }
 
-    fn check_space(&self, size: u64, others: u64) -> Result<(), StoreError> {
-        let available = self.backend.free_space()?;
-        let needed = size
-            .saturating_add(others)
-            .saturating_add(self.config.min_free_space);
-        if needed > available {
-            Err(StoreError::InsufficientStorage { needed, available })
-        } else {
-            Ok(())
+    /// Fails unless an upload of `size` bytes to `name` fits beside what the others hold and
+    /// the reserves.
+    fn check_space(
+        &self,
+        space: Space,
+        name: &FileName,
+        size: u64,
+        others: Others,
+    ) -> Result<(), StoreError> {
+        let reserve_and_others = others.bytes.saturating_add(self.config.min_free_space);
+        let needed = size.saturating_add(reserve_and_others);
+        if needed > space.bytes {
+            return Err(StoreError::InsufficientStorage {
+                needed,
+                available: space.bytes,
+            });
         }
+        let max = self.config.max_files;
+        if self.backend.file_count().saturating_add(others.uploads) >= max {
+            return Err(StoreError::TooManyFiles { max });
+        }
+        if let Some(inodes) = space.inodes {
+            // One for the file and at most one per folder of it; one for each upload in
+            // progress; and the reserve.
+            let needed = (name.components().count() as u64)
+                .saturating_add(others.uploads)
+                .saturating_add(self.config.min_free_inodes);
+            if needed > inodes {
+                return Err(StoreError::InsufficientInodes {
+                    needed,
+                    available: inodes,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Starts an upload of `size` bytes to `name`, checking in the order of `PROTOCOL.md` 5.2:
@@ -322,7 +255,7 @@ impl Store {
         let (reservation, others) = self.reserve(&name, size)?;
         self.check_equivalents(&name).await?;
         let staged = self.backend.begin(&name, size).await?;
-        self.check_space(size, others)?;
+        self.check_space(self.backend.free_space()?, &name, size, others)?;
         Ok(Upload {
             staged,
             reservation,
@@ -339,7 +272,7 @@ impl Store {
         let mut results: Vec<Option<Result<FileId, StoreError>>> = Vec::with_capacity(items.len());
         let mut accepted = Vec::with_capacity(items.len());
         let mut reservations = Vec::with_capacity(items.len());
-        let mut space: Option<u64> = None;
+        let mut space: Option<Space> = None;
         for (name, data) in items {
             let size = data.len() as u64;
             let checked = async {
@@ -351,12 +284,7 @@ impl Store {
                     Some(a) => a,
                     None => *space.insert(self.backend.free_space()?),
                 };
-                let needed = size
-                    .saturating_add(others)
-                    .saturating_add(self.config.min_free_space);
-                if needed > available {
-                    return Err(StoreError::InsufficientStorage { needed, available });
-                }
+                self.check_space(available, &name, size, others)?;
                 Ok(reservation)
             }
             .await;

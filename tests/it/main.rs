@@ -9,6 +9,7 @@
 
 mod auth;
 mod budgets;
+mod budgets2;
 mod cli;
 mod client;
 mod common;

@@ -5,7 +5,7 @@
 
 use std::path::{Component, Path};
 
-use barge::name::{FileName, MAX_COMPONENT_LEN, MAX_NAME_LEN, STATE_DIR};
+use barge::name::{FileName, MAX_COMPONENT_LEN, MAX_DEPTH, MAX_NAME_LEN, STATE_DIR};
 use barge::protocol::{
     Code, DownloadHeader, FileId, FileRef, ListingEntry, ListingHeader, RenameArgs, Reply, Request,
     UploadSpec, parse_size,
@@ -109,18 +109,28 @@ fn obeys_the_rules(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     !s.is_empty()
         && s.len() <= MAX_NAME_LEN
+        && parts.len() <= MAX_DEPTH
         && parts
             .iter()
             .all(|p| !p.is_empty() && *p != "." && *p != ".." && p.len() <= MAX_COMPONENT_LEN)
         && !s.contains('\\')
-        && !s.chars().any(|c| {
-            c.is_control()
-                || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
-        })
-        && parts[0] != STATE_DIR
+        && !s.chars().any(disguises)
+        && !parts[0].eq_ignore_ascii_case(STATE_DIR)
         && !(parts[0].len() >= 2
             && parts[0].as_bytes()[0].is_ascii_alphabetic()
             && parts[0].as_bytes()[1] == b':')
+}
+
+/// Characters a name may not hold, from the Unicode Character Database's properties as
+/// `PROTOCOL.md` section 4 names them (not from `name.rs`'s code).
+fn disguises(c: char) -> bool {
+    use icu_properties::props::{BidiControl, DefaultIgnorableCodePoint, GeneralCategory as Gc};
+    use icu_properties::{CodePointMapData, CodePointSetData};
+    matches!(
+        CodePointMapData::<Gc>::new().get(c),
+        Gc::Control | Gc::Format | Gc::LineSeparator | Gc::ParagraphSeparator
+    ) || CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointSetData::new::<BidiControl>().contains(c)
 }
 
 /// Every decoder of the crate, fed `bytes`; none may panic, whatever the input.

@@ -133,15 +133,67 @@ pub(crate) fn is_absent(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
+/// Removes the folders of `name` that are empty, deepest first, stopping at the first that is
+/// not (or is gone, or is not a folder): a file's folders go with their last file, so that
+/// renames and deletes do not leave empty folders without end (issue 10, item 5). barge shares
+/// files, not folders, so an empty folder has nothing to show. An upload linking into a folder
+/// removed meanwhile finds it gone and creates it again ([`open_parent`] with `create`).
+pub(crate) fn prune_empty_folders(root: &OwnedFd, name: &FileName) {
+    let Some(mut folder) = name.split_parent().0 else {
+        return;
+    };
+    loop {
+        let (parent, leaf) = match folder.rsplit_once('/') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, folder),
+        };
+        let dir = match parent {
+            Some(p) => match FileName::parse(p)
+                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+                .and_then(|p| open_folder(root, &p))
+            {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+            None => match rustix::io::dup(root) {
+                Ok(d) => d,
+                Err(_) => return,
+            },
+        };
+        // `rmdir` removes only an empty folder, atomically: never a file someone just put in.
+        if rustix::fs::unlinkat(&dir, leaf, AtFlags::REMOVEDIR).is_err() {
+            return;
+        }
+        let _ = sync_dir(&dir);
+        match parent {
+            Some(p) => folder = p,
+            None => return,
+        }
+    }
+}
+
+/// Opens the folder `name` itself, one component at a time, refusing symlinks.
+fn open_folder(root: &OwnedFd, name: &FileName) -> io::Result<OwnedFd> {
+    let mut dir = rustix::io::dup(root)?;
+    for comp in name.components() {
+        dir = open_dir_at(&dir, comp)?;
+    }
+    Ok(dir)
+}
+
 /// Makes a folder's entries durable (after a link, rename or unlink in it).
 pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(dir)?)
 }
 
-/// Bytes available to unprivileged users on the filesystem holding `fd`.
-pub(crate) fn free_space(fd: impl AsFd) -> io::Result<u64> {
+/// Bytes and inodes available to unprivileged users on the filesystem holding `fd`. Inodes
+/// are `None` on filesystems that report none at all (btrfs allocates them as needed).
+pub(crate) fn free_space(fd: impl AsFd) -> io::Result<crate::store::Space> {
     let st = rustix::fs::fstatvfs(fd)?;
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok(crate::store::Space {
+        bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        inodes: (st.f_files > 0).then_some(st.f_favail),
+    })
 }
 
 /// One regular file found by [`walk`].
@@ -151,47 +203,91 @@ pub(crate) struct Found {
     pub(crate) meta: Meta,
 }
 
-/// Lists every regular file beneath `root` whose name is valid, skipping symlinks, special
-/// files, the state folder and names that break the naming rules. Folders that cannot be read
-/// are skipped (and reported in `skipped`).
-pub(crate) fn walk(root: &OwnedFd, skipped: &mut usize) -> io::Result<Vec<Found>> {
-    /// One folder being read. Only the folders on the current path are open at once (depth
-    /// first), so a folder with thousands of subfolders costs a handful of descriptors, not
-    /// thousands.
-    struct Level {
-        fd: OwnedFd,
-        entries: rustix::fs::Dir,
-        prefix: String,
-    }
-    let open_level = |fd: OwnedFd, prefix: String| -> io::Result<Level> {
-        let entries = rustix::fs::Dir::read_from(&fd)?;
-        Ok(Level {
-            fd,
-            entries,
-            prefix,
-        })
-    };
+/// Why a walk could not see the whole folder: the listing it would give is incomplete, so it
+/// gives none (issue 10, item 2).
+#[derive(Debug)]
+pub(crate) struct WalkError {
+    /// The folder that could not be read (`""` for the shared folder itself).
+    pub(crate) folder: String,
+    pub(crate) source: io::Error,
+}
+
+/// The folders nearest the top whose descriptors a walk keeps open. Deeper ones are read whole,
+/// closed while their subfolders are walked and reopened (from the deepest kept one, one
+/// component at a time, never through a symlink) when the walk comes back to them: a walk holds
+/// at most this many descriptors plus two, whatever the depth.
+const KEPT_OPEN: usize = 8;
+
+/// One folder on the walk's path: its entries, read in one go, and its descriptor if kept.
+struct Level {
+    fd: Option<OwnedFd>,
+    entries: std::vec::IntoIter<String>,
+    prefix: String,
+}
+
+/// The entries of a folder, except `.`, `..` and names that are not UTF-8 (never valid names).
+fn read_names(fd: &OwnedFd) -> io::Result<Vec<String>> {
     let mut out = Vec::new();
-    let mut stack = vec![open_level(rustix::io::dup(root)?, String::new())?];
-    while let Some(level) = stack.last_mut() {
-        let Some(entry) = level.entries.next() else {
-            stack.pop();
-            continue;
-        };
-        let Ok(entry) = entry else {
-            *skipped += 1;
-            stack.pop();
-            continue;
-        };
-        let Ok(leaf) = entry.file_name().to_str() else {
-            *skipped += 1;
-            continue;
-        };
-        if leaf == "." || leaf == ".." {
+    for entry in rustix::fs::Dir::read_from(fd)? {
+        let entry = entry?;
+        let bytes = entry.file_name().to_bytes();
+        if bytes == b"." || bytes == b".." {
             continue;
         }
+        if let Ok(leaf) = std::str::from_utf8(bytes) {
+            out.push(leaf.to_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// True for errors that mean the entry went away or was swapped for something that is not a
+/// folder while the walk ran: not a failure of the walk (the listing is of what is there).
+fn vanished(e: &rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(*e, Errno::NOENT | Errno::NOTDIR | Errno::LOOP)
+}
+
+/// Lists every regular file beneath `root` whose name is valid, skipping symlinks, special
+/// files, the state folder and names that break the naming rules (including names deeper
+/// than the limit: such folders are not entered). Entries that vanish while it runs are
+/// skipped; any other failure (too many open files, a folder that cannot be read, an I/O
+/// error) fails the whole walk, so a listing is never silently short.
+pub(crate) fn walk(root: &OwnedFd) -> Result<Vec<Found>, WalkError> {
+    let fail = |folder: &str, e: io::Error| WalkError {
+        folder: folder.to_owned(),
+        source: e,
+    };
+    let top = rustix::io::dup(root).map_err(|e| fail("", e.into()))?;
+    let entries = read_names(&top).map_err(|e| fail("", e))?;
+    let mut out = Vec::new();
+    let mut stack = vec![Level {
+        fd: Some(top),
+        entries: entries.into_iter(),
+        prefix: String::new(),
+    }];
+    while let Some(depth) = stack.len().checked_sub(1) {
+        let Some(leaf) = stack[depth].entries.next() else {
+            stack.pop();
+            continue;
+        };
+        if stack[depth].fd.is_none() {
+            match reopen(&stack, depth) {
+                Ok(fd) => stack[depth].fd = Some(fd),
+                // Removed or swapped while its subfolders were walked: its rest is gone.
+                Err(e) if is_absent(&e) => {
+                    stack.pop();
+                    continue;
+                }
+                Err(e) => return Err(fail(&stack[depth].prefix, e)),
+            }
+        }
+        let level = &stack[depth];
+        let Some(fd) = level.fd.as_ref() else {
+            continue; // Set just above.
+        };
         let rel = if level.prefix.is_empty() {
-            leaf.to_owned()
+            leaf.clone()
         } else {
             format!("{}/{leaf}", level.prefix)
         };
@@ -199,8 +295,10 @@ pub(crate) fn walk(root: &OwnedFd, skipped: &mut usize) -> io::Result<Vec<Found>
             // Covers the state folder at the top, and names a client could not use.
             continue;
         };
-        let Ok(st) = rustix::fs::statat(&level.fd, leaf, AtFlags::SYMLINK_NOFOLLOW) else {
-            continue; // Vanished meanwhile.
+        let st = match rustix::fs::statat(fd, leaf.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(fail(&level.prefix, e.into())),
         };
         match FileType::from_raw_mode(st.st_mode) {
             FileType::RegularFile => out.push(Found {
@@ -208,14 +306,110 @@ pub(crate) fn walk(root: &OwnedFd, skipped: &mut usize) -> io::Result<Vec<Found>
                 meta: Meta::of(&st),
             }),
             FileType::Directory => {
-                match open_dir_at(&level.fd, leaf).and_then(|fd| open_level(fd, rel)) {
-                    Ok(next) => stack.push(next),
-                    Err(_) => *skipped += 1,
+                let child = match open_dir_at(fd, &leaf) {
+                    Ok(child) => child,
+                    Err(e) if is_absent(&e) => continue,
+                    Err(e) => return Err(fail(&rel, e)),
+                };
+                let entries = read_names(&child).map_err(|e| fail(&rel, e))?;
+                if depth >= KEPT_OPEN {
+                    stack[depth].fd = None;
                 }
+                stack.push(Level {
+                    fd: Some(child),
+                    entries: entries.into_iter(),
+                    prefix: rel,
+                });
             }
             _ => {} // Symlinks, FIFOs, sockets, devices: never shared.
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Opens the folder of `stack[depth]` again, from the deepest level above it that kept its
+/// descriptor, one component at a time without following symlinks.
+fn reopen(stack: &[Level], depth: usize) -> io::Result<OwnedFd> {
+    let (anchor, from) = stack[..depth]
+        .iter()
+        .rev()
+        .find_map(|l| l.fd.as_ref().map(|fd| (fd, l.prefix.as_str())))
+        .ok_or_else(|| io::Error::other("no open folder to start from"))?;
+    let rest = &stack[depth].prefix[from.len()..];
+    let mut dir = rustix::io::dup(anchor)?;
+    for comp in rest.split('/').filter(|c| !c.is_empty()) {
+        dir = open_dir_at(&dir, comp)?;
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Open descriptors of this process.
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    /// A 31-level chain with files before and after the subfolder at every level, so the walk
+    /// comes back to levels whose descriptor it closed and must reopen them; and every file is
+    /// found, sorted, whatever the depth.
+    #[test]
+    fn deep_walks_find_everything_and_reopen_closed_levels() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut want = Vec::new();
+        let mut rel = String::new();
+        for level in 0..31 {
+            let here = dir.path().join(&rel);
+            std::fs::create_dir_all(&here).unwrap();
+            for leaf in ["a", "m", "z"] {
+                std::fs::write(here.join(leaf), leaf).unwrap();
+                want.push(if rel.is_empty() {
+                    leaf.to_owned()
+                } else {
+                    format!("{rel}/{leaf}")
+                });
+            }
+            rel = if rel.is_empty() {
+                format!("d{level}")
+            } else {
+                format!("{rel}/d{level}")
+            };
+        }
+        // At the deepest level a name may have (32 components): listed.
+        std::fs::create_dir_all(dir.path().join(&rel)).unwrap();
+        std::fs::write(dir.path().join(&rel).join("deepest"), b"x").unwrap();
+        want.push(format!("{rel}/deepest"));
+        // One level deeper: not a name, so not entered and not listed.
+        std::fs::create_dir_all(dir.path().join(&rel).join("d31")).unwrap();
+        std::fs::write(dir.path().join(&rel).join("d31/too-deep"), b"x").unwrap();
+        want.sort();
+        let root = open_root(dir.path()).unwrap();
+        let found: Vec<String> = walk(&root)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name.as_str().to_owned())
+            .collect();
+        assert_eq!(found, want);
+    }
+
+    /// A walk gives back every descriptor it opened (how few it holds at once is checked
+    /// against a server with a capped limit, in `tests/it/budgets2.rs`).
+    #[test]
+    fn the_walk_keeps_few_descriptors_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join(vec!["d"; 31].join("/"));
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("f"), b"x").unwrap();
+        let root = open_root(dir.path()).unwrap();
+        let before = open_fds();
+        let found = walk(&root).unwrap();
+        assert_eq!(found.len(), 1);
+        // Other tests in this process open files meanwhile: allow for a few.
+        assert!(open_fds() <= before + 4, "descriptors leaked");
+    }
 }

@@ -9,16 +9,24 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
-use super::fsops::Meta;
+use super::fsops::{self, Meta};
 use crate::id::FileId;
 use crate::name::FileName;
+
+/// The database's file in the state folder.
+pub(crate) const INDEX_FILE: &str = "index.redb";
+/// Where an unreadable database is moved, for whoever wants to look at it.
+const CORRUPT_FILE: &str = "index.redb.corrupt";
 
 /// name → (size, mtime in ns, inode, md5).
 const FILES: TableDefinition<&str, (u64, i64, u64, [u8; 16])> = TableDefinition::new("files");
@@ -50,7 +58,7 @@ impl Index {
         self.by_id.get(id).cloned().unwrap_or_default()
     }
 
-    #[cfg(test)]
+    /// How many files it holds.
     pub(crate) fn len(&self) -> usize {
         self.files.len()
     }
@@ -116,29 +124,36 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 const BATCH_MAX: usize = 4096;
 
 impl Persist {
-    /// Opens (or creates) the database at `path` and loads it. A database that cannot be read is
-    /// set aside and replaced with an empty one: it is only a cache.
+    /// Opens (or creates) the database `index.redb` in the state folder `state` and loads it.
+    /// A database that cannot be read (corrupt, truncated, a symlink, not a file, or one that
+    /// makes redb panic) is set aside as `index.redb.corrupt` and replaced with an empty one: it
+    /// is only a cache, and losing it costs a rehash.
     ///
     /// # Errors
     /// If the database is locked by another process (another server on the same folder), or
     /// cannot be created.
-    pub(crate) fn open(path: &Path) -> Result<(Self, Index), redb::Error> {
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(redb::Error::DatabaseAlreadyOpen);
-            }
-            Err(e) => {
-                tracing::warn!("index database unreadable ({e}); rebuilding it");
-                let _ = std::fs::rename(path, path.with_extension("redb.corrupt"));
-                Database::create(path)?
+    pub(crate) fn open(state: &OwnedFd) -> Result<(Self, Index), redb::Error> {
+        let (db, index) = match attempt(state) {
+            Ok(v) => v,
+            Err(Unusable::Locked) => return Err(redb::Error::DatabaseAlreadyOpen),
+            Err(Unusable::Broken(why)) => {
+                tracing::warn!(
+                    "index database unreadable ({why}); set aside as {CORRUPT_FILE}, rebuilding it"
+                );
+                set_aside(state)?;
+                match attempt(state) {
+                    Ok(v) => v,
+                    Err(Unusable::Locked) => return Err(redb::Error::DatabaseAlreadyOpen),
+                    Err(Unusable::Broken(why)) => {
+                        return Err(redb::Error::Io(std::io::Error::other(why)));
+                    }
+                }
             }
         };
-        let index = load(&db)?;
         let (tx, rx) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("barge-index".into())
-            .spawn(move || writer(db, rx))
+            .spawn(move || writer(db, &rx))
             .map_err(redb::Error::Io)?;
         Ok((
             Self {
@@ -171,6 +186,65 @@ impl Drop for Persist {
     }
 }
 
+/// Why the database file could not be used.
+enum Unusable {
+    /// Another process holds it: never set aside, that would break the other server.
+    Locked,
+    /// Anything else: unreadable, so rebuilt.
+    Broken(String),
+}
+
+/// Runs `f`, turning a panic into an error. redb trusts its file: a truncated one has been seen
+/// to panic inside it rather than return an error, and a dependency's panic must not stop the
+/// server. Nothing `f` touches outlives it when it unwinds (the database is dropped with it), so
+/// no half-updated state is observed afterwards.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, redb::Error>) -> Result<T, Unusable> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(redb::Error::DatabaseAlreadyOpen)) => Err(Unusable::Locked),
+        Ok(Err(e)) => Err(Unusable::Broken(format!("{what}: {e}"))),
+        Err(_) => Err(Unusable::Broken(format!(
+            "{what}: the database library panicked"
+        ))),
+    }
+}
+
+/// Opens the database file without following a symlink (one planted at `.barge/index.redb`
+/// must not be written through) and loads every entry.
+fn attempt(state: &OwnedFd) -> Result<(Database, Index), Unusable> {
+    let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(state, INDEX_FILE, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(Unusable::Broken("it is a symlink".into())),
+        Err(e) => return Err(Unusable::Broken(format!("opening it: {e}"))),
+    };
+    match rustix::fs::fstat(&fd) {
+        Ok(st) if fsops::is_regular(&st) => {}
+        Ok(_) => return Err(Unusable::Broken("it is not a regular file".into())),
+        Err(e) => return Err(Unusable::Broken(format!("reading it: {e}"))),
+    }
+    let file = std::fs::File::from(fd);
+    let db = guarded("opening", || {
+        redb::Builder::new().create_file(file).map_err(Into::into)
+    })?;
+    let index = guarded("loading", || load(&db))?;
+    Ok((db, index))
+}
+
+/// Moves an unusable database out of the way (replacing an older one set aside), or removes it
+/// when it cannot be moved, so the next attempt starts from an empty file.
+fn set_aside(state: &OwnedFd) -> Result<(), redb::Error> {
+    if rustix::fs::renameat(state, INDEX_FILE, state, CORRUPT_FILE).is_ok() {
+        return Ok(());
+    }
+    match rustix::fs::unlinkat(state, INDEX_FILE, AtFlags::empty())
+        .or_else(|_| rustix::fs::unlinkat(state, INDEX_FILE, AtFlags::REMOVEDIR))
+    {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(redb::Error::Io(e.into())),
+    }
+}
+
 fn load(db: &Database) -> Result<Index, redb::Error> {
     let txn = db.begin_write()?;
     txn.open_table(FILES)?; // Creates it on first use.
@@ -199,7 +273,7 @@ fn load(db: &Database) -> Result<Index, redb::Error> {
     Ok(index)
 }
 
-fn writer(db: Database, rx: mpsc::Receiver<Change>) {
+fn writer(db: Database, rx: &mpsc::Receiver<Change>) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -208,10 +282,16 @@ fn writer(db: Database, rx: mpsc::Receiver<Change>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = commit(&db, &batch) {
-            tracing::warn!("could not save the id index: {e}");
+        match guarded("saving", || commit(&db, &batch)) {
+            Ok(()) => {}
+            Err(Unusable::Broken(why)) => {
+                tracing::warn!("could not save the id index ({why})");
+            }
+            Err(Unusable::Locked) => tracing::warn!("could not save the id index (locked)"),
         }
     }
+    // redb flushes on drop; a panic there must not take the process down either.
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
 }
 
 fn commit(db: &Database, batch: &[Change]) -> Result<(), redb::Error> {
@@ -269,18 +349,35 @@ mod tests {
         Ok(())
     }
 
+    fn state_dir(dir: &tempfile::TempDir) -> std::io::Result<OwnedFd> {
+        fsops::open_root(dir.path())
+    }
+
+    /// A database with `n` entries, closed.
+    fn filled(state: &OwnedFd, n: u32) -> Result<(), Box<dyn std::error::Error>> {
+        let (mut p, _) = Persist::open(state)?;
+        for i in 0..n {
+            p.send(Change::Put(
+                FileName::parse(&format!("f{i}"))?,
+                entry(1, u64::from(i)),
+            ));
+        }
+        p.close();
+        Ok(())
+    }
+
     #[test]
     fn persists_across_reopen() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("index.redb");
-        let (mut p, ix) = Persist::open(&path)?;
+        let state = state_dir(&dir)?;
+        let (mut p, ix) = Persist::open(&state)?;
         assert_eq!(ix.len(), 0);
         p.send(Change::Put(FileName::parse("x/y")?, entry(7, 9)));
         p.send(Change::Put(FileName::parse("gone")?, entry(8, 9)));
         p.send(Change::Remove(FileName::parse("gone")?));
         p.close();
         drop(p);
-        let (_p, ix) = Persist::open(&path)?;
+        let (_p, ix) = Persist::open(&state)?;
         assert_eq!(ix.len(), 1);
         assert_eq!(ix.get(&FileName::parse("x/y")?), Some(&entry(7, 9)));
         Ok(())
@@ -289,10 +386,65 @@ mod tests {
     #[test]
     fn corrupt_database_is_rebuilt() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("index.redb");
+        let path = dir.path().join(INDEX_FILE);
         std::fs::write(&path, b"this is not a redb file at all, not even close")?;
-        let (_p, ix) = Persist::open(&path)?;
+        let (_p, ix) = Persist::open(&state_dir(&dir)?)?;
         assert_eq!(ix.len(), 0);
+        assert!(dir.path().join(CORRUPT_FILE).exists(), "not set aside");
+        Ok(())
+    }
+
+    /// Issue 10 item 1: a database cut short anywhere (redb panicked on some cuts) is set aside
+    /// and rebuilt, never a panic; a second open finds a good database.
+    #[test]
+    fn truncated_database_is_rebuilt_whatever_the_cut() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let state = state_dir(&dir)?;
+        filled(&state, 300)?;
+        let path = dir.path().join(INDEX_FILE);
+        let good = std::fs::read(&path)?;
+        let len = good.len();
+        assert!(len > 4096, "{len}");
+        // Both ends of the range the issue found, and cuts spread between them.
+        let mut cuts: Vec<usize> = vec![511, 512, 4095, 4096, len - 4096, len - 2, len - 1];
+        cuts.extend((1..12).map(|k| 511 + (len - 512) * k / 12));
+        for cut in cuts {
+            std::fs::write(&path, &good[..cut])?;
+            let (p, ix) =
+                Persist::open(&state).map_err(|e| format!("cut at {cut} of {len}: {e}"))?;
+            // Either redb read what was left, or the file was rebuilt empty; never a panic.
+            assert!(ix.len() == 300 || ix.len() == 0, "cut {cut}: {}", ix.len());
+            drop(p);
+            let (_p, again) = Persist::open(&state)?;
+            assert_eq!(again.len(), ix.len(), "cut {cut}: not usable after rebuild");
+        }
+        Ok(())
+    }
+
+    /// Issue 10 item 11: `index.redb` as a symlink to a file elsewhere is never written through.
+    #[test]
+    fn symlinked_database_is_not_followed() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let outside = tempfile::tempdir()?;
+        let victim = outside.path().join("precious");
+        std::fs::write(&victim, b"not yours")?;
+        std::os::unix::fs::symlink(&victim, dir.path().join(INDEX_FILE))?;
+        filled(&state_dir(&dir)?, 3)?;
+        assert_eq!(std::fs::read(&victim)?, b"not yours");
+        let meta = std::fs::symlink_metadata(dir.path().join(INDEX_FILE))?;
+        assert!(meta.file_type().is_file(), "a new database took its place");
+        let (_p, ix) = Persist::open(&state_dir(&dir)?)?;
+        assert_eq!(ix.len(), 3);
+        Ok(())
+    }
+
+    #[test]
+    fn folder_in_place_of_the_database_is_set_aside() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::create_dir(dir.path().join(INDEX_FILE))?;
+        let (_p, ix) = Persist::open(&state_dir(&dir)?)?;
+        assert_eq!(ix.len(), 0);
+        assert!(std::fs::symlink_metadata(dir.path().join(INDEX_FILE))?.is_file());
         Ok(())
     }
 }

@@ -20,12 +20,13 @@ mod fsops;
 mod hashing;
 mod index;
 mod upload;
+mod walks;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use rustix::fs::{AtFlags, Mode, RenameFlags};
@@ -37,12 +38,12 @@ use crate::id::FileId;
 use crate::name::{FileName, STATE_DIR};
 
 const TMP_DIR: &str = "tmp";
-const INDEX_FILE: &str = "index.redb";
 
 /// The shared folder as a [`Backend`].
 #[derive(Debug)]
 pub struct FolderBackend {
     inner: Arc<Inner>,
+    lists: walks::Walks,
 }
 
 /// What the backend, its uploads and its background threads share.
@@ -50,7 +51,9 @@ pub struct FolderBackend {
 struct Inner {
     root_path: PathBuf,
     root: OwnedFd,
-    tmp: OwnedFd,
+    /// The temp area. Replaced when it is found deleted (someone removed `.barge/tmp` while
+    /// the server ran): uploads then recreate it instead of failing until a restart.
+    tmp: Mutex<Arc<OwnedFd>>,
     config: StoreConfig,
     index: Mutex<Index>,
     persist: Mutex<Persist>,
@@ -62,6 +65,16 @@ struct Inner {
     queued: Mutex<HashSet<FileName>>,
     hasher_tx: Mutex<Option<mpsc::Sender<FileName>>>,
     tmp_counter: AtomicU64,
+    /// Hashes in progress by inode, each with the result of the last one: how concurrent
+    /// requests for a file share one hash.
+    hashes: Mutex<HashMap<u64, Arc<Mutex<Option<index::Entry>>>>>,
+    /// How many times a file was read to be hashed (for the log and tests: each content should
+    /// be read once).
+    hashed: AtomicU64,
+    /// Inodes seen changing while they were hashed, with what they became.
+    changing: Mutex<HashMap<u64, fsops::Meta>>,
+    /// Files in the folder: set by each walk, followed by uploads and deletes in between.
+    files: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -93,16 +106,16 @@ impl FolderBackend {
         let state = ensure_dir(&root_fd, STATE_DIR)?;
         let tmp = ensure_dir(&state, TMP_DIR)?;
         clear_dir(&tmp)?;
-        let (persist, index) =
-            Persist::open(&root.join(STATE_DIR).join(INDEX_FILE)).map_err(|e| match e {
-                redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
-                e => StoreError::Backend(Box::new(e)),
-            })?;
+        let (persist, index) = Persist::open(&state).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
+            e => StoreError::Backend(Box::new(e)),
+        })?;
         let (tx, rx) = mpsc::channel();
+        let files = AtomicU64::new(index.len() as u64);
         let inner = Arc::new(Inner {
             root_path: root.to_path_buf(),
             root: root_fd,
-            tmp,
+            tmp: Mutex::new(Arc::new(tmp)),
             config,
             index: Mutex::new(index),
             persist: Mutex::new(persist),
@@ -110,9 +123,16 @@ impl FolderBackend {
             queued: Mutex::default(),
             hasher_tx: Mutex::new(Some(tx)),
             tmp_counter: AtomicU64::new(0),
+            files,
+            hashes: Mutex::default(),
+            hashed: AtomicU64::new(0),
+            changing: Mutex::default(),
         });
         hashing::start(&inner, rx)?;
-        Ok(Self { inner })
+        Ok(Self {
+            inner,
+            lists: walks::Walks::default(),
+        })
     }
 
     /// The folder being shared.
@@ -123,6 +143,22 @@ impl FolderBackend {
 }
 
 impl Inner {
+    fn tmp_dir(&self) -> Arc<OwnedFd> {
+        Arc::clone(&lock(&self.tmp))
+    }
+
+    /// Recreates the temp area (and the state folder) after `stale` was found deleted, unless
+    /// another upload already did; returns the one to use.
+    fn renew_tmp(&self, stale: &Arc<OwnedFd>) -> Result<Arc<OwnedFd>, StoreError> {
+        let mut tmp = lock(&self.tmp);
+        if Arc::ptr_eq(&tmp, stale) {
+            let state = ensure_dir(&self.root, STATE_DIR)?;
+            *tmp = Arc::new(ensure_dir(&state, TMP_DIR)?);
+            tracing::warn!("the temp area was deleted while running; recreated it");
+        }
+        Ok(Arc::clone(&tmp))
+    }
+
     fn open_parent_for_write<'n>(
         &self,
         name: &'n FileName,
@@ -192,8 +228,7 @@ fn not_a_folder(name: &FileName) -> StoreError {
 #[async_trait::async_trait]
 impl Backend for FolderBackend {
     async fn list(&self) -> Result<Listing, StoreError> {
-        let inner = Arc::clone(&self.inner);
-        blocking(move || inner.scan(inner.config.inline_hash_budget)).await
+        self.lists.list(&self.inner).await
     }
 
     async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError> {
@@ -291,8 +326,12 @@ impl Backend for FolderBackend {
         blocking(move || inner.delete(&name)).await
     }
 
-    fn free_space(&self) -> Result<u64, StoreError> {
+    fn free_space(&self) -> Result<super::Space, StoreError> {
         fsops::free_space(&self.inner.root).map_err(StoreError::io_on("checking free space", None))
+    }
+
+    fn file_count(&self) -> u64 {
+        self.inner.files.load(Ordering::Relaxed)
     }
 
     fn close(&self) {
@@ -312,7 +351,12 @@ impl Inner {
             Err(e) => return Err(StoreError::io("deleting", Some(name), e.into())),
         }
         let _ = fsops::sync_dir(&dir);
+        drop(dir);
+        let _ = self
+            .files
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         self.forget(name);
+        fsops::prune_empty_folders(&self.root, name);
         Ok(())
     }
 
@@ -321,14 +365,25 @@ impl Inner {
         let gone = || StoreError::NotFound(Target::name(from.clone()));
         let (from_dir, from_leaf) =
             fsops::open_parent(&self.root, from, false).map_err(|_| gone())?;
-        let (to_dir, to_leaf) = self.open_parent_for_write(to)?;
-        match rustix::fs::renameat_with(
+        let (to_dir, to_leaf) = match self.open_parent_for_write(to) {
+            Ok(v) => v,
+            Err(e) => {
+                // Folders it created before failing are not left behind.
+                fsops::prune_empty_folders(&self.root, to);
+                return Err(e);
+            }
+        };
+        let renamed = rustix::fs::renameat_with(
             &from_dir,
             from_leaf,
             &to_dir,
             to_leaf,
             RenameFlags::NOREPLACE,
-        ) {
+        );
+        if renamed.is_err() {
+            fsops::prune_empty_folders(&self.root, to);
+        }
+        match renamed {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(StoreError::Exists(to.clone())),
             Err(Errno::NOENT) => return Err(gone()),
@@ -348,6 +403,8 @@ impl Inner {
         if let Some(entry) = entry {
             self.record(to.clone(), entry);
         }
+        drop(from_dir);
+        fsops::prune_empty_folders(&self.root, from);
         Ok(())
     }
 }

@@ -28,6 +28,8 @@ pub(super) struct FolderUpload {
     inner: Arc<Inner>,
     name: FileName,
     size: u64,
+    /// The temp area this upload's file is in (the store's may be replaced meanwhile).
+    tmp: Arc<OwnedFd>,
     tmp_leaf: String,
     file: Option<File>,
     /// The temp file's metadata, kept when its handle was closed early (see `close_file`).
@@ -50,17 +52,24 @@ impl FolderUpload {
             inner.tmp_counter.fetch_add(1, Ordering::Relaxed)
         );
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(
-            &inner.tmp,
-            tmp_leaf.as_str(),
-            flags,
-            Mode::from_raw_mode(0o644),
-        )
+        let create = |tmp: &OwnedFd| {
+            rustix::fs::openat(tmp, tmp_leaf.as_str(), flags, Mode::from_raw_mode(0o644))
+        };
+        let mut tmp = inner.tmp_dir();
+        let fd = match create(&tmp) {
+            // Creating in a deleted folder: the temp area was removed under us.
+            Err(Errno::NOENT) => {
+                tmp = inner.renew_tmp(&tmp)?;
+                create(&tmp)
+            }
+            other => other,
+        }
         .map_err(StoreError::io_on("creating a temp file for", Some(&name)))?;
         Ok(Self {
             inner: Arc::clone(inner),
             name,
             size,
+            tmp,
             tmp_leaf,
             file: Some(File::from(fd)),
             closed: None,
@@ -111,10 +120,10 @@ impl FolderUpload {
         };
         let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
         let inner = Arc::clone(&self.inner);
-        let (dir, leaf) = inner.open_parent_for_write(&name)?;
-        link_no_replace(&inner.tmp, &self.tmp_leaf, &dir, leaf, &name)?;
+        let dir = self.link_into_place(&inner)?;
         self.linked = true;
-        let _ = rustix::fs::unlinkat(&inner.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+        inner.files.fetch_add(1, Ordering::Relaxed);
+        let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         if sync {
             fsops::sync_dir(&dir)
                 .map_err(StoreError::io_on("flushing the folder of", Some(&name)))?;
@@ -123,6 +132,33 @@ impl FolderUpload {
         inner.note_name(&name);
         inner.record(name, Entry { meta, id });
         Ok(id)
+    }
+}
+
+impl FolderUpload {
+    /// Links the temp file under its name, creating its folders; returns the folder it is in.
+    /// A folder that a delete elsewhere pruned between our open and our link (it was empty
+    /// then) is created again; a failure leaves no folder it created behind.
+    fn link_into_place(&self, inner: &Inner) -> Result<OwnedFd, StoreError> {
+        let name = &self.name;
+        let mut tries = 0;
+        let result = loop {
+            let attempt = inner.open_parent_for_write(name).and_then(|(dir, leaf)| {
+                link_no_replace(&self.tmp, &self.tmp_leaf, &dir, leaf, name).map(|()| dir)
+            });
+            match attempt {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && tries < 3 =>
+                {
+                    tries += 1;
+                }
+                other => break other,
+            }
+        };
+        if result.is_err() {
+            fsops::prune_empty_folders(&inner.root, name);
+        }
+        result
     }
 }
 
@@ -159,7 +195,7 @@ impl Drop for FolderUpload {
     fn drop(&mut self) {
         self.file = None;
         if !self.linked {
-            let _ = rustix::fs::unlinkat(&self.inner.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+            let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         }
     }
 }
@@ -184,7 +220,7 @@ pub(super) fn group_commit(
         .collect();
     let sync = inner.config.sync && staged.iter().any(Result::is_ok);
     if sync {
-        if let Err(e) = rustix::fs::syncfs(&inner.tmp) {
+        if let Err(e) = rustix::fs::syncfs(&inner.root) {
             return staged
                 .into_iter()
                 .map(|r| {
@@ -204,7 +240,7 @@ pub(super) fn group_commit(
         .map(|r| r.and_then(|u| u.complete(false)))
         .collect();
     if sync && results.iter().any(Result::is_ok) {
-        if let Err(e) = rustix::fs::syncfs(&inner.tmp) {
+        if let Err(e) = rustix::fs::syncfs(&inner.root) {
             // The files are in place but their folder entries may not be on disk yet.
             tracing::error!("flushing folder entries to disk failed: {e}");
             for r in &mut results {

@@ -146,3 +146,127 @@ async fn listing_hashes_only_for_its_time_budget() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Issue 10 item 11: `.barge/tmp` (or all of `.barge`) deleted while running is recreated by the
+/// next upload instead of breaking every upload until a restart.
+#[tokio::test]
+async fn deleted_temp_area_is_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "before", b"1").await.unwrap();
+    std::fs::remove_dir(dir.path().join(".barge/tmp")).unwrap();
+    put(&store, "after-tmp", b"2").await.unwrap();
+    assert!(dir.path().join(".barge/tmp").is_dir());
+    std::fs::remove_dir_all(dir.path().join(".barge")).unwrap();
+    put(&store, "after-state", b"3").await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("after-state")).unwrap(), b"3");
+    assert_eq!(names(&store).await, ["after-state", "after-tmp", "before"]);
+}
+
+/// Issue 10 item 1: an index cut short (redb panicked on it) is set aside and rebuilt when
+/// the store opens, and the files are listed with their true ids.
+#[tokio::test]
+async fn truncated_index_is_rebuilt_at_open() {
+    use md5::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..50 {
+        put(&store, &format!("f{i}"), format!("body {i}").as_bytes())
+            .await
+            .unwrap();
+    }
+    store.close();
+    drop(store);
+    let index = dir.path().join(".barge/index.redb");
+    let len = std::fs::metadata(&index).unwrap().len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&index)
+        .unwrap();
+    file.set_len(len - 1).unwrap();
+    drop(file);
+    let store = open(dir.path());
+    let listed = store.list().await.unwrap();
+    assert_eq!(listed.entries.len() + listed.pending, 50);
+    for e in &listed.entries {
+        let i = &e.name.as_str()[1..];
+        let want: [u8; 16] = md5::Md5::digest(format!("body {i}").as_bytes()).into();
+        assert_eq!(e.id, FileId(want));
+    }
+}
+
+/// Every folder on disk under `root`, outside the state folder, as relative paths.
+fn folders(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() && e.file_name() != ".barge" {
+                let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+                out.push(rel);
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue 10 item 5: a file's folders go with its last file, on delete and on rename; folders
+/// that still hold something stay; a rename that fails creates none.
+#[tokio::test]
+async fn empty_folders_go_with_their_last_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let deep = (0..31)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    put(&store, &format!("{deep}/f"), b"1").await.unwrap();
+    put(&store, "keep/a/one", b"2").await.unwrap();
+    put(&store, "keep/two", b"3").await.unwrap();
+    store.delete(&r(&format!("{deep}/f"))).await.unwrap();
+    store
+        .rename(&r("keep/a/one"), &n("moved/x/one"))
+        .await
+        .unwrap();
+    assert_eq!(folders(dir.path()), ["keep", "moved", "moved/x"]);
+    // A rename onto a taken name through new folders creates none for good.
+    put(&store, "blocker", b"4").await.unwrap();
+    assert!(
+        store
+            .rename(&r("keep/two"), &n("blocker/y/z"))
+            .await
+            .is_err()
+    );
+    std::fs::create_dir_all(dir.path().join("new/deeper")).unwrap();
+    std::fs::write(dir.path().join("new/deeper/taken"), b"by hand").unwrap();
+    assert!(matches!(
+        store.rename(&r("keep/two"), &n("new/deeper/taken")).await,
+        Err(StoreError::Exists(_))
+    ));
+    assert_eq!(
+        folders(dir.path()),
+        ["keep", "moved", "moved/x", "new", "new/deeper"]
+    );
+    // An upload whose name is taken by hand while it runs fails, and removes no folder that
+    // still holds something.
+    let up = store.begin_upload(n("late/sub/f"), 1).await.unwrap();
+    std::fs::create_dir_all(dir.path().join("late/sub")).unwrap();
+    std::fs::write(dir.path().join("late/sub/f"), b"first").unwrap();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.write(b"z")?;
+        up.finish()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(done, Err(StoreError::Exists(_))));
+    std::fs::remove_file(dir.path().join("late/sub/f")).unwrap();
+    store.delete(&r("moved/x/one")).await.unwrap();
+    assert_eq!(
+        folders(dir.path()),
+        ["keep", "late", "late/sub", "new", "new/deeper"]
+    );
+}

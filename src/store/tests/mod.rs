@@ -11,6 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use super::*;
 
+mod budgets;
 mod folder_only;
 mod suite;
 use crate::name::FileName;
@@ -160,4 +161,5 @@ suite!(
     ids_win_over_names,
     names_differing_only_by_normalisation_conflict,
     batch_gives_each_file_its_own_result_in_order,
+    the_file_count_is_limited,
 );

@@ -349,3 +349,31 @@ pub(super) async fn batch_gives_each_file_its_own_result_in_order(fx: &dyn Fixtu
         Err(StoreError::Exists(_))
     ));
 }
+
+/// Issue 10 item 6: the store refuses uploads past `max_files` with a clear error, single and
+/// batched, and a delete makes room again.
+pub(super) async fn the_file_count_is_limited(fx: &dyn Fixture) {
+    let store = fx.open(StoreConfig {
+        max_files: 3,
+        ..StoreConfig::default()
+    });
+    for name in ["a", "b/c"] {
+        put(&store, name, b"x").await.unwrap();
+    }
+    // An upload in progress counts too.
+    let third = store.begin_upload(n("c"), 1).await.unwrap();
+    assert!(matches!(
+        put(&store, "d", b"x").await,
+        Err(StoreError::TooManyFiles { max: 3 })
+    ));
+    drop(third);
+    put(&store, "c", b"x").await.unwrap();
+    assert!(matches!(
+        store.put_batch(vec![(n("d"), b"1".to_vec())]).await[..],
+        [Err(StoreError::TooManyFiles { max: 3 })]
+    ));
+    store.delete(&r("a")).await.unwrap();
+    put(&store, "d", b"x").await.unwrap();
+    assert_eq!(names(&store).await, ["b/c", "c", "d"]);
+    assert!(fx.raw("e").is_none());
+}
