@@ -1,6 +1,15 @@
 //! `barge serve`: share a folder.
+//!
+//! The start order is the point: arguments and the root are checked first, the port is bound
+//! next, and only then is anything created (the root, the state folder, the identity), so a
+//! second server on a taken port or a typo leaves nothing behind. The banner is in [`banner`],
+//! the `--config` file in [`config`]; the audit lines and metrics themselves are the
+//! library's (`barge::server::audit`, `barge::metrics`); this file serves `/metrics`.
+//!
+//! [`banner`]: super::banner
+//! [`config`]: super::config
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -20,7 +29,7 @@ use barge::store::{Store, StoreConfig};
 /// Options of `barge serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// Folder to share (created if missing)
+    /// Folder to share (created if missing, when its parent folder exists)
     #[arg(
         long,
         value_name = "DIR",
@@ -70,6 +79,36 @@ pub(crate) struct ServeArgs {
     /// server's key, plain HTTP with --plain); ADDR:PORT to choose the address too
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = super::web::parse_web)]
     web: Option<(Option<String>, u16)>,
+    /// Read options from a TOML file (keys as the flags: root = "/srv/share", port = 65432,
+    /// read-only = true...); flags on the command line win
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR as HOST:PORT)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Log lines as text for people (default) or one JSON object per line
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// With --web and logins: put a fresh token (with the --perm/--folder grant) in the QR
+    /// code's link, so that scanning it logs in
+    #[arg(long, requires = "web")]
+    qr_token: bool,
+}
+
+/// How `barge serve` writes its log.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for log collectors.
+    Json,
+}
+
+impl ServeArgs {
+    /// The log format asked for.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -81,6 +120,30 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     if args.show_identity {
         return show_identity(&state_dir);
     }
+    check_flags(&args, plain)?;
+    let root = check_root(&args.root, args.read_only, args.state_dir.is_some())?;
+    // Bind first: a port in use (another server) must fail before anything is created.
+    let listener = listen(host, port)
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match &args.metrics {
+        Some(at) => Some(
+            TcpListener::bind(at.as_str())
+                .await
+                .with_context(|| format!("cannot listen on {at} for --metrics"))?,
+        ),
+        None => None,
+    };
+    let created_root = match root {
+        Root::Missing => {
+            std::fs::create_dir(&args.root).with_context(|| {
+                format!("creating the shared folder `{}`", args.root.display())
+            })?;
+            true
+        }
+        Root::Exists => false,
+    };
     let identity = if plain {
         None
     } else {
@@ -105,11 +168,11 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         .web
         .clone()
         .map(|(web_host, web_port)| (web_host.unwrap_or_else(|| host.to_owned()), web_port));
-    let mut loopback = is_loopback(host, port).await?;
+    let mut loopback = addr.ip().is_loopback();
     if let Some((web_host, web_port)) = &web_at {
         loopback &= is_loopback(web_host, *web_port).await?;
     }
-    check_secure_default(&args, &users, loopback, plain, host, port)?;
+    check_secure_default(&args, &users, loopback, plain, host, addr.port())?;
     let access = Arc::new(Access::new(
         users,
         AccessOptions {
@@ -128,24 +191,34 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = listen(host, port)
-        .await
-        .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let addr = listener.local_addr()?;
     let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
     println!(
-        "barge {} sharing {} on {addr}{}",
+        "barge {} sharing {}{}{}",
         env!("CARGO_PKG_VERSION"),
         shown.display(),
+        if created_root {
+            " (created: it did not exist)"
+        } else {
+            ""
+        },
         if args.read_only { " (read-only)" } else { "" }
     );
-    match &identity {
-        Some(identity) => println!("TLS on; the server's key is {}", identity.fingerprint()),
+    let fingerprint = identity.as_ref().map(|i| i.fingerprint().to_string());
+    match &fingerprint {
+        Some(fp) => println!("TLS on; the server's key is {fp}"),
         None => println!("Plain text (--plain): no encryption, no server identity."),
     }
     if args.public {
         println!("Anonymous access is on (--public): anyone who can reach the server may use it.");
     }
+    print!(
+        "{}",
+        super::banner::lines(
+            addr,
+            fingerprint.as_deref(),
+            access.anonymous().is_none() && !args.pair
+        )
+    );
     if args.pair {
         let grant = Grant {
             perms: args.grant.perms(),
@@ -155,11 +228,9 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         let code = access
             .issue_code(grant, pair::DEFAULT_LIFETIME)
             .context("issuing a pairing code")?;
-        let host_shown = if addr.ip().is_unspecified() {
-            "HOST".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
+        let host_shown = super::banner::reachable(addr)
+            .first()
+            .map_or_else(|| "HOST".to_owned(), |a| a.ip().to_string());
         println!(
             "Pairing code: {code} (one use, {} tries, valid {} minutes; grants {})\n\
              On the other machine: barge pair {host_shown}:{} {code}",
@@ -170,34 +241,73 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         );
     }
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(barge::metrics::Metrics::new());
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
             let (addr, task) =
-                super::web::start(at, store, policy, identity.as_ref(), shutdown.clone()).await?;
+                super::web::start(
+                at,
+                store,
+                policy,
+                identity.as_ref(),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            )
+            .await?;
             let scheme = if identity.is_some() { "https" } else { "http" };
-            println!("Web page: {scheme}://{addr}/");
+            let urls: Vec<String> = super::banner::reachable(addr)
+                .into_iter()
+                .map(|a| format!("{scheme}://{}/", super::banner::authority(a)))
+                .collect();
+            for url in &urls {
+                println!("Web page: {url}");
+            }
+            if urls.is_empty() {
+                println!("Web page: {scheme}://{}/", super::banner::authority(addr));
+            }
+            if let Some(first) = urls.first() {
+                show_qr(first, &args, &access)?;
+            }
             Some(task)
         }
         None => None,
     };
-    println!("Press Ctrl-C to stop.");
+    if let Some(listener) = metrics_listener {
+        println!(
+            "Metrics: http://{}/metrics",
+            super::banner::authority(listener.local_addr()?)
+        );
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            shutdown.clone(),
+        ));
+    }
+    println!("Press Ctrl-C to stop (twice to stop at once).");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
         max_connections_per_ip: args.max_connections_per_ip.max(1),
         min_rate: args.min_rate,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         access,
+        metrics,
         ..ServerConfig::default()
     };
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(
-            "shutting down: no new connections; running transfers get {}s",
+            "shutting down: no new connections; running transfers get {}s (again to stop at once)",
             ServerConfig::default().shutdown_grace.as_secs()
         );
         signal.cancel();
+        wait_for_signal().await;
+        // Uploads in progress are only temporary files in the state folder, never visible
+        // under their names, so stopping now loses them but shows nothing partial.
+        tracing::warn!("stopping at once: transfers in progress are dropped");
+        std::process::exit(130);
     });
     let store2 = std::sync::Arc::clone(&store);
     match identity {
@@ -213,6 +323,136 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     store.close();
     println!("barge stopped.");
     Ok(())
+}
+
+/// What the root is before the server starts.
+enum Root {
+    /// A folder the server can use.
+    Exists,
+    /// Missing, with a parent folder to create it in.
+    Missing,
+}
+
+/// Checks the shared folder without creating anything: a typo must not become a new folder
+/// tree (`mkdir -p`), and a root the server cannot use is told in words.
+fn check_root(root: &Path, read_only: bool, state_elsewhere: bool) -> anyhow::Result<Root> {
+    let shown = root.display();
+    let meta = match std::fs::metadata(root) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = match root.parent() {
+                Some(p) if p.as_os_str().is_empty() => Path::new("."),
+                Some(p) => p,
+                None => Path::new("/"),
+            };
+            if !parent.is_dir() {
+                anyhow::bail!(
+                    "the shared folder `{shown}` does not exist, nor does its parent `{}`; \
+                     check the path, or create it first (mkdir -p)",
+                    parent.display()
+                );
+            }
+            return Ok(Root::Missing);
+        }
+        Err(e) => anyhow::bail!("cannot use the shared folder `{shown}`: {e}"),
+    };
+    if !meta.is_dir() {
+        anyhow::bail!("`{shown}` is a file, not a folder: give --root a folder to share");
+    }
+    use rustix::fs::{Access as Mode, access};
+    if access(root, Mode::READ_OK | Mode::EXEC_OK).is_err() {
+        anyhow::bail!("cannot read the shared folder `{shown}`: permission denied");
+    }
+    if access(root, Mode::WRITE_OK).is_err() {
+        if !read_only {
+            anyhow::bail!(
+                "cannot write to the shared folder `{shown}`: permission denied; to share it \
+                 as it is, add --read-only and --state-dir DIR (a folder this user can write)"
+            );
+        }
+        if !state_elsewhere {
+            anyhow::bail!(
+                "the shared folder `{shown}` is not writable, so the server's state cannot live \
+                 in it: add --state-dir DIR (a folder this user can write)"
+            );
+        }
+    }
+    Ok(Root::Exists)
+}
+
+/// Checks flags that only make sense together.
+fn check_flags(args: &ServeArgs, plain: bool) -> anyhow::Result<()> {
+    if args.pair && plain {
+        anyhow::bail!("--pair needs TLS: pairing binds the code to the TLS session; drop --plain");
+    }
+    if !args.pair && !args.qr_token && args.grant.given() {
+        anyhow::bail!(
+            "--perm, --folder and --drop-box choose what a pairing code (--pair) or the QR \
+             code's token (--qr-token) grants: add one of them"
+        );
+    }
+    Ok(())
+}
+
+/// Prints the QR code of the web page's `url` when standard output is a terminal. With
+/// `--qr-token` and logins needed, the link carries a fresh token with the `--perm`/`--folder`
+/// grant; without it, the page shows its login form.
+fn show_qr(url: &str, args: &ServeArgs, access: &Access) -> anyhow::Result<()> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return Ok(());
+    }
+    let link = match (args.qr_token, access.anonymous(), access.users()) {
+        (true, None, Some(users)) => {
+            let token = users
+                .create_token("qr", args.grant.perms(), &args.grant.folder())
+                .context("creating the QR code's token")?;
+            println!(
+                "The QR code logs in with a new token ({}); revoke it with barge token revoke {}",
+                args.grant.describe(),
+                token.id
+            );
+            format!("{url}login?token={}", token.secret())
+        }
+        _ => url.to_owned(),
+    };
+    if let Some(code) = super::banner::qr(&link) {
+        println!("{code}");
+    }
+    Ok(())
+}
+
+/// Serves `GET /metrics` until `shutdown`; the index gauges are brought up to date at each
+/// scrape.
+async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<barge::metrics::Metrics>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
+            async move {
+                if let Ok(listing) = store.list().await {
+                    metrics.index(listing.entries.len(), listing.pending);
+                }
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    let serve =
+        axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    if let Err(e) = serve.await {
+        tracing::warn!("metrics endpoint stopped: {e}");
+    }
 }
 
 /// Whether every address `host` resolves to is a loopback address.
@@ -235,14 +475,7 @@ fn check_secure_default(
     host: &str,
     port: u16,
 ) -> anyhow::Result<()> {
-    if args.pair && plain {
-        anyhow::bail!("--pair needs TLS: pairing binds the code to the TLS session; drop --plain");
-    }
-    if !args.pair && args.grant.given() {
-        anyhow::bail!(
-            "--perm, --folder and --drop-box choose what a pairing code grants: add --pair"
-        );
-    }
+    let _ = plain;
     let empty = users.is_empty().context("reading the user database")?;
     if loopback || !empty || args.public || args.pair {
         return Ok(());
