@@ -159,10 +159,9 @@ impl Metrics {
             "Files waiting to be hashed, as of the last listing",
             hashing_backlog.clone(),
         );
-        let latency =
-            Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                latency_histogram,
-            );
+        let latency = Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
         registry.register(
             "request_duration_seconds",
             "Time from a command to its last reply (a transfer's whole body included)",
@@ -295,7 +294,10 @@ mod tests {
         m.index(3, 2);
         m.observe("upload", Outcome::Ok, Duration::from_millis(3));
         let text = m.encode();
-        assert_eq!(value(&text, "barge_connections_open{listener=\"tcp\"}"), Some(1.0));
+        assert_eq!(
+            value(&text, "barge_connections_open{listener=\"tcp\"}"),
+            Some(1.0)
+        );
         assert_eq!(value(&text, "barge_temp_bytes_in_flight"), Some(100.0));
         assert_eq!(value(&text, "barge_received_bytes_total"), Some(100.0));
         // An aborted transfer is counted, its bytes are not.
@@ -313,7 +315,10 @@ mod tests {
         assert!(text.contains("barge_request_duration_seconds_count{command=\"upload\""));
         drop((conn, temp));
         let text = m.encode();
-        assert_eq!(value(&text, "barge_connections_open{listener=\"tcp\"}"), Some(0.0));
+        assert_eq!(
+            value(&text, "barge_connections_open{listener=\"tcp\"}"),
+            Some(0.0)
+        );
         assert_eq!(value(&text, "barge_temp_bytes_in_flight"), Some(0.0));
     }
 }

@@ -56,7 +56,11 @@ pub(crate) fn client_command(addr: SocketAddr, fingerprint: Option<&str>) -> Str
         Some(fp) => format!("--fingerprint {fp}"),
         None => "--plain".to_owned(),
     };
-    format!("barge --host {} --port {} {trust} ls", addr.ip(), addr.port())
+    format!(
+        "barge --host {} --port {} {trust} ls",
+        addr.ip(),
+        addr.port()
+    )
 }
 
 /// The lines saying where the server listens and how to connect; `fingerprint` is `None` for
@@ -65,15 +69,13 @@ pub(crate) fn lines(bound: SocketAddr, fingerprint: Option<&str>, login: bool) -
     let mut out = String::new();
     let reach = reachable(bound);
     if bound.ip().is_unspecified() {
-        let _ = writeln!(out, "Listening on {} (every address); reachable at:", authority(bound));
+        let _ = writeln!(out, "Reachable at (every address of this machine):");
         for addr in &reach {
             let _ = writeln!(out, "  {}", authority(*addr));
         }
         if reach.is_empty() {
             let _ = writeln!(out, "  (no network address found besides loopback)");
         }
-    } else {
-        let _ = writeln!(out, "Listening on {}", authority(bound));
     }
     if bound.ip().is_loopback() {
         let _ = writeln!(

@@ -137,9 +137,8 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     };
     let created_root = match root {
         Root::Missing => {
-            std::fs::create_dir(&args.root).with_context(|| {
-                format!("creating the shared folder `{}`", args.root.display())
-            })?;
+            std::fs::create_dir(&args.root)
+                .with_context(|| format!("creating the shared folder `{}`", args.root.display()))?;
             true
         }
         Root::Exists => false,
@@ -192,17 +191,16 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
     let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
+    // Scripts and tests read the address at the end of this first line: keep its shape.
     println!(
-        "barge {} sharing {}{}{}",
+        "barge {} sharing {} on {addr}{}",
         env!("CARGO_PKG_VERSION"),
         shown.display(),
-        if created_root {
-            " (created: it did not exist)"
-        } else {
-            ""
-        },
         if args.read_only { " (read-only)" } else { "" }
     );
+    if created_root {
+        println!("Created the folder {} (it did not exist).", shown.display());
+    }
     let fingerprint = identity.as_ref().map(|i| i.fingerprint().to_string());
     match &fingerprint {
         Some(fp) => println!("TLS on; the server's key is {fp}"),
@@ -245,8 +243,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
-            let (addr, task) =
-                super::web::start(
+            let (addr, task) = super::web::start(
                 at,
                 store,
                 policy,
@@ -448,8 +445,8 @@ async fn serve_metrics(
             }
         }),
     );
-    let serve =
-        axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await });
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await });
     if let Err(e) = serve.await {
         tracing::warn!("metrics endpoint stopped: {e}");
     }

@@ -88,7 +88,10 @@ impl Action {
         if reply.code.is_intermediate() {
             return;
         }
-        self.status(reply.code.as_u16(), reply.code.is_error().then_some(&*reply.text));
+        self.status(
+            reply.code.as_u16(),
+            reply.code.is_error().then_some(&*reply.text),
+        );
     }
 
     /// Notes a final status by number (the web gateway's HTTP status); `refusal` is the words
@@ -173,7 +176,10 @@ mod tests {
         a.replied(&Reply::new(Code::new(226).unwrap(), "x"));
         assert_eq!(a.outcome(), Outcome::Ok);
         assert_eq!(a.reason, None, "a success's words are never kept");
-        a.replied(&Reply::new(Code::new(409).unwrap(), "A file named \x1b[2Jx exists"));
+        a.replied(&Reply::new(
+            Code::new(409).unwrap(),
+            "A file named \x1b[2Jx exists",
+        ));
         assert_eq!(a.outcome(), Outcome::Refused);
         assert!(!a.reason.as_deref().unwrap_or("").contains('\x1b'));
         a.abort("shutdown");

@@ -17,6 +17,7 @@ mod faults;
 mod folders;
 mod hostile;
 mod load;
+mod ops;
 mod pinning;
 mod props;
 mod server;

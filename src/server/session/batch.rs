@@ -3,9 +3,9 @@
 //! in order once they are durable.
 
 use super::{Flow, Session};
-use crate::server::audit::Action;
 use crate::name::FileName;
 use crate::protocol::{Reply, UploadSpec};
+use crate::server::audit::Action;
 use crate::transport::{Stream, TransportError};
 
 /// A group commit happens at the latest after this many files or bytes.
