@@ -60,20 +60,30 @@ pub(crate) fn expand(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     let Some(file) = file else {
         return Ok(args);
     };
-    let flags = flags(Path::new(&file))?;
+    // A flag given twice is an error to clap: one on the command line makes the file's moot.
+    let given = |flag: &OsString| {
+        let prefix = format!("{}=", flag.to_string_lossy());
+        args.iter()
+            .any(|a| a == flag || a.to_str().is_some_and(|a| a.starts_with(&prefix)))
+    };
+    let flags: Vec<OsString> = flags(Path::new(&file))?
+        .into_iter()
+        .filter(|group| !given(&group[0]))
+        .flatten()
+        .collect();
     let mut out = args;
     out.splice(serve + 1..serve + 1, flags);
     Ok(out)
 }
 
-/// The flags a config file stands for.
-fn flags(path: &Path) -> anyhow::Result<Vec<OsString>> {
+/// The flags a config file stands for, one group (a flag and its value, if any) per key.
+fn flags(path: &Path) -> anyhow::Result<Vec<Vec<OsString>>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file `{}`", path.display()))?;
     parse(&text).with_context(|| format!("in the config file `{}`", path.display()))
 }
 
-fn parse(text: &str) -> anyhow::Result<Vec<OsString>> {
+fn parse(text: &str) -> anyhow::Result<Vec<Vec<OsString>>> {
     let table: toml::Table = text.parse()?;
     let mut out = Vec::new();
     for (key, value) in table {
@@ -83,17 +93,17 @@ fn parse(text: &str) -> anyhow::Result<Vec<OsString>> {
         }
         let flag = format!("--{key}");
         match value {
-            toml::Value::Boolean(true) => out.push(flag.into()),
+            toml::Value::Boolean(true) => out.push(vec![flag.into()]),
             toml::Value::Boolean(false) => {}
-            toml::Value::String(s) => out.extend([flag.into(), s.into()]),
-            toml::Value::Integer(n) => out.extend([flag.into(), n.to_string().into()]),
+            toml::Value::String(s) => out.push(vec![flag.into(), s.into()]),
+            toml::Value::Integer(n) => out.push(vec![flag.into(), n.to_string().into()]),
             toml::Value::Array(items) if key == "perm" => {
                 let words: Vec<String> = items
                     .iter()
                     .map(|v| v.as_str().map(str::to_owned))
                     .collect::<Option<_>>()
                     .context("`perm` is a list of words such as [\"get\", \"put\"]")?;
-                out.extend([flag.into(), words.join(",").into()]);
+                out.push(vec![flag.into(), words.join(",").into()]);
             }
             other => anyhow::bail!("`{key}` cannot be {}", other.type_str()),
         }
@@ -115,6 +125,7 @@ mod tests {
             "root = \"/srv/share\"\nport = 7000\nread_only = true\npublic = false\n\
              perm = [\"get\", \"put\"]\n",
         )?;
+        let got: Vec<OsString> = got.into_iter().flatten().collect();
         let got = strings(&got);
         for want in ["--root", "/srv/share", "--port", "7000", "--read-only"] {
             assert!(got.contains(&want), "{got:?}");
@@ -135,12 +146,19 @@ mod tests {
     fn the_file_goes_right_after_serve() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("barge.toml");
-        std::fs::write(&file, "root = \"r\"\n")?;
-        let args: Vec<OsString> = ["barge", "serve", "--config", file.to_str().unwrap_or("")]
+        std::fs::write(&file, "root = \"r\"\nread-only = true\npublic = true\nport = 1\n")?;
+        let path = file.to_str().unwrap_or("");
+        let args: Vec<OsString> = ["barge", "--port=2", "serve", "--public", "--config", path]
             .map(OsString::from)
             .to_vec();
         let got = expand(args)?;
-        assert_eq!(strings(&got)[..4], ["barge", "serve", "--root", "r"]);
+        let got = strings(&got);
+        assert_eq!(got[..3], ["barge", "--port=2", "serve"]);
+        assert_eq!(got[got.len() - 3..], ["--public", "--config", path]);
+        let mut inserted = got[3..got.len() - 3].to_vec();
+        inserted.sort_unstable();
+        // The file's flags already given on the command line are left out.
+        assert_eq!(inserted, ["--read-only", "--root", "r"]);
         Ok(())
     }
 }
