@@ -490,3 +490,44 @@ fn banner_lists_a_lan_address_when_bound_to_any() -> TestResult {
     assert!(text.contains("barge --host "), "{text}");
     Ok(())
 }
+
+#[test]
+fn a_second_sigterm_stops_at_once_and_shows_nothing_partial() -> TestResult {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir()?;
+    let mut server = crate::support::BinServer::start(dir.path(), &[])?;
+    let mut tcp = std::net::TcpStream::connect(server.addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut greeting = [0u8; 64];
+    let _ = tcp.read(&mut greeting)?;
+    tcp.write_all(b"UPLOAD big.bin;10000000\n")?;
+    let mut ready = [0u8; 64];
+    let n = tcp.read(&mut ready)?;
+    assert!(ready[..n].starts_with(b"350"), "{:?}", String::from_utf8_lossy(&ready[..n]));
+    tcp.write_all(&[1u8; 100_000])?;
+    let term = |pid: u32| Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let started = std::time::Instant::now();
+    assert!(term(server.pid())?.success());
+    // The first signal starts the drain (the upload would get its grace period, 10 s);
+    // the second must end the process well before that.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(term(server.pid())?.success());
+    let status = loop {
+        if let Some(status) = server.child.try_wait()? {
+            break status;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "still running after a second SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    let visible: Vec<_> = std::fs::read_dir(dir.path())?
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .filter(|n| n != ".barge")
+        .collect();
+    assert!(visible.is_empty(), "partial files visible: {visible:?}");
+    Ok(())
+}
