@@ -146,7 +146,10 @@ mod tests {
     fn the_file_goes_right_after_serve() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let file = dir.path().join("barge.toml");
-        std::fs::write(&file, "root = \"r\"\nread-only = true\npublic = true\nport = 1\n")?;
+        std::fs::write(
+            &file,
+            "root = \"r\"\nread-only = true\npublic = true\nport = 1\n",
+        )?;
         let path = file.to_str().unwrap_or("");
         let args: Vec<OsString> = ["barge", "--port=2", "serve", "--public", "--config", path]
             .map(OsString::from)

@@ -503,9 +503,17 @@ fn a_second_sigterm_stops_at_once_and_shows_nothing_partial() -> TestResult {
     tcp.write_all(b"UPLOAD big.bin;10000000\n")?;
     let mut ready = [0u8; 64];
     let n = tcp.read(&mut ready)?;
-    assert!(ready[..n].starts_with(b"350"), "{:?}", String::from_utf8_lossy(&ready[..n]));
+    assert!(
+        ready[..n].starts_with(b"350"),
+        "{:?}",
+        String::from_utf8_lossy(&ready[..n])
+    );
     tcp.write_all(&[1u8; 100_000])?;
-    let term = |pid: u32| Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let term = |pid: u32| {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+    };
     let started = std::time::Instant::now();
     assert!(term(server.pid())?.success());
     // The first signal starts the drain (the upload would get its grace period, 10 s);
