@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::io::Write as _;
+
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
@@ -171,7 +173,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     if let Some((web_host, web_port)) = &web_at {
         loopback &= is_loopback(web_host, *web_port).await?;
     }
-    check_secure_default(&args, &users, loopback, plain, host, addr.port())?;
+    check_secure_default(&args, &users, loopback, host, addr.port())?;
     let access = Arc::new(Access::new(
         users,
         AccessOptions {
@@ -318,7 +320,8 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         let _ = web.await;
     }
     store.close();
-    println!("barge stopped.");
+    // Standard output may be gone by now (a closed pipe): that is no reason to panic.
+    let _ = writeln!(std::io::stdout(), "barge stopped.");
     Ok(())
 }
 
@@ -468,11 +471,9 @@ fn check_secure_default(
     args: &ServeArgs,
     users: &Users,
     loopback: bool,
-    plain: bool,
     host: &str,
     port: u16,
 ) -> anyhow::Result<()> {
-    let _ = plain;
     let empty = users.is_empty().context("reading the user database")?;
     if loopback || !empty || args.public || args.pair {
         return Ok(());

@@ -37,13 +37,14 @@ pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Rout
         .route("/api/files", get(list))
         .route("/api/rename", post(rename))
         .route("/files/{*name}", get(download).put(upload).delete(delete))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            super::guard::check(guard, req, next)
+        }))
+        // Outside the guard, so that its refusals (cross-site, wrong host) are audited too.
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&gw),
             super::audit::request,
         ))
-        .layer(axum::middleware::from_fn(move |req, next| {
-            super::guard::check(guard, req, next)
-        }))
         .layer(axum::middleware::map_response(page::security_headers))
         .with_state(gw)
 }

@@ -312,22 +312,19 @@ impl Banner {
             .arg("--root")
             .arg(root)
             .args(["--port", "0"])
-            .args(args);
+            .args(args)
+            .env("BARGE_LOG", "barge=warn");
         Self::spawn(cmd)
     }
 
     fn spawn(mut cmd: Command) -> TestResult<Self> {
-        let mut child = cmd
-            .env("BARGE_LOG", "barge=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut text = String::new();
-            for line in BufReader::new(stdout).lines() {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
                 let Ok(line) = line else { break };
                 text.push_str(&line);
                 text.push('\n');
@@ -336,6 +333,8 @@ impl Banner {
                 }
             }
             let _ = tx.send(text);
+            // Keep reading, so the server's last words never meet a closed pipe.
+            lines.for_each(drop);
         });
         let text = rx.recv_timeout(WAIT).map_err(|_| "no banner in time")?;
         Ok(Self { child, text })
@@ -537,5 +536,175 @@ fn a_second_sigterm_stops_at_once_and_shows_nothing_partial() -> TestResult {
         .filter(|n| n != ".barge")
         .collect();
     assert!(visible.is_empty(), "partial files visible: {visible:?}");
+    Ok(())
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: the status and the body.
+fn http(addr: &str, request: &str, body: &[u8]) -> TestResult<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    tcp.write_all(request.replace("\n", "\r\n").as_bytes())?;
+    tcp.write_all(
+        format!(
+            "Host: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )?;
+    tcp.write_all(body)?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {answer:?}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// What follows `prefix` on the banner line that starts with it.
+fn after<'a>(text: &'a str, prefix: &str) -> TestResult<&'a str> {
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .ok_or_else(|| format!("no {prefix:?} in {text}"))?
+        .trim())
+}
+
+#[test]
+fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> TestResult {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("stderr.log");
+    let root = dir.path().join("share");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
+    cmd.args([
+        "--plain",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--root",
+    ])
+    .arg(&root)
+    .args(["--log-format", "json", "--metrics", "127.0.0.1:0"])
+    .args(["--web", "127.0.0.1:0"])
+    .env_remove("BARGE_LOG")
+    .stderr(std::fs::File::create(&log)?);
+    let mut server = Banner::spawn(cmd)?;
+    let text = server.text.clone();
+    let tcp_addr = text
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .ok_or("no address")?
+        .to_owned();
+    let metrics = after(&text, "Metrics: http://")?
+        .strip_suffix("/metrics")
+        .ok_or("no /metrics")?
+        .to_owned();
+    let web = after(&text, "Web page: http://")?
+        .trim_end_matches('/')
+        .to_owned();
+
+    // One upload over TCP.
+    let mut tcp = std::net::TcpStream::connect(&tcp_addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut buf = [0u8; 256];
+    let _ = tcp.read(&mut buf)?;
+    tcp.write_all(b"UPLOAD a.txt;5\n")?;
+    let n = tcp.read(&mut buf)?;
+    assert!(buf[..n].starts_with(b"350"));
+    tcp.write_all(b"hello")?;
+    let n = tcp.read(&mut buf)?;
+    assert!(
+        buf[..n].starts_with(b"226"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tcp.write_all(b"DISCONNECT\n")?;
+    let _ = tcp.read(&mut buf)?;
+    drop(tcp);
+
+    // One upload, one refused upload and one download over the web.
+    assert_eq!(http(&web, "PUT /files/w.txt HTTP/1.1\n", b"abc")?.0, 201);
+    assert_eq!(http(&web, "PUT /files/w.txt HTTP/1.1\n", b"abc")?.0, 409);
+    let (status, body) = http(&web, "GET /files/w.txt HTTP/1.1\n", b"")?;
+    assert_eq!((status, body.as_str()), (200, "abc"));
+
+    let (status, metrics) = http(&metrics, "GET /metrics HTTP/1.1\n", b"")?;
+    assert_eq!(status, 200);
+    let up = |o: &str| format!("barge_transfers_total{{direction=\"upload\",outcome=\"{o}\"}}");
+    assert_eq!(series(&metrics, &up("ok")), 2.0, "{metrics}");
+    assert_eq!(series(&metrics, &up("refused")), 1.0, "{metrics}");
+    assert_eq!(series(&metrics, "barge_received_bytes_total"), 8.0);
+    assert_eq!(series(&metrics, "barge_sent_bytes_total"), 3.0);
+    assert_eq!(series(&metrics, "barge_index_files"), 2.0);
+
+    // SIGTERM, and the log is complete.
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()?
+            .success()
+    );
+    let _ = server.child.wait()?;
+    let lines: Vec<Value> = std::fs::read_to_string(&log)?
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).map_err(|e| {
+                format!(
+                    "not JSON: {l:?}: {e} in {:?}",
+                    std::fs::read_to_string(&log)
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let audit: Vec<&Value> = lines
+        .iter()
+        .filter(|v| v["target"] == barge::server::audit::TARGET)
+        .collect();
+    let uploads: Vec<(String, String, String)> = audit
+        .iter()
+        .filter(|v| v["fields"]["command"] == "upload")
+        .map(|v| {
+            let s = |x: &Value| x.as_str().unwrap_or("").to_owned();
+            (
+                s(&v["span"]["name"]),
+                s(&v["fields"]["name"]),
+                s(&v["fields"]["outcome"]),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        ("conn", "a.txt", "ok"),
+        ("web", "w.txt", "ok"),
+        ("web", "w.txt", "refused"),
+    ]
+    .iter()
+    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+    .collect();
+    assert_eq!(uploads, want, "{audit:#?}");
+    for line in &audit {
+        assert!(
+            line["span"]["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.1:")),
+            "{line}"
+        );
+    }
+    let downloads = audit
+        .iter()
+        .filter(|v| v["fields"]["command"] == "download" && v["fields"]["outcome"] == "ok")
+        .count();
+    assert_eq!(downloads, 1);
     Ok(())
 }
