@@ -144,13 +144,15 @@ pub async fn run(
         while connections.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, "web: connection limit reached; closed");
+            gateway.config.metrics.connection_refused();
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (router, shutdown, acceptor) = (router.clone(), shutdown.clone(), acceptor.clone());
         let handshake = gateway.config.handshake_timeout;
+        let open = gateway.config.metrics.connection("web");
         connections.spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, open);
             match acceptor {
                 None => serve(stream, peer, router, &shutdown).await,
                 Some(acceptor) => {

@@ -647,6 +647,10 @@ fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> Test
     assert_eq!(series(&metrics, "barge_received_bytes_total"), 8.0);
     assert_eq!(series(&metrics, "barge_sent_bytes_total"), 3.0);
     assert_eq!(series(&metrics, "barge_index_files"), 2.0);
+    assert!(
+        metrics.contains("barge_connections_open{listener=\"web\"}"),
+        "{metrics}"
+    );
 
     // SIGTERM, and the log is complete.
     let pid = server.child.id().to_string();
@@ -706,5 +710,59 @@ fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> Test
         .filter(|v| v["fields"]["command"] == "download" && v["fields"]["outcome"] == "ok")
         .count();
     assert_eq!(downloads, 1);
+    Ok(())
+}
+
+#[test]
+fn on_a_terminal_the_qr_code_carries_a_fresh_token_only_with_qr_token() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("share");
+    std::fs::create_dir(&root)?;
+    let barge = env!("CARGO_BIN_EXE_barge");
+    let root_s = root.to_str().ok_or("path")?;
+    let added = Command::new(barge)
+        .args(["user", "add", "alice", "--root", root_s])
+        .env("BARGE_PASSWORD", "correct horse battery")
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(added.status.success(), "{added:?}");
+    let tokens = || -> TestResult<String> {
+        let out = Command::new(barge)
+            .args(["token", "list", "--root", root_s])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // `script` gives the server a terminal for its standard output, as a person's would be.
+    let on_a_terminal = |extra: &str| -> TestResult<Banner> {
+        let line = format!(
+            "{barge} serve --root {root_s} --host 127.0.0.1 --port 0 --web 127.0.0.1:0 {extra}"
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qfec", &line, "/dev/null"])
+            .env("BARGE_LOG", "barge=warn");
+        Banner::spawn(cmd)
+    };
+    let plain = on_a_terminal("")?;
+    assert!(
+        plain.text.contains('▀') || plain.text.contains('▄'),
+        "{}",
+        plain.text
+    );
+    assert!(!plain.text.contains("new token"), "{}", plain.text);
+    drop(plain);
+    assert!(
+        !tokens()?.contains("qr"),
+        "a token was made without --qr-token"
+    );
+    let with_token = on_a_terminal("--qr-token --perm get")?;
+    assert!(
+        with_token
+            .text
+            .contains("The QR code logs in with a new token"),
+        "{}",
+        with_token.text
+    );
+    drop(with_token);
+    assert!(tokens()?.contains("qr"), "{}", tokens()?);
     Ok(())
 }
