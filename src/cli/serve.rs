@@ -123,7 +123,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         return show_identity(&state_dir);
     }
     check_flags(&args, plain)?;
-    let root = check_root(&args.root, args.read_only, args.state_dir.is_some())?;
+    let root = check_root(&args.root)?;
     // Bind first: a port in use (another server) must fail before anything is created.
     let listener = listen(host, port)
         .await
@@ -335,7 +335,7 @@ enum Root {
 
 /// Checks the shared folder without creating anything: a typo must not become a new folder
 /// tree (`mkdir -p`), and a root the server cannot use is told in words.
-fn check_root(root: &Path, read_only: bool, state_elsewhere: bool) -> anyhow::Result<Root> {
+fn check_root(root: &Path) -> anyhow::Result<Root> {
     let shown = root.display();
     let meta = match std::fs::metadata(root) {
         Ok(meta) => meta,
@@ -363,19 +363,17 @@ fn check_root(root: &Path, read_only: bool, state_elsewhere: bool) -> anyhow::Re
     if access(root, Mode::READ_OK | Mode::EXEC_OK).is_err() {
         anyhow::bail!("cannot read the shared folder `{shown}`: permission denied");
     }
-    if access(root, Mode::WRITE_OK).is_err() {
-        if !read_only {
-            anyhow::bail!(
-                "cannot write to the shared folder `{shown}`: permission denied; to share it \
-                 as it is, add --read-only and --state-dir DIR (a folder this user can write)"
-            );
-        }
-        if !state_elsewhere {
-            anyhow::bail!(
-                "the shared folder `{shown}` is not writable, so the server's state cannot live \
-                 in it: add --state-dir DIR (a folder this user can write)"
-            );
-        }
+    // The store keeps its index and its temporary files in `.barge` inside the root, even
+    // when read-only: a root it cannot write is usable only if that folder is.
+    let state = root.join(barge::name::STATE_DIR);
+    let state_ok = state.is_dir() && access(&state, Mode::WRITE_OK | Mode::EXEC_OK).is_ok();
+    if access(root, Mode::WRITE_OK).is_err() && !state_ok {
+        anyhow::bail!(
+            "cannot write to the shared folder `{shown}`: permission denied; barge keeps its \
+             index in `{}` (even with --read-only): create that folder, writable by this user, \
+             or share a folder this user can write",
+            state.display()
+        );
     }
     Ok(Root::Exists)
 }

@@ -766,3 +766,40 @@ fn on_a_terminal_the_qr_code_carries_a_fresh_token_only_with_qr_token() -> TestR
     assert!(tokens()?.contains("qr"), "{}", tokens()?);
     Ok(())
 }
+
+#[test]
+fn a_root_the_user_cannot_read_or_write_is_refused_in_words() -> TestResult {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Root reads and writes everything: the server runs as `nobody` here (setpriv, as root).
+    let can_switch = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        can_switch,
+        "this test needs root and setpriv (util-linux) to run the server as nobody"
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let cases = [
+        ("unwritable", 0o555, "cannot write to the shared folder"),
+        ("unreadable", 0o300, "cannot read the shared folder"),
+    ];
+    for (name, mode, want) in cases {
+        let root = dir.path().join(name);
+        std::fs::create_dir(&root)?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))?;
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_barge"))
+            .args(["serve", "--read-only", "--port", "0", "--root"])
+            .arg(&root)
+            .stdin(Stdio::null())
+            .output()?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: {out:?}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(!root.join(".barge").exists(), "{name}: state created");
+    }
+    Ok(())
+}
