@@ -110,6 +110,40 @@ pub(crate) fn qr(text: &str) -> Option<String> {
     )
 }
 
+/// Prints the QR code of the web page's `url` when standard output is a terminal. With
+/// `--qr-token` and logins needed, the link carries a fresh token with the `--perm`/`--folder`
+/// grant; without it, the page shows its login form.
+pub(crate) fn print_qr(
+    url: &str,
+    qr_token: bool,
+    grant: &super::admin::PermArgs,
+    access: &barge::server::Access,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return Ok(());
+    }
+    let link = match (qr_token, access.anonymous(), access.users()) {
+        (true, None, Some(users)) => {
+            let token = users
+                .create_token("qr", grant.perms(), &grant.folder())
+                .context("creating the QR code's token")?;
+            println!(
+                "The QR code logs in with a new token ({}); revoke it with barge token revoke {}",
+                grant.describe(),
+                token.id
+            );
+            format!("{url}login?token={}", token.secret())
+        }
+        _ => url.to_owned(),
+    };
+    if let Some(code) = qr(&link) {
+        println!("{code}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

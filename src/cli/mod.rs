@@ -9,6 +9,7 @@ mod admin;
 mod banner;
 mod commands;
 mod config;
+mod ops;
 mod output;
 mod remote;
 pub(crate) mod serve;

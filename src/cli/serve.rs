@@ -2,14 +2,16 @@
 //!
 //! The start order is the point: arguments and the root are checked first, the port is bound
 //! next, and only then is anything created (the root, the state folder, the identity), so a
-//! second server on a taken port or a typo leaves nothing behind. The banner is in [`banner`],
-//! the `--config` file in [`config`]; the audit lines and metrics themselves are the
-//! library's (`barge::server::audit`, `barge::metrics`); this file serves `/metrics`.
+//! second server on a taken port or a typo leaves nothing behind. The banner and QR code are in
+//! [`banner`], the `--config` file in [`config`], the root checks and `/metrics` in [`ops`];
+//! the audit lines and metrics themselves are the library's (`barge::server::audit`,
+//! `barge::metrics`).
 //!
 //! [`banner`]: super::banner
 //! [`config`]: super::config
+//! [`ops`]: super::ops
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use std::io::Write as _;
@@ -123,7 +125,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         return show_identity(&state_dir);
     }
     check_flags(&args, plain)?;
-    let root = check_root(&args.root)?;
+    let root = super::ops::check_root(&args.root)?;
     // Bind first: a port in use (another server) must fail before anything is created.
     let listener = listen(host, port)
         .await
@@ -138,12 +140,12 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         None => None,
     };
     let created_root = match root {
-        Root::Missing => {
+        super::ops::Root::Missing => {
             std::fs::create_dir(&args.root)
                 .with_context(|| format!("creating the shared folder `{}`", args.root.display()))?;
             true
         }
-        Root::Exists => false,
+        super::ops::Root::Exists => false,
     };
     let identity = if plain {
         None
@@ -266,7 +268,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
                 println!("Web page: {scheme}://{}/", super::banner::authority(addr));
             }
             if let Some(first) = urls.first() {
-                show_qr(first, &args, &access)?;
+                super::banner::print_qr(first, args.qr_token, &args.grant, &access)?;
             }
             Some(task)
         }
@@ -277,7 +279,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
             "Metrics: http://{}/metrics",
             super::banner::authority(listener.local_addr()?)
         );
-        tokio::spawn(serve_metrics(
+        tokio::spawn(super::ops::serve_metrics(
             listener,
             Arc::clone(&metrics),
             Arc::clone(&store),
@@ -325,59 +327,6 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     Ok(())
 }
 
-/// What the root is before the server starts.
-enum Root {
-    /// A folder the server can use.
-    Exists,
-    /// Missing, with a parent folder to create it in.
-    Missing,
-}
-
-/// Checks the shared folder without creating anything: a typo must not become a new folder
-/// tree (`mkdir -p`), and a root the server cannot use is told in words.
-fn check_root(root: &Path) -> anyhow::Result<Root> {
-    let shown = root.display();
-    let meta = match std::fs::metadata(root) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = match root.parent() {
-                Some(p) if p.as_os_str().is_empty() => Path::new("."),
-                Some(p) => p,
-                None => Path::new("/"),
-            };
-            if !parent.is_dir() {
-                anyhow::bail!(
-                    "the shared folder `{shown}` does not exist, nor does its parent `{}`; \
-                     check the path, or create it first (mkdir -p)",
-                    parent.display()
-                );
-            }
-            return Ok(Root::Missing);
-        }
-        Err(e) => anyhow::bail!("cannot use the shared folder `{shown}`: {e}"),
-    };
-    if !meta.is_dir() {
-        anyhow::bail!("`{shown}` is a file, not a folder: give --root a folder to share");
-    }
-    use rustix::fs::{Access as Mode, access};
-    if access(root, Mode::READ_OK | Mode::EXEC_OK).is_err() {
-        anyhow::bail!("cannot read the shared folder `{shown}`: permission denied");
-    }
-    // The store keeps its index and its temporary files in `.barge` inside the root, even
-    // when read-only: a root it cannot write is usable only if that folder is.
-    let state = root.join(barge::name::STATE_DIR);
-    let state_ok = state.is_dir() && access(&state, Mode::WRITE_OK | Mode::EXEC_OK).is_ok();
-    if access(root, Mode::WRITE_OK).is_err() && !state_ok {
-        anyhow::bail!(
-            "cannot write to the shared folder `{shown}`: permission denied; barge keeps its \
-             index in `{}` (even with --read-only): create that folder, writable by this user, \
-             or share a folder this user can write",
-            state.display()
-        );
-    }
-    Ok(Root::Exists)
-}
-
 /// Checks flags that only make sense together.
 fn check_flags(args: &ServeArgs, plain: bool) -> anyhow::Result<()> {
     if args.pair && plain {
@@ -390,67 +339,6 @@ fn check_flags(args: &ServeArgs, plain: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// Prints the QR code of the web page's `url` when standard output is a terminal. With
-/// `--qr-token` and logins needed, the link carries a fresh token with the `--perm`/`--folder`
-/// grant; without it, the page shows its login form.
-fn show_qr(url: &str, args: &ServeArgs, access: &Access) -> anyhow::Result<()> {
-    use std::io::IsTerminal as _;
-    if !std::io::stdout().is_terminal() {
-        return Ok(());
-    }
-    let link = match (args.qr_token, access.anonymous(), access.users()) {
-        (true, None, Some(users)) => {
-            let token = users
-                .create_token("qr", args.grant.perms(), &args.grant.folder())
-                .context("creating the QR code's token")?;
-            println!(
-                "The QR code logs in with a new token ({}); revoke it with barge token revoke {}",
-                args.grant.describe(),
-                token.id
-            );
-            format!("{url}login?token={}", token.secret())
-        }
-        _ => url.to_owned(),
-    };
-    if let Some(code) = super::banner::qr(&link) {
-        println!("{code}");
-    }
-    Ok(())
-}
-
-/// Serves `GET /metrics` until `shutdown`; the index gauges are brought up to date at each
-/// scrape.
-async fn serve_metrics(
-    listener: TcpListener,
-    metrics: Arc<barge::metrics::Metrics>,
-    store: Arc<Store>,
-    shutdown: CancellationToken,
-) {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
-            async move {
-                if let Ok(listing) = store.list().await {
-                    metrics.index(listing.entries.len(), listing.pending);
-                }
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    );
-    let serve = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
-    if let Err(e) = serve.await {
-        tracing::warn!("metrics endpoint stopped: {e}");
-    }
 }
 
 /// Whether every address `host` resolves to is a loopback address.
