@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod id;
+pub mod metrics;
 pub mod name;
 pub mod protocol;
 pub mod security;

@@ -6,7 +6,10 @@
 
 mod account;
 mod admin;
+mod banner;
 mod commands;
+mod config;
+mod ops;
 mod output;
 mod remote;
 pub(crate) mod serve;
@@ -198,7 +201,14 @@ pub(crate) struct StdoutClosed;
 
 /// Runs the `barge` command.
 pub(crate) fn main() -> ExitCode {
-    let cli = match words::parse::<Cli, _, _>(std::env::args_os()) {
+    let args = match config::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("barge: {e:#}");
+            return Status::Usage.into();
+        }
+    };
+    let cli = match words::parse::<Cli, _, _>(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -216,7 +226,7 @@ pub(crate) fn main() -> ExitCode {
     let remote = cli.global.remote();
     let command = match cli.command {
         Some(Command::Serve(args)) => {
-            init_server_tracing(cli.global.debug);
+            init_server_tracing(cli.global.debug, args.log_format());
             return match runtime.block_on(serve::run(
                 args,
                 &cli.global.host,
@@ -416,16 +426,23 @@ fn init_client_tracing(debug: bool) {
 }
 
 /// Logging for `barge serve`.
-fn init_server_tracing(debug: bool) {
+fn init_server_tracing(debug: bool, format: serve::LogFormat) {
     let default = if debug { "barge=debug" } else { "barge=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BARGE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
+        .with_writer(io::stderr);
+    let _ = match format {
+        // One object per line; the connection's span (peer, user) under "span".
+        serve::LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
         // Colour codes only for a person at a terminal, not in a log file or journal.
-        .with_ansi(io::stderr().is_terminal())
-        .try_init();
+        serve::LogFormat::Text => fmt.with_ansi(io::stderr().is_terminal()).try_init(),
+    };
 }
 
 #[cfg(test)]

@@ -1,7 +1,20 @@
 //! `barge serve`: share a folder.
+//!
+//! The start order is the point: arguments and the root are checked first, the port is bound
+//! next, and only then is anything created (the root, the state folder, the identity), so a
+//! second server on a taken port or a typo leaves nothing behind. The banner and QR code are in
+//! [`banner`], the `--config` file in [`config`], the root checks and `/metrics` in [`ops`];
+//! the audit lines and metrics themselves are the library's (`barge::server::audit`,
+//! `barge::metrics`).
+//!
+//! [`banner`]: super::banner
+//! [`config`]: super::config
+//! [`ops`]: super::ops
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use std::io::Write as _;
 
 use anyhow::Context as _;
 use tokio::net::{TcpListener, TcpSocket};
@@ -20,7 +33,7 @@ use barge::store::{Store, StoreConfig};
 /// Options of `barge serve`.
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// Folder to share (created if missing)
+    /// Folder to share (created if missing, when its parent folder exists)
     #[arg(
         long,
         value_name = "DIR",
@@ -73,6 +86,36 @@ pub(crate) struct ServeArgs {
     /// Most files the shared folder may hold; uploads over it are refused (507)
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     max_files: u64,
+    /// Read options from a TOML file (keys as the flags: root = "/srv/share", port = 65432,
+    /// read-only = true...); flags on the command line win
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (ADDR as HOST:PORT)
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Log lines as text for people (default) or one JSON object per line
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    log_format: LogFormat,
+    /// With --web and logins: put a fresh token (with the --perm/--folder grant) in the QR
+    /// code's link, so that scanning it logs in
+    #[arg(long, requires = "web")]
+    qr_token: bool,
+}
+
+/// How `barge serve` writes its log.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON format), for log collectors.
+    Json,
+}
+
+impl ServeArgs {
+    /// The log format asked for.
+    pub(crate) fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -84,6 +127,29 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     if args.show_identity {
         return show_identity(&state_dir);
     }
+    check_flags(&args, plain)?;
+    let root = super::ops::check_root(&args.root)?;
+    // Bind first: a port in use (another server) must fail before anything is created.
+    let listener = listen(host, port)
+        .await
+        .with_context(|| format!("cannot listen on {host}:{port}"))?;
+    let addr = listener.local_addr()?;
+    let metrics_listener = match &args.metrics {
+        Some(at) => Some(
+            TcpListener::bind(at.as_str())
+                .await
+                .with_context(|| format!("cannot listen on {at} for --metrics"))?,
+        ),
+        None => None,
+    };
+    let created_root = match root {
+        super::ops::Root::Missing => {
+            std::fs::create_dir(&args.root)
+                .with_context(|| format!("creating the shared folder `{}`", args.root.display()))?;
+            true
+        }
+        super::ops::Root::Exists => false,
+    };
     let identity = if plain {
         None
     } else {
@@ -108,11 +174,11 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         .web
         .clone()
         .map(|(web_host, web_port)| (web_host.unwrap_or_else(|| host.to_owned()), web_port));
-    let mut loopback = is_loopback(host, port).await?;
+    let mut loopback = addr.ip().is_loopback();
     if let Some((web_host, web_port)) = &web_at {
         loopback &= is_loopback(web_host, *web_port).await?;
     }
-    check_secure_default(&args, &users, loopback, plain, host, port)?;
+    check_secure_default(&args, &users, loopback, host, addr.port())?;
     let access = Arc::new(Access::new(
         users,
         AccessOptions {
@@ -132,24 +198,33 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     raise_fd_limit(args.max_connections);
     let store = Store::open(&args.root, store_config)
         .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let listener = listen(host, port)
-        .await
-        .with_context(|| format!("cannot listen on {host}:{port}"))?;
-    let addr = listener.local_addr()?;
     let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
+    // Scripts and tests read the address at the end of this first line: keep its shape.
     println!(
         "barge {} sharing {} on {addr}{}",
         env!("CARGO_PKG_VERSION"),
         shown.display(),
         if args.read_only { " (read-only)" } else { "" }
     );
-    match &identity {
-        Some(identity) => println!("TLS on; the server's key is {}", identity.fingerprint()),
+    if created_root {
+        println!("Created the folder {} (it did not exist).", shown.display());
+    }
+    let fingerprint = identity.as_ref().map(|i| i.fingerprint().to_string());
+    match &fingerprint {
+        Some(fp) => println!("TLS on; the server's key is {fp}"),
         None => println!("Plain text (--plain): no encryption, no server identity."),
     }
     if args.public {
         println!("Anonymous access is on (--public): anyone who can reach the server may use it.");
     }
+    print!(
+        "{}",
+        super::banner::lines(
+            addr,
+            fingerprint.as_deref(),
+            access.anonymous().is_none() && !args.pair
+        )
+    );
     if args.pair {
         let grant = Grant {
             perms: args.grant.perms(),
@@ -159,11 +234,9 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         let code = access
             .issue_code(grant, pair::DEFAULT_LIFETIME)
             .context("issuing a pairing code")?;
-        let host_shown = if addr.ip().is_unspecified() {
-            "HOST".to_owned()
-        } else {
-            addr.ip().to_string()
-        };
+        let host_shown = super::banner::reachable(addr)
+            .first()
+            .map_or_else(|| "HOST".to_owned(), |a| a.ip().to_string());
         println!(
             "Pairing code: {code} (one use, {} tries, valid {} minutes; grants {})\n\
              On the other machine: barge pair {host_shown}:{} {code}",
@@ -174,34 +247,72 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         );
     }
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(barge::metrics::Metrics::new());
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
-            let (addr, task) =
-                super::web::start(at, store, policy, identity.as_ref(), shutdown.clone()).await?;
+            let (addr, task) = super::web::start(
+                at,
+                store,
+                policy,
+                identity.as_ref(),
+                Arc::clone(&metrics),
+                shutdown.clone(),
+            )
+            .await?;
             let scheme = if identity.is_some() { "https" } else { "http" };
-            println!("Web page: {scheme}://{addr}/");
+            let urls: Vec<String> = super::banner::reachable(addr)
+                .into_iter()
+                .map(|a| format!("{scheme}://{}/", super::banner::authority(a)))
+                .collect();
+            for url in &urls {
+                println!("Web page: {url}");
+            }
+            if urls.is_empty() {
+                println!("Web page: {scheme}://{}/", super::banner::authority(addr));
+            }
+            if let Some(first) = urls.first() {
+                super::banner::print_qr(first, args.qr_token, &args.grant, &access)?;
+            }
             Some(task)
         }
         None => None,
     };
-    println!("Press Ctrl-C to stop.");
+    if let Some(listener) = metrics_listener {
+        println!(
+            "Metrics: http://{}/metrics",
+            super::banner::authority(listener.local_addr()?)
+        );
+        tokio::spawn(super::ops::serve_metrics(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&store),
+            shutdown.clone(),
+        ));
+    }
+    println!("Press Ctrl-C to stop (twice to stop at once).");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
         max_connections_per_ip: args.max_connections_per_ip.max(1),
         min_rate: args.min_rate,
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         access,
+        metrics,
         ..ServerConfig::default()
     };
     let signal = shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!(
-            "shutting down: no new connections; running transfers get {}s",
+            "shutting down: no new connections; running transfers get {}s (again to stop at once)",
             ServerConfig::default().shutdown_grace.as_secs()
         );
         signal.cancel();
+        wait_for_signal().await;
+        // Uploads in progress are only temporary files in the state folder, never visible
+        // under their names, so stopping now loses them but shows nothing partial.
+        tracing::warn!("stopping at once: transfers in progress are dropped");
+        std::process::exit(130);
     });
     let store2 = std::sync::Arc::clone(&store);
     match identity {
@@ -215,7 +326,22 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         let _ = web.await;
     }
     store.close();
-    println!("barge stopped.");
+    // Standard output may be gone by now (a closed pipe): that is no reason to panic.
+    let _ = writeln!(std::io::stdout(), "barge stopped.");
+    Ok(())
+}
+
+/// Checks flags that only make sense together.
+fn check_flags(args: &ServeArgs, plain: bool) -> anyhow::Result<()> {
+    if args.pair && plain {
+        anyhow::bail!("--pair needs TLS: pairing binds the code to the TLS session; drop --plain");
+    }
+    if !args.pair && !args.qr_token && args.grant.given() {
+        anyhow::bail!(
+            "--perm, --folder and --drop-box choose what a pairing code (--pair) or the QR \
+             code's token (--qr-token) grants: add one of them"
+        );
+    }
     Ok(())
 }
 
@@ -235,18 +361,9 @@ fn check_secure_default(
     args: &ServeArgs,
     users: &Users,
     loopback: bool,
-    plain: bool,
     host: &str,
     port: u16,
 ) -> anyhow::Result<()> {
-    if args.pair && plain {
-        anyhow::bail!("--pair needs TLS: pairing binds the code to the TLS session; drop --plain");
-    }
-    if !args.pair && args.grant.given() {
-        anyhow::bail!(
-            "--perm, --folder and --drop-box choose what a pairing code grants: add --pair"
-        );
-    }
     let empty = users.is_empty().context("reading the user database")?;
     if loopback || !empty || args.public || args.pair {
         return Ok(());

@@ -38,6 +38,7 @@ pub(crate) async fn start(
     store: Arc<Store>,
     policy: Arc<barge::server::Access>,
     identity: Option<&Identity>,
+    metrics: Arc<barge::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = super::serve::listen(&host, port)
@@ -48,7 +49,11 @@ pub(crate) async fn start(
         .map(barge::security::tls::server_config)
         .transpose()?;
     let fingerprint = identity.map(|i| i.fingerprint().to_string());
-    let gateway = Gateway::new(store, policy, WebConfig::default(), fingerprint);
+    let config = WebConfig {
+        metrics,
+        ..WebConfig::default()
+    };
+    let gateway = Gateway::new(store, policy, config, fingerprint);
     let task = tokio::spawn(web::run(listener, tls, gateway, shutdown));
     Ok((addr, task))
 }

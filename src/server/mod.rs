@@ -7,6 +7,7 @@
 
 mod accept;
 mod access;
+pub mod audit;
 mod limits;
 mod session;
 
@@ -21,7 +22,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
+use crate::metrics::Metrics;
 use crate::protocol::{Code, Reply, capitalise};
 use crate::store::{Store, StoreError};
 use crate::transport::Connection;
@@ -46,6 +49,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     /// Who may do what: anonymous access, users and tokens, pairing codes.
     pub access: Arc<Access>,
+    /// Where connections and actions are counted (`barge serve --metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +64,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             access: Arc::new(Access::default()),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -116,17 +122,33 @@ pub async fn run<A: Accept>(
                     config.clone(),
                     shutdown.clone(),
                 );
-                tracker.spawn(async move {
-                    let Some((stream, peer)) =
-                        handshake_with(&*acceptor, tcp, addr, handshake).await
-                    else {
-                        return;
-                    };
-                    tracing::debug!(%peer, "connected");
-                    session::serve(stream, peer.clone(), store, &config, &shutdown).await;
-                    tracing::debug!(%peer, "disconnected");
-                    drop(permit);
-                });
+                // Every line about this connection is logged inside its span, so each shows the
+                // peer (and the user, once logged in) without repeating them by hand.
+                let span = tracing::info_span!(
+                    "conn",
+                    peer = %addr,
+                    user = tracing::field::Empty
+                );
+                tracker.spawn(
+                    async move {
+                        let Some((stream, peer)) =
+                            handshake_with(&*acceptor, tcp, addr, handshake).await
+                        else {
+                            return;
+                        };
+                        let open = config.metrics.connection("tcp");
+                        let mut connected = audit::Action::start("connect");
+                        connected.status(220, None);
+                        connected.finish(&config.metrics);
+                        let started = audit::Action::start("disconnect");
+                        session::serve(stream, peer, store, &config, &shutdown).await;
+                        let mut ended = started;
+                        ended.status(221, None);
+                        ended.finish(&config.metrics);
+                        drop((open, permit));
+                    }
+                    .instrument(span),
+                );
             }
             None => {
                 if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
@@ -143,12 +165,17 @@ pub async fn run<A: Accept>(
                     // Too many refusals in flight to spend a task on this one.
                     acceptor.refuse_now(&tcp, BUSY_LINE.as_bytes());
                 }
-                tracing::info!(
-                    %addr,
-                    "refused: {} connections already, or {} from this address",
-                    config.max_connections,
-                    config.max_connections_per_ip
+                config.metrics.connection_refused();
+                let _in = tracing::info_span!("conn", peer = %addr).entered();
+                let mut refused = audit::Action::start("connect");
+                refused.status(
+                    503,
+                    Some(&format!(
+                        "busy: {} connections already, or {} from this address",
+                        config.max_connections, config.max_connections_per_ip
+                    )),
                 );
+                refused.finish(&config.metrics);
             }
         }
     }

@@ -40,6 +40,11 @@ pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Rout
         .layer(axum::middleware::from_fn(move |req, next| {
             super::guard::check(guard, req, next)
         }))
+        // Outside the guard, so that its refusals (cross-site, wrong host) are audited too.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&gw),
+            super::audit::request,
+        ))
         .layer(axum::middleware::map_response(page::security_headers))
         .with_state(gw)
 }
@@ -429,14 +434,14 @@ async fn upload(
     let upload = gw.store.begin_upload(name, size).await?;
     let name = upload.name().clone();
     let id = receive(upload, body, size, gw.config.stall_timeout).await??;
-    tracing::info!(name = %name, %id, size, "web: uploaded");
+    let noted = super::audit::Noted::file(&name).id(id);
     let seen = access.scope.to_seen(&name).unwrap_or(name);
     let answer = UploadedJson {
         id: id.to_hex(),
         name: seen.as_str().to_owned(),
         size,
     };
-    Ok((StatusCode::CREATED, Json(answer)).into_response())
+    Ok(noted.on((StatusCode::CREATED, Json(answer)).into_response()))
 }
 
 /// Moves a request body into `upload`, in chunks of [`CHUNK`] bytes through a [`Sink`]. The
@@ -555,7 +560,7 @@ async fn rename(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Json(args): Json<RenameJson>,
-) -> Answer<Json<NameJson>> {
+) -> Answer<Response> {
     let access = gw.writer(&headers, peer.ip()).await?;
     if !access.perms.may_modify() {
         return refuse(
@@ -566,11 +571,12 @@ async fn rename(
     let from = resolve(&gw, &access, &args.from).await?;
     let to = real_name(&access, &args.to)?;
     let old = gw.store.rename(&from, &to).await?;
-    tracing::info!(from = %old, %to, "web: renamed");
+    let noted = super::audit::Noted::file(&old).to(&to);
     let seen = access.scope.to_seen(&to).unwrap_or(to);
-    Ok(Json(NameJson {
+    Ok(noted.on(Json(NameJson {
         name: seen.as_str().to_owned(),
-    }))
+    })
+    .into_response()))
 }
 
 /// `DELETE /files/<name or id>`.
@@ -579,7 +585,7 @@ async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(text): Path<String>,
     headers: HeaderMap,
-) -> Answer<Json<NameJson>> {
+) -> Answer<Response> {
     let access = gw.writer(&headers, peer.ip()).await?;
     if !access.perms.may_modify() {
         return refuse(
@@ -589,9 +595,10 @@ async fn delete(
     }
     let target = resolve(&gw, &access, &text).await?;
     let done = gw.store.delete(&target).await?;
-    tracing::info!(name = %done, "web: deleted");
+    let noted = super::audit::Noted::file(&done);
     let seen = access.scope.to_seen(&done).unwrap_or(done);
-    Ok(Json(NameJson {
+    Ok(noted.on(Json(NameJson {
         name: seen.as_str().to_owned(),
-    }))
+    })
+    .into_response()))
 }

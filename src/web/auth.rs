@@ -160,16 +160,22 @@ impl Gateway {
         if let Some(token) = bearer {
             let token = token.to_owned();
             return match self.policy.check(ip, move |u| u.verify_token(&token)).await {
-                Some(p) => Who::Token(access_of(&p)),
+                Some(p) => {
+                    super::audit::acting_for(&p.name);
+                    Who::Token(access_of(&p))
+                }
                 None => {
-                    tracing::warn!(%ip, "web: a request with a wrong token");
+                    tracing::debug!(%ip, "web: a request with a wrong token");
                     Who::Refused
                 }
             };
         }
         if let Some(id) = cookie(headers) {
             return match self.sessions.get(id) {
-                Some((p, csrf)) => Who::Cookie(access_of(&p), csrf),
+                Some((p, csrf)) => {
+                    super::audit::acting_for(&p.name);
+                    Who::Cookie(access_of(&p), csrf)
+                }
                 None => Who::Refused,
             };
         }
@@ -246,7 +252,7 @@ impl Gateway {
             })
             .await;
         let Some(principal) = checked else {
-            tracing::warn!(%ip, "web: failed login for {}", crate::name::escape(&shown));
+            tracing::debug!(%ip, "web: failed login for {}", crate::name::escape(&shown));
             return Err(Refusal(StatusCode::UNAUTHORIZED, "Login incorrect".into()));
         };
         let (id, _) = self.sessions.open(principal.clone()).ok_or_else(|| {
@@ -255,7 +261,7 @@ impl Gateway {
                 "No random numbers".into(),
             )
         })?;
-        tracing::info!(%ip, "web: logged in as {}", crate::name::escape(&principal.name));
+        super::audit::acting_for(&principal.name);
         Ok((self.set_cookie(&id, LIFETIME.as_secs()), principal))
     }
 }

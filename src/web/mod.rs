@@ -30,6 +30,7 @@ use crate::security::users::{Permissions, Scope};
 use crate::store::Store;
 
 mod api;
+mod audit;
 mod auth;
 mod guard;
 mod page;
@@ -45,6 +46,8 @@ pub struct WebConfig {
     pub handshake_timeout: Duration,
     /// How long an upload body may stay silent before it is abandoned.
     pub stall_timeout: Duration,
+    /// Where actions are counted: the TCP server's, so `/metrics` shows both.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for WebConfig {
@@ -53,6 +56,7 @@ impl Default for WebConfig {
             max_connections: 128,
             handshake_timeout: Duration::from_secs(10),
             stall_timeout: Duration::from_secs(60),
+            metrics: Arc::default(),
         }
     }
 }
@@ -140,13 +144,15 @@ pub async fn run(
         while connections.try_join_next().is_some() {}
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             tracing::warn!(%peer, "web: connection limit reached; closed");
+            gateway.config.metrics.connection_refused();
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (router, shutdown, acceptor) = (router.clone(), shutdown.clone(), acceptor.clone());
         let handshake = gateway.config.handshake_timeout;
+        let open = gateway.config.metrics.connection("web");
         connections.spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, open);
             match acceptor {
                 None => serve(stream, peer, router, &shutdown).await,
                 Some(acceptor) => {

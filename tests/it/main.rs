@@ -18,6 +18,7 @@ mod faults;
 mod folders;
 mod hostile;
 mod load;
+mod ops;
 mod pinning;
 mod props;
 mod server;

@@ -5,6 +5,7 @@
 use super::{Flow, Session};
 use crate::name::FileName;
 use crate::protocol::{Reply, UploadSpec};
+use crate::server::audit::Action;
 use crate::transport::{Stream, TransportError};
 
 /// A group commit happens at the latest after this many files or bytes.
@@ -15,6 +16,8 @@ const BATCH_BYTES: usize = 1 << 20;
 #[derive(Default)]
 pub(super) struct Batch {
     items: Vec<(FileName, Vec<u8>)>,
+    /// Each item's audit record, logged once its file is stored (or refused).
+    actions: Vec<Option<Action>>,
     bytes: usize,
 }
 
@@ -38,6 +41,8 @@ impl<S: Stream> Session<'_, S> {
         }
         self.batch.bytes += body.len();
         self.batch.items.push((spec.name, body));
+        // The reply comes with the group commit: so does the audit line.
+        self.batch.actions.push(self.action.take());
         if self.batch.items.len() >= BATCH_FILES || self.batch.bytes >= BATCH_BYTES {
             self.commit_batch().await;
         }
@@ -50,16 +55,28 @@ impl<S: Stream> Session<'_, S> {
             return;
         }
         let items = std::mem::take(&mut self.batch.items);
+        let actions = std::mem::take(&mut self.batch.actions);
         self.batch.bytes = 0;
-        let names: Vec<String> = items.iter().map(|(n, _)| n.to_string()).collect();
         let results = self.store.put_batch(items).await;
-        for (name, result) in names.iter().zip(results) {
-            match result {
+        for (mut action, result) in actions.into_iter().zip(results) {
+            let reply = match result {
                 Ok(id) => {
-                    tracing::info!(peer = %self.peer, "stored {name} ({id})");
-                    self.reply(Reply::stored(&id));
+                    if let Some(a) = &mut action {
+                        a.id(id);
+                    }
+                    Reply::stored(&id)
                 }
-                Err(e) => self.refuse(&e),
+                Err(e) => {
+                    if e.is_internal() {
+                        tracing::error!(peer = %self.peer, "{e}");
+                    }
+                    self.reply_for_seen(&e)
+                }
+            };
+            self.queue(&reply);
+            if let Some(mut a) = action {
+                a.replied(&reply);
+                a.finish(&self.config.metrics);
             }
         }
     }

@@ -83,6 +83,9 @@ impl<S: Stream> Session<'_, S> {
                 0,
             ),
         };
+        if self.scope().is_none() {
+            self.config.metrics.index(entries.len(), pending);
+        }
         let header = ListingHeader {
             count: entries.len() as u64,
             pending: pending as u64,
@@ -98,12 +101,16 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn delete(&mut self, target: FileRef) {
+        self.note(|a| super::note_ref(a, &target));
         let target = match self.target(target, true).await {
             Ok(t) => t,
             Err(reply) => return self.reply(reply),
         };
         match self.store.delete(&target).await {
             Ok(name) => {
+                self.note(|a| {
+                    a.name(&name);
+                });
                 let shown = self.seen_name(&name);
                 self.reply(Reply::deleted(&shown));
             }
@@ -128,6 +135,10 @@ impl<S: Stream> Session<'_, S> {
                 }
             }
         };
+        self.note(|a| {
+            super::note_ref(a, &from);
+            a.to(&to);
+        });
         let (from, real_to) = match (self.target(from, true).await, self.real_name(&to)) {
             (Ok(from), Ok(real_to)) => (from, real_to),
             (Err(reply), _) | (_, Err(reply)) => {
@@ -137,6 +148,9 @@ impl<S: Stream> Session<'_, S> {
         };
         match self.store.rename(&from, &real_to).await {
             Ok(old) => {
+                self.note(|a| {
+                    a.name(&old).to(&real_to);
+                });
                 let shown = self.seen_name(&old);
                 self.reply(Reply::renamed(&shown, to.as_str()));
             }
@@ -148,6 +162,9 @@ impl<S: Stream> Session<'_, S> {
     async fn upload(&mut self, spec: UploadSpec, pipelined: bool) -> Result<Flow, TransportError> {
         let stall = Some(self.config.stall_timeout);
         let UploadSpec { name, size } = spec;
+        self.note(|a| {
+            a.name(&name).bytes(size);
+        });
         let max = self.store.config().max_file_size;
         if pipelined && size > max {
             // A PUT body over the limit is not read, whatever else is wrong with the request
@@ -155,7 +172,6 @@ impl<S: Stream> Session<'_, S> {
             self.refuse(&StoreError::TooLarge { size, max });
             return Ok(Flow::Close);
         }
-        let shown = name.to_string();
         let name = match self.real_name(&name) {
             Ok(n) => n,
             Err(reply) => {
@@ -178,6 +194,7 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
+        let _in_flight = self.config.metrics.temp(size);
         if !pipelined {
             self.reply(Reply::ready(size));
             self.conn.flush(stall).await?;
@@ -187,11 +204,16 @@ impl<S: Stream> Session<'_, S> {
         self.begin_body();
         let outcome = tokio::select! {
             r = receive_body(&mut self.conn, upload, size, self.config.stall_timeout) => r?,
-            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+            () = after_grace(&shutdown, grace) => {
+                self.note(|a| a.abort("the server shut down"));
+                return Ok(Flow::Close);
+            }
         };
         match outcome {
             Ok(id) => {
-                tracing::info!(peer = %self.peer, "stored {shown} ({size} bytes, {id})");
+                self.note(|a| {
+                    a.id(id);
+                });
                 self.reply(Reply::stored(&id));
             }
             Err(e) => self.refuse(&e),
@@ -200,6 +222,7 @@ impl<S: Stream> Session<'_, S> {
     }
 
     async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
+        self.note(|a| super::note_ref(a, &target));
         let target = match self.target(target, false).await {
             Ok(t) => t,
             Err(reply) => {
@@ -214,6 +237,9 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
+        self.note(|a| {
+            a.name(&d.name).id(d.id).bytes(d.size);
+        });
         let header = DownloadHeader {
             size: d.size,
             id: d.id,
@@ -228,6 +254,7 @@ impl<S: Stream> Session<'_, S> {
             if body.len() as u64 != d.size {
                 // The file shrank after it was opened; the promised length cannot be kept.
                 tracing::warn!(peer = %self.peer, "{} changed while being sent", d.name);
+                self.note(|a| a.abort("the file changed while being sent"));
                 return Ok(Flow::Close);
             }
             self.conn.queue_body(body);
@@ -239,10 +266,14 @@ impl<S: Stream> Session<'_, S> {
         self.begin_body();
         let sent = tokio::select! {
             r = send_body(&mut self.conn, d, stall) => r?,
-            () = after_grace(&shutdown, grace) => return Ok(Flow::Close),
+            () = after_grace(&shutdown, grace) => {
+                self.note(|a| a.abort("the server shut down"));
+                return Ok(Flow::Close);
+            }
         };
         if !sent {
             tracing::warn!(peer = %self.peer, "{name} shrank while being sent; closing the connection");
+            self.note(|a| a.abort("the file changed while being sent"));
             return Ok(Flow::Close);
         }
         Ok(Flow::Continue)

@@ -185,7 +185,11 @@ impl<S: Stream> Session<'_, S> {
             .await;
         match checked {
             Some(principal) => {
-                tracing::info!(peer = %self.peer, "logged in as {}", escape(&principal.name));
+                // From here on, every line of this connection says who it acts for.
+                tracing::Span::current().record("user", escape(&principal.name));
+                self.note(|a| {
+                    a.name(&principal.name);
+                });
                 self.reply(Reply::logged_in(
                     &principal.name,
                     &principal.perms.describe(),
@@ -193,7 +197,7 @@ impl<S: Stream> Session<'_, S> {
                 self.login = Login::In(principal);
             }
             None => {
-                tracing::warn!(peer = %self.peer, "failed login for {shown}");
+                tracing::debug!(peer = %self.peer, "failed login for {shown}");
                 self.reply(Reply::login_incorrect());
             }
         }
@@ -277,7 +281,7 @@ impl<S: Stream> Session<'_, S> {
             perms: grant.perms,
             folder: grant.folder,
         };
-        tracing::info!(peer = %self.peer, "paired: created {}", principal.name);
+        tracing::Span::current().record("user", escape(&principal.name));
         self.reply(Reply::paired(token.secret(), &principal.name));
         self.login = Login::In(principal);
         Ok(Flow::Continue)
@@ -285,7 +289,7 @@ impl<S: Stream> Session<'_, S> {
 
     fn pair_failed(&mut self, e: &PairError) -> Flow {
         self.config.access.throttle.fail(self.peer.addr.ip());
-        tracing::warn!(peer = %self.peer, "pairing failed: {e}");
+        tracing::debug!(peer = %self.peer, "pairing failed: {e}");
         let why = match e {
             PairError::UnknownCode | PairError::CodeUsed => {
                 "no such code (it may have expired, been used, or been burnt by wrong tries)"

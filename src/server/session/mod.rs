@@ -17,6 +17,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio_util::sync::CancellationToken;
 
+use super::audit::Action;
 use super::{Peer, ServerConfig};
 use crate::name::{FileName, escape};
 use crate::protocol::{DecodeError, FileRef, Prompt, Reply, Request, UploadSpec, redact};
@@ -52,6 +53,8 @@ struct Session<'a, S> {
     login: login::Login,
     /// The name of a `USER` waiting for its `PASS`.
     pending_user: Option<String>,
+    /// The command being run, for its audit line.
+    action: Option<Action>,
 }
 
 /// Runs the dialogue of one connection until it ends. Never fails: every error is either
@@ -80,6 +83,7 @@ pub(super) async fn serve<S>(
             None => login::Login::LoggedOut,
         },
         pending_user: None,
+        action: None,
     };
     s.reply(Reply::greeting());
     loop {
@@ -113,7 +117,10 @@ pub(super) async fn serve<S>(
             Ok(req) => s.dispatch(req, pending_user).await,
             Err(e) => {
                 s.commit_batch().await;
-                s.refuse_request(&e).await
+                s.action = Some(Action::start("invalid"));
+                let flow = s.refuse_request(&e).await;
+                s.finish_action(&flow);
+                flow
             }
         };
         match flow {
@@ -138,13 +145,55 @@ pub(super) async fn serve<S>(
 const CLOSE_WRITE_MIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<S: Stream> Session<'_, S> {
+    /// Queues a reply to the command being run (it decides the command's audit outcome).
     fn reply(&mut self, reply: Reply) {
+        if let Some(action) = &mut self.action {
+            action.replied(&reply);
+        }
+        self.queue(&reply);
+    }
+
+    /// Queues a reply that belongs to no running command (a batched upload's, a session's end).
+    fn queue(&mut self, reply: &Reply) {
         tracing::debug!(peer = %self.peer, "< {}", redact(&reply.to_string()));
-        self.conn.queue_reply(&reply);
+        self.conn.queue_reply(reply);
+    }
+
+    /// Notes something about the command being run, for its audit line.
+    fn note(&mut self, f: impl FnOnce(&mut Action)) {
+        if let Some(action) = &mut self.action {
+            f(action);
+        }
+    }
+
+    /// Logs the audit line of the command that just ran (a batched upload's is logged when
+    /// its batch is stored).
+    fn finish_action(&mut self, flow: &Result<Flow, TransportError>) {
+        let Some(mut action) = self.action.take() else {
+            return;
+        };
+        match flow {
+            Err(_) => action.abort("the connection broke"),
+            Ok(Flow::Close) if !action.has_status() => action.abort("the session ended"),
+            Ok(_) => {}
+        }
+        action.finish(&self.config.metrics);
+    }
+
+    /// Runs a decoded request and logs its audit line.
+    async fn dispatch(
+        &mut self,
+        req: Request,
+        pending_user: Option<String>,
+    ) -> Result<Flow, TransportError> {
+        self.action = audited(&req, pending_user.as_deref());
+        let flow = self.dispatch_gated(req, pending_user).await;
+        self.finish_action(&flow);
+        flow
     }
 
     /// Runs a decoded request: the permission gate first, then the command.
-    async fn dispatch(
+    async fn dispatch_gated(
         &mut self,
         req: Request,
         pending_user: Option<String>,
@@ -322,6 +371,47 @@ impl<S: Stream> Session<'_, S> {
         }
         let reply = self.reply_for_seen(e);
         self.reply(reply);
+    }
+}
+
+/// The audit record a request starts, with what the request itself says; `None` for those
+/// that act on nothing (`HELP`, `DISCONNECT`, and `USER`, whose `PASS` is logged as the login).
+fn audited(req: &Request, pending_user: Option<&str>) -> Option<Action> {
+    let mut action = Action::start(match req {
+        Request::ListFiles => "list",
+        Request::Upload(_) | Request::Put(_) => "upload",
+        Request::Download(_) => "download",
+        Request::Rename(_) => "rename",
+        Request::Delete(_) => "delete",
+        Request::Pass(_) | Request::Token(_) => "login",
+        Request::Pair { .. } => "pair",
+        Request::Help | Request::Disconnect | Request::User(_) => return None,
+    });
+    match req {
+        Request::Upload(Some(spec)) | Request::Put(spec) => {
+            action.name(&spec.name).bytes(spec.size);
+        }
+        Request::Download(Some(r)) | Request::Delete(Some(r)) => note_ref(&mut action, r),
+        Request::Pass(_) => {
+            if let Some(user) = pending_user {
+                action.name(user);
+            }
+        }
+        Request::Token(_) => {
+            action.name("token");
+        }
+        _ => {}
+    }
+    Some(action)
+}
+
+/// Notes a file reference: its name, and its id when the text was one.
+fn note_ref(action: &mut Action, r: &FileRef) {
+    if let Some(name) = &r.name {
+        action.name(name);
+    }
+    if let Some(id) = r.id {
+        action.id(id);
     }
 }
 
