@@ -11,10 +11,10 @@ use clap::{Args, Subcommand};
 
 use barge::client::{AnyStream, Client, ClientError, Destination, Downloaded, PutItem, Verified};
 use barge::name::{FileName, escape};
-use barge::protocol::FileRef;
+use barge::protocol::{Code, FileRef};
 
 use super::output::{Ui, Unit};
-use super::{Reported, Status, render, status_of};
+use super::{Reported, Status, describe_io, render, status_of};
 
 mod folders;
 mod names;
@@ -192,6 +192,18 @@ pub(crate) async fn put(
         ui.fail("barge: --as takes exactly one file");
         return Err(Reported(Status::Usage).into());
     }
+    ui.start_tally();
+    let result = put_files(client, ui, args).await;
+    ui.end_tally("Uploaded")?;
+    result
+}
+
+/// `put` of files one by one, or pipelined in runs of small ones.
+async fn put_files(
+    client: &mut Client<AnyStream>,
+    ui: &Ui,
+    args: &PutArgs,
+) -> anyhow::Result<()> {
     let mut worst = Status::Success;
     // Runs of small files go out pipelined; anything else one by one.
     let mut batch: Vec<PutItem> = Vec::new();
@@ -211,6 +223,7 @@ pub(crate) async fn put(
         if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
             let shown = escape(&path.display().to_string());
             ui.fail(format_args!("Fail: {shown}: is a folder; use -r"));
+            ui.count_failed(&shown);
             worst = worst.max(Status::Failure);
             continue;
         }
@@ -274,6 +287,7 @@ async fn put_batch(
         let e = anyhow::Error::new(e);
         for name in names.get(reported..).unwrap_or_default() {
             ui.fail(format_args!("Fail: {name}: no reply: {}", render(&e)));
+            ui.count_failed(name.as_str());
         }
         return Err(Reported(worst.max(status_of(&e))).into());
     }
@@ -288,20 +302,53 @@ fn report_upload(
 ) -> anyhow::Result<Status> {
     match result {
         Ok(v) => {
+            ui.count_done(v.size);
             ui.done(format_args!("Success: {} {}", v.name, v.id))?;
             Ok(Status::Success)
         }
+        Err(ClientError::Io { path, source }) => {
+            let shown = escape(&path.display().to_string());
+            ui.fail(format_args!(
+                "Fail: cannot read {shown}: {}",
+                describe_io(&source)
+            ));
+            ui.count_failed(name.as_str());
+            Ok(Status::Failure)
+        }
         // These name the local file themselves.
-        Err(
-            e @ (ClientError::Io { .. }
-            | ClientError::NotAFile { .. }
-            | ClientError::FileChanged { .. }),
-        ) => {
+        Err(e @ (ClientError::NotAFile { .. } | ClientError::FileChanged { .. })) => {
             let e = anyhow::Error::new(e);
             ui.fail(format_args!("Fail: {}", render(&e)));
+            ui.count_failed(name.as_str());
             Ok(status_of(&e))
         }
-        Err(e) => Ok(fail(ui, &name.to_string(), &anyhow::Error::new(e))),
+        Err(e) => {
+            let hint = upload_hint(&e);
+            let e = anyhow::Error::new(e);
+            match hint {
+                Some(hint) => ui.fail(format_args!("Fail: {name}: {} {hint}", render(&e))),
+                None => ui.fail(format_args!("Fail: {name}: {}", render(&e))),
+            }
+            ui.count_failed(name.as_str());
+            Ok(status_of(&e))
+        }
+    }
+}
+
+/// What to do about a failed upload, or what became of it, when the error alone does not say.
+fn upload_hint(e: &ClientError) -> Option<&'static str> {
+    match e {
+        ClientError::Refused { code, .. } if *code == Code::CONFLICT => {
+            Some("(use --as NEWNAME, or rm it first)")
+        }
+        ClientError::Refused { code, .. } if *code == Code::UNAVAILABLE => {
+            Some("(the server stopped during the upload; nothing was stored)")
+        }
+        // The server keeps an upload only once every byte arrived and its MD5 matched.
+        e if e.is_connection_lost() => {
+            Some("(the connection ended during the upload; nothing was stored)")
+        }
+        _ => None,
     }
 }
 
@@ -311,11 +358,13 @@ fn not_attempted(ui: &Ui, rest: impl Iterator<Item = String>) {
         ui.fail(format_args!(
             "Fail: {what}: not attempted: the connection was lost"
         ));
+        ui.count_failed(&what);
     }
 }
 
 /// Prints `Fail: what: why`; returns the error's status.
 fn fail(ui: &Ui, what: &str, e: &anyhow::Error) -> Status {
+    ui.count_failed(what);
     ui.fail(format_args!("Fail: {what}: {}", render(e)));
     status_of(e)
 }
@@ -347,6 +396,18 @@ pub(crate) async fn get(
     if args.recursive {
         return folders::get(client, ui, args).await;
     }
+    ui.start_tally();
+    let result = get_files(client, ui, args).await;
+    ui.end_tally("Downloaded")?;
+    result
+}
+
+/// `get` of files by id, name or wildcard: one by one, or pipelined when there are several.
+async fn get_files(
+    client: &mut Client<AnyStream>,
+    ui: &Ui,
+    args: &GetArgs,
+) -> anyhow::Result<()> {
     let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
     // A wildcard may match one file today and several tomorrow: it always wants a folder.
     let several = files.len() > 1 || args.files.iter().any(paths::is_pattern);
@@ -426,6 +487,7 @@ fn report_download(
 ) -> anyhow::Result<Status> {
     match result {
         Ok(d) => {
+            ui.count_done(d.size);
             let path = d.path.strip_prefix(".").unwrap_or(&d.path);
             ui.done(format_args!(
                 "Success: {} {} saved as {}",
@@ -435,6 +497,15 @@ fn report_download(
             ))?;
             Ok(Status::Success)
         }
+        Err(ClientError::Io { path, source }) => {
+            ui.fail(format_args!(
+                "Fail: {shown}: cannot write to {}: {}",
+                shown_dir(&path),
+                describe_io(&source)
+            ));
+            ui.count_failed(shown);
+            Ok(Status::Failure)
+        }
         Err(e) => {
             let hint = matches!(e, ClientError::AlreadyExists { .. });
             let status = fail(ui, shown, &anyhow::Error::new(e));
@@ -443,6 +514,16 @@ fn report_download(
             }
             Ok(status)
         }
+    }
+}
+
+/// A local path as shown in a message, a folder with its `/` (`./`, not `.`).
+fn shown_dir(path: &Path) -> String {
+    let shown = escape(&path.display().to_string());
+    if path.is_dir() && !shown.ends_with('/') {
+        format!("{shown}/")
+    } else {
+        shown
     }
 }
 

@@ -16,6 +16,7 @@ mod words;
 
 use std::io::{self, IsTerminal as _};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, CommandFactory as _, Parser, Subcommand};
@@ -23,6 +24,10 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 use barge::client::{ClientError, DEFAULT_PORT};
 use commands::ClientCommand;
 use output::Ui;
+
+/// Whether error messages carry the server's reply codes: only under `--debug`, since the
+/// codes are for whoever reads the protocol, not for the person at the terminal.
+static SHOW_CODES: AtomicBool = AtomicBool::new(false);
 
 /// How long connecting (and waiting for the greeting) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -213,6 +218,7 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let ui = Ui::new(cli.global.quiet);
+    SHOW_CODES.store(cli.global.debug, Ordering::Relaxed);
     let remote = cli.global.remote();
     let command = match cli.command {
         Some(Command::Serve(args)) => {
@@ -353,12 +359,13 @@ pub(crate) fn render(e: &anyhow::Error) -> String {
         if !out.is_empty() && out.contains(&raw) {
             continue;
         }
-        let text = match cause.downcast_ref::<io::Error>() {
-            Some(io) => {
+        let text = match (cause.downcast_ref::<io::Error>(), cause.downcast_ref()) {
+            (Some(io), _) => {
                 refused |= io.kind() == io::ErrorKind::ConnectionRefused;
                 describe_io(io)
             }
-            None => raw,
+            (None, Some(ClientError::Refused { code, text })) => describe_refusal(*code, text),
+            (None, _) => raw,
         };
         if !out.is_empty() {
             out.push_str(": ");
@@ -372,6 +379,36 @@ pub(crate) fn render(e: &anyhow::Error) -> String {
         out.push_str(" \u{2014} is `barge serve` running?");
     }
     out
+}
+
+/// A server's refusal in the words a person reads: the server's own text (escaped, as it came
+/// from the network), without the reply code unless `--debug` asked for the protocol.
+pub(crate) fn describe_refusal(code: barge::protocol::Code, text: &str) -> String {
+    use barge::protocol::Code;
+    let words = match code {
+        // The server names the file, which the caller's `Fail: NAME:` already does.
+        Code::NOT_FOUND => "no such file on the server".to_owned(),
+        Code::UNAVAILABLE => "the server is shutting down or busy; try again later".to_owned(),
+        Code::NOT_LOGGED_IN => format!(
+            "{} (log in with --user NAME, --token-file FILE, or barge pair)",
+            lower_first(&barge::name::escape(text))
+        ),
+        _ => lower_first(&barge::name::escape(text)),
+    };
+    if SHOW_CODES.load(Ordering::Relaxed) {
+        format!("{words} ({code})")
+    } else {
+        words
+    }
+}
+
+/// `text` with its first letter in lower case, to follow a `: ` in a sentence.
+fn lower_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }
 
 /// An I/O error in plain lower-case words, without the `(os error N)` suffix.
