@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
+use barge::client::glob;
 use barge::client::{AnyStream, Client, ClientError, Destination, Downloaded, PutItem, Verified};
 use barge::name::{FileName, escape};
-use barge::protocol::{Code, FileRef};
+use barge::protocol::{Code, FileRef, ListingEntry};
 
 use super::output::{Ui, Unit};
 use super::{Reported, Status, describe_io, render, status_of};
@@ -65,9 +66,19 @@ pub(crate) async fn run(
 /// Options of `ls`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LsArgs {
+    /// Only the names matching this wildcard (`'*.pdf'`, `'photos/**/*.jpg'`), or the files
+    /// under this folder
+    #[arg(value_name = "PATTERN")]
+    pattern: Option<String>,
+    /// Long form: id, size in bytes and name (the form printed when not on a terminal)
+    #[arg(long, short)]
+    long: bool,
     /// Print a JSON array of {"id", "name", "size"} objects instead
-    #[arg(long)]
+    #[arg(long, conflicts_with = "long")]
     json: bool,
+    /// The shell's working folder on the server: names are shown relative to it.
+    #[arg(skip)]
+    pub(crate) folder: Option<FileName>,
 }
 
 /// Options of `put`.
@@ -89,6 +100,20 @@ pub(crate) struct PutArgs {
     /// With -r, skip files the server has under the same name with the same MD5
     #[arg(long, requires = "recursive")]
     pub(crate) skip_existing: bool,
+    /// The shell's working folder on the server: names without `--as` go under it.
+    #[arg(skip)]
+    pub(crate) into: Option<FileName>,
+}
+
+impl PutArgs {
+    /// The name a local file or folder is stored under when `--as` does not say.
+    pub(crate) fn default_name(&self, path: &Path) -> anyhow::Result<FileName> {
+        let leaf = name_for(path)?;
+        match &self.into {
+            Some(folder) => Ok(FileName::parse(&format!("{folder}/{leaf}"))?),
+            None => Ok(leaf),
+        }
+    }
 }
 
 /// Options of `get`.
@@ -147,25 +172,42 @@ pub(crate) async fn ls(
     args: &LsArgs,
 ) -> anyhow::Result<()> {
     let listing = client.list().await.context("listing the files")?;
+    let mut entries = listing.entries;
+    // The listing's order is the server's; people look for `f2` before `f10`.
+    entries.sort_by(|a, b| natord::compare(a.name.as_str(), b.name.as_str()));
+    let entries = match select(&entries, args) {
+        Ok(entries) => entries,
+        Err(e) => {
+            ui.fail(format_args!("barge: {e}"));
+            return Err(Reported(Status::Usage).into());
+        }
+    };
     if args.json {
-        let entries: Vec<_> = listing
-            .entries
+        let entries: Vec<_> = entries
             .iter()
-            .map(|e| serde_json::json!({ "id": e.id.to_hex(), "name": e.name.as_str(), "size": e.size }))
+            .map(|(e, _)| serde_json::json!({ "id": e.id.to_hex(), "name": e.name.as_str(), "size": e.size }))
             .collect();
         ui.result(serde_json::Value::Array(entries))?;
-    } else {
-        let width = listing
-            .entries
+    } else if args.long || !ui.terminal() {
+        let width = entries
             .iter()
-            .map(|e| e.size.to_string().len())
+            .map(|(e, _)| e.size.to_string().len())
             .max()
             .unwrap_or(1);
-        for e in &listing.entries {
-            ui.result(format_args!("{}  {:>width$}  {}", e.id, e.size, e.name))?;
+        for (e, shown) in &entries {
+            ui.result(format_args!("{}  {:>width$}  {shown}", e.id, e.size))?;
         }
-        if listing.entries.is_empty() {
-            ui.note("No files available at the moment");
+    } else {
+        let sizes: Vec<String> = entries.iter().map(|(e, _)| human_size(e.size)).collect();
+        let width = sizes.iter().map(String::len).max().unwrap_or(1);
+        for ((_, shown), size) in entries.iter().zip(&sizes) {
+            ui.result(format_args!("{size:>width$}  {shown}"))?;
+        }
+    }
+    if entries.is_empty() && !args.json {
+        match &args.pattern {
+            Some(p) => ui.note(format_args!("No files match {}", escape(p))),
+            None => ui.note("No files available at the moment"),
         }
     }
     if let Some(n) = listing.pending.filter(|&n| n > 0) {
@@ -174,6 +216,47 @@ pub(crate) async fn ls(
         ));
     }
     Ok(())
+}
+
+/// The entries `ls` shows (under the working folder, matching the pattern), each with the name
+/// it is shown under (relative to the working folder, escaped).
+fn select<'a>(
+    entries: &'a [ListingEntry],
+    args: &LsArgs,
+) -> Result<Vec<(&'a ListingEntry, String)>, String> {
+    let base = args.folder.as_ref().map(|f| format!("{f}/"));
+    let base = base.as_deref().unwrap_or("");
+    let under = |e: &&ListingEntry| e.name.as_str().starts_with(base);
+    let chosen: Vec<&ListingEntry> = match args.pattern.as_deref() {
+        None => entries.iter().filter(under).collect(),
+        Some(p) if glob::is_pattern(p) => glob::select(entries, &format!("{base}{p}"))
+            .map_err(|e| format!("{}: {e}", escape(p)))?,
+        // A plain word is a file, or a folder whose files are listed.
+        Some(p) => {
+            let p = format!("{base}{}", p.trim_end_matches('/'));
+            let folder = format!("{p}/");
+            entries
+                .iter()
+                .filter(|e| e.name.as_str() == p || e.name.as_str().starts_with(&folder))
+                .collect()
+        }
+    };
+    Ok(chosen
+        .into_iter()
+        .map(|e| {
+            let name = e.name.as_str();
+            (e, escape(name.strip_prefix(base).unwrap_or(name)))
+        })
+        .collect())
+}
+
+/// A size for people: `512 B`, `1.5 KiB`, `3.2 MiB`.
+pub(crate) fn human_size(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} B")
+    } else {
+        indicatif::BinaryBytes(bytes).to_string()
+    }
 }
 
 /// `put`.
@@ -199,18 +282,14 @@ pub(crate) async fn put(
 }
 
 /// `put` of files one by one, or pipelined in runs of small ones.
-async fn put_files(
-    client: &mut Client<AnyStream>,
-    ui: &Ui,
-    args: &PutArgs,
-) -> anyhow::Result<()> {
+async fn put_files(client: &mut Client<AnyStream>, ui: &Ui, args: &PutArgs) -> anyhow::Result<()> {
     let mut worst = Status::Success;
     // Runs of small files go out pipelined; anything else one by one.
     let mut batch: Vec<PutItem> = Vec::new();
     for (i, path) in args.files.iter().enumerate() {
         let name = match &args.name {
             Some(name) => Ok(name.clone()),
-            None => name_for(path),
+            None => args.default_name(path),
         };
         let name = match name {
             Ok(name) => name,
@@ -403,11 +482,7 @@ pub(crate) async fn get(
 }
 
 /// `get` of files by id, name or wildcard: one by one, or pipelined when there are several.
-async fn get_files(
-    client: &mut Client<AnyStream>,
-    ui: &Ui,
-    args: &GetArgs,
-) -> anyhow::Result<()> {
+async fn get_files(client: &mut Client<AnyStream>, ui: &Ui, args: &GetArgs) -> anyhow::Result<()> {
     let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
     // A wildcard may match one file today and several tomorrow: it always wants a folder.
     let several = files.len() > 1 || args.files.iter().any(paths::is_pattern);

@@ -114,12 +114,23 @@ impl Global {
     }
 }
 
+/// Where `barge shell` connects, also as `barge shell HOST [PORT]` (the first clients' form).
+#[derive(Args, Debug)]
+struct ShellArgs {
+    /// The server (instead of --host)
+    #[arg(value_name = "HOST")]
+    host: Option<String>,
+    /// Its port (instead of --port)
+    #[arg(value_name = "PORT", requires = "host")]
+    port: Option<u16>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
     /// Interactive session (the default when stdin is a terminal)
-    Shell,
+    Shell(ShellArgs),
     /// Share a folder: wait for clients and serve them
     Serve(serve::ServeArgs),
     /// Manage the server's users (on the server's machine)
@@ -219,7 +230,12 @@ pub(crate) fn main() -> ExitCode {
     };
     let ui = Ui::new(cli.global.quiet);
     SHOW_CODES.store(cli.global.debug, Ordering::Relaxed);
-    let remote = cli.global.remote();
+    let mut global = cli.global.clone();
+    if let Some(Command::Shell(args)) = &cli.command {
+        global.host = args.host.clone().unwrap_or(global.host);
+        global.port = args.port.unwrap_or(global.port);
+    }
+    let remote = global.remote();
     let command = match cli.command {
         Some(Command::Serve(args)) => {
             init_server_tracing(cli.global.debug);
@@ -247,7 +263,7 @@ pub(crate) fn main() -> ExitCode {
         }
         Some(Command::Logout) => return finish(account::logout(&remote, &ui)),
         Some(Command::Client(command)) => Some(command),
-        Some(Command::Shell) => None,
+        Some(Command::Shell(_)) => None,
         None if io::stdin().is_terminal() => None,
         None => {
             let _ = words::apply(Cli::command()).write_help(&mut io::stderr());

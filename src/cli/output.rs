@@ -74,6 +74,11 @@ impl Ui {
         }
     }
 
+    /// Whether standard output is a terminal (a person reads it, not a script).
+    pub(crate) fn terminal(&self) -> bool {
+        io::stdout().is_terminal()
+    }
+
     /// A line of the result the user asked for (a listing): stdout, even with `--quiet`.
     pub(crate) fn result(&self, line: impl Display) -> anyhow::Result<()> {
         self.around_bar(|| {

@@ -196,8 +196,10 @@ fn refusals_have_their_exit_statuses() -> TestResult {
         .code(FAILURE)
         .stdout(contains("Success: c.txt"))
         .stderr(
-            contains("Fail: a.txt: a file named a.txt already exists (use --as NEWNAME, or rm it first)")
-                .and(contains("409").not()),
+            contains(
+                "Fail: a.txt: a file named a.txt already exists (use --as NEWNAME, or rm it first)",
+            )
+            .and(contains("409").not()),
         );
     // The protocol's codes are for --debug.
     barge(server.addr.port(), work.path())
@@ -219,7 +221,9 @@ fn refusals_have_their_exit_statuses() -> TestResult {
         .args(["rm", "nothing"])
         .assert()
         .code(FAILURE)
-        .stderr(contains("Fail: deleting nothing: no such file on the server"));
+        .stderr(contains(
+            "Fail: deleting nothing: no such file on the server",
+        ));
     barge(server.addr.port(), work.path())
         .args(["mv", "a.txt", "b.txt"])
         .assert()
@@ -312,7 +316,9 @@ fn server_limits_are_refusals() -> TestResult {
         .args(["put", "a.txt"])
         .assert()
         .code(FAILURE)
-        .stderr(contains("Fail: a.txt: 10 bytes is over the server's limit of 4 bytes per file"));
+        .stderr(contains(
+            "Fail: a.txt: 10 bytes is over the server's limit of 4 bytes per file",
+        ));
     // Pipelined, a 413 ends the connection: the files after it are reported too.
     std::fs::write(work.path().join("c.txt"), b"ok")?;
     let out = barge(server.addr.port(), work.path())

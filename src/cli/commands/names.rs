@@ -66,7 +66,11 @@ pub(super) async fn mv(
                         if *code == barge::protocol::Code::CONFLICT
                 );
                 let e = e.context(format!("renaming {shown}"));
-                let hint = if taken { " (rm it first, or choose another name)" } else { "" };
+                let hint = if taken {
+                    " (rm it first, or choose another name)"
+                } else {
+                    ""
+                };
                 ui.fail(format_args!("Fail: {}{hint}", render(&e)));
                 worst = worst.max(status_of(&e));
             }
