@@ -77,8 +77,9 @@ impl Completer for ShellHelper {
             .mode;
         let before = &line[..pos];
         let kind = match mode {
-            Mode::Local => Kind::Local,
-            Mode::Remote => Kind::Remote,
+            // A prompt's answer is taken as typed, spaces and all: no quoting, one word.
+            Mode::Local => return Ok((0, complete_local_line(before))),
+            Mode::Remote => return Ok((0, self.complete_remote_line(before))),
             Mode::Command => match before.find(char::is_whitespace) {
                 None => return Ok((0, complete_word(before))),
                 Some(end) => kind_of(&before[..end], before),
@@ -166,7 +167,12 @@ impl ShellHelper {
                 .entries
                 .iter()
                 .flat_map(|e| folders_of(e.name.as_str()))
-                .filter(|f| f.starts_with(&full))
+                // One level at a time, as a shell completes folders.
+                .filter(|f| {
+                    f.len() > strip.len()
+                        && f.strip_prefix(full.as_str())
+                            .is_some_and(|rest| !rest.trim_end_matches('/').contains('/'))
+                })
                 .collect();
             set.sort_by(|a, b| natord::compare(a, b));
             set.dedup();
@@ -206,6 +212,59 @@ impl ShellHelper {
         out.sort_by(|a, b| natord::compare(&a.display, &b.display));
         out.dedup_by(|a, b| a.replacement == b.replacement);
         (start, out)
+    }
+}
+
+/// The local paths that start with `typed`, the whole of a prompt's answer, unquoted.
+fn complete_local_line(typed: &str) -> Vec<Pair> {
+    let (dir, prefix) = match typed.rfind('/') {
+        Some(i) => (&typed[..=i], &typed[i + 1..]),
+        None => ("", typed),
+    };
+    let Ok(entries) = std::fs::read_dir(if dir.is_empty() { "." } else { dir }) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Pair> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            if !name.starts_with(prefix) || (prefix.is_empty() && name.starts_with('.')) {
+                return None;
+            }
+            let slash = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                "/"
+            } else {
+                ""
+            };
+            Some(Pair {
+                display: format!("{name}{slash}"),
+                replacement: format!("{dir}{name}{slash}"),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| natord::compare(&a.display, &b.display));
+    out
+}
+
+impl ShellHelper {
+    /// The server names that start with `typed`, the whole of a prompt's answer, unquoted.
+    fn complete_remote_line(&self, typed: &str) -> Vec<Pair> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let base = if shared.cwd.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", shared.cwd)
+        };
+        shared
+            .entries
+            .iter()
+            .filter_map(|e| e.name.as_str().strip_prefix(base.as_str()))
+            .filter(|n| n.starts_with(typed))
+            .map(|n| Pair {
+                display: n.to_owned(),
+                replacement: n.to_owned(),
+            })
+            .collect()
     }
 }
 
@@ -270,10 +329,11 @@ mod tests {
             complete(&h, "get d"),
             ["docs/a.txt", "docs/b\\ 1.txt", "docs/sub/c.txt"]
         );
-        // Inside the DOWNLOAD prompt the whole line is a server name.
-        let h = helper(&names, "", Mode::Remote);
-        assert_eq!(complete(&h, "t"), ["top.txt"]);
-        assert_eq!(complete(&h, "GET t"), Vec::<String>::new());
+        // Inside the DOWNLOAD prompt the whole line is a server name, taken as typed.
+        let h = helper(&names, "docs", Mode::Remote);
+        assert_eq!(complete(&h, "b"), ["b 1.txt"]);
+        assert_eq!(complete(&h, "b 1"), ["b 1.txt"]);
+        assert_eq!(complete(&h, "GET b"), Vec::<String>::new());
     }
 
     #[test]
@@ -285,9 +345,12 @@ mod tests {
         let got = complete(&h, &format!("get remote.txt -o {d}/loc"));
         assert!(got.iter().any(|c| c.ends_with("local-file.txt")), "{got:?}");
         assert_eq!(complete(&h, "get -o x re"), ["remote.txt"]);
+        std::fs::write(dir.path().join("with space.txt"), b"x")?;
         let h = helper(&["remote.txt"], "", Mode::Local);
         let got = complete(&h, &format!("{d}/loc"));
-        assert!(got.iter().any(|c| c.ends_with("local-file.txt")), "{got:?}");
+        assert_eq!(got, [format!("{d}/local-file.txt")]);
+        let got = complete(&h, &format!("{d}/with s"));
+        assert_eq!(got, [format!("{d}/with space.txt")]);
         Ok(())
     }
 }
