@@ -19,13 +19,13 @@ const CANNOT_CONNECT: i32 = 3;
 const VERIFICATION: i32 = 4;
 
 /// A fake server kept running on its own runtime.
-struct Fake {
-    server: FakeServer,
+pub(crate) struct Fake {
+    pub(crate) server: FakeServer,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Fake {
-    fn start(quirks: Quirks) -> Result<Self, Box<dyn std::error::Error>> {
+    pub(crate) fn start(quirks: Quirks) -> Result<Self, Box<dyn std::error::Error>> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -37,13 +37,13 @@ impl Fake {
         })
     }
 
-    fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.server.addr.port()
     }
 }
 
 /// The binary, pointed at `port`, run in `dir`, with a time limit and no stray settings.
-fn barge(port: u16, dir: &Path) -> Command {
+pub(crate) fn barge(port: u16, dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
     cmd.current_dir(dir)
         .env("BARGE_HOST", "127.0.0.1")
@@ -56,7 +56,7 @@ fn barge(port: u16, dir: &Path) -> Command {
     cmd
 }
 
-fn stdout_of(cmd: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
+pub(crate) fn stdout_of(cmd: &mut Command) -> Result<String, Box<dyn std::error::Error>> {
     let out = cmd.output()?;
     if !out.status.success() {
         return Err(format!(
@@ -466,6 +466,7 @@ fn shell_from_a_pipe() -> TestResult {
         put \"a b.txt\"\n\
         UPLOAD\n\
         a b.txt\n\
+        y\n\
         mv 'a b.txt' c.txt\n\
         DOWNLOAD\n\
         c.txt\n\
@@ -486,7 +487,8 @@ fn shell_from_a_pipe() -> TestResult {
     );
     assert!(stdout.contains("Success: a b.txt"), "{stdout}");
     assert!(
-        stderr.contains("Fail: a b.txt: a file named a b.txt already exists"),
+        stderr.contains("a b.txt already exists on the server (use put FILE --as NEWNAME")
+            && !stderr.contains("unknown command"),
         "{stderr}"
     );
     assert!(stdout.contains("Renamed a b.txt to c.txt"), "{stdout}");

@@ -20,6 +20,7 @@ mod load;
 mod pinning;
 mod props;
 mod server;
+mod shell;
 mod spec;
 mod support;
 mod tls;
