@@ -462,18 +462,18 @@ impl Shell<'_> {
     /// when refused before the question (which is then not read).
     fn approve_upload(&mut self, input: &mut Input, path: &str) -> Option<String> {
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let local = expand::tilde(&path, home.as_deref());
+        let local = expand::tilde(path, home.as_deref());
         let size = match std::fs::metadata(&local) {
             Ok(meta) if meta.is_file() => meta.len(),
             Ok(_) => {
                 self.fail_with(
                     Status::Failure,
-                    &format!("{}: not a regular file", escape(&path)),
+                    &format!("{}: not a regular file", escape(path)),
                 );
                 return None;
             }
             Err(e) => {
-                let e = anyhow::Error::new(e).context(escape(&path));
+                let e = anyhow::Error::new(e).context(escape(path));
                 self.fail_with(Status::Failure, &super::render(&e));
                 return None;
             }
@@ -507,7 +507,7 @@ impl Shell<'_> {
             input,
             &format!(
                 "Upload {} as {} ({})? [y/N] ",
-                escape(&path),
+                escape(path),
                 escape(&name),
                 commands::human_size(size)
             ),
