@@ -295,8 +295,13 @@ fn report_upload(
         }
         Err(ClientError::Io { path, source }) => {
             let shown = escape(&path.display().to_string());
+            let cannot = if source.kind() == std::io::ErrorKind::NotFound {
+                ""
+            } else {
+                "cannot read: "
+            };
             ui.fail(format_args!(
-                "Fail: cannot read {shown}: {}",
+                "Fail: {shown}: {cannot}{}",
                 describe_io(&source)
             ));
             ui.count_failed(name.as_str());

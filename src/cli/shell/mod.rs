@@ -1,14 +1,18 @@
 //! `barge shell`: an interactive session over one connection.
 //!
 //! With a terminal it offers line editing, history and tab completion (local paths for `put`,
-//! the server's names and ids for the rest, from a cached listing refreshed after changes). On a
-//! pipe it reads one command per line with no prompts, so sessions can be scripted:
-//! `printf 'ls\nput a.txt\nbye\n' | barge shell`; the exit status then tells whether every
-//! command succeeded.
+//! `lcd`, `lls` and after `-o`; the server's names and ids for the rest, relative to the working
+//! folder; the same inside the `UPLOAD` and `DOWNLOAD` prompts), from a cached listing refreshed
+//! after changes. On a pipe it reads one command per line with no prompts, so sessions can be
+//! scripted: `printf 'ls\nput a.txt\nbye\n' | barge shell`; the exit status then tells
+//! whether every command succeeded. A bare `UPLOAD` on a pipe takes the file and then the
+//! approval from the next two lines.
 //!
 //! The words are those of the original clients (`LIST_FILES`, `UPLOAD`, `DOWNLOAD`,
-//! `DISCONNECT`, in any case) and the short forms of the one-shot commands, with the same
-//! options. Arguments are split on spaces; quote them (`"my file.txt"`) or escape the spaces
+//! `DISCONNECT`, in any case), the short forms of the one-shot commands with the same options,
+//! and sftp's: `cd`/`pwd` (a working folder on the server, see [`folder`]), `lcd`/`lls`/`lpwd`,
+//! `!COMMAND` and `clear` ([`local`]), and `mkdir`, which explains why the server has no empty
+//! folders. Arguments are split on spaces; quote them (`"my file.txt"`) or escape the spaces
 //! (`my\ file.txt`) to keep them together. `~` is the home folder; `put *.pdf` matches local
 //! files, `get *.pdf` and `rm old/*` the server's names.
 
