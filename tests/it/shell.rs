@@ -439,3 +439,23 @@ fn a_terminal_session_completes_in_prompts_follows_cd_and_keeps_history() -> Tes
     }
     Ok(())
 }
+
+#[test]
+fn a_folder_that_cannot_be_written_is_named_as_such() -> TestResult {
+    let server = BlockingServer::start().map_err(|e| e.to_string())?;
+    let port = server.addr.port();
+    let work = tempfile::tempdir()?;
+    seed(port, work.path(), &[("a.txt", b"a")])?;
+    // sysfs refuses new files even to root, so this holds whoever runs the tests.
+    barge(port, Path::new("/sys"))
+        .args(["get", "a.txt"])
+        .assert()
+        .code(FAILURE)
+        .stderr("Fail: a.txt: cannot write to ./: permission denied\n");
+    barge(port, work.path())
+        .args(["get", "a.txt", "-o", "/sys/"])
+        .assert()
+        .code(FAILURE)
+        .stderr("Fail: a.txt: cannot write to /sys/: permission denied\n");
+    Ok(())
+}
