@@ -67,7 +67,8 @@ pub(crate) struct Global {
     #[arg(long, short, global = true, conflicts_with = "debug")]
     quiet: bool,
     /// Clear text instead of TLS, on both sides (for nc, or a network you trust)
-    #[arg(long, global = true, env = "BARGE_PLAIN")]
+    // BoolishValueParser: BARGE_PLAIN=1 (or yes, on) works as people expect of a variable.
+    #[arg(long, global = true, env = "BARGE_PLAIN", value_parser = clap::builder::BoolishValueParser::new())]
     plain: bool,
     /// Trust the server only if its key has this fingerprint (SHA256:...), and pin it
     #[arg(

@@ -182,8 +182,9 @@ fn the_shell_takes_host_and_port_as_words() -> TestResult {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         l.local_addr()?.port()
     };
-    // BARGE_PORT points at nothing: the words win.
+    // BARGE_PORT points at nothing: the words win. (BARGE_PLAIN=1 reads as true.)
     barge(nothing, work.path())
+        .env("BARGE_PLAIN", "1")
         .args(["shell", "127.0.0.1", &server.addr.port().to_string()])
         .write_stdin("pwd\n")
         .assert()
