@@ -11,12 +11,15 @@ use clap::{Args, Subcommand};
 
 use barge::client::{AnyStream, Client, ClientError, Destination, Downloaded, PutItem, Verified};
 use barge::name::{FileName, escape};
-use barge::protocol::FileRef;
+use barge::protocol::{Code, FileRef};
 
 use super::output::{Ui, Unit};
-use super::{Reported, Status, render, status_of};
+use super::{Reported, Status, describe_io, render, status_of};
 
 mod folders;
+mod list;
+
+pub(crate) use list::human_size;
 mod names;
 mod paths;
 
@@ -54,7 +57,7 @@ pub(crate) async fn run(
     command: &ClientCommand,
 ) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Ls(args) => ls(client, ui, args).await,
+        ClientCommand::Ls(args) => list::ls(client, ui, args).await,
         ClientCommand::Put(args) => put(client, ui, args).await,
         ClientCommand::Get(args) => get(client, ui, args).await,
         ClientCommand::Mv(args) => names::mv(client, ui, args).await,
@@ -65,9 +68,19 @@ pub(crate) async fn run(
 /// Options of `ls`.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct LsArgs {
+    /// Only the names matching this wildcard (`'*.pdf'`, `'photos/**/*.jpg'`), or the files
+    /// under this folder
+    #[arg(value_name = "PATTERN")]
+    pub(crate) pattern: Option<String>,
+    /// Long form: id, size in bytes and name (the form printed when not on a terminal)
+    #[arg(long, short)]
+    pub(crate) long: bool,
     /// Print a JSON array of {"id", "name", "size"} objects instead
-    #[arg(long)]
-    json: bool,
+    #[arg(long, conflicts_with = "long")]
+    pub(crate) json: bool,
+    /// The shell's working folder on the server: names are shown relative to it.
+    #[arg(skip)]
+    pub(crate) folder: Option<FileName>,
 }
 
 /// Options of `put`.
@@ -89,6 +102,20 @@ pub(crate) struct PutArgs {
     /// With -r, skip files the server has under the same name with the same MD5
     #[arg(long, requires = "recursive")]
     pub(crate) skip_existing: bool,
+    /// The shell's working folder on the server: names without `--as` go under it.
+    #[arg(skip)]
+    pub(crate) into: Option<FileName>,
+}
+
+impl PutArgs {
+    /// The name a local file or folder is stored under when `--as` does not say.
+    pub(crate) fn default_name(&self, path: &Path) -> anyhow::Result<FileName> {
+        let leaf = name_for(path)?;
+        match &self.into {
+            Some(folder) => Ok(FileName::parse(&format!("{folder}/{leaf}"))?),
+            None => Ok(leaf),
+        }
+    }
 }
 
 /// Options of `get`.
@@ -140,42 +167,6 @@ fn parse_ref(s: &str) -> Result<FileRef, String> {
     FileRef::parse(s).map_err(|e| format!("neither an id nor a valid name: {e}"))
 }
 
-/// `ls`.
-pub(crate) async fn ls(
-    client: &mut Client<AnyStream>,
-    ui: &Ui,
-    args: &LsArgs,
-) -> anyhow::Result<()> {
-    let listing = client.list().await.context("listing the files")?;
-    if args.json {
-        let entries: Vec<_> = listing
-            .entries
-            .iter()
-            .map(|e| serde_json::json!({ "id": e.id.to_hex(), "name": e.name.as_str(), "size": e.size }))
-            .collect();
-        ui.result(serde_json::Value::Array(entries))?;
-    } else {
-        let width = listing
-            .entries
-            .iter()
-            .map(|e| e.size.to_string().len())
-            .max()
-            .unwrap_or(1);
-        for e in &listing.entries {
-            ui.result(format_args!("{}  {:>width$}  {}", e.id, e.size, e.name))?;
-        }
-        if listing.entries.is_empty() {
-            ui.note("No files available at the moment");
-        }
-    }
-    if let Some(n) = listing.pending.filter(|&n| n > 0) {
-        ui.note(format_args!(
-            "({n} more being indexed; they are listed once hashed)"
-        ));
-    }
-    Ok(())
-}
-
 /// `put`.
 pub(crate) async fn put(
     client: &mut Client<AnyStream>,
@@ -192,13 +183,21 @@ pub(crate) async fn put(
         ui.fail("barge: --as takes exactly one file");
         return Err(Reported(Status::Usage).into());
     }
+    ui.start_tally();
+    let result = put_files(client, ui, args).await;
+    ui.end_tally("Uploaded")?;
+    result
+}
+
+/// `put` of files one by one, or pipelined in runs of small ones.
+async fn put_files(client: &mut Client<AnyStream>, ui: &Ui, args: &PutArgs) -> anyhow::Result<()> {
     let mut worst = Status::Success;
     // Runs of small files go out pipelined; anything else one by one.
     let mut batch: Vec<PutItem> = Vec::new();
     for (i, path) in args.files.iter().enumerate() {
         let name = match &args.name {
             Some(name) => Ok(name.clone()),
-            None => name_for(path),
+            None => args.default_name(path),
         };
         let name = match name {
             Ok(name) => name,
@@ -211,6 +210,7 @@ pub(crate) async fn put(
         if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
             let shown = escape(&path.display().to_string());
             ui.fail(format_args!("Fail: {shown}: is a folder; use -r"));
+            ui.count_failed(&shown);
             worst = worst.max(Status::Failure);
             continue;
         }
@@ -274,6 +274,7 @@ async fn put_batch(
         let e = anyhow::Error::new(e);
         for name in names.get(reported..).unwrap_or_default() {
             ui.fail(format_args!("Fail: {name}: no reply: {}", render(&e)));
+            ui.count_failed(name.as_str());
         }
         return Err(Reported(worst.max(status_of(&e))).into());
     }
@@ -288,20 +289,58 @@ fn report_upload(
 ) -> anyhow::Result<Status> {
     match result {
         Ok(v) => {
+            ui.count_done(v.size);
             ui.done(format_args!("Success: {} {}", v.name, v.id))?;
             Ok(Status::Success)
         }
+        Err(ClientError::Io { path, source }) => {
+            let shown = escape(&path.display().to_string());
+            let cannot = if source.kind() == std::io::ErrorKind::NotFound {
+                ""
+            } else {
+                "cannot read: "
+            };
+            ui.fail(format_args!(
+                "Fail: {shown}: {cannot}{}",
+                describe_io(&source)
+            ));
+            ui.count_failed(name.as_str());
+            Ok(Status::Failure)
+        }
         // These name the local file themselves.
-        Err(
-            e @ (ClientError::Io { .. }
-            | ClientError::NotAFile { .. }
-            | ClientError::FileChanged { .. }),
-        ) => {
+        Err(e @ (ClientError::NotAFile { .. } | ClientError::FileChanged { .. })) => {
             let e = anyhow::Error::new(e);
             ui.fail(format_args!("Fail: {}", render(&e)));
+            ui.count_failed(name.as_str());
             Ok(status_of(&e))
         }
-        Err(e) => Ok(fail(ui, &name.to_string(), &anyhow::Error::new(e))),
+        Err(e) => {
+            let hint = upload_hint(&e);
+            let e = anyhow::Error::new(e);
+            match hint {
+                Some(hint) => ui.fail(format_args!("Fail: {name}: {} {hint}", render(&e))),
+                None => ui.fail(format_args!("Fail: {name}: {}", render(&e))),
+            }
+            ui.count_failed(name.as_str());
+            Ok(status_of(&e))
+        }
+    }
+}
+
+/// What to do about a failed upload, or what became of it, when the error alone does not say.
+fn upload_hint(e: &ClientError) -> Option<&'static str> {
+    match e {
+        ClientError::Refused { code, .. } if *code == Code::CONFLICT => {
+            Some("(use --as NEWNAME, or rm it first)")
+        }
+        ClientError::Refused { code, .. } if *code == Code::UNAVAILABLE => {
+            Some("(the server stopped during the upload; nothing was stored)")
+        }
+        // The server keeps an upload only once every byte arrived and its MD5 matched.
+        e if e.is_connection_lost() => {
+            Some("(the connection ended during the upload; nothing was stored)")
+        }
+        _ => None,
     }
 }
 
@@ -311,11 +350,13 @@ fn not_attempted(ui: &Ui, rest: impl Iterator<Item = String>) {
         ui.fail(format_args!(
             "Fail: {what}: not attempted: the connection was lost"
         ));
+        ui.count_failed(&what);
     }
 }
 
 /// Prints `Fail: what: why`; returns the error's status.
 fn fail(ui: &Ui, what: &str, e: &anyhow::Error) -> Status {
+    ui.count_failed(what);
     ui.fail(format_args!("Fail: {what}: {}", render(e)));
     status_of(e)
 }
@@ -347,6 +388,14 @@ pub(crate) async fn get(
     if args.recursive {
         return folders::get(client, ui, args).await;
     }
+    ui.start_tally();
+    let result = get_files(client, ui, args).await;
+    ui.end_tally("Downloaded")?;
+    result
+}
+
+/// `get` of files by id, name or wildcard: one by one, or pipelined when there are several.
+async fn get_files(client: &mut Client<AnyStream>, ui: &Ui, args: &GetArgs) -> anyhow::Result<()> {
     let (files, mut worst) = paths::expand(client, ui, &args.files).await?;
     // A wildcard may match one file today and several tomorrow: it always wants a folder.
     let several = files.len() > 1 || args.files.iter().any(paths::is_pattern);
@@ -426,6 +475,7 @@ fn report_download(
 ) -> anyhow::Result<Status> {
     match result {
         Ok(d) => {
+            ui.count_done(d.size);
             let path = d.path.strip_prefix(".").unwrap_or(&d.path);
             ui.done(format_args!(
                 "Success: {} {} saved as {}",
@@ -435,6 +485,15 @@ fn report_download(
             ))?;
             Ok(Status::Success)
         }
+        Err(ClientError::Io { path, source }) => {
+            ui.fail(format_args!(
+                "Fail: {shown}: cannot write to {}: {}",
+                shown_dir(&path),
+                describe_io(&source)
+            ));
+            ui.count_failed(shown);
+            Ok(Status::Failure)
+        }
         Err(e) => {
             let hint = matches!(e, ClientError::AlreadyExists { .. });
             let status = fail(ui, shown, &anyhow::Error::new(e));
@@ -443,6 +502,16 @@ fn report_download(
             }
             Ok(status)
         }
+    }
+}
+
+/// A local path as shown in a message, a folder with its `/` (`./`, not `.`).
+fn shown_dir(path: &Path) -> String {
+    let shown = escape(&path.display().to_string());
+    if path.is_dir() && !shown.ends_with('/') {
+        format!("{shown}/")
+    } else {
+        shown
     }
 }
 

@@ -10,6 +10,7 @@ mod banner;
 mod commands;
 mod config;
 mod ops;
+mod messages;
 mod output;
 mod remote;
 pub(crate) mod serve;
@@ -25,6 +26,7 @@ use clap::{Args, CommandFactory as _, Parser, Subcommand};
 
 use barge::client::{ClientError, DEFAULT_PORT};
 use commands::ClientCommand;
+pub(crate) use messages::{describe_io, render};
 use output::Ui;
 
 /// How long connecting (and waiting for the greeting) may take.
@@ -68,7 +70,8 @@ pub(crate) struct Global {
     #[arg(long, short, global = true, conflicts_with = "debug")]
     quiet: bool,
     /// Clear text instead of TLS, on both sides (for nc, or a network you trust)
-    #[arg(long, global = true, env = "BARGE_PLAIN")]
+    // BoolishValueParser: BARGE_PLAIN=1 (or yes, on) works as people expect of a variable.
+    #[arg(long, global = true, env = "BARGE_PLAIN", value_parser = clap::builder::BoolishValueParser::new())]
     plain: bool,
     /// Trust the server only if its key has this fingerprint (SHA256:...), and pin it
     #[arg(
@@ -112,12 +115,23 @@ impl Global {
     }
 }
 
+/// Where `barge shell` connects, also as `barge shell HOST [PORT]` (the first clients' form).
+#[derive(Args, Debug)]
+struct ShellArgs {
+    /// The server (instead of --host)
+    #[arg(value_name = "HOST")]
+    host: Option<String>,
+    /// Its port (instead of --port)
+    #[arg(value_name = "PORT", requires = "host")]
+    port: Option<u16>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     #[command(flatten)]
     Client(ClientCommand),
     /// Interactive session (the default when stdin is a terminal)
-    Shell,
+    Shell(ShellArgs),
     /// Share a folder: wait for clients and serve them
     Serve(serve::ServeArgs),
     /// Manage the server's users (on the server's machine)
@@ -223,7 +237,13 @@ pub(crate) fn main() -> ExitCode {
         }
     };
     let ui = Ui::new(cli.global.quiet);
-    let remote = cli.global.remote();
+    messages::show_codes(cli.global.debug);
+    let mut global = cli.global.clone();
+    if let Some(Command::Shell(args)) = &cli.command {
+        global.host = args.host.clone().unwrap_or(global.host);
+        global.port = args.port.unwrap_or(global.port);
+    }
+    let remote = global.remote();
     let command = match cli.command {
         Some(Command::Serve(args)) => {
             init_server_tracing(cli.global.debug, args.log_format());
@@ -251,7 +271,7 @@ pub(crate) fn main() -> ExitCode {
         }
         Some(Command::Logout) => return finish(account::logout(&remote, &ui)),
         Some(Command::Client(command)) => Some(command),
-        Some(Command::Shell) => None,
+        Some(Command::Shell(_)) => None,
         None if io::stdin().is_terminal() => None,
         None => {
             let _ = words::apply(Cli::command()).write_help(&mut io::stderr());
@@ -351,61 +371,6 @@ pub(crate) fn status_of(e: &anyhow::Error) -> Status {
         }
     }
     Status::Failure
-}
-
-/// One line: the error and its causes, `: `-separated, without repeating a cause a message
-/// already quotes, with operating-system errors in plain words.
-pub(crate) fn render(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    let mut refused = false;
-    for cause in e.chain() {
-        let raw = cause.to_string();
-        if !out.is_empty() && out.contains(&raw) {
-            continue;
-        }
-        let text = match cause.downcast_ref::<io::Error>() {
-            Some(io) => {
-                refused |= io.kind() == io::ErrorKind::ConnectionRefused;
-                describe_io(io)
-            }
-            None => raw,
-        };
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    if refused
-        && e.downcast_ref::<ClientError>()
-            .is_some_and(|c| matches!(c, ClientError::Connect { .. }))
-    {
-        out.push_str(" \u{2014} is `barge serve` running?");
-    }
-    out
-}
-
-/// An I/O error in plain lower-case words, without the `(os error N)` suffix.
-fn describe_io(e: &io::Error) -> String {
-    use io::ErrorKind as K;
-    let known = match e.kind() {
-        K::ConnectionRefused => "connection refused",
-        K::ConnectionReset => "connection reset by the server",
-        K::ConnectionAborted => "connection aborted",
-        K::BrokenPipe => "the server closed the connection",
-        K::TimedOut => "timed out",
-        K::NotFound => "no such file or directory",
-        K::PermissionDenied => "permission denied",
-        K::AlreadyExists => "already exists",
-        K::HostUnreachable => "host unreachable",
-        K::NetworkUnreachable => "network unreachable",
-        K::AddrNotAvailable => "address not available",
-        K::IsADirectory => "is a directory",
-        K::NotADirectory => "not a directory",
-        K::StorageFull => "no space left on device",
-        K::ReadOnlyFilesystem => "read-only file system",
-        _ => return e.to_string(),
-    };
-    known.to_owned()
 }
 
 /// `--debug` for client commands: the exchange, one line per message, nothing else.

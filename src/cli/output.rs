@@ -23,6 +23,8 @@ pub(crate) struct Ui {
     bars: bool,
     /// The bar being drawn, if any.
     bar: RefCell<Option<ProgressBar>>,
+    /// What the transfers since [`Ui::start_tally`] achieved, for the summary line.
+    tally: RefCell<(Tally, Option<std::time::Instant>)>,
 }
 
 /// What a progress bar counts.
@@ -38,7 +40,43 @@ impl Ui {
             quiet,
             bars: !quiet && io::stderr().is_terminal(),
             bar: RefCell::new(None),
+            tally: RefCell::default(),
         }
+    }
+
+    /// Starts counting the files a command transfers, for [`Ui::end_tally`].
+    pub(crate) fn start_tally(&self) {
+        *self.tally.borrow_mut() = (Tally::default(), Some(std::time::Instant::now()));
+    }
+
+    /// Counts a verified file of `bytes` bytes.
+    pub(crate) fn count_done(&self, bytes: u64) {
+        let mut tally = self.tally.borrow_mut();
+        tally.0.files += 1;
+        tally.0.bytes += bytes;
+    }
+
+    /// Counts a file that failed, as shown to the user.
+    pub(crate) fn count_failed(&self, what: &str) {
+        self.tally.borrow_mut().0.failed.push(what.to_owned());
+    }
+
+    /// Prints the summary of the transfers since [`Ui::start_tally`] (unless `--quiet`), once
+    /// the progress bars are gone: they showed the rate only while it was changing.
+    pub(crate) fn end_tally(&self, verb: &str) -> anyhow::Result<()> {
+        let (tally, start) = std::mem::take(&mut *self.tally.borrow_mut());
+        match start {
+            // A single failure has said all there is to say on its own line.
+            Some(start) if tally.files > 0 || tally.failed.len() > 1 => {
+                self.done(tally.summary(verb, start.elapsed()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether standard output is a terminal (a person reads it, not a script).
+    pub(crate) fn terminal(&self) -> bool {
+        io::stdout().is_terminal()
     }
 
     /// A line of the result the user asked for (a listing): stdout, even with `--quiet`.

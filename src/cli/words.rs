@@ -32,7 +32,7 @@ pub(crate) const LS: Word = Word {
     aliases: &["list"],
     hidden: &["list_files"],
     summary: "List files on server.",
-    usage: "ls [--json]",
+    usage: "ls [-l] [--json] [PATTERN]",
     about: "List the files on the server: id, size, name",
     prompts: false,
 };
@@ -109,8 +109,94 @@ pub(crate) const HELP: Word = Word {
     prompts: false,
 };
 
-/// Every command, in the order of the shell's `HELP`.
-pub(crate) const ALL: [&Word; 7] = [&LS, &PUT, &GET, &BYE, &MV, &RM, &HELP];
+/// `cd`: the shell's working folder on the server (the shell only).
+pub(crate) const CD: Word = Word {
+    classic: "CD",
+    name: "cd",
+    aliases: &[],
+    hidden: &[],
+    summary: "Change the folder on server.",
+    usage: "cd [FOLDER|..|/]",
+    about: "Change the working folder on the server",
+    prompts: false,
+};
+
+/// `pwd`: shows the working folder on the server (the shell only).
+pub(crate) const PWD: Word = Word {
+    classic: "PWD",
+    name: "pwd",
+    aliases: &[],
+    hidden: &[],
+    summary: "Show the folder on server.",
+    usage: "pwd",
+    about: "Show the working folder on the server",
+    prompts: false,
+};
+
+/// `mkdir`: explains how folders come to be on the server (the shell only).
+pub(crate) const MKDIR: Word = Word {
+    classic: "MKDIR",
+    name: "mkdir",
+    aliases: &[],
+    hidden: &[],
+    summary: "Folders appear with their first file.",
+    usage: "mkdir FOLDER",
+    about: "Say how to make a folder on the server",
+    prompts: false,
+};
+
+/// `lcd`: the local working folder (the shell only).
+pub(crate) const LCD: Word = Word {
+    classic: "LCD",
+    name: "lcd",
+    aliases: &[],
+    hidden: &[],
+    summary: "Change the local folder.",
+    usage: "lcd [FOLDER]",
+    about: "Change the local working folder",
+    prompts: false,
+};
+
+/// `lls`: lists a local folder (the shell only).
+pub(crate) const LLS: Word = Word {
+    classic: "LLS",
+    name: "lls",
+    aliases: &[],
+    hidden: &[],
+    summary: "List local files.",
+    usage: "lls [FOLDER]",
+    about: "List a local folder",
+    prompts: false,
+};
+
+/// `lpwd`: shows the local working folder (the shell only).
+pub(crate) const LPWD: Word = Word {
+    classic: "LPWD",
+    name: "lpwd",
+    aliases: &[],
+    hidden: &[],
+    summary: "Show the local folder.",
+    usage: "lpwd",
+    about: "Show the local working folder",
+    prompts: false,
+};
+
+/// `clear`: clears the terminal (the shell only).
+pub(crate) const CLEAR: Word = Word {
+    classic: "CLEAR",
+    name: "clear",
+    aliases: &[],
+    hidden: &[],
+    summary: "Clear the screen.",
+    usage: "",
+    about: "Clear the screen",
+    prompts: false,
+};
+
+/// Every command, in the order of the shell's `HELP`: the original clients' first.
+pub(crate) const ALL: [&Word; 14] = [
+    &LS, &PUT, &GET, &BYE, &MV, &RM, &HELP, &CD, &PWD, &MKDIR, &LCD, &LLS, &LPWD, &CLEAR,
+];
 
 impl Word {
     /// Whether this is `other` (names are unique, see the tests).
@@ -211,7 +297,10 @@ pub(crate) fn help() -> String {
         };
     }
     out.push_str(
-        "\nCommands work in any case. UPLOAD and DOWNLOAD alone ask for the file.\n\
+        "\n!COMMAND runs COMMAND on this machine (! alone: a shell).\n\
+         Commands work in any case. UPLOAD and DOWNLOAD alone ask for the file (and, for\n\
+         UPLOAD, for approval, read from the next line when commands come from a pipe).\n\
+         Names are relative to the folder on server (cd); /NAME starts from its top.\n\
          Quote names with spaces (\"my file.txt\") or escape them (my\\ file.txt); Tab completes.",
     );
     out
@@ -260,7 +349,7 @@ mod tests {
         let want = "\
 This is an interactive client, the following commands are available:
 
-    1. LIST_FILES - List files on server.                      ls [--json]
+    1. LIST_FILES - List files on server.                      ls [-l] [--json] [PATTERN]
     2. UPLOAD - Upload files with given format.                put FILE... [--as NAME] [-r [-L]], put - --as NAME
     3. DOWNLOAD - Download files from server by providing FILE ID
                                                                get ID-OR-NAME... [-o PATH|-] [-r] [--force]
@@ -268,8 +357,18 @@ This is an interactive client, the following commands are available:
     5. RENAME - Rename a file on server.                       mv OLD NEW, mv OLD... FOLDER/
     6. DELETE - Delete a file on server.                       rm ID-OR-NAME...
     7. HELP - Show this list.
+    8. CD - Change the folder on server.                       cd [FOLDER|..|/]
+    9. PWD - Show the folder on server.                        pwd
+    10. MKDIR - Folders appear with their first file.          mkdir FOLDER
+    11. LCD - Change the local folder.                         lcd [FOLDER]
+    12. LLS - List local files.                                lls [FOLDER]
+    13. LPWD - Show the local folder.                          lpwd
+    14. CLEAR - Clear the screen.
 
-Commands work in any case. UPLOAD and DOWNLOAD alone ask for the file.
+!COMMAND runs COMMAND on this machine (! alone: a shell).
+Commands work in any case. UPLOAD and DOWNLOAD alone ask for the file (and, for
+UPLOAD, for approval, read from the next line when commands come from a pipe).
+Names are relative to the folder on server (cd); /NAME starts from its top.
 Quote names with spaces (\"my file.txt\") or escape them (my\\ file.txt); Tab completes.";
         assert_eq!(help(), want);
     }

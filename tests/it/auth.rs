@@ -771,7 +771,7 @@ mod bin {
             .args(["rm", "n.txt"])
             .assert()
             .failure()
-            .stderr(contains("Not allowed for this user"));
+            .stderr(contains("Fail: deleting n.txt: not allowed for this user"));
         // The code is used up, and another client without a login is turned away.
         barge(stranger.path())
             .args(["pair", &server, &code])

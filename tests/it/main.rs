@@ -22,6 +22,7 @@ mod ops;
 mod pinning;
 mod props;
 mod server;
+mod shell;
 mod spec;
 mod support;
 mod tls;

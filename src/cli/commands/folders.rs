@@ -43,7 +43,7 @@ pub(super) async fn put(
         };
         let name = match &args.name {
             Some(name) => Ok(name.clone()),
-            None => folder_name(path),
+            None => folder_name(path).and_then(|leaf| args.default_name(Path::new(leaf.as_str()))),
         };
         let name = match name {
             Ok(name) => name,

@@ -60,8 +60,18 @@ pub(super) async fn mv(
         match result {
             Ok(to) => ui.done(format_args!("Renamed {shown} to {to}"))?,
             Err(e) => {
+                let taken = matches!(
+                    e.downcast_ref(),
+                    Some(barge::client::ClientError::Refused { code, .. })
+                        if *code == barge::protocol::Code::CONFLICT
+                );
                 let e = e.context(format!("renaming {shown}"));
-                ui.fail(format_args!("Fail: {}", render(&e)));
+                let hint = if taken {
+                    " (rm it first, or choose another name)"
+                } else {
+                    ""
+                };
+                ui.fail(format_args!("Fail: {}{hint}", render(&e)));
                 worst = worst.max(status_of(&e));
             }
         }

@@ -53,7 +53,7 @@ pub(super) fn expand(words: Vec<String>, local_args: bool, home: Option<&Path>) 
 }
 
 /// `~` or `~/...` with the home folder.
-fn tilde(word: &str, home: Option<&Path>) -> String {
+pub(super) fn tilde(word: &str, home: Option<&Path>) -> String {
     let Some(home) = home else {
         return word.to_owned();
     };

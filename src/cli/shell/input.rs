@@ -12,9 +12,7 @@ use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor};
 
-use barge::protocol::ListingEntry;
-
-use super::completion::ShellHelper;
+use super::completion::{Shared, ShellHelper};
 
 /// Where commands come from.
 pub(super) enum Input {
@@ -30,7 +28,7 @@ pub(super) enum Input {
 }
 
 impl Input {
-    pub(super) fn editor(remote: Arc<Mutex<Vec<ListingEntry>>>) -> Self {
+    pub(super) fn editor(shared: Arc<Mutex<Shared>>) -> Self {
         let config = Config::builder()
             .completion_type(CompletionType::List)
             .max_history_size(1000)
@@ -40,7 +38,7 @@ impl Input {
             Ok(editor) => Box::new(editor),
             Err(_) => return Self::Plain(io::stdin().lock()),
         };
-        editor.set_helper(Some(ShellHelper::new(FilenameCompleter::new(), remote)));
+        editor.set_helper(Some(ShellHelper::new(FilenameCompleter::new(), shared)));
         let history = history_path();
         if let Some(path) = &history {
             // No history yet is the normal first run.

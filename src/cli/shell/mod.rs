@@ -1,36 +1,42 @@
 //! `barge shell`: an interactive session over one connection.
 //!
 //! With a terminal it offers line editing, history and tab completion (local paths for `put`,
-//! the server's names and ids for the rest, from a cached listing refreshed after changes). On a
-//! pipe it reads one command per line with no prompts, so sessions can be scripted:
-//! `printf 'ls\nput a.txt\nbye\n' | barge shell`; the exit status then tells whether every
-//! command succeeded.
+//! `lcd`, `lls` and after `-o`; the server's names and ids for the rest, relative to the working
+//! folder; the same inside the `UPLOAD` and `DOWNLOAD` prompts), from a cached listing refreshed
+//! after changes. On a pipe it reads one command per line with no prompts, so sessions can be
+//! scripted: `printf 'ls\nput a.txt\nbye\n' | barge shell`; the exit status then tells
+//! whether every command succeeded. A bare `UPLOAD` on a pipe takes the file and then the
+//! approval from the next two lines.
 //!
 //! The words are those of the original clients (`LIST_FILES`, `UPLOAD`, `DOWNLOAD`,
-//! `DISCONNECT`, in any case) and the short forms of the one-shot commands, with the same
-//! options. Arguments are split on spaces; quote them (`"my file.txt"`) or escape the spaces
+//! `DISCONNECT`, in any case), the short forms of the one-shot commands with the same options,
+//! and sftp's: `cd`/`pwd` (a working folder on the server, see [`folder`]), `lcd`/`lls`/`lpwd`,
+//! `!COMMAND` and `clear` ([`local`]), and `mkdir`, which explains why the server has no empty
+//! folders. Arguments are split on spaces; quote them (`"my file.txt"`) or escape the spaces
 //! (`my\ file.txt`) to keep them together. `~` is the home folder; `put *.pdf` matches local
 //! files, `get *.pdf` and `rm old/*` the server's names.
 
 mod completion;
 mod expand;
+mod folder;
 mod input;
+mod local;
+mod prompts;
 
 use std::io::{self, IsTerminal as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Parser;
 use tokio::runtime::Runtime;
 
-use barge::client::{AnyStream, Client};
-use barge::name::escape;
-use barge::protocol::ListingEntry;
-
 use super::commands::{self, ClientCommand};
 use super::output::Ui;
 use super::remote::{self, Remote};
 use super::{Status, interruptible, report, words};
+use barge::client::{AnyStream, Client};
+use barge::name::escape;
+use completion::{Mode, Shared};
 use input::{Input, split_words};
 
 const PROMPT: &str = "barge> ";
@@ -50,9 +56,9 @@ struct Line {
 /// Runs the shell until `bye` or the end of input.
 pub(crate) fn run(rt: &Runtime, server: &Remote, ui: &Ui) -> Status {
     let interactive = io::stdin().is_terminal();
-    let remote = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::new(Mutex::new(Shared::default()));
     let mut input = if interactive {
-        Input::editor(Arc::clone(&remote))
+        Input::editor(Arc::clone(&shared))
     } else {
         Input::Pipe(io::stdin().lock())
     };
@@ -61,7 +67,7 @@ pub(crate) fn run(rt: &Runtime, server: &Remote, ui: &Ui) -> Status {
         server,
         ui,
         client: None,
-        remote,
+        shared,
         stale: true,
         interactive,
         worst: Status::Success,
@@ -128,8 +134,8 @@ struct Shell<'a> {
     server: &'a Remote,
     ui: &'a Ui,
     client: Option<Client<AnyStream>>,
-    /// The server's files as last listed, for completion.
-    remote: Arc<Mutex<Vec<ListingEntry>>>,
+    /// The working folder on the server, and the files as last listed (for completion).
+    shared: Arc<Mutex<Shared>>,
     /// The listing may be out of date.
     stale: bool,
     interactive: bool,
@@ -139,6 +145,12 @@ struct Shell<'a> {
 
 impl Shell<'_> {
     fn execute(&mut self, line: &str, input: &mut Input) -> Flow {
+        if let Some(command) = line.strip_prefix('!') {
+            if let Err(e) = local::run(command, self.interactive) {
+                self.fail_with(Status::Failure, &e);
+            }
+            return Flow::Continue;
+        }
         let mut words = match split_words(line) {
             Ok(words) => words,
             Err(e) => {
@@ -167,6 +179,10 @@ impl Shell<'_> {
         if word.is(&words::BYE) {
             return Flow::Quit;
         }
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        if self.local(word, &words, home.as_deref()) {
+            return Flow::Continue;
+        }
         if word.is(&words::LS)
             && words.len() == 2
             && matches!(words[1].to_lowercase().as_str(), "files" | "file")
@@ -174,20 +190,36 @@ impl Shell<'_> {
             // `LIST FILES`, `LIST FILE`: the protocol's spellings with a space.
             words.truncate(1);
         }
-        if word.prompts && words.len() == 1 {
+        // Only the original clients' words ask; `get` alone is a usage error, as on the
+        // command line, rather than a prompt that would take the next command as its answer.
+        if word.prompts && words.len() == 1 && first == word.classic.to_lowercase() {
             let answer = if word.is(&words::PUT) {
-                self.ask_upload(input)
+                self.ask_upload(input).filter(|path| !path.is_empty())
             } else {
-                self.ask(input, "file id: ")
+                self.ask(input, Mode::Remote, "file id or name: ")
             };
             match answer {
                 Some(answer) => words.push(answer),
                 None => return Flow::Continue,
             }
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from);
         let words = expand::expand(words, word.is(&words::PUT), home.as_deref());
-        let command = match words::parse::<Line, _, _>(&words) {
+        let cwd = self.cwd();
+        let words = if word.is(&words::PUT) {
+            folder::rewrite_as(words, &cwd)
+        } else if word.is(&words::LS) {
+            Ok(words)
+        } else {
+            folder::rewrite(words, &cwd)
+        };
+        let words = match words {
+            Ok(words) => words,
+            Err(e) => {
+                self.fail_with(Status::Usage, &e);
+                return Flow::Continue;
+            }
+        };
+        let mut command = match words::parse::<Line, _, _>(&words) {
             Ok(line) => line.command,
             Err(e) => {
                 let usage = e.use_stderr();
@@ -203,16 +235,129 @@ impl Shell<'_> {
             self.fail_with(
                 Status::Usage,
                 "put - reads standard input, which is where this shell reads its commands; \
-                 use `barge put - --as NAME` outside the shell",
+                 use `barge put - --as NEWNAME` outside the shell",
             );
             return Flow::Continue;
+        }
+        let folder = barge::name::FileName::parse(&cwd).ok();
+        match &mut command {
+            ClientCommand::Put(args) => args.into = folder,
+            ClientCommand::Ls(args) => args.folder = folder,
+            _ => {}
         }
         self.run(command);
         Flow::Continue
     }
 
-    /// Runs one command, connecting first if the connection was lost.
-    fn run(&mut self, command: ClientCommand) {
+    /// The working folder on the server (`""`: the top).
+    fn cwd(&self) -> String {
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cwd
+            .clone()
+    }
+
+    /// Runs the commands that need no server files (`cd` needs the listing, nothing more);
+    /// `false` if `word` is not one of them.
+    fn local(&mut self, word: &words::Word, words: &[String], home: Option<&Path>) -> bool {
+        let arg = words.get(1).map(String::as_str);
+        if words.len() > 2 && !word.is(&words::MKDIR) {
+            if [
+                &words::CD,
+                &words::LCD,
+                &words::LLS,
+                &words::PWD,
+                &words::LPWD,
+                &words::CLEAR,
+            ]
+            .iter()
+            .any(|w| word.is(w))
+            {
+                self.fail_with(
+                    Status::Usage,
+                    &format!("{} takes one argument at most", word.name),
+                );
+                return true;
+            }
+            return false;
+        }
+        let result = if word.is(&words::CD) {
+            self.cd(arg.unwrap_or("/"))
+        } else if word.is(&words::PWD) {
+            Ok(vec![format!("/{}", self.cwd())])
+        } else if word.is(&words::MKDIR) {
+            Err(
+                "mkdir: the server keeps no empty folders: a folder exists while it holds a \
+                 file, and appears with the first one (put FILE --as FOLDER/FILE, or cd into \
+                 a folder that has files)"
+                    .to_owned(),
+            )
+        } else if word.is(&words::LCD) {
+            let arg = arg.map(|a| expand::tilde(a, home));
+            local::lcd(arg.as_deref(), home).map(|_| Vec::new())
+        } else if word.is(&words::LPWD) {
+            std::env::current_dir()
+                .map(|d| vec![escape(&d.display().to_string())])
+                .map_err(|e| format!("lpwd: {e}"))
+        } else if word.is(&words::LLS) {
+            let arg = arg.map(|a| expand::tilde(a, home));
+            local::lls(arg.as_deref())
+        } else if word.is(&words::CLEAR) {
+            local::clear();
+            Ok(Vec::new())
+        } else {
+            return false;
+        };
+        match result {
+            Ok(lines) => {
+                for line in lines {
+                    if self.ui.result(line).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => self.fail_with(Status::Failure, &e),
+        }
+        true
+    }
+
+    /// `cd`: to a folder that holds files on the server (a folder exists only while it does).
+    fn cd(&mut self, arg: &str) -> Result<Vec<String>, String> {
+        let target = folder::resolve(&self.cwd(), arg)?;
+        let target = target.trim_end_matches('/').to_owned();
+        if !target.is_empty() {
+            let prefix = format!("{target}/");
+            let rt = self.rt;
+            let client = self.connected().ok_or("cd: not connected")?;
+            let listing = rt
+                .block_on(client.list())
+                .map_err(|e| format!("cd: {}", super::render(&anyhow::Error::new(e))))?;
+            if !listing
+                .entries
+                .iter()
+                .any(|e| e.name.as_str().starts_with(&prefix))
+            {
+                let file = listing.entries.iter().any(|e| e.name.as_str() == target);
+                return Err(if file {
+                    format!("cd: {}: a file, not a folder", escape(&target))
+                } else {
+                    format!(
+                        "cd: no folder {} on the server (a folder exists while it holds a file)",
+                        escape(&target)
+                    )
+                });
+            }
+        }
+        self.shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cwd = target;
+        Ok(Vec::new())
+    }
+
+    /// The connection, made again first if it was lost; `None` (reported) if that failed.
+    fn connected(&mut self) -> Option<&mut Client<AnyStream>> {
         if let Some(client) = self.client.as_mut() {
             if let Err(e) = self.rt.block_on(client.check_idle()) {
                 self.ui.fail(format_args!("barge: {e}; reconnecting."));
@@ -231,23 +376,28 @@ impl Shell<'_> {
                 }
                 Err(e) => {
                     self.worst = self.worst.max(report(&e));
-                    return;
+                    return None;
                 }
             }
         }
-        let Some(client) = self.client.as_mut() else {
+        self.client.as_mut()
+    }
+
+    /// Runs one command, connecting first if the connection was lost.
+    fn run(&mut self, command: ClientCommand) {
+        let rt = self.rt;
+        let ui = self.ui;
+        let Some(client) = self.connected() else {
             return;
         };
-        let ui = self.ui;
         let changes = command.changes_files();
-        let result = self
-            .rt
-            .block_on(interruptible(commands::run(client, ui, &command)));
+        let result = rt.block_on(interruptible(commands::run(client, ui, &command)));
+        let usable = client.is_usable();
         self.stale |= changes;
         if let Err(e) = result {
             self.worst = self.worst.max(report(&e));
         }
-        if !client.is_usable() {
+        if !usable {
             self.client = None;
             self.ui
                 .fail("The connection to the server was lost; the next command will reconnect.");
@@ -263,57 +413,16 @@ impl Shell<'_> {
             return;
         };
         if let Ok(listing) = self.rt.block_on(client.list()) {
-            *self.remote.lock().unwrap_or_else(PoisonError::into_inner) = listing.entries;
+            let mut entries = listing.entries;
+            entries.sort_by(|a, b| natord::compare(a.name.as_str(), b.name.as_str()));
+            self.shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entries = entries;
             self.stale = false;
         }
         if !client.is_usable() {
             self.client = None;
-        }
-    }
-
-    /// Asks for the missing argument of a bare command; on a pipe, the next line is the answer.
-    fn ask(&mut self, input: &mut Input, prompt: &str) -> Option<String> {
-        match input.read(prompt) {
-            Ok(Some(answer)) if !answer.trim().is_empty() => Some(answer.trim().to_owned()),
-            Ok(_) => None,
-            Err(e) => {
-                self.fail_with(Status::Failure, &format!("reading the answer: {e}"));
-                None
-            }
-        }
-    }
-
-    /// `UPLOAD` alone: asks for the file, shows its name and size, and asks for approval.
-    fn ask_upload(&mut self, input: &mut Input) -> Option<String> {
-        // The answer is one path, spaces and all.
-        let path = self.ask(input, "file name: ")?;
-        if !self.interactive {
-            return Some(path);
-        }
-        let size = match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_file() => meta.len(),
-            Ok(_) => {
-                self.fail_with(
-                    Status::Failure,
-                    &format!("{}: not a regular file", escape(&path)),
-                );
-                return None;
-            }
-            Err(e) => {
-                let e = anyhow::Error::new(e).context(escape(&path));
-                self.fail_with(Status::Failure, &super::render(&e));
-                return None;
-            }
-        };
-        let name = PathBuf::from(&path)
-            .file_name()
-            .map_or_else(|| escape(&path), |n| escape(&n.to_string_lossy()));
-        let answer = self.ask(input, &format!("Upload {name} ({size} bytes)? [y/N] "))?;
-        if matches!(answer.to_lowercase().as_str(), "y" | "yes") {
-            Some(path)
-        } else {
-            self.ui.note("Upload cancelled.");
-            None
         }
     }
 
