@@ -7,6 +7,7 @@
 mod account;
 mod admin;
 mod commands;
+mod discover;
 mod output;
 mod remote;
 pub(crate) mod serve;
@@ -129,6 +130,8 @@ enum Command {
     Login,
     /// Forget the token or user name saved for the server
     Logout,
+    /// List the barge servers announced on the local network (mDNS)
+    Discover(discover::DiscoverArgs),
 }
 
 /// The exit statuses, as documented in `barge --help`.
@@ -240,6 +243,10 @@ pub(crate) fn main() -> ExitCode {
             return finish(runtime.block_on(account::login(&remote, &ui)));
         }
         Some(Command::Logout) => return finish(account::logout(&remote, &ui)),
+        Some(Command::Discover(args)) => {
+            init_client_tracing(cli.global.debug);
+            return finish(runtime.block_on(discover::discover(&args, &ui)));
+        }
         Some(Command::Client(command)) => Some(command),
         Some(Command::Shell) => None,
         None if io::stdin().is_terminal() => None,

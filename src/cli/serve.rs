@@ -70,6 +70,8 @@ pub(crate) struct ServeArgs {
     /// server's key, plain HTTP with --plain); ADDR:PORT to choose the address too
     #[arg(long, value_name = "[ADDR:]PORT", value_parser = super::web::parse_web)]
     web: Option<(Option<String>, u16)>,
+    #[command(flatten)]
+    announce: super::discover::AnnounceArgs,
 }
 
 /// Runs the server on `host:port` until Ctrl-C or SIGTERM.
@@ -170,6 +172,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         );
     }
     let shutdown = CancellationToken::new();
+    let mut web_port = None;
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
@@ -177,10 +180,13 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
                 super::web::start(at, store, policy, identity.as_ref(), shutdown.clone()).await?;
             let scheme = if identity.is_some() { "https" } else { "http" };
             println!("Web page: {scheme}://{addr}/");
+            web_port = Some(addr.port());
             Some(task)
         }
         None => None,
     };
+    let fingerprint = identity.as_ref().map(Identity::fingerprint);
+    let _announced = super::discover::announce(&args.announce, addr, fingerprint, web_port);
     println!("Press Ctrl-C to stop.");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),

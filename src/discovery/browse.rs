@@ -68,7 +68,7 @@ pub async fn browse(within: Duration) -> Result<Vec<Found>, DiscoveryError> {
         }
     }
     let mut list: Vec<Found> = found.into_values().collect();
-    list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+    list.sort_by_key(|a| a.name.to_lowercase());
     Ok(list)
 }
 
