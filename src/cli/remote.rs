@@ -118,9 +118,20 @@ impl Remote {
         }
     }
 
-    /// The host as given.
-    pub(crate) fn host(&self) -> &str {
-        &self.host
+    /// The host as pins and saved logins know it: as given, or for a server found by its
+    /// announced name, that name with what a pin cannot hold (spaces, `#`, brackets, `%`,
+    /// non-ASCII) percent-encoded.
+    pub(crate) fn host(&self) -> String {
+        if self.found().is_none() {
+            return self.host.clone();
+        }
+        const PIN_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b' ')
+            .add(b'#')
+            .add(b'[')
+            .add(b']')
+            .add(b'%');
+        percent_encoding::utf8_percent_encode(&self.host, PIN_UNSAFE).to_string()
     }
 
     /// The port: the announced one for a server found on the local network.
@@ -199,7 +210,7 @@ impl Remote {
         // No configuration folder at all (no HOME) means nothing was saved.
         let saved = match (&self.login.user, Logins::for_user()) {
             (None, Ok(logins)) => logins
-                .get(&self.host, self.port())
+                .get(&self.host(), self.port())
                 .context("reading the saved logins")?,
             _ => None,
         };
@@ -272,7 +283,7 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
     let port = remote.port();
     let hosts = KnownHosts::for_user().context("finding the known-hosts file")?;
     let pinned = hosts
-        .pinned(&remote.host, port)
+        .pinned(&remote.host(), port)
         .context("reading the known-hosts file")?;
     let announced = found.as_ref().and_then(|f| f.announcement.fingerprint);
     let expect = match (pinned, remote.fingerprint, announced) {
@@ -327,9 +338,9 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
             ))
             .into());
         }
-        match hosts.lookup(&remote.host, port, &presented)? {
+        match hosts.lookup(&remote.host(), port, &presented)? {
             Lookup::Unknown => {
-                hosts.add(&remote.host, port, &presented)?;
+                hosts.add(&remote.host(), port, &presented)?;
                 ui.note(format_args!(
                     "Trusting {remote} with key {presented} from now on (saved in {}).",
                     hosts.path().display()
@@ -398,14 +409,14 @@ pub(crate) fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
                 pinned
                     .map(|p| format!(", but {p} is pinned for it"))
                     .unwrap_or_default(),
-                remote.host.to_lowercase(),
-                remote.port,
+                remote.host().to_lowercase(),
+                remote.port(),
             ))
             .into()
         }
         // These say "cannot connect" themselves.
         e @ (ClientError::Connect { .. } | ClientError::Busy { .. }) => e.into(),
-        e => anyhow::Error::new(e).context(CannotConnect(remote.addr.clone())),
+        e => anyhow::Error::new(e).context(CannotConnect(remote.to_string())),
     }
 }
 
