@@ -12,6 +12,7 @@ mod budgets;
 mod cli;
 mod client;
 mod common;
+mod discovery;
 mod fake;
 mod faults;
 mod folders;
