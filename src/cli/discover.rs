@@ -57,13 +57,14 @@ fn parse_wait(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("the timeout is 0 to {} seconds", MAX_WAIT.as_secs()))
 }
 
-/// Announces the server listening on `listen`, unless told not to or it is loopback-only.
-/// Never fails the server: a network without multicast gets a warning, not an outage.
+/// Announces the server listening on `listen`, unless told not to or it is loopback-only; its
+/// web page (listening on `web`) only if others can reach it. Never fails the server: a network
+/// without multicast gets a warning, not an outage.
 pub(crate) fn announce(
     args: &AnnounceArgs,
     listen: SocketAddr,
     fingerprint: Option<Fingerprint>,
-    web_port: Option<u16>,
+    web: Option<SocketAddr>,
 ) -> Option<Announcer> {
     if args.no_announce {
         return None;
@@ -75,7 +76,7 @@ pub(crate) fn announce(
     let announcement = Announcement {
         tls: fingerprint.is_some(),
         fingerprint,
-        web_port,
+        web_port: web.filter(|w| !w.ip().is_loopback()).map(|w| w.port()),
     };
     let service = Service::for_listener(name, listen, announcement)?;
     match Announcer::start(&service) {

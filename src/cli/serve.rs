@@ -172,7 +172,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         );
     }
     let shutdown = CancellationToken::new();
-    let mut web_port = None;
+    let mut web_addr = None;
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
@@ -180,13 +180,13 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
                 super::web::start(at, store, policy, identity.as_ref(), shutdown.clone()).await?;
             let scheme = if identity.is_some() { "https" } else { "http" };
             println!("Web page: {scheme}://{addr}/");
-            web_port = Some(addr.port());
+            web_addr = Some(addr);
             Some(task)
         }
         None => None,
     };
     let fingerprint = identity.as_ref().map(Identity::fingerprint);
-    let _announced = super::discover::announce(&args.announce, addr, fingerprint, web_port);
+    let _announced = super::discover::announce(&args.announce, addr, fingerprint, web_addr);
     println!("Press Ctrl-C to stop.");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),
