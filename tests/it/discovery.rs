@@ -308,6 +308,13 @@ fn a_server_on_the_lan_is_discovered_and_reached_by_name() -> TestResult {
         std::fs::read(work.path().join("found.txt"))?,
         b"over the lan"
     );
+    // The shell connects by name the same way.
+    Lan::barge(&lan.client, config.path())
+        .args(["--host", "Lab Server", "shell"])
+        .write_stdin("ls\nbye\n")
+        .assert()
+        .success()
+        .stdout(contains("found.txt"));
 
     // A name nobody announces: cannot connect (3), in one line.
     Lan::barge(&lan.client, config.path())
