@@ -10,11 +10,13 @@
 //! - [`server`]: the accept loop and the per-connection dialogue;
 //! - [`transfer`]: the one pipeline moving file bodies between blocking I/O and a connection;
 //! - [`client`]: a typed async client that reports progress as events;
-//! - [`web`]: the web gateway: the same store for browsers and `curl`.
+//! - [`web`]: the web gateway: the same store for browsers and `curl`;
+//! - [`discovery`]: announcing a server on the LAN and finding servers there (mDNS/DNS-SD).
 //!
 //! The wire format is specified in `PROTOCOL.md`.
 
 pub mod client;
+pub mod discovery;
 pub mod id;
 pub mod metrics;
 pub mod name;

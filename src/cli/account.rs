@@ -135,7 +135,7 @@ pub(crate) async fn login(remote: &Remote, ui: &Ui) -> anyhow::Result<()> {
     let logins = Logins::for_user().context("finding the saved logins")?;
     logins
         .set(
-            remote.host(),
+            &remote.host(),
             remote.port(),
             SavedLogin {
                 token: None,
@@ -154,7 +154,7 @@ pub(crate) async fn login(remote: &Remote, ui: &Ui) -> anyhow::Result<()> {
 /// `barge logout`: forgets the saved token or user name for the server.
 pub(crate) fn logout(remote: &Remote, ui: &Ui) -> anyhow::Result<()> {
     let logins = Logins::for_user().context("finding the saved logins")?;
-    if logins.set(remote.host(), remote.port(), SavedLogin::default())? {
+    if logins.set(&remote.host(), remote.port(), SavedLogin::default())? {
         ui.note(format_args!("Forgot the login saved for {remote}."));
     } else {
         ui.note(format_args!("No login was saved for {remote}."));

@@ -9,8 +9,9 @@ mod admin;
 mod banner;
 mod commands;
 mod config;
-mod ops;
+mod discover;
 mod messages;
+mod ops;
 mod output;
 mod remote;
 pub(crate) mod serve;
@@ -146,6 +147,8 @@ enum Command {
     Login,
     /// Forget the token or user name saved for the server
     Logout,
+    /// List the barge servers announced on the local network (mDNS)
+    Discover(discover::DiscoverArgs),
 }
 
 /// The exit statuses, as documented in `barge --help`.
@@ -270,6 +273,10 @@ pub(crate) fn main() -> ExitCode {
             return finish(runtime.block_on(account::login(&remote, &ui)));
         }
         Some(Command::Logout) => return finish(account::logout(&remote, &ui)),
+        Some(Command::Discover(args)) => {
+            init_client_tracing(cli.global.debug);
+            return finish(runtime.block_on(discover::discover(&args, &ui)));
+        }
         Some(Command::Client(command)) => Some(command),
         Some(Command::Shell(_)) => None,
         None if io::stdin().is_terminal() => None,

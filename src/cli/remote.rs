@@ -6,6 +6,12 @@
 //! sent (exit status 5); a new key is trusted only when the user confirms it on a terminal,
 //! gives it with `--fingerprint`, or says `--trust-new`; a changed key is never replaced.
 //!
+//! A `--host` that is neither an address nor a name the system resolver knows is looked up
+//! among the servers announced on the local network (`barge discover`). The announcement is a
+//! hint only: the pin (kept under the name and the announced port) is checked as usual, and on
+//! first contact the key the server presents must also be the announced one, so a spoofed
+//! announcement pointing at another machine, or at the real one with a forged key, is refused.
+//!
 //! After the connection is trusted, the session logs in (`PROTOCOL.md` section 5.9) with the
 //! first of: `--token-file`, `BARGE_TOKEN`, `--user` (password from `--password-file`,
 //! `BARGE_PASSWORD` or a prompt that does not echo), the token or user name saved for the
@@ -21,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::Context as _;
 
 use barge::client::{AnyStream, Client, ClientError, Security};
+use barge::discovery::{self, Found};
 use barge::protocol::{Code, Secret};
 use barge::security::identity::Fingerprint;
 use barge::security::known_hosts::{KnownHosts, Lookup};
@@ -43,6 +50,8 @@ pub(crate) struct Remote {
     login: LoginOptions,
     /// The credential once found (asked at most once per process).
     credential: Arc<Mutex<Option<Option<Credential>>>>,
+    /// The announced server `host` names, once looked up (`Some(None)`: not a discovered one).
+    located: Arc<Mutex<Option<Option<Found>>>>,
 }
 
 /// How to log in, as the command line said.
@@ -70,7 +79,10 @@ pub(crate) struct LoginFailed(pub(crate) String);
 
 impl fmt::Display for Remote {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr)
+        match self.found() {
+            Some(found) => write!(f, "{}:{}", barge::name::escape(&self.host), found.port),
+            None => f.write_str(&self.addr),
+        }
     }
 }
 
@@ -102,17 +114,63 @@ impl Remote {
             trust_new,
             login,
             credential: Arc::new(Mutex::new(None)),
+            located: Arc::new(Mutex::new(None)),
         }
     }
 
-    /// The host as given.
-    pub(crate) fn host(&self) -> &str {
-        &self.host
+    /// The host as pins and saved logins know it: as given, or for a server found by its
+    /// announced name, that name with what a pin cannot hold (spaces, `#`, brackets, `%`,
+    /// non-ASCII) percent-encoded.
+    pub(crate) fn host(&self) -> String {
+        if self.found().is_none() {
+            return self.host.clone();
+        }
+        const PIN_UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b' ')
+            .add(b'#')
+            .add(b'[')
+            .add(b']')
+            .add(b'%');
+        percent_encoding::utf8_percent_encode(&self.host, PIN_UNSAFE).to_string()
     }
 
-    /// The port.
+    /// The port: the announced one for a server found on the local network.
     pub(crate) fn port(&self) -> u16 {
-        self.port
+        self.found().map_or(self.port, |f| f.port)
+    }
+
+    /// The announced server `host` names, if it was looked up and is one.
+    fn found(&self) -> Option<Found> {
+        self.located
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .flatten()
+    }
+
+    /// Where to connect: the announced addresses of a discovered server (looked up once per
+    /// process), else `host:port` as given.
+    async fn targets(&self) -> anyhow::Result<(Vec<String>, Option<Found>)> {
+        let cached = self
+            .located
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let found = match cached {
+            Some(found) => found,
+            None => {
+                let found = super::discover::locate(&self.host, self.port).await?;
+                *self.located.lock().unwrap_or_else(PoisonError::into_inner) = Some(found.clone());
+                found
+            }
+        };
+        Ok(match found {
+            Some(f) => (
+                f.addresses.iter().map(discovery::show_addr).collect(),
+                Some(f),
+            ),
+            None => (vec![self.addr.clone()], None),
+        })
     }
 
     /// The user name given with `--user`.
@@ -152,7 +210,7 @@ impl Remote {
         // No configuration folder at all (no HOME) means nothing was saved.
         let saved = match (&self.login.user, Logins::for_user()) {
             (None, Ok(logins)) => logins
-                .get(&self.host, self.port)
+                .get(&self.host(), self.port())
                 .context("reading the saved logins")?,
             _ => None,
         };
@@ -215,25 +273,38 @@ pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<A
 /// Opens a session with the server (TLS with its pinned key unless `--plain`), without
 /// logging in.
 async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
+    let (targets, found) = remote.targets().await?;
     if remote.plain {
-        let (client, _) = Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Plain)
+        let (client, _) = connect_any(&targets, Security::Plain)
             .await
             .map_err(|e| connect_error(remote, e))?;
         return Ok(client);
     }
+    let port = remote.port();
     let hosts = KnownHosts::for_user().context("finding the known-hosts file")?;
     let pinned = hosts
-        .pinned(&remote.host, remote.port)
+        .pinned(&remote.host(), port)
         .context("reading the known-hosts file")?;
-    let expect = match (remote.fingerprint, pinned) {
-        (_, Some(pin)) => Expectation::Pinned(pin),
-        (Some(given), None) => Expectation::Pinned(given),
-        (None, None) => Expectation::FirstContact,
+    let announced = found.as_ref().and_then(|f| f.announcement.fingerprint);
+    let expect = match (pinned, remote.fingerprint, announced) {
+        (Some(pin), _, _) => Expectation::Pinned(pin),
+        (None, Some(given), _) => Expectation::Pinned(given),
+        // An announcement alone is never trusted, but on first contact it must not be
+        // contradicted either: a server with another key is refused during the handshake.
+        (None, None, Some(said)) => Expectation::Pinned(said),
+        (None, None, None) => Expectation::FirstContact,
     };
-    let (client, presented) =
-        Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Tls(expect))
-            .await
-            .map_err(|e| connect_error(remote, e))?;
+    let (client, presented) = match connect_any(&targets, Security::Tls(expect)).await {
+        Ok(ok) => ok,
+        Err(ClientError::IdentityChanged { presented, .. })
+            if announced.is_some_and(|said| expect == Expectation::Pinned(said))
+                && pinned.is_none()
+                && remote.fingerprint.is_none() =>
+        {
+            return Err(spoofed(remote, announced, presented));
+        }
+        Err(e) => return Err(connect_error(remote, e)),
+    };
     if let Some(given) = remote.fingerprint {
         if pinned.is_some_and(|p| p != given) {
             // The pin matched, but the user expected another key: believe neither silently.
@@ -247,6 +318,16 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
     let Some(presented) = presented else {
         return Err(Untrusted(format!("{remote} presented no key")).into());
     };
+    match (announced, pinned) {
+        (Some(said), None) if said != presented => {
+            return Err(spoofed(remote, Some(said), presented));
+        }
+        (Some(said), Some(pin)) if said != pin => ui.note(format_args!(
+            "Note: the announcement of {remote} gives the key {said}, not its pinned key {pin}; \
+             the pinned key was checked and matched, so the announcement is stale or forged."
+        )),
+        _ => {}
+    }
     if pinned.is_none() {
         let trusted = remote.fingerprint.is_some() || remote.trust_new || ask(remote, &presented)?;
         if !trusted {
@@ -257,9 +338,9 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
             ))
             .into());
         }
-        match hosts.lookup(&remote.host, remote.port, &presented)? {
+        match hosts.lookup(&remote.host(), port, &presented)? {
             Lookup::Unknown => {
-                hosts.add(&remote.host, remote.port, &presented)?;
+                hosts.add(&remote.host(), port, &presented)?;
                 ui.note(format_args!(
                     "Trusting {remote} with key {presented} from now on (saved in {}).",
                     hosts.path().display()
@@ -279,6 +360,39 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
     Ok(client)
 }
 
+/// Connects to the first of `targets` that answers (a discovered server may have several
+/// addresses, not all reachable from here); other failures end the attempt at once.
+async fn connect_any(
+    targets: &[String],
+    security: Security,
+) -> Result<(Client<AnyStream>, Option<Fingerprint>), ClientError> {
+    let mut last = None;
+    for addr in targets {
+        match Client::connect_with(addr, CONNECT_TIMEOUT, security).await {
+            Ok(ok) => return Ok(ok),
+            Err(e @ ClientError::Connect { .. }) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClientError::Connect {
+        addr: targets.join(", "),
+        source: io::ErrorKind::NotFound.into(),
+    }))
+}
+
+/// The refusal of a server found on the local network whose key is not the announced one.
+fn spoofed(remote: &Remote, said: Option<Fingerprint>, presented: Fingerprint) -> anyhow::Error {
+    let said = said.map(|f| f.to_string()).unwrap_or_default();
+    Untrusted(format!(
+        "refusing {remote}: it was announced on the local network with the key {said}, but \
+         it presented {presented}.\n\
+         The announcement may be forged (anyone on the network can send one). Nothing was sent.\n\
+         If you trust this server, check its key on the server (`barge serve --show-identity`)\n\
+         and connect by its address with --fingerprint."
+    ))
+    .into()
+}
+
 /// A connection failure, with what the user can do about it.
 pub(crate) fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
     match e {
@@ -295,14 +409,14 @@ pub(crate) fn connect_error(remote: &Remote, e: ClientError) -> anyhow::Error {
                 pinned
                     .map(|p| format!(", but {p} is pinned for it"))
                     .unwrap_or_default(),
-                remote.host.to_lowercase(),
-                remote.port,
+                remote.host().to_lowercase(),
+                remote.port(),
             ))
             .into()
         }
         // These say "cannot connect" themselves.
         e @ (ClientError::Connect { .. } | ClientError::Busy { .. }) => e.into(),
-        e => anyhow::Error::new(e).context(CannotConnect(remote.addr.clone())),
+        e => anyhow::Error::new(e).context(CannotConnect(remote.to_string())),
     }
 }
 

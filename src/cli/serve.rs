@@ -100,6 +100,8 @@ pub(crate) struct ServeArgs {
     /// code's link, so that scanning it logs in
     #[arg(long, requires = "web")]
     qr_token: bool,
+    #[command(flatten)]
+    announce: super::discover::AnnounceArgs,
 }
 
 /// How `barge serve` writes its log.
@@ -248,6 +250,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
     }
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(barge::metrics::Metrics::new());
+    let mut web_addr = None;
     let web = match web_at {
         Some(at) => {
             let (store, policy) = (Arc::clone(&store), Arc::clone(&access));
@@ -274,6 +277,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
             if let Some(first) = urls.first() {
                 super::banner::print_qr(first, args.qr_token, &args.grant, &access)?;
             }
+            web_addr = Some(addr);
             Some(task)
         }
         None => None,
@@ -290,6 +294,8 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
             shutdown.clone(),
         ));
     }
+    let fingerprint = identity.as_ref().map(Identity::fingerprint);
+    let _announced = super::discover::announce(&args.announce, addr, fingerprint, web_addr);
     println!("Press Ctrl-C to stop (twice to stop at once).");
     let config = ServerConfig {
         max_connections: args.max_connections.max(1),

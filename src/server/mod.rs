@@ -10,6 +10,7 @@ mod access;
 pub mod audit;
 mod limits;
 mod session;
+pub(crate) use session::confine::seen_reply;
 
 pub use accept::{Accept, Peer, PlainTcp, Tls};
 pub use access::{Access, AccessOptions, Grant};

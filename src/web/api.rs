@@ -77,6 +77,21 @@ impl From<StoreError> for Refusal {
 
 type Answer<T> = Result<T, Refusal>;
 
+/// A store refusal in the words `access` may see: a confined access sees names relative to its
+/// folder and nothing of what lies outside it (the same rewriting as on the TCP side).
+fn refusal(access: &Access, e: StoreError) -> Refusal {
+    if access.scope.folder_name().is_none() {
+        return e.into();
+    }
+    if e.is_internal() {
+        tracing::error!("web: {e}");
+    }
+    let reply = crate::server::seen_reply(&access.scope, &e);
+    let status =
+        StatusCode::from_u16(reply.code.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Refusal(status, reply.text)
+}
+
 fn refuse<T>(status: StatusCode, text: impl Into<String>) -> Answer<T> {
     Err(Refusal(status, text.into()))
 }
@@ -206,7 +221,14 @@ async fn list(
         })
         .collect();
     let files: Vec<FileJson> = files;
-    let pending = value(&listing.pending.to_string());
+    // Files still being hashed cannot be told apart by folder: a confined access is not told
+    // about them (as on the TCP side).
+    let pending = if access.scope.folder_name().is_some() {
+        0
+    } else {
+        listing.pending
+    };
+    let pending = value(&pending.to_string());
     let headers = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         (header::HeaderName::from_static("barge-pending"), pending),
@@ -233,7 +255,7 @@ async fn download(
     let dl = gw.store.download(&target).await.map_err(|e| match e {
         // An id outside the scope must look like an unknown id.
         StoreError::NotFound(_) => Refusal(StatusCode::NOT_FOUND, format!("No such file: {text}")),
-        other => other.into(),
+        other => refusal(&access, other),
     })?;
     if !access.scope.contains(&dl.name) {
         return refuse(StatusCode::NOT_FOUND, format!("No such file: {text}"));
@@ -431,7 +453,11 @@ async fn upload(
             "An upload needs a Content-Length (the size is checked before the body is stored)",
         );
     };
-    let upload = gw.store.begin_upload(name, size).await?;
+    let upload = gw
+        .store
+        .begin_upload(name, size)
+        .await
+        .map_err(|e| refusal(&access, e))?;
     let name = upload.name().clone();
     let id = receive(upload, body, size, gw.config.stall_timeout).await??;
     let noted = super::audit::Noted::file(&name).id(id);
@@ -570,7 +596,11 @@ async fn rename(
     }
     let from = resolve(&gw, &access, &args.from).await?;
     let to = real_name(&access, &args.to)?;
-    let old = gw.store.rename(&from, &to).await?;
+    let old = gw
+        .store
+        .rename(&from, &to)
+        .await
+        .map_err(|e| refusal(&access, e))?;
     let noted = super::audit::Noted::file(&old).to(&to);
     let seen = access.scope.to_seen(&to).unwrap_or(to);
     Ok(noted.on(Json(NameJson {
@@ -594,7 +624,11 @@ async fn delete(
         );
     }
     let target = resolve(&gw, &access, &text).await?;
-    let done = gw.store.delete(&target).await?;
+    let done = gw
+        .store
+        .delete(&target)
+        .await
+        .map_err(|e| refusal(&access, e))?;
     let noted = super::audit::Noted::file(&done);
     let seen = access.scope.to_seen(&done).unwrap_or(done);
     Ok(noted.on(Json(NameJson {

@@ -152,13 +152,20 @@ fn cookie(headers: &HeaderMap) -> Option<&str> {
 impl Gateway {
     /// Who sent `headers` from `ip`.
     pub(super) async fn who(&self, headers: &HeaderMap, ip: IpAddr) -> Who {
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        if let Some(token) = bearer {
-            let token = token.to_owned();
+        if let Some(value) = headers.get(header::AUTHORIZATION) {
+            // Only `Bearer <token>` (any case for the scheme); any other form is refused rather
+            // than taken as anonymous.
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_owned());
+            // A token in clear on a network address is refused, as logins are on the TCP side.
+            let (Some(token), true) = (token, self.policy.logins_allowed()) else {
+                tracing::debug!(%ip, "web: an unusable Authorization header");
+                return Who::Refused;
+            };
             return match self.policy.check(ip, move |u| u.verify_token(&token)).await {
                 Some(p) => {
                     super::audit::acting_for(&p.name);
@@ -305,7 +312,19 @@ pub(super) async fn login_link(
     State(gw): State<Arc<Gateway>>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Query(q): Query<TokenQuery>,
+    headers: HeaderMap,
 ) -> Result<Response, Refusal> {
+    // Opened from a scanned code or typed: fine; followed from another site's page: refused,
+    // so no page can log a visitor into someone else's token (login CSRF).
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| !matches!(v.as_bytes(), b"none" | b"same-origin"))
+    {
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "A login link works only when opened directly, not from another site".into(),
+        ));
+    }
     let (cookie, _) = gw.log_in(peer.ip(), None, q.token).await?;
     let mut res = Redirect::to("/").into_response();
     res.headers_mut().insert(header::SET_COOKIE, cookie);

@@ -118,15 +118,41 @@ pub(super) async fn index(
         format!("Server key {f} (the same as barge serve prints)")
     });
     let hidden = |h: bool| if h { " hidden" } else { "" };
-    let page = INDEX
-        .replace("{{who}}", &text(&who))
-        .replace("{{browse_hidden}}", hidden(!perms.may_list()))
-        .replace("{{crumbs}}", &crumbs(&folder))
-        .replace("{{rows}}", &rows)
-        .replace("{{empty_hidden}}", hidden(empty.is_empty()))
-        .replace("{{empty}}", &text(&empty))
-        .replace("{{fingerprint}}", &text(&fingerprint));
+    let page = fill(&[
+        ("who", &text(&who)),
+        ("browse_hidden", hidden(!perms.may_list())),
+        ("crumbs", &crumbs(&folder)),
+        ("rows", &rows),
+        ("empty_hidden", hidden(empty.is_empty())),
+        ("empty", &text(&empty)),
+        ("fingerprint", &text(&fingerprint)),
+    ]);
     self::page(page)
+}
+
+/// The page with each `{{key}}` replaced by its value (or nothing), in one pass over the
+/// template, so a value that itself contains `{{...}}` (a file name) is never expanded.
+fn fill(values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(INDEX.len() * 2);
+    let mut rest = INDEX;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let key = &after[..end];
+        out.push_str(
+            values
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map_or("", |(_, v)| v),
+        );
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn page(html: String) -> Response {

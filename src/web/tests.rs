@@ -884,3 +884,54 @@ async fn a_link_with_a_token_opens_the_page_logged_in() -> TestResult {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     Ok(())
 }
+
+#[tokio::test]
+async fn fixes_from_the_attack_session() -> TestResult {
+    // Any Authorization that is not a usable bearer token is refused, never anonymous.
+    let web = start(As::Anyone, StoreConfig::default()).await?;
+    for bad in ["bearer barge_wrong", "Basic YWxpY2U6eA==", "Bearer"] {
+        let r = call(&web, "PUT", "/files/x", &[("authorization", bad)], b"x").await?;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    // A file name holding a template key is shown as it is, never expanded.
+    let name = "%7B%7Bfingerprint%7D%7D%7B%7Brows%7D%7D.txt";
+    assert_eq!(
+        call(&web, "PUT", &format!("/files/{name}"), &[], b"x")
+            .await?
+            .status,
+        StatusCode::CREATED
+    );
+    let page = call(&web, "GET", "/?folder=%7B%7Brows%7D%7D", &[], b"").await?;
+    let html = String::from_utf8_lossy(&page.body);
+    assert!(html.contains("{{rows}}"), "{html}");
+    let top = String::from_utf8_lossy(&call(&web, "GET", "/", &[], b"").await?.body).into_owned();
+    assert!(top.contains("{{fingerprint}}{{rows}}.txt</a>"), "{top}");
+
+    // A confined token: refusals name files as it sees them, and no link from another site logs in.
+    let mut bob = start(
+        As::Token(Permissions::ALL, Scope::parse("team/bob")?),
+        StoreConfig::default(),
+    )
+    .await?;
+    assert_eq!(
+        call(&bob, "PUT", "/files/b.txt", &[], b"1").await?.status,
+        StatusCode::CREATED
+    );
+    let again = call(&bob, "PUT", "/files/b.txt", &[], b"2").await?;
+    let text = again.json()["error"].as_str().unwrap_or("").to_owned();
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(text.contains("b.txt") && !text.contains("team/"), "{text}");
+    let gone = call(&bob, "DELETE", "/files/nothere.txt", &[], b"").await?;
+    assert!(
+        !gone.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("team/")
+    );
+    let token = bob.token.take().ok_or("no token")?;
+    let cross = [("sec-fetch-site", "cross-site")];
+    let r = call(&bob, "GET", &format!("/login?token={token}"), &cross, b"").await?;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.header("set-cookie").is_empty());
+    Ok(())
+}

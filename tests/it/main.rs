@@ -13,6 +13,7 @@ mod budgets2;
 mod cli;
 mod client;
 mod common;
+mod discovery;
 mod fake;
 mod faults;
 mod folders;

@@ -89,7 +89,7 @@ impl<S: Stream> Session<'_, S> {
 /// [`reply_for`] with every name in the error rewritten relative to `scope`; a name outside
 /// it (which a confined request cannot normally meet) is replaced by the name asked for, so
 /// no real name ever shows.
-fn seen_reply(scope: &Scope, e: &StoreError) -> Reply {
+pub(crate) fn seen_reply(scope: &Scope, e: &StoreError) -> Reply {
     let seen = |n: &FileName| scope.to_seen(n);
     let rewritten = match e {
         StoreError::NotFound(t) => StoreError::NotFound(Target {

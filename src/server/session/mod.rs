@@ -9,7 +9,7 @@
 mod batch;
 mod body;
 mod commands;
-mod confine;
+pub(crate) mod confine;
 mod login;
 
 use std::sync::Arc;

@@ -190,7 +190,7 @@ async function rename(f) {
   if (to === null || to === f.name) return;
   const res = await fetch("/api/rename", {
     method: "POST", headers: writeHeaders({ "Content-Type": "application/json" }),
-    body: JSON.stringify({ from: f.name, to }),
+    body: JSON.stringify({ from: ID.test(f.name) ? f.id : f.name, to }),
   });
   if (res.ok) say(`Renamed ${f.name} to ${(await res.json()).name}`);
   else say(`Could not rename ${f.name}: ${await errorText(res)}`, true);
