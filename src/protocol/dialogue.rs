@@ -174,6 +174,16 @@ impl Reply {
         )
     }
 
+    /// `530`: the session's login was removed, revoked or changed on the server since it was
+    /// made (`barge user remove`, `barge token revoke`, a new password).
+    #[must_use]
+    pub fn login_revoked() -> Self {
+        Self::new(
+            Code::NOT_LOGGED_IN,
+            "Your login was removed or changed on the server; log in again",
+        )
+    }
+
     /// `400`: `USER` or `TOKEN` on a session that is logged in.
     #[must_use]
     pub fn already_logged_in() -> Self {

@@ -4,16 +4,25 @@
 //! over parallel connections). Answer: after [`Policy::free_failures`] failures, each further
 //! attempt from that address waits `base`, `2·base`, `4·base` … up to `max`; parallel attempts
 //! queue behind each other (each reserves one delay step), so opening more connections does not
-//! buy more tries per second. A success resets the address; other addresses are never slowed.
-//! Failures older than `window` are forgotten.
+//! buy more tries per second. Other addresses are never slowed. Failures older than `window` are
+//! forgotten.
+//!
+//! Threat: an attacker with one valid account who logs in with it between guesses at other
+//! accounts, to wipe the record of those guesses. Answer: failures are counted per address *and*
+//! per name tried (a user name; all tokens count as one name, pairing as another), and a success
+//! forgets only the failures against the name that succeeded (the typing mistakes before it);
+//! the slowdown of the address stays as high as the failures against every other name make it.
+//! At most [`MAX_NAMES`] names are told apart per address (kept as 64-bit keyed hashes, not as
+//! text); failures against further names are counted but never forgiven.
 //!
 //! Threat: memory exhaustion by failures from very many addresses. Answer: at most
-//! `capacity` addresses are tracked; when full, expired entries go first, then the one whose last
-//! failure is oldest. IPv6 peers are tracked per /64, since one host usually owns a whole /64.
+//! `capacity` addresses are tracked (each at most [`MAX_NAMES`] × 12 bytes of names); when full,
+//! expired entries go first, then the one whose last failure is oldest. IPv6 peers are tracked per /64, since one host usually owns a whole /64.
 //!
 //! Not here: logging the failure (the caller does, without the secret), or the comparison itself.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -62,9 +71,15 @@ impl Policy {
     }
 }
 
+/// How many names tried from one address are told apart (see the module's doc).
+pub const MAX_NAMES: usize = 8;
+
 #[derive(Debug)]
 struct Entry {
+    /// Every failure from the address, whatever the name.
     failures: u32,
+    /// Failures per name tried (a keyed hash of it), for the first [`MAX_NAMES`] names.
+    by_name: Vec<(u64, u32)>,
     last_failure: Instant,
     /// No attempt starts before this instant.
     next_allowed: Instant,
@@ -75,7 +90,14 @@ struct Entry {
 pub struct Throttle {
     policy: Policy,
     entries: Mutex<HashMap<IpAddr, Entry>>,
+    /// The key of the name hashes (random per server).
+    names: std::collections::hash_map::RandomState,
 }
+
+/// The name all token attempts are counted under (tokens have no name before they match).
+pub const TOKEN: &str = "\0token";
+/// The name pairing attempts are counted under.
+pub const PAIRING: &str = "\0pair";
 
 /// The key an address is tracked under: the address itself, or its /64 for IPv6.
 fn key(ip: IpAddr) -> IpAddr {
@@ -99,6 +121,7 @@ impl Throttle {
         Self {
             policy,
             entries: Mutex::new(HashMap::new()),
+            names: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -128,8 +151,10 @@ impl Throttle {
         }
     }
 
-    /// Records a failed attempt from `ip` at `now`.
-    pub fn fail_at(&self, ip: IpAddr, now: Instant) {
+    /// Records a failed attempt from `ip` at `now` against `name` (a user name; [`TOKEN`] or
+    /// [`PAIRING`] for those).
+    pub fn fail_at(&self, ip: IpAddr, name: &str, now: Instant) {
+        let hashed = self.names.hash_one(name);
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let key = key(ip);
         if !entries.contains_key(&key) && entries.len() >= self.policy.capacity {
@@ -137,27 +162,43 @@ impl Throttle {
         }
         let entry = entries.entry(key).or_insert(Entry {
             failures: 0,
+            by_name: Vec::new(),
             last_failure: now,
             next_allowed: now,
         });
         entry.failures = entry.failures.saturating_add(1);
+        if let Some((_, n)) = entry.by_name.iter_mut().find(|(h, _)| *h == hashed) {
+            *n = n.saturating_add(1);
+        } else if entry.by_name.len() < MAX_NAMES {
+            entry.by_name.push((hashed, 1));
+        }
         entry.last_failure = now;
         entry.next_allowed = entry
             .next_allowed
             .max(now + self.policy.step(entry.failures));
     }
 
-    /// Records a failed attempt from `ip` now.
-    pub fn fail(&self, ip: IpAddr) {
-        self.fail_at(ip, Instant::now());
+    /// Records a failed attempt from `ip` now against `name`.
+    pub fn fail(&self, ip: IpAddr, name: &str) {
+        self.fail_at(ip, name, Instant::now());
     }
 
-    /// Records a successful login from `ip`: its failures are forgotten.
-    pub fn succeed(&self, ip: IpAddr) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&key(ip));
+    /// Records a successful login from `ip` as `name`: the failures against that name are
+    /// forgotten, those against any other name stay (and so does the delay they make).
+    pub fn succeed(&self, ip: IpAddr, name: &str) {
+        let hashed = self.names.hash_one(name);
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = key(ip);
+        let Some(entry) = entries.get_mut(&key) else {
+            return;
+        };
+        if let Some(i) = entry.by_name.iter().position(|(h, _)| *h == hashed) {
+            let (_, n) = entry.by_name.swap_remove(i);
+            entry.failures = entry.failures.saturating_sub(n);
+        }
+        if entry.failures == 0 {
+            entries.remove(&key);
+        }
     }
 
     /// How many addresses are tracked.
@@ -210,12 +251,12 @@ mod tests {
             let started = Instant::now();
             t.begin(A).await;
             waits.push(started.elapsed().as_secs());
-            t.fail(A);
+            t.fail(A, "alice");
         }
         assert_eq!(waits, [0, 0, 0, 1, 2, 4, 8]);
         // Another address is not affected.
         assert_eq!(t.begin_at(B, Instant::now()), Duration::ZERO);
-        t.succeed(A);
+        t.succeed(A, "alice");
         assert_eq!(t.begin_at(A, Instant::now()), Duration::ZERO);
     }
 
@@ -224,7 +265,7 @@ mod tests {
         let t = Throttle::new(Policy::default());
         let now = Instant::now();
         for _ in 0..4 {
-            t.fail_at(A, now);
+            t.fail_at(A, "alice", now);
         }
         // 4 failures: each attempt costs a 2 s step, and parallel ones queue.
         let waits: Vec<Duration> = (0..3).map(|_| t.begin_at(A, now)).collect();
@@ -237,7 +278,7 @@ mod tests {
         let t = Throttle::new(policy);
         let now = Instant::now();
         for _ in 0..10 {
-            t.fail_at(A, now);
+            t.fail_at(A, "alice", now);
         }
         assert!(t.begin_at(A, now + S) > Duration::ZERO);
         assert_eq!(t.begin_at(A, now + policy.window + S), Duration::ZERO);
@@ -254,7 +295,7 @@ mod tests {
         for i in 0..10u8 {
             let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, i));
             for _ in 0..5 {
-                t.fail_at(ip, start + S * u32::from(i));
+                t.fail_at(ip, "alice", start + S * u32::from(i));
             }
         }
         assert_eq!(t.tracked(), 3);
@@ -273,6 +314,7 @@ mod tests {
         for i in 0..5u16 {
             t.fail_at(
                 IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i)),
+                "alice",
                 now,
             );
         }
@@ -281,12 +323,42 @@ mod tests {
         assert!(t.begin_at(same_64, now) > Duration::ZERO);
         assert_eq!(t.begin_at(other_64, now), Duration::ZERO);
         for _ in 0..5 {
-            t.fail_at(A, now);
+            t.fail_at(A, "alice", now);
         }
         let mapped = match A {
             IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
             v6 @ IpAddr::V6(_) => v6,
         };
         assert!(t.begin_at(mapped, now) > Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_forgives_only_the_name_that_succeeded() {
+        let t = Throttle::new(Policy::default());
+        let now = Instant::now();
+        // Guesses at bob's password, with a login to the attacker's own account in between.
+        for _ in 0..6 {
+            t.fail_at(A, "bob", now);
+        }
+        t.fail_at(A, "mallory", now);
+        t.succeed(A, "mallory");
+        assert!(
+            t.begin_at(A, now) > Duration::ZERO,
+            "a success as mallory must not wipe the guesses at bob"
+        );
+        // Tokens are one name: a valid token does not forgive password guesses either.
+        t.succeed(A, TOKEN);
+        assert!(t.begin_at(A, now) > Duration::ZERO);
+        // Bob's own success (his typing mistakes) clears the address.
+        t.succeed(A, "bob");
+        assert_eq!(t.begin_at(A, now), Duration::ZERO);
+        assert_eq!(t.tracked(), 0);
+        // Past MAX_NAMES names, failures still count and are never forgiven.
+        for i in 0..=MAX_NAMES {
+            t.fail_at(A, &format!("user{i}"), now);
+        }
+        let extra = format!("user{MAX_NAMES}");
+        t.succeed(A, &extra);
+        assert!(t.begin_at(A, now) > Duration::ZERO);
     }
 }

@@ -144,13 +144,15 @@ impl Access {
         }
     }
 
-    /// Checks a credential from `ip` with `verify` (run on the blocking pool: argon2 takes tens of
-    /// milliseconds of CPU), slowed first by the failed-login throttle of that address; records
-    /// the outcome there. `None`: wrong, unknown, or no database (failures are logged by the
+    /// Checks a credential from `ip` for `name` (a user name, or
+    /// [`crate::security::throttle::TOKEN`]) with `verify` (run on the blocking pool: argon2
+    /// takes tens of milliseconds of CPU), slowed first by the failed-login throttle of that
+    /// address; records the outcome there (a success forgives only failures against `name`). `None`: wrong, unknown, or no database (failures are logged by the
     /// caller, without the secret).
     pub async fn check(
         self: &Arc<Self>,
         ip: IpAddr,
+        name: &str,
         verify: impl FnOnce(&Users) -> Result<Option<Principal>, UsersError> + Send + 'static,
     ) -> Option<Principal> {
         self.throttle.begin(ip).await;
@@ -166,10 +168,30 @@ impl Access {
         .ok()
         .flatten();
         match &checked {
-            Some(_) => self.throttle.succeed(ip),
-            None => self.throttle.fail(ip),
+            Some(_) => self.throttle.succeed(ip, name),
+            None => self.throttle.fail(ip, name),
         }
         checked
+    }
+
+    /// The user database's generation ([`Users::generation`]; 0 without a database): while it
+    /// stays the same, logins checked earlier still stand.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.users.as_ref().map_or(0, Users::generation)
+    }
+
+    /// `principal` as the database says now, or `None` when it was removed, revoked, given a
+    /// new password, or the database cannot be read (fail closed).
+    #[must_use]
+    pub fn recheck(&self, principal: &Principal) -> Option<Principal> {
+        match self.users.as_ref()?.recheck(principal) {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                tracing::error!("{e}");
+                None
+            }
+        }
     }
 
     /// Issues a one-time pairing code that grants `grant`, valid for `lifetime`.

@@ -11,20 +11,20 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// Counts open connections per IP address.
 #[derive(Debug, Default)]
-pub(super) struct PerAddress {
+pub(crate) struct PerAddress {
     limit: usize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// One connection counted against its address; dropping it gives the slot back.
 #[derive(Debug)]
-pub(super) struct AddressSlot {
+pub(crate) struct AddressSlot {
     owner: Arc<PerAddress>,
     ip: IpAddr,
 }
 
 impl PerAddress {
-    pub(super) fn new(limit: usize) -> Arc<Self> {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
         Arc::new(Self {
             limit: limit.max(1),
             open: Mutex::new(HashMap::new()),
@@ -32,7 +32,7 @@ impl PerAddress {
     }
 
     /// A slot for `ip`, or `None` when it already has `limit` connections open.
-    pub(super) fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+    pub(crate) fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
         // IPv4 clients on a dual-stack socket show up as `::ffff:a.b.c.d`: count them as the
         // IPv4 address they are.
         let ip = ip.to_canonical();

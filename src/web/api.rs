@@ -459,7 +459,8 @@ async fn upload(
         .await
         .map_err(|e| refusal(&access, e))?;
     let name = upload.name().clone();
-    let id = receive(upload, body, size, gw.config.stall_timeout).await??;
+    let pace = Pace::new(gw.config.min_rate, gw.config.stall_timeout);
+    let id = receive(upload, body, size, pace).await??;
     let noted = super::audit::Noted::file(&name).id(id);
     let seen = access.scope.to_seen(&name).unwrap_or(name);
     let answer = UploadedJson {
@@ -470,28 +471,86 @@ async fn upload(
     Ok(noted.on((StatusCode::CREATED, Json(answer)).into_response()))
 }
 
+/// The least an upload body must move: `min_rate` bytes per second, judged over each `window`
+/// (the stall timeout), as the TCP protocol's `--min-rate`. A body that sends a byte just often
+/// enough to dodge a per-read timeout still cannot hold its slot, its name and the disk space
+/// reserved for it.
+struct Pace {
+    min_rate: u64,
+    need: u64,
+    window: std::time::Duration,
+    window_end: tokio::time::Instant,
+    moved: u64,
+}
+
+impl Pace {
+    fn new(min_rate: u64, window: std::time::Duration) -> Self {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            min_rate,
+            need: min_rate.saturating_mul(window_ms) / 1000,
+            window,
+            window_end: tokio::time::Instant::now() + window,
+            moved: 0,
+        }
+    }
+
+    /// The next frame of `frames`, within the window; `Err` when a window ends with too few
+    /// bytes (or none at all).
+    async fn next(
+        &mut self,
+        frames: &mut (impl futures_util::Stream<Item = Result<Bytes, axum::Error>> + Unpin),
+    ) -> Answer<Option<Bytes>> {
+        loop {
+            match tokio::time::timeout_at(self.window_end, frames.next()).await {
+                Err(_) if self.moved == 0 => {
+                    return refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "The upload stalled; nothing was kept",
+                    );
+                }
+                Err(_) if self.moved < self.need => {
+                    return refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "The upload was slower than the server's minimum of {} bytes per \
+                             second; nothing was kept",
+                            self.min_rate
+                        ),
+                    );
+                }
+                Err(_) => {
+                    self.window_end += self.window;
+                    self.moved = 0;
+                }
+                Ok(Some(Err(e))) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("The upload broke off: {e}"),
+                    );
+                }
+                Ok(Some(Ok(bytes))) => {
+                    self.moved = self.moved.saturating_add(bytes.len() as u64);
+                    return Ok(Some(bytes));
+                }
+                Ok(None) => return Ok(None),
+            }
+        }
+    }
+}
+
 /// Moves a request body into `upload`, in chunks of [`CHUNK`] bytes through a [`Sink`]. The
-/// outer error: the body broke off, stalled or was not the announced size (the staged file is
-/// dropped, which removes it); the inner one: the store refused or failed.
+/// outer error: the body broke off, stalled, was slower than `pace` allows, or was not the
+/// announced size (the staged file is dropped, which removes it); the inner one: the store
+/// refused or failed.
 async fn receive(
     mut upload: Upload,
     body: Body,
     size: u64,
-    stall: std::time::Duration,
+    mut pace: Pace,
 ) -> Answer<Result<FileId, Refusal>> {
     let mut frames = body.into_data_stream();
-    let mut next = async || match tokio::time::timeout(stall, frames.next()).await {
-        Err(_) => refuse(
-            StatusCode::REQUEST_TIMEOUT,
-            "The upload stalled; nothing was kept",
-        ),
-        Ok(Some(Err(e))) => refuse(
-            StatusCode::BAD_REQUEST,
-            format!("The upload broke off: {e}"),
-        ),
-        Ok(Some(Ok(bytes))) => Ok(Some(bytes)),
-        Ok(None) => Ok(None),
-    };
+    let mut next = async || pace.next(&mut frames).await;
     let short = || {
         refuse(
             StatusCode::BAD_REQUEST,

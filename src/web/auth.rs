@@ -12,7 +12,11 @@
 //! throttle per address, shared with the TCP side); a stolen session id (random 256 bits from
 //! the OS, never in a URL, never readable by script, expires after [`LIFETIME`]); forged
 //! requests from other sites (the cookie is `SameSite=Strict`, the CSRF header is required, and
-//! [`super::guard`] checks the origin); memory (at most [`MAX_SESSIONS`]; the oldest goes first);
+//! [`super::guard`] checks the origin); rights outliving a revocation (when the user database
+//! changes, every session is checked again before the next request is served: a removed user,
+//! a revoked token or a new password ends its sessions, new permissions apply at once); memory
+//! (at most [`MAX_SESSIONS`], and [`MAX_SESSIONS_PER_PRINCIPAL`] per user or token, whose own
+//! oldest goes first; a full table drops the oldest of whoever holds the most);
 //! secrets in logs (a failed login is logged by user name or "a token", never the secret).
 
 use std::collections::HashMap;
@@ -36,6 +40,9 @@ use crate::security::users::{Permissions, Principal, Scope};
 pub(super) const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Web sessions held at once.
 pub(super) const MAX_SESSIONS: usize = 4096;
+/// Web sessions held at once by one user or token: its oldest goes when it opens one more, so
+/// one principal (or whoever holds its password) cannot fill the table and push out others.
+pub(super) const MAX_SESSIONS_PER_PRINCIPAL: usize = 32;
 /// The cookie's name.
 const COOKIE: &str = "barge_session";
 
@@ -48,7 +55,14 @@ struct Session {
 
 /// The web sessions of one gateway.
 #[derive(Default)]
-pub(super) struct Sessions(Mutex<HashMap<String, Session>>);
+pub(super) struct Sessions(Mutex<Held>);
+
+/// The sessions, and the user database's generation they were last checked against.
+#[derive(Default)]
+pub(super) struct Held {
+    map: HashMap<String, Session>,
+    checked: u64,
+}
 
 impl std::fmt::Debug for Sessions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,18 +77,63 @@ fn random() -> Option<String> {
 }
 
 impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checks every session against the user database if it changed since the last check:
+    /// sessions of removed users, revoked tokens and changed passwords end; the others take
+    /// their current permissions and folder. One `stat` per request; the sweep itself only on
+    /// a change (no argon2: a lookup by name and credential digest).
+    fn revalidate(&self, policy: &crate::server::Access) {
+        let now = policy.generation();
+        let mut held = self.lock();
+        if held.checked == now {
+            return;
+        }
+        held.checked = now;
+        held.map.retain(|_, s| match policy.recheck(&s.principal) {
+            Some(fresh) => {
+                s.principal = fresh;
+                true
+            }
+            None => {
+                tracing::info!(
+                    "web: a session of {} ended: removed or changed on the server",
+                    crate::name::escape(&s.principal.name)
+                );
+                false
+            }
+        });
     }
 
     /// A new session for `principal`: its id and CSRF token.
     fn open(&self, principal: Principal) -> Option<(String, String)> {
         let (id, csrf) = (random()?, random()?);
-        let mut map = self.lock();
+        let mut held = self.lock();
+        let map = &mut held.map;
         map.retain(|_, s| s.made.elapsed() < LIFETIME);
-        if map.len() >= MAX_SESSIONS {
+        // Its own oldest session goes first; when the table is full, the oldest of whoever
+        // holds the most (so a full table never costs a principal with few sessions its own).
+        let mut count: HashMap<&str, usize> = HashMap::new();
+        for s in map.values() {
+            *count.entry(s.principal.name.as_str()).or_default() += 1;
+        }
+        let mine = count.get(principal.name.as_str()).copied().unwrap_or(0);
+        let evict_from = if mine >= MAX_SESSIONS_PER_PRINCIPAL {
+            Some(principal.name.clone())
+        } else if map.len() >= MAX_SESSIONS {
+            count
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .map(|(name, _)| name.to_owned())
+        } else {
+            None
+        };
+        if let Some(name) = evict_from {
             let oldest = map
                 .iter()
+                .filter(|(_, s)| s.principal.name == name)
                 .min_by_key(|(_, s)| s.made)
                 .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
@@ -91,13 +150,13 @@ impl Sessions {
     }
 
     fn get(&self, id: &str) -> Option<(Principal, String)> {
-        let map = self.lock();
-        let s = map.get(id).filter(|s| s.made.elapsed() < LIFETIME)?;
+        let held = self.lock();
+        let s = held.map.get(id).filter(|s| s.made.elapsed() < LIFETIME)?;
         Some((s.principal.clone(), s.csrf.clone()))
     }
 
     fn close(&self, id: &str) {
-        self.lock().remove(id);
+        self.lock().map.remove(id);
     }
 }
 
@@ -166,7 +225,12 @@ impl Gateway {
                 tracing::debug!(%ip, "web: an unusable Authorization header");
                 return Who::Refused;
             };
-            return match self.policy.check(ip, move |u| u.verify_token(&token)).await {
+            let tokens = crate::security::throttle::TOKEN;
+            return match self
+                .policy
+                .check(ip, tokens, move |u| u.verify_token(&token))
+                .await
+            {
                 Some(p) => {
                     super::audit::acting_for(&p.name);
                     Who::Token(access_of(&p))
@@ -178,6 +242,7 @@ impl Gateway {
             };
         }
         if let Some(id) = cookie(headers) {
+            self.sessions.revalidate(&self.policy);
             return match self.sessions.get(id) {
                 Some((p, csrf)) => {
                     super::audit::acting_for(&p.name);
@@ -251,9 +316,12 @@ impl Gateway {
             ));
         }
         let shown = user.clone().unwrap_or_else(|| "a token".into());
+        let throttled = user
+            .clone()
+            .unwrap_or_else(|| crate::security::throttle::TOKEN.into());
         let checked = self
             .policy
-            .check(ip, move |u| match &user {
+            .check(ip, &throttled, move |u| match &user {
                 Some(name) => u.verify_password(name, &secret),
                 None => u.verify_token(&secret),
             })
@@ -341,4 +409,35 @@ pub(super) async fn logout(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -
         StatusCode::NO_CONTENT,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::users::Users;
+
+    #[test]
+    fn one_principal_cannot_fill_the_table_or_push_out_others()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let users = Users::open(dir.path())?;
+        let principal = |label: &str| -> Result<Principal, Box<dyn std::error::Error>> {
+            let t = users.create_token(label, Permissions::ALL, &Scope::whole_share())?;
+            Ok(users.verify_token(t.secret())?.ok_or("no principal")?)
+        };
+        let (alice, mallory) = (principal("alice")?, principal("mallory")?);
+        let sessions = Sessions::default();
+        let (alices, _) = sessions.open(alice.clone()).ok_or("no session")?;
+        let mut mallorys = Vec::new();
+        for _ in 0..MAX_SESSIONS + 10 {
+            mallorys.push(sessions.open(mallory.clone()).ok_or("no session")?.0);
+        }
+        let held = sessions.lock().map.len();
+        assert_eq!(held, MAX_SESSIONS_PER_PRINCIPAL + 1);
+        assert!(sessions.get(&alices).is_some(), "alice's session survives");
+        // Mallory keeps his newest sessions; his oldest went first.
+        assert!(sessions.get(&mallorys[0]).is_none());
+        assert!(sessions.get(mallorys.last().ok_or("none")?).is_some());
+        Ok(())
+    }
 }

@@ -8,11 +8,15 @@
 //! moves through [`crate::transfer`]'s pipeline.
 //!
 //! What a connection may cost, and what stops it:
-//! - at most [`WebConfig::max_connections`] connections at once (more are closed at accept);
+//! - at most [`WebConfig::max_connections`] connections at once, and
+//!   [`WebConfig::max_connections_per_ip`] from one address (more are closed at accept);
 //! - the TLS handshake within [`WebConfig::handshake_timeout`];
-//! - request headers within 30 s and at most hyper's limits (100 headers, ~400 KiB in all);
-//! - an upload body that stays silent for [`WebConfig::stall_timeout`] is abandoned (the staged
-//!   file is removed); a download buffers at most `DEPTH + 1` chunks of `CHUNK` bytes.
+//! - the first request's head within [`WebConfig::header_timeout`] (and at most hyper's
+//!   limits: 100 headers, ~400 KiB in all), then at most [`WebConfig::idle_timeout`] between
+//!   requests, and a response nobody reads is cut after the stall timeout ([`conn`]);
+//! - an upload body must move at least [`WebConfig::min_rate`] bytes per second over each
+//!   [`WebConfig::stall_timeout`] window, or it is abandoned (the staged file is removed); a
+//!   download buffers at most `DEPTH + 1` chunks of `CHUNK` bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use crate::store::Store;
 mod api;
 mod audit;
 mod auth;
+mod conn;
 mod guard;
 mod page;
 #[cfg(test)]
@@ -42,10 +47,20 @@ mod tests;
 pub struct WebConfig {
     /// Connections served at once; more are closed as they arrive.
     pub max_connections: usize,
+    /// Connections served at once from one IP address; more are closed as they arrive.
+    pub max_connections_per_ip: usize,
     /// How long a TLS handshake may take.
     pub handshake_timeout: Duration,
-    /// How long an upload body may stay silent before it is abandoned.
+    /// How long a connection may take to send its first request's head.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request running (keep-alive).
+    pub idle_timeout: Duration,
+    /// How long an upload body may stay silent before it is abandoned, and the window over
+    /// which [`WebConfig::min_rate`] is judged.
     pub stall_timeout: Duration,
+    /// The slowest an upload body may move, in bytes per second over each stall-timeout window
+    /// (the TCP protocol's `--min-rate`); 0 turns the check off.
+    pub min_rate: u64,
     /// Where actions are counted: the TCP server's, so `/metrics` shows both.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -54,8 +69,12 @@ impl Default for WebConfig {
     fn default() -> Self {
         Self {
             max_connections: 128,
+            max_connections_per_ip: 16,
             handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(60),
+            min_rate: 1024,
             metrics: Arc::default(),
         }
     }
@@ -124,6 +143,7 @@ pub async fn run(
         tokio_rustls::TlsAcceptor::from(Arc::new(config))
     });
     let slots = Arc::new(Semaphore::new(gateway.config.max_connections));
+    let per_address = crate::server::PerAddress::new(gateway.config.max_connections_per_ip);
     let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
     let router = api::router(Arc::clone(&gateway), guard::Guard { loopback });
     let mut connections = tokio::task::JoinSet::new();
@@ -142,8 +162,12 @@ pub async fn run(
         };
         // Reap finished connections so the set stays as small as what is open.
         while connections.try_join_next().is_some() {}
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "web: connection limit reached; closed");
+        let taken = Arc::clone(&slots)
+            .try_acquire_owned()
+            .ok()
+            .zip(per_address.try_take(peer.ip()));
+        let Some(slot) = taken else {
+            tracing::warn!(%peer, "web: connection limit reached (in all or from this address); closed");
             gateway.config.metrics.connection_refused();
             continue;
         };
@@ -151,13 +175,14 @@ pub async fn run(
         let (router, shutdown, acceptor) = (router.clone(), shutdown.clone(), acceptor.clone());
         let handshake = gateway.config.handshake_timeout;
         let open = gateway.config.metrics.connection("web");
+        let config = gateway.config.clone();
         connections.spawn(async move {
             let _slot = (slot, open);
             match acceptor {
-                None => serve(stream, peer, router, &shutdown).await,
+                None => serve(stream, peer, router, &config, &shutdown).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve(tls, peer, router, &shutdown).await,
+                        Ok(Ok(tls)) => serve(tls, peer, router, &config, &shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, "web: TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "web: TLS handshake timed out"),
                     }
@@ -169,34 +194,76 @@ pub async fn run(
     while connections.join_next().await.is_some() {}
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on one connection.
-async fn serve<S>(io: S, peer: SocketAddr, router: axum::Router, shutdown: &CancellationToken)
-where
+/// Serves HTTP/1.1 or HTTP/2 on one connection, within the deadlines of [`conn`].
+async fn serve<S>(
+    io: S,
+    peer: SocketAddr,
+    router: axum::Router,
+    config: &WebConfig,
+    shutdown: &CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let watch = conn::Watch::new();
+    let watching = Arc::clone(&watch);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut()
             .insert(axum::extract::ConnectInfo(peer));
         let mut router = router.clone();
-        async move { tower_service::Service::call(&mut router, req).await }
+        let running = watching.begin();
+        async move {
+            let res = tower_service::Service::call(&mut router, req).await?;
+            let running = running.responded();
+            Ok::<_, std::convert::Infallible>(res.map(|body| {
+                axum::body::Body::new(conn::Guarded {
+                    body,
+                    _running: running,
+                })
+            }))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(config.header_timeout);
     builder.http2().timer(TokioTimer::new());
+    let io = conn::Watched {
+        inner: io,
+        watch: Arc::clone(&watch),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        done = conn.as_mut() => {
-            if let Err(e) = done {
-                tracing::debug!(%peer, "web: connection ended: {e}");
+    let mut check = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = conn.as_mut() => {
+                if let Err(e) = done {
+                    tracing::debug!(%peer, "web: connection ended: {e}");
+                }
+                return;
             }
-        }
-        () = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            () = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+                return;
+            }
+            () = tokio::time::sleep_until(check) => {
+                match watch.verdict(tokio::time::Instant::now(), config) {
+                    conn::Verdict::WaitUntil(at) => check = at,
+                    conn::Verdict::Idle => {
+                        tracing::debug!(%peer, "web: idle connection closed");
+                        conn.as_mut().graceful_shutdown();
+                        // A polite close (HTTP/2's GOAWAY) gets a moment; then it is dropped.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                        return;
+                    }
+                    conn::Verdict::Stalled => {
+                        tracing::debug!(%peer, "web: a response nobody reads; connection closed");
+                        return;
+                    }
+                }
+            }
         }
     }
 }

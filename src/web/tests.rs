@@ -935,3 +935,174 @@ async fn fixes_from_the_attack_session() -> TestResult {
     assert!(r.header("set-cookie").is_empty());
     Ok(())
 }
+
+/// An anonymous gateway over a memory store with `config`.
+async fn start_with(config: WebConfig) -> Result<Web, Box<dyn std::error::Error + Send + Sync>> {
+    let store = Store::new(
+        Arc::new(MemoryBackend::new(1 << 30)),
+        StoreConfig::default(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let stop = CancellationToken::new();
+    let gw = Gateway::new(Arc::clone(&store), anyone(), config, None);
+    tokio::spawn(super::run(listener, None, gw, stop.clone()));
+    Ok(Web {
+        addr,
+        store,
+        stop,
+        token: None,
+        _state: None,
+    })
+}
+
+/// A connection to `to` from the loopback address `from` (all of 127/8 is loopback on Linux).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
+/// Whether the server closes `s` within `limit` (reads until the end, dropping what comes).
+async fn closed_within(s: &mut TcpStream, limit: std::time::Duration) -> bool {
+    let mut sink = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(s, &mut sink);
+    matches!(tokio::time::timeout(limit, read).await, Ok(Ok(_) | Err(_)))
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_cannot_shut_others_out() -> TestResult {
+    use std::time::Duration;
+    let web = start_with(WebConfig {
+        max_connections: 6,
+        max_connections_per_ip: 3,
+        header_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(500),
+        ..WebConfig::default()
+    })
+    .await?;
+    // One host opens its three connections and sends nothing; a fourth is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(connect_from([127, 0, 0, 2], web.addr).await?);
+    }
+    let mut fourth = connect_from([127, 0, 0, 2], web.addr).await?;
+    assert!(
+        closed_within(&mut fourth, Duration::from_millis(300)).await,
+        "one address may hold only its share of the slots"
+    );
+    // Another client is still served meanwhile.
+    let other = connect_from([127, 0, 0, 3], web.addr).await?;
+    let req = Request::get("/api/files")
+        .header("host", web.addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    assert_eq!(call_on(other, req).await?.status, StatusCode::OK);
+    // A keep-alive connection after one request, and an HTTP/2 one that only said hello, go
+    // idle too.
+    let mut kept = connect_from([127, 0, 0, 4], web.addr).await?;
+    kept.write_all(b"GET /api/files HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut h2 = connect_from([127, 0, 0, 4], web.addr).await?;
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await?;
+    idle.push(kept);
+    idle.push(h2);
+    // The global limit is now full (3 + 2 + the one served, closed or not)...
+    // ...and every idle connection is closed by its deadline, well before hyper's 30 s.
+    for s in &mut idle {
+        assert!(
+            closed_within(s, Duration::from_secs(5)).await,
+            "an idle connection was left open"
+        );
+    }
+    // Their slots are back: the same host is served again.
+    let again = connect_from([127, 0, 0, 2], web.addr).await?;
+    let req = Request::get("/api/files")
+        .header("host", web.addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    assert_eq!(call_on(again, req).await?.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_trickled_upload_is_cut_by_the_minimum_rate() -> TestResult {
+    use std::time::Duration;
+    let web = start_with(WebConfig {
+        stall_timeout: Duration::from_secs(1),
+        min_rate: 10_000,
+        ..WebConfig::default()
+    })
+    .await?;
+    let mut s = TcpStream::connect(web.addr).await?;
+    s.write_all(
+        b"PUT /files/trickle HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: 1000000\r\n\r\n",
+    )
+    .await?;
+    let (mut rx, mut tx) = s.into_split();
+    // 100 bytes every 100 ms: never silent for long, but 1 KB/s against a minimum of 10 KB/s.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..50 {
+            if tx.write_all(&[b'x'; 100]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut out = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut rx, &mut out);
+    // A reset after the answer is fine: what matters is the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(4), read).await;
+    trickle.abort();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("minimum of 10000 bytes per second"), "{text}");
+    assert!(web.store.list().await?.entries.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn removing_a_user_ends_its_web_sessions_and_new_rights_apply_at_once() -> TestResult {
+    let web = start_with_alice().await?;
+    let dir = web
+        ._state
+        .as_ref()
+        .ok_or("no state folder")?
+        .path()
+        .to_owned();
+    let admin = Users::open(&dir)?;
+    admin.add_user("bob", "bob's pw", Permissions::ALL, &Scope::whole_share())?;
+    let json = [("content-type", "application/json")];
+    let mut cookies = Vec::new();
+    for body in [
+        &br#"{"user":"alice","password":"correct horse"}"#[..],
+        br#"{"user":"bob","password":"bob's pw"}"#,
+    ] {
+        let ok = call(&web, "POST", "/api/login", &json, body).await?;
+        assert_eq!(ok.status, StatusCode::OK);
+        cookies.push(cookie_of(&ok));
+    }
+    let get = async |cookie: &str| -> Result<StatusCode, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(call(&web, "GET", "/api/files", &[("cookie", cookie)], b"")
+            .await?
+            .status)
+    };
+    assert_eq!(get(&cookies[0]).await?, StatusCode::OK);
+    assert_eq!(get(&cookies[1]).await?, StatusCode::OK);
+    // `barge user remove alice` (another handle on the same file, as the CLI is another
+    // process): her session ends with the next request; bob's goes on.
+    assert!(admin.remove_user("alice")?);
+    assert_eq!(get(&cookies[0]).await?, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(&cookies[1]).await?, StatusCode::OK);
+    // Added again with the same name: the old cookie stays dead (a new credential).
+    admin.add_user(
+        "alice",
+        "correct horse",
+        Permissions::ALL,
+        &Scope::whole_share(),
+    )?;
+    assert_eq!(get(&cookies[0]).await?, StatusCode::UNAUTHORIZED);
+    // A new password for bob ends his session too.
+    admin.set_password("bob", "another pw")?;
+    assert_eq!(get(&cookies[1]).await?, StatusCode::UNAUTHORIZED);
+    Ok(())
+}

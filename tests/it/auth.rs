@@ -848,3 +848,69 @@ mod bin {
         Ok(())
     }
 }
+
+#[tokio::test]
+async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_once() -> TestResult {
+    let s = auth_server(
+        &[
+            ("alice", Permissions::ALL, None),
+            ("bob", Permissions::ALL, None),
+            ("carol", Permissions::READ_ONLY, None),
+        ],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    std::fs::write(s.server.root().join("a.txt"), b"abc")?;
+    let users = s.access.users().ok_or("no database")?;
+    let token = users.create_token("t", Permissions::ALL, &Scope::whole_share())?;
+    let mut alice = logged_in(&s.server, "alice").await?;
+    let mut bob = logged_in(&s.server, "bob").await?;
+    let mut by_token = s.server.raw().await?;
+    let reply = by_token.cmd(&format!("TOKEN {}", token.secret())).await?;
+    assert!(reply.starts_with("230 "), "{reply}");
+    for raw in [&mut alice, &mut bob, &mut by_token] {
+        assert_eq!(raw.list().await?.len(), 1);
+    }
+    // The admin commands run in another process: another handle on the same file.
+    let admin = Users::open(s._state.path())?;
+    assert!(admin.remove_user("alice")?);
+    assert!(admin.revoke_token(&token.id)?);
+    let revoked = "530 Your login was removed or changed on the server; log in again";
+    assert_eq!(alice.cmd("LIST_FILES").await?, revoked);
+    assert_eq!(alice.cmd("DELETE a.txt").await?, revoked);
+    assert_eq!(by_token.cmd("DOWNLOAD a.txt").await?, revoked);
+    assert_eq!(bob.list().await?.len(), 1, "others keep their login");
+    // A permission change (here by hand in the file, as any edit would be) applies to bob's
+    // next command: his record takes carol's read-only permissions.
+    let path = s._state.path().join("users.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let list = db["users"].as_array_mut().ok_or("no users")?;
+    let carol = list
+        .iter()
+        .find(|u| u["name"] == "carol")
+        .map(|u| u["perms"].clone())
+        .ok_or("no carol")?;
+    for u in list.iter_mut().filter(|u| u["name"] == "bob") {
+        u["perms"] = carol.clone();
+    }
+    let tmp = s._state.path().join("users.json.new");
+    std::fs::write(&tmp, serde_json::to_vec(&db)?)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    assert_eq!(
+        bob.cmd("DELETE a.txt").await?,
+        "403 Not allowed for this user"
+    );
+    assert_eq!(bob.list().await?.len(), 1);
+    assert!(s.server.root().join("a.txt").exists());
+    // The revoked session may log in again as someone who still exists.
+    assert_eq!(alice.cmd("USER carol").await?, "334 Send PASS");
+    assert!(
+        alice
+            .cmd(&format!("PASS {PASSWORD}"))
+            .await?
+            .starts_with("230 carol ")
+    );
+    Ok(())
+}

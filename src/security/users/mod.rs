@@ -9,6 +9,10 @@
 //!   user name costs an argon2 verification like a known one, so names cannot be probed by time;
 //! - a revoked token or removed user staying valid until a restart: the file's stamp (inode,
 //!   size, mtime) is checked on every login attempt and the file reloaded when it changed;
+//! - rights outliving a revocation on connections and web sessions already logged in: every
+//!   change bumps a [`Users::generation`], and a session that sees a new one checks its login
+//!   again with [`Users::recheck`] (same user with the same password, or same token; its
+//!   permissions and folder as they are now);
 //! - a hand-broken file widening access: a file that does not parse or holds an invalid entry is
 //!   an error, and logins fail while it is broken (fail closed);
 //! - two admin commands at once losing a change: changes are locked read-modify-write with an
@@ -110,6 +114,9 @@ pub struct Principal {
     pub perms: Permissions,
     /// Where it may do it.
     pub folder: Scope,
+    /// A digest of the credential it logged in with (the password hash or the token hash), so
+    /// that a new password or a new token under the same name is not taken for the old one.
+    credential: [u8; 32],
 }
 
 impl Principal {
@@ -174,6 +181,8 @@ impl fmt::Debug for NewToken {
 struct Cache {
     stamp: Option<Stamp>,
     loaded: Result<Arc<Loaded>, String>,
+    /// Bumped whenever `loaded` is replaced.
+    generation: u64,
 }
 
 /// The user and token database of one state folder.
@@ -198,6 +207,7 @@ impl Users {
             cache: Mutex::new(Cache {
                 stamp,
                 loaded: Ok(Arc::new(loaded)),
+                generation: 0,
             }),
         })
     }
@@ -228,11 +238,13 @@ impl Users {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let stamp = files::stamp(&self.path)?;
         if stamp != cache.stamp {
+            let generation = cache.generation.wrapping_add(1);
             match Self::read(&self.path) {
                 Ok((loaded, stamp)) => {
                     *cache = Cache {
                         stamp,
                         loaded: Ok(Arc::new(loaded)),
+                        generation,
                     }
                 }
                 // Remember the failure for this version of the file, so that a broken file is
@@ -241,6 +253,7 @@ impl Users {
                     *cache = Cache {
                         stamp,
                         loaded: Err(e.to_string()),
+                        generation,
                     }
                 }
             }
@@ -283,11 +296,12 @@ impl Users {
         };
         let password_ok = password.len() <= MAX_PASSWORD_LEN && verify_hash(phc, password);
         let principal = match found {
-            Some((user, (scope, _))) if password_ok => Some(Principal {
+            Some((user, (scope, hash))) if password_ok => Some(Principal {
                 name: user.name.clone(),
                 kind: PrincipalKind::User,
                 perms: user.perms,
                 folder: scope.clone(),
+                credential: token_hash(&hash.0),
             }),
             _ => None,
         };
@@ -311,13 +325,65 @@ impl Users {
         }
         Ok(matched.and_then(|i| {
             let record = loaded.db.tokens.get(i)?;
-            let (_, scope) = loaded.token_hashes.get(i)?;
+            let (hash, scope) = loaded.token_hashes.get(i)?;
             Some(Principal {
                 name: format!("token:{}", record.id),
                 kind: PrincipalKind::Token,
                 perms: record.perms,
                 folder: scope.clone(),
+                credential: *hash,
             })
+        }))
+    }
+
+    /// A number that changes whenever the database does, here or through another process
+    /// (`barge user`, `barge token`): the file's stamp is checked, one `stat` per call. While
+    /// it stays the same, a login checked earlier still stands.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        // A file that cannot be read now still bumps the generation when its stamp changed;
+        // the recheck that follows then fails closed.
+        let _ = self.current();
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .generation
+    }
+
+    /// `principal` as the database says now: the same user with the same password (or the
+    /// same token), with its current permissions and folder; `None` once it was removed,
+    /// revoked or given a new password.
+    ///
+    /// # Errors
+    /// The database is unusable (the caller treats that as revoked: fail closed).
+    pub fn recheck(&self, principal: &Principal) -> Result<Option<Principal>, UsersError> {
+        let loaded = self.current()?;
+        let fresh = match principal.kind {
+            PrincipalKind::User => loaded
+                .db
+                .users
+                .iter()
+                .zip(&loaded.users)
+                .find(|(u, (_, hash))| {
+                    u.name == principal.name
+                        && bool::from(token_hash(&hash.0).ct_eq(&principal.credential))
+                })
+                .map(|(u, (scope, _))| (u.perms, scope.clone())),
+            PrincipalKind::Token => loaded
+                .db
+                .tokens
+                .iter()
+                .zip(&loaded.token_hashes)
+                .find(|(t, (hash, _))| {
+                    format!("token:{}", t.id) == principal.name
+                        && bool::from(hash.ct_eq(&principal.credential))
+                })
+                .map(|(t, (_, scope))| (t.perms, scope.clone())),
+        };
+        Ok(fresh.map(|(perms, folder)| Principal {
+            perms,
+            folder,
+            ..principal.clone()
         }))
     }
 
@@ -341,9 +407,11 @@ impl Users {
         json.push(b'\n');
         files::write_atomic(&self.path, &json)?;
         let stamp = files::stamp(&self.path)?;
-        *self.cache.lock().unwrap_or_else(PoisonError::into_inner) = Cache {
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        *cache = Cache {
             stamp,
             loaded: Ok(Arc::new(loaded)),
+            generation: cache.generation.wrapping_add(1),
         };
         Ok(result)
     }

@@ -20,7 +20,7 @@ use crate::protocol::{Reply, Request, Secret};
 use crate::security::pair::{
     CONFIRM_LEN, MESSAGE_LEN, PairError, ServerPairing, decode_b64, encode_b64,
 };
-use crate::security::users::{Permissions, Principal, PrincipalKind, Scope};
+use crate::security::users::{Permissions, Principal, Scope};
 use crate::transport::{Stream, TransportError};
 
 /// Who a session acts for.
@@ -32,6 +32,9 @@ pub(super) enum Login {
     Anonymous(Permissions),
     /// A user or token.
     In(Principal),
+    /// A user or token since removed, revoked or given a new password: as `LoggedOut`, with
+    /// its own refusal.
+    Revoked,
 }
 
 /// What a command needs.
@@ -69,7 +72,7 @@ impl<S: Stream> Session<'_, S> {
     /// The permissions the session has now, if it may run commands at all.
     fn perms(&self) -> Option<Permissions> {
         match &self.login {
-            Login::LoggedOut => None,
+            Login::LoggedOut | Login::Revoked => None,
             Login::Anonymous(p) => Some(*p),
             Login::In(principal) => Some(principal.perms),
         }
@@ -93,7 +96,10 @@ impl<S: Stream> Session<'_, S> {
             return None;
         }
         let Some(p) = self.perms() else {
-            return Some(Reply::log_in_first());
+            return Some(match self.login {
+                Login::Revoked => Reply::login_revoked(),
+                _ => Reply::log_in_first(),
+            });
         };
         let allowed = match need {
             Need::Nothing => true,
@@ -128,6 +134,34 @@ impl<S: Stream> Session<'_, S> {
         }
         self.reply(reply);
         Ok(Flow::Continue)
+    }
+
+    /// Checks the session's login again if the user database changed since the last command
+    /// (one `stat` of the database per command): a removed user, a revoked token or a new
+    /// password ends it, new permissions or a new folder apply at once, and an anonymous
+    /// session ends when anonymous access does (the first user added on a loopback server).
+    pub(super) fn revalidate(&mut self) {
+        let access = &self.config.access;
+        let now = access.generation();
+        if now == self.checked {
+            return;
+        }
+        self.checked = now;
+        let next = match &self.login {
+            Login::In(p) => match access.recheck(p) {
+                Some(fresh) => Login::In(fresh),
+                None => {
+                    tracing::info!(peer = %self.peer, "login of {} ended: removed or changed on the server", escape(&p.name));
+                    Login::Revoked
+                }
+            },
+            Login::Anonymous(_) => match access.anonymous() {
+                Some(perms) => Login::Anonymous(perms),
+                None => Login::Revoked,
+            },
+            Login::LoggedOut | Login::Revoked => return,
+        };
+        self.login = next;
     }
 
     /// `USER name`: always `334`, for unknown names too.
@@ -177,11 +211,19 @@ impl<S: Stream> Session<'_, S> {
             Credential::Password(name, _) => escape(name),
             Credential::Token(_) => "a token".to_owned(),
         };
+        let throttled = match &credential {
+            Credential::Password(name, _) => name.clone(),
+            Credential::Token(_) => crate::security::throttle::TOKEN.to_owned(),
+        };
         let checked = access
-            .check(self.peer.addr.ip(), move |users| match &credential {
-                Credential::Password(name, pw) => users.verify_password(name, pw.expose()),
-                Credential::Token(t) => users.verify_token(t.expose()),
-            })
+            .check(
+                self.peer.addr.ip(),
+                &throttled,
+                move |users| match &credential {
+                    Credential::Password(name, pw) => users.verify_password(name, pw.expose()),
+                    Credential::Token(t) => users.verify_token(t.expose()),
+                },
+            )
             .await;
         match checked {
             Some(principal) => {
@@ -258,29 +300,27 @@ impl<S: Stream> Session<'_, S> {
         let creator = Arc::clone(&access);
         let created = tokio::task::spawn_blocking(move || {
             let users = creator.users()?;
-            users
+            let token = users
                 .create_token(&grant.label, grant.perms, &grant.folder)
                 .map_err(|e| tracing::error!("creating a token after pairing: {e}"))
-                .ok()
-                .map(|t| (t, grant))
+                .ok()?;
+            // The login as any later `TOKEN` would make it (a fast hash, no argon2).
+            let principal = users.verify_token(token.secret()).ok().flatten()?;
+            Some((token, principal))
         })
         .await
         .ok()
         .flatten();
-        let Some((token, grant)) = created else {
+        let Some((token, principal)) = created else {
             self.reply(Reply::new(
                 crate::protocol::Code::INTERNAL,
                 "Internal server error; no token was created",
             ));
             return Ok(Flow::Continue);
         };
-        access.throttle.succeed(ip);
-        let principal = Principal {
-            name: format!("token:{}", token.id),
-            kind: PrincipalKind::Token,
-            perms: grant.perms,
-            folder: grant.folder,
-        };
+        access
+            .throttle
+            .succeed(ip, crate::security::throttle::PAIRING);
         tracing::Span::current().record("user", escape(&principal.name));
         self.reply(Reply::paired(token.secret(), &principal.name));
         self.login = Login::In(principal);
@@ -288,7 +328,10 @@ impl<S: Stream> Session<'_, S> {
     }
 
     fn pair_failed(&mut self, e: &PairError) -> Flow {
-        self.config.access.throttle.fail(self.peer.addr.ip());
+        self.config
+            .access
+            .throttle
+            .fail(self.peer.addr.ip(), crate::security::throttle::PAIRING);
         tracing::debug!(peer = %self.peer, "pairing failed: {e}");
         let why = match e {
             PairError::UnknownCode | PairError::CodeUsed => {

@@ -51,6 +51,8 @@ struct Session<'a, S> {
     batch: batch::Batch,
     /// Who the session acts for.
     login: login::Login,
+    /// The user database's generation when `login` was last checked.
+    checked: u64,
     /// The name of a `USER` waiting for its `PASS`.
     pending_user: Option<String>,
     /// The command being run, for its audit line.
@@ -82,6 +84,7 @@ pub(super) async fn serve<S>(
             Some(perms) => login::Login::Anonymous(perms),
             None => login::Login::LoggedOut,
         },
+        checked: config.access.generation(),
         pending_user: None,
         action: None,
     };
@@ -198,6 +201,7 @@ impl<S: Stream> Session<'_, S> {
         req: Request,
         pending_user: Option<String>,
     ) -> Result<Flow, TransportError> {
+        self.revalidate();
         if let Some(refusal) = self.refusal(&req) {
             self.commit_batch().await;
             return self.refuse_gated(&req, refusal).await;
