@@ -6,8 +6,8 @@
 //! from the HTTP status. The handlers add what only they know ([`Noted`]: the real name, the
 //! new name, the id) to the response, and the user is recorded in the span where the
 //! credential is checked ([`acting_for`]). Pages, assets and `/api/me` are not actions.
-//! Not here: a download that breaks off after its headers (the body streams after the line is
-//! logged; the line says what was started).
+//! A download's line waits for its body ([`Sent`]): sent whole, it is `ok`; cut short (the
+//! client went away, the connection was closed), it is `aborted` with the bytes actually sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -92,6 +92,7 @@ pub(super) async fn request(State(gw): State<Arc<Gateway>>, req: Request, next: 
         .map(|c| c.0.to_string())
         .unwrap_or_default();
     let span = tracing::info_span!("web", peer = %peer, user = tracing::field::Empty);
+    let method_is_get = req.method() == Method::GET;
     let mut action = Action::start(command);
     if let Some(text) = req.uri().path().strip_prefix("/files/") {
         action.name(percent_encoding::percent_decode_str(text).decode_utf8_lossy());
@@ -114,6 +115,7 @@ pub(super) async fn request(State(gw): State<Arc<Gateway>>, req: Request, next: 
         }
     }
     let status = response.status();
+    let streamed = command == "download" && method_is_get && status.is_success();
     if command == "download" && status.is_success() {
         if let Some(size) = content_length(response.headers()) {
             action.bytes(size);
@@ -130,9 +132,75 @@ pub(super) async fn request(State(gw): State<Arc<Gateway>>, req: Request, next: 
     let refusal = (status.is_client_error() || status.is_server_error())
         .then(|| status.canonical_reason().unwrap_or("error"));
     action.status(status.as_u16(), refusal);
+    if streamed {
+        if let Some(expected) = content_length(response.headers()) {
+            let metrics = Arc::clone(&gw.config.metrics);
+            return response.map(|body| {
+                axum::body::Body::new(Sent {
+                    body,
+                    sent: 0,
+                    expected,
+                    action: Some(action),
+                    span,
+                    metrics,
+                })
+            });
+        }
+    }
     let _in = span.enter();
     action.finish(&gw.config.metrics);
     response
+}
+
+/// A download's body, which logs the download's audit line once it is sent or dropped.
+struct Sent {
+    body: axum::body::Body,
+    sent: u64,
+    expected: u64,
+    action: Option<Action>,
+    span: tracing::Span,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl http_body::Body for Sent {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent = self.sent.saturating_add(data.len() as u64);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        let Some(mut action) = self.action.take() else {
+            return;
+        };
+        if self.sent < self.expected {
+            action
+                .bytes(self.sent)
+                .abort("cut short: the client went away or stopped reading");
+        }
+        let _in = self.span.enter();
+        action.finish(&self.metrics);
+    }
 }
 
 fn content_length(headers: &axum::http::HeaderMap) -> Option<u64> {

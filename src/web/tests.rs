@@ -1106,3 +1106,41 @@ async fn removing_a_user_ends_its_web_sessions_and_new_rights_apply_at_once() ->
     assert_eq!(get(&cookies[1]).await?, StatusCode::UNAUTHORIZED);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_download_cut_mid_body_is_logged_as_aborted_with_the_bytes_sent() -> TestResult {
+    use tokio::io::AsyncReadExt as _;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let web = start_with(WebConfig {
+        metrics: Arc::clone(&metrics),
+        ..WebConfig::default()
+    })
+    .await?;
+    let big = data(8 << 20);
+    let put = call(&web, "PUT", "/files/big", &[], &big).await?;
+    assert_eq!(put.status, StatusCode::CREATED);
+    // One whole download, then one the client walks away from after a little.
+    let whole = call(&web, "GET", "/files/big", &[], b"").await?;
+    assert_eq!(whole.body.len(), big.len());
+    let mut s = TcpStream::connect(web.addr).await?;
+    s.write_all(b"GET /files/big HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await?;
+    let mut some = vec![0u8; 64 * 1024];
+    s.read_exact(&mut some).await?;
+    drop(s);
+    let want = r#"barge_transfers_total{direction="download",outcome="aborted"} 1"#;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics.encode();
+        if text.contains(want) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(text.contains(want), "{text}");
+    assert!(
+        text.contains(r#"barge_transfers_total{direction="download",outcome="ok"} 1"#),
+        "{text}"
+    );
+    Ok(())
+}
