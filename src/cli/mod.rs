@@ -58,10 +58,10 @@ pub(crate) struct Cli {
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
-    /// Server to connect to (for `serve`: the address to listen on; 0.0.0.0 for all)
+    /// Server to connect to (a name, an address, or a name announced on the LAN)
     #[arg(long, global = true, env = "BARGE_HOST", default_value = "127.0.0.1")]
     host: String,
-    /// Port of the server (for `serve`: the port to listen on; 0 picks a free one)
+    /// Port of the server
     #[arg(long, global = true, env = "BARGE_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Show the protocol exchange on stderr (names escaped)

@@ -225,7 +225,45 @@ pub(crate) fn apply(mut command: clap::Command) -> clap::Command {
             });
         }
     }
-    command
+    server_meanings(command)
+}
+
+/// The global options are worded for the client; `serve` reads some of them as the server's
+/// and ignores the others, so its `--help` says what they mean there. The server's versions are
+/// copies of the global options given to `serve` itself (clap then does not propagate the
+/// global ones there, and the values still reach the global options).
+fn server_meanings(command: clap::Command) -> clap::Command {
+    if command.find_subcommand("serve").is_none() {
+        return command;
+    }
+    let globals: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| a.is_global_set())
+        .cloned()
+        .collect();
+    command.mut_subcommand("serve", |mut serve| {
+        for arg in globals {
+            let arg = match arg.get_id().as_str() {
+                "host" => arg.help("Address to listen on (0.0.0.0 or :: for every interface)"),
+                "port" => arg.help("Port to listen on (0 picks a free one)"),
+                "debug" => {
+                    arg.help("Log every protocol line on stderr (secrets masked, names escaped)")
+                }
+                "quiet" => {
+                    arg.help("Has no effect on serve (set the log level with BARGE_LOG=warn)")
+                }
+                "plain" => arg
+                    .help("Serve clear text instead of TLS (for nc; logins then only on loopback)"),
+                // Client-only options: accepted (they are global) but meaningless here.
+                "fingerprint" | "trust_new" | "user" | "password_file" | "token_file" => {
+                    arg.hide(true)
+                }
+                _ => continue,
+            };
+            serve = serve.arg(arg);
+        }
+        serve
+    })
 }
 
 /// Parses `args` into `T`, a clap parser whose subcommands take their words from the list.

@@ -712,3 +712,37 @@ fn walk(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+#[test]
+fn serve_help_gives_the_servers_meaning_of_the_shared_options() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let serve = stdout_of(barge(1, dir.path()).args(["serve", "--help"]))?;
+    for text in [
+        "Address to listen on",
+        "Port to listen on (0 picks a free one)",
+        "Serve clear text instead of TLS",
+    ] {
+        assert!(
+            serve.contains(text),
+            "serve --help lacks {text:?}:\n{serve}"
+        );
+    }
+    for client_only in [
+        "Server to connect to",
+        "Port of the server",
+        "--trust-new",
+        "--fingerprint",
+        "--password-file",
+        "--token-file",
+    ] {
+        assert!(
+            !serve.contains(client_only),
+            "serve --help shows {client_only:?}:\n{serve}"
+        );
+    }
+    // The client commands keep the client's meaning.
+    let ls = stdout_of(barge(1, dir.path()).args(["ls", "--help"]))?;
+    assert!(ls.contains("Server to connect to"), "{ls}");
+    assert!(!ls.contains("listen"), "{ls}");
+    Ok(())
+}
