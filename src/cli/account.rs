@@ -9,15 +9,15 @@
 
 use anyhow::Context as _;
 
-use barge::client::{Client, ClientError, DEFAULT_PORT, Security};
+use barge::client::{ClientError, DEFAULT_PORT, Security};
 use barge::security::known_hosts::{KnownHosts, Lookup};
 use barge::security::logins::{Logins, SavedLogin};
 use barge::security::pair::PairCode;
 use barge::security::tls::Expectation;
 
+use super::Global;
 use super::output::Ui;
 use super::remote::{self, Remote, Untrusted};
-use super::{CONNECT_TIMEOUT, Global};
 
 /// Options of `barge pair`.
 #[derive(clap::Args, Debug)]
@@ -71,15 +71,29 @@ pub(crate) async fn pair(args: &PairArgs, global: &Global, ui: &Ui) -> anyhow::R
         false,
         remote::LoginOptions::default(),
     );
+    // A name announced on the local network is found as for every other command; the pin and
+    // the token are then kept under that name and its announced port.
+    let (targets, found) = remote.targets().await?;
+    let (host, port) = (remote.host(), remote.port());
     let hosts = KnownHosts::for_user().context("finding the known-hosts file")?;
     let pinned = hosts
         .pinned(&host, port)
         .context("reading the known-hosts file")?;
-    let expect = pinned.map_or(Expectation::FirstContact, Expectation::Pinned);
-    let (mut client, presented) =
-        Client::connect_with(&remote.addr, CONNECT_TIMEOUT, Security::Tls(expect))
-            .await
-            .map_err(|e| remote::connect_error(&remote, e))?;
+    let announced = found.as_ref().and_then(|f| f.announcement.fingerprint);
+    // The pairing itself proves who holds the code; an announcement must still not be
+    // contradicted by the key presented.
+    let expect = match (pinned, announced) {
+        (Some(pin), _) => Expectation::Pinned(pin),
+        (None, Some(said)) => Expectation::Pinned(said),
+        (None, None) => Expectation::FirstContact,
+    };
+    let (mut client, presented) = match remote::connect_any(&targets, Security::Tls(expect)).await {
+        Ok(ok) => ok,
+        Err(ClientError::IdentityChanged { presented, .. }) if pinned.is_none() => {
+            return Err(remote::spoofed(&remote, announced, presented));
+        }
+        Err(e) => return Err(remote::connect_error(&remote, e)),
+    };
     let presented = presented.ok_or_else(|| Untrusted(format!("{remote} presented no key")))?;
     let paired = match client.pair(&code).await {
         Ok(p) => p,

@@ -150,7 +150,7 @@ impl Remote {
 
     /// Where to connect: the announced addresses of a discovered server (looked up once per
     /// process), else `host:port` as given.
-    async fn targets(&self) -> anyhow::Result<(Vec<String>, Option<Found>)> {
+    pub(crate) async fn targets(&self) -> anyhow::Result<(Vec<String>, Option<Found>)> {
         let cached = self
             .located
             .lock()
@@ -362,7 +362,7 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
 
 /// Connects to the first of `targets` that answers (a discovered server may have several
 /// addresses, not all reachable from here); other failures end the attempt at once.
-async fn connect_any(
+pub(crate) async fn connect_any(
     targets: &[String],
     security: Security,
 ) -> Result<(Client<AnyStream>, Option<Fingerprint>), ClientError> {
@@ -381,7 +381,11 @@ async fn connect_any(
 }
 
 /// The refusal of a server found on the local network whose key is not the announced one.
-fn spoofed(remote: &Remote, said: Option<Fingerprint>, presented: Fingerprint) -> anyhow::Error {
+pub(crate) fn spoofed(
+    remote: &Remote,
+    said: Option<Fingerprint>,
+    presented: Fingerprint,
+) -> anyhow::Error {
     let said = said.map(|f| f.to_string()).unwrap_or_default();
     Untrusted(format!(
         "refusing {remote}: it was announced on the local network with the key {said}, but \

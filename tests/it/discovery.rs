@@ -432,3 +432,41 @@ fn a_spoofed_announcement_is_refused_on_connect() -> TestResult {
     drop(server);
     Ok(())
 }
+
+#[test]
+fn barge_pair_finds_an_announced_name() -> TestResult {
+    let lan = Lan::new("p")?;
+    let (root, config) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    std::fs::write(root.path().join("paired.txt"), b"by name")?;
+    let port = PORT.to_string();
+    let server = Served::start(
+        &lan.server,
+        root.path(),
+        &[
+            "--host", "0.0.0.0", "--port", &port, "--pair", "--name", "Pair Me",
+        ],
+    )?;
+    let key = key_of(&server)?;
+    let code = server
+        .line_with("Pairing code: ")
+        .and_then(|l| l.strip_prefix("Pairing code: "))
+        .and_then(|l| l.split(' ').next())
+        .ok_or("no pairing code printed")?
+        .to_owned();
+    // By its announced name, not an address: the code pins the key under that name.
+    Lan::barge(&lan.client, config.path())
+        .args(["pair", "Pair Me", &code])
+        .assert()
+        .success()
+        .stderr(contains("Paired with"));
+    let pins = std::fs::read_to_string(config.path().join("barge/known_hosts"))?;
+    assert!(pins.contains(&format!("pair%20me:{PORT} {key}")), "{pins}");
+    // Later commands by the same name are pinned and logged in with the saved token.
+    Lan::barge(&lan.client, config.path())
+        .args(["--host", "Pair Me", "ls"])
+        .assert()
+        .success()
+        .stdout(contains("paired.txt"));
+    drop(server);
+    Ok(())
+}
