@@ -58,7 +58,7 @@ pub(crate) struct Cli {
 /// Options every client command takes.
 #[derive(Args, Debug, Clone)]
 pub(crate) struct Global {
-    /// Server to connect to (a name, an address, or a name announced on the LAN)
+    /// Server to connect to (an address, a host name, or a name announced on the LAN)
     #[arg(long, global = true, env = "BARGE_HOST", default_value = "127.0.0.1")]
     host: String,
     /// Port of the server
