@@ -6,8 +6,10 @@
 //! (the `barge serve` command does, with axum) and does not decide what an outcome is (the
 //! audit step in `server::audit` reports each finished action here and in the log alike).
 //!
-//! The server never learns of an MD5 mismatch: the client compares the id it computed with
-//! the server's (`PROTOCOL.md` section 5), so mismatches are counted by clients, not here.
+//! The server cannot see an MD5 mismatch itself: the client compares the id it computed with
+//! the server's (`PROTOCOL.md` section 5). A client that finds one (it shows `Fail`) reports it
+//! with `MISMATCH` (the `barge` client and the web page do), and those reports are counted in
+//! `barge_md5_mismatches_total`; a client that does not report is not counted.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -94,6 +96,7 @@ pub struct Metrics {
     bytes_received: Counter,
     bytes_sent: Counter,
     transfers: Family<TransferLabels, Counter>,
+    md5_mismatches: Counter,
     temp_bytes: Gauge<u64, AtomicU64>,
     index_files: Gauge,
     hashing_backlog: Gauge,
@@ -141,6 +144,12 @@ impl Metrics {
             "File transfers by direction and outcome (ok, refused, aborted)",
             transfers.clone(),
         );
+        let md5_mismatches = Counter::default();
+        registry.register(
+            "md5_mismatches",
+            "Uploads whose client reported that its MD5 differs from the server's (shown as Fail)",
+            md5_mismatches.clone(),
+        );
         let temp_bytes = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "temp_bytes_in_flight",
@@ -174,6 +183,7 @@ impl Metrics {
             bytes_received,
             bytes_sent,
             transfers,
+            md5_mismatches,
             temp_bytes,
             index_files,
             hashing_backlog,
@@ -190,6 +200,11 @@ impl Metrics {
             .clone();
         gauge.inc();
         OpenConnection(gauge)
+    }
+
+    /// Counts a client's report of an MD5 mismatch (`MISMATCH`, or the web page's report).
+    pub fn md5_mismatch(&self) {
+        self.md5_mismatches.inc();
     }
 
     /// Counts a connection refused at the limits.

@@ -144,6 +144,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Best effort: removes a copy the server stored with the wrong content.
     pub(super) async fn delete_bad_copy(&mut self, name: &FileName) {
+        // Tell the server first, so its operator sees the failure in its metrics (a server
+        // from before MISMATCH refuses it; that changes nothing).
+        let _ = self
+            .simple(
+                &Request::Mismatch(FileRef {
+                    id: None,
+                    name: Some(name.clone()),
+                }),
+                Code::DONE,
+            )
+            .await;
         // A name that reads as an id would be taken as an id ("ids win"), and could delete
         // another file; leave such a copy alone.
         if FileId::parse(name.as_str()).is_err() {

@@ -184,6 +184,12 @@ impl Reply {
         )
     }
 
+    /// `250`: a client's report of an MD5 mismatch was counted.
+    #[must_use]
+    pub fn mismatch_noted() -> Self {
+        Self::new(Code::DONE, "Noted: a checksum mismatch was reported")
+    }
+
     /// `400`: `USER` or `TOKEN` on a session that is logged in.
     #[must_use]
     pub fn already_logged_in() -> Self {

@@ -81,6 +81,9 @@ pub enum Request {
     Pass(Secret),
     /// `TOKEN token`: log in with a token.
     Token(Secret),
+    /// `MISMATCH id-or-name`: the client's MD5 of a file it just uploaded differs from the id
+    /// the server answered (the client shows `Fail`); counted in the server's metrics.
+    Mismatch(FileRef),
     /// `PAIR slot A`: start a pairing exchange (section 5.10).
     Pair {
         /// The code's number, which picks the code on the server.
@@ -215,6 +218,9 @@ impl Request {
             })),
             "DELETE" | "RM" => Ok(Self::Delete(arg.map(FileRef::parse).transpose()?)),
             "HELP" => no_arg("HELP", Self::Help),
+            "MISMATCH" => Ok(Self::Mismatch(FileRef::parse(
+                arg.ok_or(ValueError::MissingField("MISMATCH id-or-name"))?,
+            )?)),
             "DISCONNECT" | "BYE" | "QUIT" | "EXIT" => no_arg("DISCONNECT", Self::Disconnect),
             "USER" => Ok(Self::User(
                 arg.filter(|a| !a.is_empty())
@@ -263,6 +269,7 @@ impl Request {
             Self::Delete(None) => "DELETE".to_owned(),
             Self::Delete(Some(r)) => format!("DELETE {}", r.as_str()),
             Self::Help => "HELP".to_owned(),
+            Self::Mismatch(r) => format!("MISMATCH {}", r.as_str()),
             Self::Disconnect => "DISCONNECT".to_owned(),
             Self::User(name) => format!("USER {name}"),
             Self::Pass(p) => format!("PASS {}", p.expose()),
@@ -343,6 +350,10 @@ mod tests {
                 Request::Delete(Some(FileRef::parse("gone.txt").unwrap())),
             ),
             ("HELP", Request::Help),
+            (
+                "MISMATCH a.txt",
+                Request::Mismatch(FileRef::parse("a.txt").unwrap()),
+            ),
             ("DISCONNECT", Request::Disconnect),
             ("bye", Request::Disconnect),
             ("Quit", Request::Disconnect),

@@ -36,6 +36,7 @@ pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Rout
         .route("/login", get(super::auth::login_link))
         .route("/api/files", get(list))
         .route("/api/rename", post(rename))
+        .route("/api/mismatch", post(mismatch))
         .route("/files/{*name}", get(download).put(upload).delete(delete))
         .layer(axum::middleware::from_fn(move |req, next| {
             super::guard::check(guard, req, next)
@@ -694,4 +695,31 @@ async fn delete(
         name: seen.as_str().to_owned(),
     })
     .into_response()))
+}
+
+#[derive(Deserialize)]
+struct MismatchJson {
+    name: String,
+}
+
+/// `POST /api/mismatch` with `{"name"}`: the page's MD5 of a file it just uploaded differs from
+/// the server's (it shows `Fail`). Counted in the metrics and the audit log; changes nothing
+/// (the server cannot check the claim). Needs the upload permission, and the CSRF token with
+/// a cookie, like an upload.
+async fn mismatch(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(args): Json<MismatchJson>,
+) -> Answer<Response> {
+    let access = gw.writer(&headers, peer.ip()).await?;
+    if !access.perms.may_put() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not upload",
+        );
+    }
+    let name = real_name(&access, &args.name)?;
+    gw.config.metrics.md5_mismatch();
+    Ok(super::audit::Noted::file(&name).on(StatusCode::NO_CONTENT.into_response()))
 }

@@ -71,6 +71,7 @@ fn command(method: &Method, path: &str) -> Option<&'static str> {
         (&Method::POST, "/api/login") | (&Method::GET, "/login") => "login",
         (&Method::POST, "/api/logout") => "logout",
         (&Method::POST, "/api/rename") => "rename",
+        (&Method::POST, "/api/mismatch") => "mismatch",
         (m, p) if p.starts_with("/files/") => match *m {
             Method::GET | Method::HEAD => "download",
             Method::PUT => "upload",

@@ -1144,3 +1144,21 @@ async fn a_download_cut_mid_body_is_logged_as_aborted_with_the_bytes_sent() -> T
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reported_mismatch_is_counted() -> TestResult {
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let web = start_with(WebConfig {
+        metrics: Arc::clone(&metrics),
+        ..WebConfig::default()
+    })
+    .await?;
+    let json = [("content-type", "application/json")];
+    let noted = call(&web, "POST", "/api/mismatch", &json, br#"{"name":"a.txt"}"#).await?;
+    assert_eq!(noted.status, StatusCode::NO_CONTENT);
+    let bad = call(&web, "POST", "/api/mismatch", &json, br#"{"name":"../x"}"#).await?;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let text = metrics.encode();
+    assert!(text.contains("barge_md5_mismatches_total 1"), "{text}");
+    Ok(())
+}

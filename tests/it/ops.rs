@@ -803,3 +803,23 @@ fn a_root_the_user_cannot_read_or_write_is_refused_in_words() -> TestResult {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_reported_md5_mismatch_is_counted_and_audited() -> TestResult {
+    let config = ServerConfig::default();
+    let metrics = Arc::clone(&config.metrics);
+    let server =
+        TestServer::start_with(tempfile::tempdir()?, StoreConfig::default(), config).await?;
+    let mut raw = server.raw().await?;
+    raw.upload("one", b"0123456789").await?;
+    assert_eq!(series(&metrics.encode(), "barge_md5_mismatches_total"), 0.0);
+    assert_eq!(
+        raw.cmd("MISMATCH one").await?,
+        "250 Noted: a checksum mismatch was reported"
+    );
+    assert!(raw.cmd("MISMATCH").await?.starts_with("400"));
+    assert_eq!(series(&metrics.encode(), "barge_md5_mismatches_total"), 1.0);
+    // Nothing was changed by the report.
+    assert_eq!(raw.list().await?.len(), 1);
+    Ok(())
+}

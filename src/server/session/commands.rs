@@ -24,6 +24,13 @@ impl<S: Stream> Session<'_, S> {
                 self.reply(Reply::bye());
                 Ok(Flow::Close)
             }
+            Request::Mismatch(_) => {
+                // The server cannot check the claim (only the client has its own MD5): it is
+                // counted for the operator, and changes nothing.
+                self.config.metrics.md5_mismatch();
+                self.reply(Reply::mismatch_noted());
+                Ok(Flow::Continue)
+            }
             Request::Upload(Some(spec)) => self.upload(spec, false).await,
             Request::Upload(None) => match self.ask_spec().await? {
                 Some(spec) => self.upload(spec, false).await,

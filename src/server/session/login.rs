@@ -41,6 +41,8 @@ pub(super) enum Login {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Nothing,
+    /// Any session that may run commands at all.
+    Any,
     List,
     Get,
     Put,
@@ -53,6 +55,7 @@ fn need(req: &Request) -> Need {
         Request::Upload(_) | Request::Put(_) => Need::Put,
         Request::Download(_) => Need::Get,
         Request::Rename(_) | Request::Delete(_) => Need::Modify,
+        Request::Mismatch(_) => Need::Any,
         Request::Help
         | Request::Disconnect
         | Request::User(_)
@@ -102,7 +105,7 @@ impl<S: Stream> Session<'_, S> {
             });
         };
         let allowed = match need {
-            Need::Nothing => true,
+            Need::Nothing | Need::Any => true,
             Need::List => p.may_list(),
             Need::Get => p.may_get(),
             Need::Put => p.may_put(),

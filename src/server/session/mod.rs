@@ -389,13 +389,16 @@ fn audited(req: &Request, pending_user: Option<&str>) -> Option<Action> {
         Request::Delete(_) => "delete",
         Request::Pass(_) | Request::Token(_) => "login",
         Request::Pair { .. } => "pair",
+        Request::Mismatch(_) => "mismatch",
         Request::Help | Request::Disconnect | Request::User(_) => return None,
     });
     match req {
         Request::Upload(Some(spec)) | Request::Put(spec) => {
             action.name(&spec.name).bytes(spec.size);
         }
-        Request::Download(Some(r)) | Request::Delete(Some(r)) => note_ref(&mut action, r),
+        Request::Download(Some(r)) | Request::Delete(Some(r)) | Request::Mismatch(r) => {
+            note_ref(&mut action, r);
+        }
         Request::Pass(_) => {
             if let Some(user) = pending_user {
                 action.name(user);

@@ -279,6 +279,13 @@ async function upload({ file, name, bar, st, detail }) {
     st.textContent = "Fail";
     st.className = "state bad";
     detail.textContent = `the server computed ${body.id}, this browser ${local || "(could not read the file)"}`;
+    // Tell the server, so its operator sees it (barge_md5_mismatches_total); best effort.
+    if (local) {
+      await fetch("/api/mismatch", {
+        method: "POST", headers: writeHeaders({ "Content-Type": "application/json" }),
+        body: JSON.stringify({ name: body.name }),
+      }).catch(() => null);
+    }
   }
   await refresh();
 }
