@@ -22,6 +22,7 @@ mod load;
 mod ops;
 mod pinning;
 mod props;
+mod readme;
 mod server;
 mod shell;
 mod spec;
