@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SCENARIOS = ("large", "disk", "small", "list", "concurrent", "idle")
+SCENARIOS = ("large", "disk", "small", "list", "concurrent", "idle", "web")
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -145,7 +145,8 @@ def main() -> int:
         log("peers: " + ", ".join(p.name for p in peers.list))
         steps = {"large": lambda: bench.large(peers), "disk": bench.disk,
                  "small": lambda: bench.small(peers), "list": bench.listing,
-                 "concurrent": bench.concurrent, "idle": bench.idle}
+                 "concurrent": bench.concurrent, "idle": bench.idle,
+                 "web": lambda: bench.web(peers)}
         for name in SCENARIOS:
             if name not in a.only:
                 continue

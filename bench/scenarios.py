@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from peers import TLS, Barge, BargeServer, Peer, Peers
+from peers import PLAIN, TLS, Barge, BargeServer, Peer, Peers
 from procs import KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file
 from report import Results, Row
 
@@ -568,3 +568,101 @@ class Bench:
                 s.close()
             srv.stop()
             shutil.rmtree(srv.root, ignore_errors=True)
+
+    # -- the web gateway (issue 14) --------------------------------------------------------------
+    def web(self, peers: Peers) -> None:
+        """barge's web gateway (`serve --web`) with curl as the client: one large file down and
+        up over HTTPS (plain HTTP for the plain row), beside `md5sum` of the same file and the
+        web servers among the peers (dufs+curl, when installed with --with-dufs), which move
+        the same bytes over plain HTTP without any verification. barge's upload is verified by
+        the server's MD5 in its answer (compared here on the first run, as the page does)."""
+        size = self.a.sizes[-1]
+        label = human(size)
+        log(f"web: {label}, {self.a.runs} runs")
+        d = self.work / f"web-{size}"
+        d.mkdir()
+        src = d / "src.bin"
+        make_random_file(src, size)
+        want = md5_file(src)
+        hash_s, up_s, down_s = f"hash {label}", f"web upload {label}", f"web download {label}"
+        self.res.refs.update({up_s: hash_s, down_s: hash_s})
+        r_md5 = self.res.row(hash_s, "md5sum", work=size, note="the limit")
+        webs = [p for p in peers.list if p.name.startswith(("dufs", "miniserve"))]
+        barges = [b for b in self.barges if b.mode in (TLS, PLAIN)]
+        servers: dict[str, tuple[BargeServer, str]] = {}
+        dest = d / "dest.bin"
+        try:
+            for b in barges:
+                srv = self.server(b, "web", ["--web", "0"])
+                url, deadline = None, time.monotonic() + 30
+                while url is None and time.monotonic() < deadline:
+                    text = srv.out.read_text()
+                    url = next((w for w in text.split() if w.startswith(("https://", "http://"))
+                                and ":" in w.split("//", 1)[1]), None)
+                    time.sleep(0.05)
+                if not url:
+                    raise RuntimeError(f"{b.name}: no web address in the banner: {text[:300]}")
+                servers[b.name] = (srv, url.rstrip("/"))
+                self.timed(b.put(srv, src, "dl.bin"), "barge put dl.bin")
+                note = "curl over " + ("HTTPS (-k; barge's own key)" if b.mode == TLS
+                                       else "plain HTTP")
+                self.res.row(up_s, f"{b.name} web", work=size, note=note)
+                self.res.row(down_s, f"{b.name} web", work=size, note=note)
+            for p in webs:
+                self.res.row(up_s, p.name, work=size, note=p.note)
+                self.res.row(down_s, p.name, work=size, note=p.note)
+
+            def check(path: Path, tool: str, first: bool) -> None:
+                got = path.stat().st_size
+                if got != size:
+                    raise RuntimeError(f"{tool}: {path} has {got} bytes, want {size}")
+                if first and md5_file(path) != want:
+                    raise RuntimeError(f"{tool}: {path} differs from the source")
+
+            def barge_down(name: str, run: int) -> None:
+                srv, base = servers[name]
+                row = self.res.row(down_s, f"{name} web")
+                srv.reset_peak()
+                row.add(self.timed(["curl", "-sSfk", "-o", str(dest), f"{base}/files/dl.bin"],
+                                   "curl web download", srv))
+                row.peaks.append(srv.peak())
+                check(dest, f"{name} web download", run == 0)
+                dest.unlink()
+
+            def barge_up(name: str, run: int) -> None:
+                srv, base = servers[name]
+                row = self.res.row(up_s, f"{name} web")
+                answer = d / "answer.json"
+                srv.reset_peak()
+                row.add(self.timed(["curl", "-sSfk", "-o", str(answer), "-T", str(src),
+                                    f"{base}/files/up-{run}.bin"], "curl web upload", srv))
+                row.peaks.append(srv.peak())
+                check(srv.root / f"up-{run}.bin", f"{name} web upload", run == 0)
+                if run == 0 and want not in answer.read_text():
+                    raise RuntimeError(f"{name} web upload: the answer lacks the MD5 {want}")
+                (srv.root / f"up-{run}.bin").unlink()
+
+            def peer_task(p: Peer, run: int, up: bool) -> None:
+                row = self.res.row(up_s if up else down_s, p.name)
+                row.add(p.up(src, dest) if up else p.down(src, dest))
+                check(dest, p.name, run == 0)
+                dest.unlink()
+
+            for run in range(self.a.runs):
+                order = [("md5sum", lambda: self.md5sum(r_md5, [str(src)]))]
+                for name in servers:
+                    order.append((f"{name} web down", lambda n=name, r=run: barge_down(n, r)))
+                    order.append((f"{name} web up", lambda n=name, r=run: barge_up(n, r)))
+                for p in webs:
+                    order.append((f"{p.name} down", lambda p=p, r=run: peer_task(p, r, False)))
+                    order.append((f"{p.name} up", lambda p=p, r=run: peer_task(p, r, True)))
+                # Rotate the order each run so slow drifts of the machine hit every tool alike.
+                k = run % len(order)
+                for what, fn in order[k:] + order[:k]:
+                    self.attempt(f"{what} {label} run {run + 1}", fn)
+                log(f"  run {run + 1}/{self.a.runs} done")
+        finally:
+            for srv, _ in servers.values():
+                srv.stop()
+                shutil.rmtree(srv.root, ignore_errors=True)
+            shutil.rmtree(d, ignore_errors=True)
