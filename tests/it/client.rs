@@ -440,6 +440,7 @@ async fn wrong_md5_on_upload_is_a_mismatch_and_the_copy_is_deleted() -> TestResu
         assert_eq!(actual, FileId([0; 16]));
         assert_eq!(expected.to_hex(), "5d41402abc4b2a76b9719d911017c592");
         assert_eq!(server.file("a.txt"), None, "the bad copy was deleted");
+        assert!(server.mismatch_reported("a.txt"), "the server was told");
 
         let mut results = Vec::new();
         let items = vec![PutItem {
@@ -452,6 +453,7 @@ async fn wrong_md5_on_upload_is_a_mismatch_and_the_copy_is_deleted() -> TestResu
             [Err(ClientError::ChecksumMismatch { .. })]
         ));
         assert_eq!(server.file("b.txt"), None, "the bad copy was deleted");
+        assert!(server.mismatch_reported("b.txt"), "the server was told");
         Ok(())
     })
     .await

@@ -98,6 +98,11 @@ impl FakeServer {
         self.files.lock().ok()?.get(name).cloned()
     }
 
+    /// Whether a client reported a mismatch for `name` (`MISMATCH name`).
+    pub(crate) fn mismatch_reported(&self, name: &str) -> bool {
+        self.file(&format!("{MISMATCH_KEY}{name}")).is_some()
+    }
+
     /// Stores a file directly.
     pub(crate) fn insert(&self, name: &str, data: &[u8]) {
         if let Ok(mut files) = self.files.lock() {
@@ -105,6 +110,9 @@ impl FakeServer {
         }
     }
 }
+
+/// Where a `MISMATCH` report is kept among the files: a NUL makes it no valid file name.
+const MISMATCH_KEY: &str = "\0mismatch:";
 
 /// Starts a fake server on 127.0.0.1 (port chosen by the system) on the current runtime.
 pub(crate) async fn start(quirks: Quirks) -> std::io::Result<FakeServer> {
@@ -273,6 +281,10 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                 }
             }
             Ok(Request::Help) => out.extend(b"211 2 commands\nLIST_FILES  list\nHELP  this\n"),
+            Ok(Request::Mismatch(r)) => {
+                lock()?.insert(format!("{MISMATCH_KEY}{}", r.as_str()), Vec::new());
+                out.extend(format!("{}\n", Reply::mismatch_noted()).bytes());
+            }
             Ok(Request::Disconnect) => {
                 s.get_mut()
                     .write_all(format!("{}\n", Reply::bye()).as_bytes())
