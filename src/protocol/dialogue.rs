@@ -7,7 +7,7 @@
 //! at the server's edge (`server::reply_for`), since the store knows nothing of the protocol.
 
 use super::request::DecodeError;
-use super::value::{DownloadHeader, FileId, ListingHeader};
+use super::value::{DownloadHeader, FileId, ListingHeader, RestHeader};
 use super::{Code, PROTOCOL_VERSION, Reply};
 
 /// The lines that follow `211`: one per command, with its aliases (section 5).
@@ -82,6 +82,22 @@ impl Reply {
     #[must_use]
     pub fn ready(size: u64) -> Self {
         Self::new(Code::READY, format!("Ready to receive {size} bytes"))
+    }
+
+    /// `352 <offset>`: a resumed upload goes on from `offset`; the server waits for the rest.
+    #[must_use]
+    pub fn resuming(offset: u64, size: u64) -> Self {
+        let rest = size.saturating_sub(offset);
+        Self::new(
+            Code::RESUMING,
+            format!("{offset} Send the {rest} bytes from byte {offset} on, then the file's MD5"),
+        )
+    }
+
+    /// `214 <count> <offset> <id> <name>`, followed by `count` bytes.
+    #[must_use]
+    pub fn rest_follows(header: &RestHeader) -> Self {
+        Self::new(Code::REST_FOLLOWS, header.encode())
     }
 
     /// `226 <id> Upload complete`.
