@@ -194,6 +194,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         };
         let part = part_path(path, header.id);
         let opened = std::fs::OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(true)
@@ -257,7 +258,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             self.in_exchange = false;
             return Ok(None);
         }
-        let opened = std::fs::OpenOptions::new().append(true).open(part);
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(part);
         let opened = match opened {
             Ok(f) => f,
             Err(e) => {

@@ -16,6 +16,9 @@ use super::{
 use crate::id::FileId;
 use crate::name::FileName;
 
+/// How long a `RESUME` waits for an upload of the same name to end before it is refused.
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The store the server uses: a backend with the protocol's rules around it.
 #[derive(Debug)]
 pub struct Store {
@@ -219,6 +222,27 @@ impl Store {
         ))
     }
 
+    /// [`reserve`](Self::reserve), waiting up to [`RESUME_WAIT`] while an upload of this very
+    /// name is still in progress: a resumed try usually follows a connection that broke a
+    /// moment ago, whose upload is still letting go of its name.
+    async fn reserve_soon(
+        &self,
+        name: &FileName,
+        size: u64,
+    ) -> Result<(Reservation, Others), StoreError> {
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        loop {
+            match self.reserve(name, size) {
+                Err(StoreError::UploadInProgress { uploading, .. })
+                    if &uploading == name && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Fails if an existing file's name is equivalent to `name` without being it.
     async fn check_equivalents(&self, name: &FileName) -> Result<(), StoreError> {
         match self.backend.equivalents(name).await?.into_iter().next() {
@@ -296,7 +320,7 @@ impl Store {
     pub async fn resume_upload(&self, key: PartialKey) -> Result<(Upload, u64), StoreError> {
         self.check_writable()?;
         self.check_size(key.size)?;
-        let (reservation, others) = self.reserve(&key.name, key.size)?;
+        let (reservation, others) = self.reserve_soon(&key.name, key.size).await?;
         self.check_equivalents(&key.name).await?;
         let (staged, offset) = self.backend.resume(&key).await?;
         let rest = key.size.saturating_sub(offset);
