@@ -249,6 +249,7 @@ pub fn reply_for(err: &StoreError) -> Reply {
         }
         StoreError::DiskFull => "Not enough disk space on the server".to_owned(),
         // The first word is the id of what the server held (PROTOCOL.md section 5.11).
+        StoreError::BeyondEnd { size, .. } => format!("{size} {}", capitalise(&err.to_string())),
         StoreError::ChecksumMismatch { actual, .. } => {
             format!("{actual} {}", capitalise(&err.to_string()))
         }

@@ -22,6 +22,7 @@ mod load;
 mod ops;
 mod pinning;
 mod props;
+mod resume;
 mod server;
 mod shell;
 mod spec;
