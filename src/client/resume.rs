@@ -37,13 +37,24 @@ pub const RESUME_MIN: u64 = 1 << 20;
 /// reached this many bytes of its file: how the tests interrupt a transfer at a set point.
 const KILL_AT: &str = "BARGE_TEST_KILL_AT";
 
-/// Kills this process at once if the test hook says so and `pos` bytes of the file are done.
+/// The environment variable that makes the client stop moving bytes (it sleeps, holding the
+/// connection) once a body has reached this many bytes of its file: how the tests kill the
+/// server at a set point of a transfer.
+const STALL_AT: &str = "BARGE_TEST_STALL_AT";
+
+/// Test hooks ([`KILL_AT`], [`STALL_AT`]): kills this process, or stalls it for a minute, once
+/// `pos` bytes of the file are done. Without those variables, nothing.
 pub(super) fn test_kill_at(pos: u64) {
-    static AT: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    let at = AT.get_or_init(|| std::env::var(KILL_AT).ok().and_then(|v| v.parse().ok()));
-    if at.is_some_and(|at| pos >= at) {
+    type At = std::sync::OnceLock<(Option<u64>, Option<u64>)>;
+    static AT: At = std::sync::OnceLock::new();
+    let read = |var| std::env::var(var).ok().and_then(|v| v.parse().ok());
+    let (kill, stall) = AT.get_or_init(|| (read(KILL_AT), read(STALL_AT)));
+    if kill.is_some_and(|at| pos >= at) {
         let _ =
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+    if stall.is_some_and(|at| pos >= at) {
+        std::thread::sleep(std::time::Duration::from_secs(60));
     }
 }
 

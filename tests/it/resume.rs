@@ -56,6 +56,19 @@ fn resumed_at(stderr: &[u8]) -> Option<u64> {
     at.split(' ').next()?.parse().ok()
 }
 
+/// Waits until the partials stop growing: the interrupted upload has ended on the server.
+fn settled(root: &Path) -> TestResult {
+    let mut last = u64::MAX;
+    wait_until(|| {
+        let now: u64 = partials(root).iter().map(|(_, l)| *l).sum();
+        let still = now == last && now > 0;
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+        still
+    })?;
+    Ok(())
+}
+
 fn big_file(dir: &Path, name: &str, seed: u64) -> TestResult<Vec<u8>> {
     let data = Noise::new(seed).bytes(SIZE);
     std::fs::write(dir.join(name), &data)?;
@@ -259,7 +272,7 @@ fn a_local_file_changed_between_tries_fails_the_check_and_nothing_is_kept() -> T
         .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
         .output()?;
     assert!(!fourth.status.success());
-    wait_until(|| partials(root.path()).iter().any(|(_, len)| *len > 0))?;
+    settled(root.path())?;
     let fifth = barge(port, work.path())
         .args(["put", "big.bin", "--as", "again.bin", "--no-resume"])
         .output()?;
@@ -293,6 +306,17 @@ async fn two_users(store: StoreConfig) -> TestResult<(TestServer, tempfile::Temp
     Ok((server, state))
 }
 
+/// Waits (without blocking the test's runtime, which runs the server too) for `cond`.
+async fn wait_for(mut cond: impl FnMut() -> bool) -> TestResult {
+    for _ in 0..2000 {
+        if cond() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("condition never became true".into())
+}
+
 async fn login(server: &TestServer, user: &str) -> TestResult<crate::common::Raw> {
     let mut raw = server.raw().await?;
     raw.cmd(&format!("USER {user}")).await?;
@@ -312,7 +336,7 @@ async fn the_resume_dialogue_on_the_wire() -> TestResult {
     assert!(reply.starts_with("352 0 "), "{reply}");
     raw.send(&data[..4]).await?;
     drop(raw);
-    wait_until(|| partials(server.root()).iter().any(|(_, l)| *l == 4))?;
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 4)).await?;
 
     let mut raw = server.raw().await?;
     // A partial is neither listed nor served.
@@ -329,7 +353,11 @@ async fn the_resume_dialogue_on_the_wire() -> TestResult {
     assert_eq!(raw.bytes(7).await?, &data[3..]);
     let reply = raw.cmd(&format!("DOWNLOAD_FROM 10 {id}")).await?;
     assert_eq!(reply, format!("214 0 10 {id} a.txt"));
-    assert!(raw.cmd("DOWNLOAD_FROM 11 a.txt").await?.starts_with("416 10 "));
+    assert!(
+        raw.cmd("DOWNLOAD_FROM 11 a.txt")
+            .await?
+            .starts_with("416 10 ")
+    );
 
     // A wrong MD5 after the body: nothing stored, nothing kept.
     let reply = raw.cmd("RESUME b.txt;10").await?;
@@ -353,7 +381,7 @@ async fn another_user_can_neither_continue_nor_read_a_partial() -> TestResult {
     assert!(alice.cmd("RESUME f;10").await?.starts_with("352 0 "));
     alice.send(&data[..6]).await?;
     drop(alice);
-    wait_until(|| partials(server.root()).iter().any(|(_, l)| *l == 6))?;
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 6)).await?;
 
     let mut bob = login(&server, "bob").await?;
     let reply = bob.cmd("RESUME f;10").await?;
@@ -361,7 +389,10 @@ async fn another_user_can_neither_continue_nor_read_a_partial() -> TestResult {
         reply.starts_with("352 0 "),
         "bob was offered alice's bytes: {reply}"
     );
+    drop(bob);
+    let mut bob = login(&server, "bob").await?;
     assert!(bob.cmd("DOWNLOAD f").await?.starts_with("404 "));
+    assert!(bob.list().await?.is_empty());
     drop(bob);
 
     let mut alice = login(&server, "alice").await?;
@@ -385,7 +416,7 @@ async fn old_partials_expire_and_their_number_is_bounded() -> TestResult {
     assert!(raw.cmd("RESUME old;10").await?.starts_with("352 0 "));
     raw.send(b"0123").await?;
     drop(raw);
-    wait_until(|| partials(server.root()).iter().any(|(_, l)| *l == 4))?;
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 4)).await?;
     // Two days old: past the default age of one day.
     let (old, _) = partials(server.root()).remove(0);
     let two_days_ago = rustix::fs::Timespec {
@@ -423,14 +454,15 @@ async fn old_partials_expire_and_their_number_is_bounded() -> TestResult {
         );
         raw.send(b"ab").await?;
         drop(raw);
-        wait_until(|| {
+        wait_for(|| {
             partials(server.root())
                 .iter()
                 .filter(|(_, l)| *l == 2)
                 .count()
                 >= (i + 1).min(2)
-        })?;
+        })
+        .await?;
     }
-    wait_until(|| partials(server.root()).len() <= 2)?;
+    wait_for(|| partials(server.root()).len() <= 2).await?;
     Ok(())
 }

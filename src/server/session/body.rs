@@ -50,7 +50,15 @@ pub(super) async fn receive_into<S: AsyncRead + AsyncWrite + Unpin>(
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
         let mut got = 0;
         while got < buf.len() {
-            got += conn.read_body(&mut buf[got..], stall).await?;
+            match conn.read_body(&mut buf[got..], stall).await {
+                Ok(n) => got += n,
+                Err(e) => {
+                    // What did arrive is kept for a resumed upload (a plain one drops it).
+                    buf.truncate(got);
+                    let _ = blocking(move || upload.write(&buf)).await;
+                    return Err(e);
+                }
+            }
         }
         return Ok(blocking(move || {
             upload.write(&buf)?;

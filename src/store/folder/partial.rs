@@ -99,7 +99,10 @@ pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
             .filter(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_file())
             .map(|st| {
                 SystemTime::UNIX_EPOCH
-                    + Duration::from_secs(u64::try_from(st.st_mtime).unwrap_or(0))
+                    + Duration::new(
+                        u64::try_from(st.st_mtime).unwrap_or(0),
+                        u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+                    )
             });
         let wellformed = name.len() == 64 + SUFFIX.len() && name.ends_with(SUFFIX);
         match modified {
