@@ -11,10 +11,12 @@ use super::value::{DownloadHeader, FileId, ListingHeader, RestHeader};
 use super::{Code, PROTOCOL_VERSION, Reply};
 
 /// The lines that follow `211`: one per command, with its aliases (section 5).
-pub const HELP_LINES: [&str; 9] = [
+pub const HELP_LINES: [&str; 11] = [
     "LIST_FILES             list the files, one id;name;size per line (also LIST, LIST FILES)",
     "UPLOAD [name;size]     upload a file: send its bytes after 350 (also PUT name;size, body at once)",
     "DOWNLOAD [id-or-name]  download a file: 213 size id name, then its bytes (also GET)",
+    "RESUME name;size       upload, continuing an interrupted one: 352 offset, the rest, then its MD5",
+    "DOWNLOAD_FROM n id     the rest of a file from byte n: 214 count n id name, then its bytes",
     "RENAME [old<TAB>new]   rename a file (also CHANGE, MV)",
     "DELETE [id-or-name]    delete a file (also RM)",
     "HELP                   this list",
