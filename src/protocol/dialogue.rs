@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn help_count_matches_its_lines_and_names_every_alias() {
         let h = Reply::help();
-        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 9);
+        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 11);
         let all = HELP_LINES.join("\n");
         for alias in [
             "LIST,",
@@ -283,6 +283,8 @@ mod tests {
             "CHANGE",
             "MV",
             "RM",
+            "RESUME",
+            "DOWNLOAD_FROM",
             "BYE",
             "QUIT",
             "EXIT",
