@@ -6,7 +6,8 @@
 //! if that MD5 is the one of what it holds; otherwise it drops everything (`460`) and the next
 //! try starts over.
 //!
-//! Download: the bytes go to a `.part` file next to the target named after the target and the
+//! Download (of a file of at least [`RESUME_MIN`] bytes): the bytes go to a `.part` file next
+//! to the target named after the target and the
 //! file's id (`.NAME.ID.barge-part`), kept when the transfer breaks off. The next `get` of the
 //! same target finds it, asks `DOWNLOAD_FROM <its length>`, appends, hashes the whole part from
 //! disk and moves it into place only if it hashes to the id. A part whose id is no longer the
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use md5::{Digest as _, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::download::{body_window, check_header};
+use super::download::{body_window, check_header, save_body};
 use super::exchange::{protocol, recv_reply, trace_body};
 use super::local::{exists, persist};
 use super::upload::verify_stored;
@@ -197,6 +198,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             return Err(self.unexpected(reply));
         }
         let header = check_header(file, &reply)?;
+        if header.size < RESUME_MIN {
+            // Small files gain nothing from a kept part: the usual temporary file, removed
+            // whatever happens.
+            trace_body(header.size);
+            self.rx.begin_body(self.min_rate, body_window(self.timeout));
+            let saved = save_body(
+                &mut self.rx,
+                self.timeout,
+                &header,
+                path,
+                overwrite,
+                progress,
+            )
+            .await;
+            if !matches!(&saved, Err(e) if e.is_connection_lost()) {
+                self.in_exchange = false;
+            }
+            saved?;
+            return Ok(Downloaded {
+                name: header.name,
+                id: header.id,
+                size: header.size,
+                path: path.to_owned(),
+            });
+        }
         let rest = RestHeader {
             count: header.size,
             offset: 0,
