@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SCENARIOS = ("large", "disk", "small", "list", "concurrent", "idle", "web")
+SCENARIOS = ("large", "disk", "small", "list", "concurrent", "idle", "web", "resume")
 
 
 def options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,7 +106,7 @@ def main() -> int:
     import report
     from peers import Barge, Peers, scrub_env
     from procs import PROCS, Busy, log
-    from scenarios import Bench
+    from scenarios import Bench, resume_and_folders
 
     want_peers = {p.strip() for p in a.peers.split(",") if p.strip()}
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -146,7 +146,8 @@ def main() -> int:
         steps = {"large": lambda: bench.large(peers), "disk": bench.disk,
                  "small": lambda: bench.small(peers), "list": bench.listing,
                  "concurrent": bench.concurrent, "idle": bench.idle,
-                 "web": lambda: bench.web(peers)}
+                 "web": lambda: bench.web(peers),
+                 "resume": lambda: resume_and_folders(bench)}
         for name in SCENARIOS:
             if name not in a.only:
                 continue

@@ -144,6 +144,26 @@ def judge(res: Results, a, peers) -> None:
     and of issue 9 (on the `barge (TLS)` rows); a baseline is shown in the table, not judged."""
     _judge_plain(res, a, peers)
     _judge_tls(res, a)
+    judge_resume(res)
+
+
+def judge_resume(res: Results) -> None:
+    """Issue 12's speed targets, on the first barge row of the `resume` scenario: `put -r` of
+    nested small files at >= 80 % of the flat rate, and a 1 GiB upload resumed at 50 % in
+    <= 0.6x the time of a full one."""
+    tree = [r for r in res.rows if r.scenario == "put -r 10,000 x 1 KiB nested"]
+    for t in tree:
+        flat = res.find("put 10,000 x 1 KiB flat", t.tool)
+        if t.median and flat and flat.median:
+            ratio = flat.median / t.median
+            res.target(f"[issue 12] put -r nested >= 80% of flat rate ({t.tool})", ratio >= 0.8,
+                       f"{ratio:.0%} ({t.median:.2f} s vs {flat.median:.2f} s flat)")
+    for r in [r for r in res.rows if r.scenario == "1 GiB upload, resumed at 50%"]:
+        full = res.find("1 GiB upload, full", r.tool)
+        if r.median and full and full.median:
+            ratio = r.median / full.median
+            res.target(f"[issue 12] resume at 50% <= 0.6x full upload ({r.tool})", ratio <= 0.6,
+                       f"{ratio:.2f}x ({r.median:.2f} s vs {full.median:.2f} s full)")
 
 
 def _judge_plain(res: Results, a, peers) -> None:

@@ -102,6 +102,9 @@ pub(crate) struct PutArgs {
     /// With -r, skip files the server has under the same name with the same MD5
     #[arg(long, requires = "recursive")]
     pub(crate) skip_existing: bool,
+    /// Start over instead of continuing what the server kept of an interrupted upload
+    #[arg(long)]
+    pub(crate) no_resume: bool,
     /// The shell's working folder on the server: names without `--as` go under it.
     #[arg(skip)]
     pub(crate) into: Option<FileName>,
@@ -138,6 +141,9 @@ pub(crate) struct GetArgs {
     /// With -r, skip files already here with the same MD5
     #[arg(long, requires = "recursive")]
     pub(crate) skip_existing: bool,
+    /// Start over instead of continuing a `.part` file left by an interrupted download
+    #[arg(long)]
+    pub(crate) no_resume: bool,
 }
 
 /// Options of `mv`.
@@ -173,6 +179,7 @@ pub(crate) async fn put(
     ui: &Ui,
     args: &PutArgs,
 ) -> anyhow::Result<()> {
+    client.set_resume(!args.no_resume);
     if args.files.iter().any(|p| p.as_os_str() == "-") {
         return paths::put_stdin(client, ui, args).await;
     }
@@ -382,6 +389,7 @@ pub(crate) async fn get(
     ui: &Ui,
     args: &GetArgs,
 ) -> anyhow::Result<()> {
+    client.set_resume(!args.no_resume);
     if args.output.as_ref().is_some_and(|p| p.as_os_str() == "-") {
         return paths::get_stdout(client, ui, args).await;
     }

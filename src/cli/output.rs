@@ -172,6 +172,13 @@ impl Ui {
     /// Moves a byte-counting bar; the first call tells its total.
     pub(crate) fn progress(&self, done: u64, total: u64) {
         if let Some(bar) = self.bar.borrow().as_ref() {
+            if bar.position() == 0 && bar.length() != Some(total) && done > 0 && done < total {
+                // The first event of a resumed transfer starts where the last try stopped.
+                self.note(format_args!(
+                    "Resuming at byte {done} of {total} ({}%)",
+                    done.saturating_mul(100) / total.max(1)
+                ));
+            }
             if bar.length() != Some(total) {
                 bar.set_length(total);
                 if self.bars && bar.is_hidden() && total >= MIN_BAR_BYTES {

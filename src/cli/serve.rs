@@ -86,6 +86,9 @@ pub(crate) struct ServeArgs {
     /// Most files the shared folder may hold; uploads over it are refused (507)
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     max_files: u64,
+    /// Seconds a partial upload (kept for `barge put` to resume) lives after its last byte
+    #[arg(long, default_value_t = 86_400, value_name = "SECS")]
+    partial_ttl: u64,
     /// Read options from a TOML file (keys as the flags: root = "/srv/share", port = 65432,
     /// read-only = true...); flags on the command line win
     #[arg(long, value_name = "FILE")]
@@ -195,6 +198,7 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         max_file_size: args.max_file_size,
         min_free_space: args.min_free_space,
         max_files: args.max_files,
+        partial_ttl: Duration::from_secs(args.partial_ttl),
         ..StoreConfig::default()
     };
     raise_fd_limit(args.max_connections);

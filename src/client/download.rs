@@ -108,6 +108,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     ) -> Result<Downloaded, ClientError> {
         // Refuse before asking when the target is already known.
         if let Some(path) = known_target(file, dest)? {
+            if self.resume {
+                return self
+                    .download_resumable(file, &path, overwrite, progress)
+                    .await;
+            }
             if !overwrite && exists(&path).await {
                 return Err(ClientError::AlreadyExists { path });
             }
@@ -268,6 +273,24 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
+    receive_at(rx, timeout, file, path, 0, size, progress).await
+}
+
+/// [`receive_body`] of the bytes of a `size`-byte file from `offset` on (a resumed download):
+/// progress counts from `offset`. The id returned is the MD5 of the bytes received.
+pub(super) async fn receive_at<R, P>(
+    rx: &mut Connection<R>,
+    timeout: Option<Duration>,
+    file: &std::fs::File,
+    path: &Path,
+    offset: u64,
+    size: u64,
+    progress: &mut P,
+) -> Result<FileId, ClientError>
+where
+    R: AsyncRead + AsyncWrite + Unpin,
+    P: FnMut(Progress),
+{
     // Hashing and writing run side by side on two lanes of the pool (see `transfer::Sink`).
     let sink = file.try_clone().and_then(|file| {
         transfer::Sink::new(file, true, |f: &mut std::fs::File, b: &[u8]| f.write_all(b))
@@ -275,11 +298,11 @@ where
     let mut sink = match sink {
         Ok(sink) => sink,
         Err(e) => {
-            rx.discard_body(size, timeout).await?;
+            rx.discard_body(size - offset, timeout).await?;
             return Err(ClientError::io(path)(e));
         }
     };
-    let mut done = 0;
+    let mut done = offset;
     progress(Progress { done, total: size });
     while done < size {
         if sink.failed() {
@@ -297,6 +320,7 @@ where
         buf.truncate(filled);
         done += filled as u64;
         sink.push(buf);
+        super::resume::test_kill_at(done);
         progress(Progress { done, total: size });
     }
     // Waits for the last write to reach the file; the data is not forced to disk, which is the

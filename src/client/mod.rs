@@ -26,6 +26,7 @@ pub mod glob;
 mod local;
 mod login;
 mod put_many;
+mod resume;
 mod secure;
 mod split;
 pub mod tree;
@@ -40,6 +41,7 @@ use tokio::net::TcpStream;
 pub use error::ClientError;
 pub use login::{LoggedIn, Paired};
 pub use put_many::PutItem;
+pub use resume::RESUME_MIN;
 pub use secure::{AnyStream, Duplex, Security};
 pub use types::{Destination, Downloaded, Listing, Progress, Verified};
 
@@ -100,6 +102,8 @@ pub struct Client<S> {
     broken: Option<String>,
     /// The TLS session's exporter value for pairing; `None` on a plain connection.
     pair_binding: Option<[u8; 32]>,
+    /// Resume uploads and downloads ([`set_resume`](Self::set_resume)).
+    resume: bool,
 }
 
 impl<S> std::fmt::Debug for Client<S> {
@@ -145,6 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             in_exchange: false,
             broken: None,
             pair_binding: None,
+            resume: false,
         };
         let reply = recv_reply(&mut client.rx, timeout).await?;
         match reply.code {
@@ -181,6 +186,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// keep over each window of the stall timeout ([`DEFAULT_MIN_RATE`]).
     pub fn set_min_rate(&mut self, bytes_per_second: u64) {
         self.min_rate = bytes_per_second;
+    }
+
+    /// Resume transfers (off by default): [`upload`](Self::upload) of a file of at least
+    /// [`RESUME_MIN`] bytes uses `RESUME`, continuing what the server kept of an interrupted
+    /// try, and [`download`](Self::download) to a target known before asking keeps a `.part`
+    /// file and continues it with `DOWNLOAD_FROM` (`PROTOCOL.md` sections 5.11 and 5.12).
+    pub fn set_resume(&mut self, on: bool) {
+        self.resume = on;
     }
 
     /// Whether the connection can still be used for another request.

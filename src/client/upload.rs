@@ -32,6 +32,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         mut progress: impl FnMut(Progress),
     ) -> Result<Verified, ClientError> {
         self.usable()?;
+        if self.resume {
+            let opened = open_regular(path).await;
+            let result = match opened {
+                Ok((file, size)) if size >= super::resume::RESUME_MIN => {
+                    // Nothing wrong is ever stored by a resumed upload: no copy to delete.
+                    let result = self
+                        .upload_resumable(file, size, path, name, &mut progress)
+                        .await;
+                    return self.settle(result);
+                }
+                Ok((file, size)) => {
+                    self.upload_opened(file, size, path, name, &mut progress)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let result = self.settle(result);
+            if let Err(ClientError::ChecksumMismatch { .. }) = result {
+                self.delete_bad_copy(name).await;
+            }
+            return result;
+        }
         let result = self.upload_inner(path, name, &mut progress).await;
         let result = self.settle(result);
         if let Err(ClientError::ChecksumMismatch { .. }) = result {
@@ -81,7 +103,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.upload_opened(file, size, path, name, progress).await
     }
 
-    async fn upload_opened<P: FnMut(Progress)>(
+    pub(super) async fn upload_opened<P: FnMut(Progress)>(
         &mut self,
         file: std::fs::File,
         size: u64,
@@ -119,6 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             done += chunk.len() as u64;
             // Dropping the chunk hands its buffer back for the next read.
             drop(chunk);
+            super::resume::test_kill_at(done);
             progress(Progress { done, total: size });
         }
         self.tx.flush(self.timeout).await?;

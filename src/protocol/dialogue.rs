@@ -7,14 +7,16 @@
 //! at the server's edge (`server::reply_for`), since the store knows nothing of the protocol.
 
 use super::request::DecodeError;
-use super::value::{DownloadHeader, FileId, ListingHeader};
+use super::value::{DownloadHeader, FileId, ListingHeader, RestHeader};
 use super::{Code, PROTOCOL_VERSION, Reply};
 
 /// The lines that follow `211`: one per command, with its aliases (section 5).
-pub const HELP_LINES: [&str; 9] = [
+pub const HELP_LINES: [&str; 11] = [
     "LIST_FILES             list the files, one id;name;size per line (also LIST, LIST FILES)",
     "UPLOAD [name;size]     upload a file: send its bytes after 350 (also PUT name;size, body at once)",
     "DOWNLOAD [id-or-name]  download a file: 213 size id name, then its bytes (also GET)",
+    "RESUME name;size       upload, continuing an interrupted one: 352 offset, the rest, then its MD5",
+    "DOWNLOAD_FROM n id     the rest of a file from byte n: 214 count n id name, then its bytes",
     "RENAME [old<TAB>new]   rename a file (also CHANGE, MV)",
     "DELETE [id-or-name]    delete a file (also RM)",
     "HELP                   this list",
@@ -82,6 +84,22 @@ impl Reply {
     #[must_use]
     pub fn ready(size: u64) -> Self {
         Self::new(Code::READY, format!("Ready to receive {size} bytes"))
+    }
+
+    /// `352 <offset>`: a resumed upload goes on from `offset`; the server waits for the rest.
+    #[must_use]
+    pub fn resuming(offset: u64, size: u64) -> Self {
+        let rest = size.saturating_sub(offset);
+        Self::new(
+            Code::RESUMING,
+            format!("{offset} Send the {rest} bytes from byte {offset} on, then the file's MD5"),
+        )
+    }
+
+    /// `214 <count> <offset> <id> <name>`, followed by `count` bytes.
+    #[must_use]
+    pub fn rest_follows(header: &RestHeader) -> Self {
+        Self::new(Code::REST_FOLLOWS, header.encode())
     }
 
     /// `226 <id> Upload complete`.
@@ -271,7 +289,7 @@ mod tests {
     #[test]
     fn help_count_matches_its_lines_and_names_every_alias() {
         let h = Reply::help();
-        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 9);
+        assert_eq!(ListingHeader::decode(&h.text).unwrap().count, 11);
         let all = HELP_LINES.join("\n");
         for alias in [
             "LIST,",
@@ -281,6 +299,8 @@ mod tests {
             "CHANGE",
             "MV",
             "RM",
+            "RESUME",
+            "DOWNLOAD_FROM",
             "BYE",
             "QUIT",
             "EXIT",

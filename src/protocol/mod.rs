@@ -16,7 +16,8 @@ pub use login::{Secret, redact};
 pub use reply::{Code, Reply};
 pub use request::{DecodeError, FileRef, RenameArgs, Request};
 pub use value::{
-    DownloadHeader, FileId, ListingEntry, ListingHeader, UploadSpec, ValueError, parse_size,
+    DownloadHeader, FileId, ListingEntry, ListingHeader, RestHeader, UploadSpec, ValueError,
+    parse_size,
 };
 
 /// The protocol name and version announced in the greeting (`220 barge/1 ready`).

@@ -14,6 +14,7 @@ impl Code {
     pub const LISTING: Self = Self(210);
     pub const HELP: Self = Self(211);
     pub const FILE_FOLLOWS: Self = Self(213);
+    pub const REST_FOLLOWS: Self = Self(214);
     pub const GREETING: Self = Self(220);
     pub const BYE: Self = Self(221);
     pub const STORED: Self = Self(226);
@@ -27,6 +28,7 @@ impl Code {
     pub const SEND_PASS: Self = Self(334);
     pub const PAIR_CONTINUE: Self = Self(336);
     pub const READY: Self = Self(350);
+    pub const RESUMING: Self = Self(352);
     pub const BAD_REQUEST: Self = Self(400);
     pub const FORBIDDEN: Self = Self(403);
     pub const NOT_FOUND: Self = Self(404);
@@ -34,9 +36,11 @@ impl Code {
     pub const CONFLICT: Self = Self(409);
     pub const TOO_LARGE: Self = Self(413);
     pub const LINE_TOO_LONG: Self = Self(414);
+    pub const BEYOND_END: Self = Self(416);
     pub const INVALID_NAME: Self = Self(422);
     pub const PAIR_FAILED: Self = Self(435);
     pub const LISTING_INCOMPLETE: Self = Self(451);
+    pub const CHECKSUM_MISMATCH: Self = Self(460);
     pub const INTERNAL: Self = Self(500);
     pub const NOT_LOGGED_IN: Self = Self(530);
     pub const UNAVAILABLE: Self = Self(503);

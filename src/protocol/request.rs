@@ -65,8 +65,17 @@ pub enum Request {
     Upload(Option<UploadSpec>),
     /// `PUT name;size`, the body following at once.
     Put(UploadSpec),
+    /// `RESUME name;size`: an upload that may continue a partial one (`PROTOCOL.md` 5.11).
+    Resume(UploadSpec),
     /// `DOWNLOAD` (ask for the id) or `DOWNLOAD id-or-name`.
     Download(Option<FileRef>),
+    /// `DOWNLOAD_FROM offset id-or-name`: the bytes of a file from `offset` on (5.12).
+    DownloadFrom {
+        /// The first byte wanted.
+        offset: u64,
+        /// The file.
+        target: FileRef,
+    },
     /// `RENAME`, `CHANGE`, `MV`.
     Rename(RenameArgs),
     /// `DELETE` (ask for the id) or `DELETE id-or-name`; also `RM`.
@@ -207,6 +216,17 @@ impl Request {
                 Ok(Self::Put(UploadSpec { name, size }))
             }
             "DOWNLOAD" | "GET" => Ok(Self::Download(arg.map(FileRef::parse).transpose()?)),
+            "RESUME" => Ok(Self::Resume(UploadSpec::decode(
+                arg.ok_or(ValueError::MissingField("RESUME name;size"))?,
+            )?)),
+            "DOWNLOAD_FROM" => {
+                let missing = ValueError::MissingField("DOWNLOAD_FROM offset id-or-name");
+                let (offset, target) = arg.and_then(|a| a.split_once(' ')).ok_or(missing)?;
+                Ok(Self::DownloadFrom {
+                    offset: parse_size(offset)?,
+                    target: FileRef::parse(target)?,
+                })
+            }
             "RENAME" | "CHANGE" | "MV" => Ok(Self::Rename(match arg {
                 None => RenameArgs::Prompt,
                 Some(a) => match a.split_once('\t') {
@@ -259,6 +279,10 @@ impl Request {
             Self::Upload(None) => "UPLOAD".to_owned(),
             Self::Upload(Some(spec)) => format!("UPLOAD {}", spec.encode()),
             Self::Put(spec) => format!("PUT {}", spec.encode()),
+            Self::Resume(spec) => format!("RESUME {}", spec.encode()),
+            Self::DownloadFrom { offset, target } => {
+                format!("DOWNLOAD_FROM {offset} {}", target.as_str())
+            }
             Self::Download(None) => "DOWNLOAD".to_owned(),
             Self::Download(Some(r)) => format!("DOWNLOAD {}", r.as_str()),
             Self::Rename(RenameArgs::Prompt) => "RENAME".to_owned(),
@@ -318,6 +342,20 @@ mod tests {
                 }),
             ),
             ("DOWNLOAD", Request::Download(None)),
+            (
+                "resume big file.iso;1000",
+                Request::Resume(UploadSpec {
+                    name: name("big file.iso"),
+                    size: 1000,
+                }),
+            ),
+            (
+                "DOWNLOAD_FROM 500 big file.iso",
+                Request::DownloadFrom {
+                    offset: 500,
+                    target: FileRef::parse("big file.iso").unwrap(),
+                },
+            ),
             (
                 "download fox.txt",
                 Request::Download(Some(FileRef {
@@ -444,6 +482,18 @@ mod tests {
             (
                 b"PASS ",
                 DecodeError::Value(ValueError::MissingField("PASS password")),
+            ),
+            (
+                b"RESUME",
+                DecodeError::Value(ValueError::MissingField("RESUME name;size")),
+            ),
+            (
+                b"DOWNLOAD_FROM 12",
+                DecodeError::Value(ValueError::MissingField("DOWNLOAD_FROM offset id-or-name")),
+            ),
+            (
+                b"DOWNLOAD_FROM -1 a",
+                DecodeError::Value(ValueError::BadSize("-1".into())),
             ),
             (
                 b"PAIR x y",

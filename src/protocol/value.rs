@@ -207,6 +207,60 @@ impl DownloadHeader {
     }
 }
 
+/// The data of a `214` reply (`DOWNLOAD_FROM`, `PROTOCOL.md` section 5.12):
+/// `<count> <offset> <id> <name>`, after which `count` bytes follow: the file's bytes from
+/// `offset` to its end, so the file's size is `offset + count`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestHeader {
+    /// The number of bytes that follow.
+    pub count: u64,
+    /// Where they start in the file.
+    pub offset: u64,
+    /// The id (MD5) of the whole file.
+    pub id: FileId,
+    /// The file's name on the server.
+    pub name: FileName,
+}
+
+impl RestHeader {
+    /// Decodes the text of a `214` reply.
+    ///
+    /// # Errors
+    /// A field that is missing or malformed, a name that breaks the naming rules, or an
+    /// offset and count whose sum is not a size.
+    pub fn decode(text: &str) -> Result<Self, ValueError> {
+        let mut parts = text.splitn(4, ' ');
+        let (Some(count), Some(offset), Some(id), Some(name)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(ValueError::BadReply(text.to_owned()));
+        };
+        let header = Self {
+            count: parse_size(count)?,
+            offset: parse_size(offset)?,
+            id: FileId::parse(id)?,
+            name: FileName::parse(name)?,
+        };
+        header
+            .offset
+            .checked_add(header.count)
+            .ok_or_else(|| ValueError::BadReply(text.to_owned()))?;
+        Ok(header)
+    }
+
+    /// The reply text `<count> <offset> <id> <name>`.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        format!(
+            "{} {} {} {}",
+            self.count,
+            self.offset,
+            self.id,
+            self.name.as_str()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +346,23 @@ mod tests {
             "4 9e107d9d372bb6826bd81d3542a419d6 ../../.bashrc",
         ] {
             assert!(DownloadHeader::decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rest_header() {
+        let h = RestHeader::decode("40 3 9e107d9d372bb6826bd81d3542a419d6 my fox.txt").unwrap();
+        assert_eq!((h.count, h.offset), (40, 3));
+        assert_eq!(h.name.as_str(), "my fox.txt");
+        assert_eq!(RestHeader::decode(&h.encode()).unwrap(), h);
+        for bad in [
+            "",
+            "40 3 9e107d9d372bb6826bd81d3542a419d6",
+            "40 x 9e107d9d372bb6826bd81d3542a419d6 a",
+            "18446744073709551615 1 9e107d9d372bb6826bd81d3542a419d6 a",
+            "4 0 9e107d9d372bb6826bd81d3542a419d6 ../x",
+        ] {
+            assert!(RestHeader::decode(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Action {
     to: Option<String>,
     id: Option<FileId>,
     bytes: Option<u64>,
+    /// Where a resumed transfer started (`RESUME`, `DOWNLOAD_FROM`).
+    resumed: Option<u64>,
     code: Option<u16>,
     reason: Option<String>,
     aborted: Option<&'static str>,
@@ -52,6 +54,7 @@ impl Action {
             to: None,
             id: None,
             bytes: None,
+            resumed: None,
             code: None,
             reason: None,
             aborted: None,
@@ -73,6 +76,12 @@ impl Action {
     /// The file's id.
     pub fn id(&mut self, id: FileId) -> &mut Self {
         self.id = Some(id);
+        self
+    }
+
+    /// Where a resumed transfer starts in its file.
+    pub fn resumed(&mut self, offset: u64) -> &mut Self {
+        self.resumed = Some(offset);
         self
     }
 
@@ -141,6 +150,7 @@ impl Action {
             to = self.to.as_deref(),
             id = id.as_deref(),
             bytes = self.bytes,
+            offset = self.resumed,
             duration_ms,
             outcome = outcome.as_str(),
             code = self.code,

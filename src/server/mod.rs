@@ -238,6 +238,8 @@ pub fn reply_for(err: &StoreError) -> Reply {
         | StoreError::TooManyFiles { .. }
         | StoreError::DiskFull => Code::INSUFFICIENT_STORAGE,
         StoreError::Incomplete { .. } => Code::BAD_REQUEST,
+        StoreError::ChecksumMismatch { .. } => Code::CHECKSUM_MISMATCH,
+        StoreError::BeyondEnd { .. } => Code::BEYOND_END,
         StoreError::ListingIncomplete { .. } => Code::LISTING_INCOMPLETE,
         StoreError::Locked | StoreError::Io { .. } | StoreError::Backend(_) => Code::INTERNAL,
     };
@@ -247,6 +249,11 @@ pub fn reply_for(err: &StoreError) -> Reply {
             "Internal server error; the operation was not done".to_owned()
         }
         StoreError::DiskFull => "Not enough disk space on the server".to_owned(),
+        // The first word is the id of what the server held (PROTOCOL.md section 5.11).
+        StoreError::BeyondEnd { size, .. } => format!("{size} {}", capitalise(&err.to_string())),
+        StoreError::ChecksumMismatch { actual, .. } => {
+            format!("{actual} {}", capitalise(&err.to_string()))
+        }
         other => capitalise(&other.to_string()),
     };
     Reply::new(code, text)

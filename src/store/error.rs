@@ -108,6 +108,24 @@ pub enum StoreError {
         /// What arrived.
         received: u64,
     },
+    /// A resumed upload's bytes do not hash to the id the client declared: nothing was kept.
+    #[error(
+        "checksum mismatch: the stored bytes hash to {actual}, not {expected}; nothing was kept, the next try starts over"
+    )]
+    ChecksumMismatch {
+        /// The client's MD5 of its whole file.
+        expected: FileId,
+        /// The MD5 of what the server held.
+        actual: FileId,
+    },
+    /// A download was asked to start past the end of the file.
+    #[error("offset {offset} is beyond the end of the file ({size} bytes)")]
+    BeyondEnd {
+        /// The offset asked for.
+        offset: u64,
+        /// The file's size.
+        size: u64,
+    },
     /// Another barge server already uses this folder.
     #[error("another barge server is already using this folder")]
     Locked,

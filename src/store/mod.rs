@@ -60,6 +60,10 @@ pub struct StoreConfig {
     pub inline_hash_time: std::time::Duration,
     /// Flush each upload to stable storage before it becomes visible (fsync).
     pub sync: bool,
+    /// How long a partial upload (`RESUME`) is kept after its last byte arrived.
+    pub partial_ttl: std::time::Duration,
+    /// The most partial uploads kept at once; starting one more drops the oldest.
+    pub max_partials: usize,
 }
 
 impl Default for StoreConfig {
@@ -73,6 +77,8 @@ impl Default for StoreConfig {
             inline_hash_budget: 64 << 20,
             inline_hash_time: std::time::Duration::from_millis(500),
             sync: true,
+            partial_ttl: std::time::Duration::from_secs(24 * 3600),
+            max_partials: 64,
         }
     }
 }
@@ -173,6 +179,18 @@ impl fmt::Display for Target {
     }
 }
 
+/// Which partial upload a `RESUME` may continue (`PROTOCOL.md` section 5.11): one kept for the
+/// same principal, name and size. A different size is a different upload.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PartialKey {
+    /// Who uploads: a user name, `token:<id>`, or empty for anonymous sessions.
+    pub owner: String,
+    /// The name it will be stored under (the real name, inside any confining folder).
+    pub name: FileName,
+    /// Its declared size.
+    pub size: u64,
+}
+
 /// An upload being written where it cannot be seen yet. [`write`](Self::write) is called on a
 /// blocking thread, chunk after chunk; the backend hashes what it stores (the id it returns is
 /// the MD5 of the bytes it keeps). Dropping it without a successful
@@ -191,6 +209,16 @@ pub trait Staged: Send + fmt::Debug {
     /// Fewer bytes than declared, [`StoreError::Exists`] / [`StoreError::NotAFolder`] if the
     /// name is taken or blocked, or a storage failure.
     fn commit(self: Box<Self>) -> Result<FileId, StoreError>;
+
+    /// The MD5 of every byte written so far (a resumed upload's kept prefix included), when
+    /// the backend can tell before committing; `None` otherwise. Blocking.
+    fn digest(&self) -> Option<FileId> {
+        None
+    }
+
+    /// Drops the upload and whatever it kept for a later resume: the next try starts over.
+    /// Blocking. The default is a plain drop, which is all a backend without resume needs.
+    fn discard(self: Box<Self>) {}
 }
 
 /// A place that keeps named files: the storage seam. Backends are thin: the rules of the
@@ -237,6 +265,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
             );
         }
         out
+    }
+
+    /// Starts a resumable upload (`RESUME`): continues the partial upload kept for `key`, if
+    /// there is one, or starts one that is kept if it is interrupted. Returns the staged upload
+    /// (its kept bytes already counted and hashed) and how many bytes it already holds.
+    ///
+    /// The default is "no resume": a plain [`begin`](Self::begin) at offset 0, dropped if it
+    /// is interrupted, which is always correct (a client then sends the whole file).
+    async fn resume(&self, key: &PartialKey) -> Result<(Box<dyn Staged>, u64), StoreError> {
+        Ok((self.begin(&key.name, key.size).await?, 0))
     }
 
     /// Renames a file, never replacing one; folders in `to` are created as needed.

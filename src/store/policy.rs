@@ -10,10 +10,14 @@ use std::sync::{Arc, Mutex};
 
 use super::reserve::{Held, Others, Reservation, Uploads, lock};
 use super::{
-    Backend, Download, FolderBackend, Listing, Space, Staged, StoreConfig, StoreError, Target,
+    Backend, Download, FolderBackend, Listing, PartialKey, Space, Staged, StoreConfig, StoreError,
+    Target,
 };
 use crate::id::FileId;
 use crate::name::FileName;
+
+/// How long a `RESUME` waits for an upload of the same name to end before it is refused.
+const RESUME_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The store the server uses: a backend with the protocol's rules around it.
 #[derive(Debug)]
@@ -57,6 +61,29 @@ impl Upload {
         let id = self.staged.commit()?;
         drop(self.reservation);
         Ok(id)
+    }
+
+    /// Completes a resumed upload only if every byte (the kept prefix included) hashes to
+    /// `expected`, the client's MD5 of its whole file; otherwise drops it and what was kept, so
+    /// the next try starts over (`PROTOCOL.md` section 5.11). Blocking.
+    ///
+    /// # Errors
+    /// [`StoreError::ChecksumMismatch`], or as [`finish`](Self::finish).
+    pub fn finish_verified(self, expected: FileId) -> Result<FileId, StoreError> {
+        match self.staged.digest() {
+            Some(actual) if actual != expected => {
+                self.staged.discard();
+                Err(StoreError::ChecksumMismatch { expected, actual })
+            }
+            // A backend that cannot tell before committing never resumes (offset 0, nothing
+            // kept); its id is checked by the caller after the commit.
+            _ => self.finish(),
+        }
+    }
+
+    /// Drops the upload and whatever it kept for a resume.
+    pub fn discard(self) {
+        self.staged.discard();
     }
 }
 
@@ -195,6 +222,27 @@ impl Store {
         ))
     }
 
+    /// [`reserve`](Self::reserve), waiting up to [`RESUME_WAIT`] while an upload of this very
+    /// name is still in progress: a resumed try usually follows a connection that broke a
+    /// moment ago, whose upload is still letting go of its name.
+    async fn reserve_soon(
+        &self,
+        name: &FileName,
+        size: u64,
+    ) -> Result<(Reservation, Others), StoreError> {
+        let deadline = tokio::time::Instant::now() + RESUME_WAIT;
+        loop {
+            match self.reserve(name, size) {
+                Err(StoreError::UploadInProgress { uploading, .. })
+                    if &uploading == name && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Fails if an existing file's name is equivalent to `name` without being it.
     async fn check_equivalents(&self, name: &FileName) -> Result<(), StoreError> {
         match self.backend.equivalents(name).await?.into_iter().next() {
@@ -260,6 +308,31 @@ impl Store {
             staged,
             reservation,
         })
+    }
+
+    /// Starts a resumable upload (`RESUME`, `PROTOCOL.md` section 5.11): the checks of
+    /// [`begin_upload`](Self::begin_upload), in the same order, then the partial upload kept for
+    /// `key` (if any) is continued. Returns the upload and how many bytes it already holds;
+    /// the free-space check counts only the bytes still to come (the kept ones are on disk).
+    ///
+    /// # Errors
+    /// As [`begin_upload`](Self::begin_upload).
+    pub async fn resume_upload(&self, key: PartialKey) -> Result<(Upload, u64), StoreError> {
+        self.check_writable()?;
+        self.check_size(key.size)?;
+        let (reservation, others) = self.reserve_soon(&key.name, key.size).await?;
+        self.check_equivalents(&key.name).await?;
+        let (staged, offset) = self.backend.resume(&key).await?;
+        let rest = key.size.saturating_sub(offset);
+        self.check_space(self.backend.free_space()?, &key.name, rest, others)?;
+        lock(&self.uploads).progress(&key.name, offset);
+        Ok((
+            Upload {
+                staged,
+                reservation,
+            },
+            offset,
+        ))
     }
 
     /// Stores several small files with one group commit where the backend has one: each file

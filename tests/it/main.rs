@@ -23,6 +23,7 @@ mod ops;
 mod pinning;
 mod props;
 mod readme;
+mod resume;
 mod server;
 mod shell;
 mod spec;

@@ -25,21 +25,44 @@ pub(super) async fn after_grace(shutdown: &CancellationToken, grace: Duration) {
 /// read in full so the connection stays in step.
 pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Connection<S>,
-    mut upload: Upload,
+    upload: Upload,
     size: u64,
     stall: Duration,
 ) -> Result<Result<FileId, StoreError>, TransportError> {
+    Ok(match receive_into(conn, upload, size, stall).await? {
+        Ok(upload) => blocking(move || upload.finish()).await,
+        Err(e) => Err(e),
+    })
+}
+
+/// Moves `size` bytes from the connection into `upload` and hands it back unfinished (a
+/// resumed upload is committed only once the client's MD5 has arrived). Errors as
+/// [`receive_body`].
+pub(super) async fn receive_into<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Connection<S>,
+    mut upload: Upload,
+    size: u64,
+    stall: Duration,
+) -> Result<Result<Upload, StoreError>, TransportError> {
     let stall = Some(stall);
     if size <= SMALL {
         // Small files: one read, one hop to the pool.
         let mut buf = vec![0u8; usize::try_from(size).unwrap_or(0)];
         let mut got = 0;
         while got < buf.len() {
-            got += conn.read_body(&mut buf[got..], stall).await?;
+            match conn.read_body(&mut buf[got..], stall).await {
+                Ok(n) => got += n,
+                Err(e) => {
+                    // What did arrive is kept for a resumed upload (a plain one drops it).
+                    buf.truncate(got);
+                    let _ = blocking(move || upload.write(&buf)).await;
+                    return Err(e);
+                }
+            }
         }
         return Ok(blocking(move || {
             upload.write(&buf)?;
-            upload.finish()
+            Ok(upload)
         })
         .await);
     }
@@ -66,7 +89,7 @@ pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
         sink.push(buf);
     }
     Ok(match sink.finish().await {
-        Ok((upload, _)) => blocking(move || upload.finish()).await,
+        Ok((upload, _)) => Ok(upload),
         Err(SinkError::Write(e)) => Err(e),
         Err(e) => Err(pool_error(&std::io::Error::other(e.to_string()))),
     })
@@ -79,20 +102,36 @@ pub(super) async fn receive_body<S: AsyncRead + AsyncWrite + Unpin>(
 pub(super) async fn send_body<S: Stream>(
     conn: &mut Connection<S>,
     d: Download,
+    offset: u64,
     stall: Option<Duration>,
 ) -> Result<bool, TransportError> {
-    let size = d.size;
-    let file = match d.body {
+    // The bytes from `offset` on (`DOWNLOAD_FROM`); the caller checked it is within the file.
+    let size = d.size.saturating_sub(offset);
+    let mut file = match d.body {
         Body::File(file) => file,
         Body::Bytes(bytes) => {
-            conn.write_body(&bytes, stall).await?;
-            return Ok(bytes.len() as u64 == size);
+            let rest = bytes.get(usize::try_from(offset).unwrap_or(usize::MAX)..);
+            let rest = rest.unwrap_or_default();
+            conn.write_body(rest, stall).await?;
+            return Ok(rest.len() as u64 == size);
         }
-        Body::Reader(reader) => return send_reader(conn, reader, size, stall).await,
+        Body::Reader(mut reader) => {
+            // A reader cannot seek: the bytes before the offset are read and dropped.
+            let mut head = (&mut reader).take(offset);
+            let mut sink = tokio::io::sink();
+            match tokio::io::copy(&mut head, &mut sink).await {
+                Ok(n) if n == offset => {}
+                _ => return Ok(false),
+            }
+            return send_reader(conn, reader, size, stall).await;
+        }
     };
     let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::Sequential);
-    if let Some(sent) = conn.send_file(&file, 0, size, stall).await? {
+    if let Some(sent) = conn.send_file(&file, offset, size, stall).await? {
         return Ok(sent == size);
+    }
+    if std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset)).is_err() {
+        return Ok(false);
     }
     let Ok(mut source) = Source::new(file, size, false) else {
         return Ok(false);

@@ -1,12 +1,12 @@
 //! Each command of the dialogue, run against the store (`PROTOCOL.md` section 5).
 
-use super::body::{after_grace, receive_body, send_body};
-use super::{Flow, Session};
+use super::body::{after_grace, blocking, receive_body, receive_into, send_body};
+use super::{Flow, Next, Session};
 use crate::protocol::{
-    DownloadHeader, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt, RenameArgs, Reply,
-    Request, UploadSpec,
+    Code, DownloadHeader, FileId, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt,
+    RenameArgs, Reply, Request, RestHeader, UploadSpec,
 };
-use crate::store::{Body, FileEntry, StoreError};
+use crate::store::{Body, FileEntry, PartialKey, StoreError, Target};
 use crate::transport::{Stream, TransportError};
 
 impl<S: Stream> Session<'_, S> {
@@ -37,10 +37,12 @@ impl<S: Stream> Session<'_, S> {
                 None => Ok(self.flow_after_prompt()),
             },
             Request::Put(spec) => self.upload(spec, true).await,
+            Request::Resume(spec) => self.resume(spec).await,
             Request::Download(target) => match self.or_ask(target, Prompt::Download).await? {
-                Some(target) => self.download(target).await,
+                Some(target) => self.download(target, None).await,
                 None => Ok(self.flow_after_prompt()),
             },
+            Request::DownloadFrom { offset, target } => self.download(target, Some(offset)).await,
             Request::Delete(target) => match self.or_ask(target, Prompt::Delete).await? {
                 Some(target) => {
                     self.delete(target).await;
@@ -228,7 +230,105 @@ impl<S: Stream> Session<'_, S> {
         Ok(Flow::Continue)
     }
 
-    async fn download(&mut self, target: FileRef) -> Result<Flow, TransportError> {
+    /// `RESUME name;size` (`PROTOCOL.md` section 5.11): the checks of `UPLOAD`, then `352
+    /// <offset>`, the rest of the body, and the client's MD5 of its whole file, which decides
+    /// whether the file is stored or what was kept is dropped.
+    async fn resume(&mut self, spec: UploadSpec) -> Result<Flow, TransportError> {
+        let stall = Some(self.config.stall_timeout);
+        let UploadSpec { name, size } = spec;
+        self.note(|a| {
+            a.name(&name).bytes(size);
+        });
+        let real = match self.real_name(&name) {
+            Ok(n) => n,
+            Err(reply) => {
+                self.reply(reply);
+                return Ok(Flow::Continue);
+            }
+        };
+        let key = PartialKey {
+            owner: self.owner(),
+            name: real.clone(),
+            size,
+        };
+        let (upload, offset) = match self.store.resume_upload(key).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let rest = size - offset;
+        self.note(|a| {
+            a.resumed(offset).bytes(rest);
+        });
+        let _in_flight = self.config.metrics.temp(rest);
+        self.reply(Reply::resuming(offset, size));
+        self.conn.flush(stall).await?;
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        self.begin_body();
+        let received = tokio::select! {
+            r = receive_into(&mut self.conn, upload, rest, self.config.stall_timeout) => r?,
+            () = after_grace(&shutdown, grace) => {
+                self.note(|a| a.abort("the server shut down"));
+                return Ok(Flow::Close);
+            }
+        };
+        // The body is followed by one line: the client's MD5 of its whole file. Until it has
+        // arrived, what was received stays kept for a later resume.
+        let line = match self.next_line().await {
+            Next::Line(line) => line,
+            Next::Gone => return Ok(Flow::Close),
+            Next::End(reply) => {
+                self.reply(reply);
+                return Ok(Flow::Close);
+            }
+        };
+        let expected = super::decode_text(&line)
+            .ok()
+            .and_then(|t| FileId::parse(t).ok());
+        let upload = match received {
+            Ok(upload) => upload,
+            Err(e) => {
+                self.refuse(&e);
+                return Ok(Flow::Continue);
+            }
+        };
+        let Some(expected) = expected else {
+            let _ = blocking(move || {
+                upload.discard();
+                Ok(())
+            })
+            .await;
+            self.reply(Reply::new(
+                Code::BAD_REQUEST,
+                "Expected the file's MD5 (32 hex digits) after its bytes; nothing was kept",
+            ));
+            return Ok(Flow::Continue);
+        };
+        match blocking(move || upload.finish_verified(expected)).await {
+            Ok(id) if id == expected => {
+                self.note(|a| {
+                    a.id(id);
+                });
+                self.reply(Reply::stored(&id));
+            }
+            Ok(actual) => {
+                // A backend that cannot hash before committing: take the wrong copy back.
+                let _ = self.store.delete(&Target::name(real)).await;
+                self.refuse(&StoreError::ChecksumMismatch { expected, actual });
+            }
+            Err(e) => self.refuse(&e),
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn download(
+        &mut self,
+        target: FileRef,
+        from: Option<u64>,
+    ) -> Result<Flow, TransportError> {
         self.note(|a| super::note_ref(a, &target));
         let target = match self.target(target, false).await {
             Ok(t) => t,
@@ -244,18 +344,38 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
+        let offset = from.unwrap_or(0);
+        if offset > d.size {
+            self.refuse(&StoreError::BeyondEnd {
+                offset,
+                size: d.size,
+            });
+            return Ok(Flow::Continue);
+        }
         self.note(|a| {
-            a.name(&d.name).id(d.id).bytes(d.size);
+            a.name(&d.name).id(d.id).bytes(d.size - offset);
         });
-        let header = DownloadHeader {
-            size: d.size,
-            id: d.id,
-            name: match self.scope() {
-                Some(scope) => scope.to_seen(&d.name).unwrap_or_else(|| d.name.clone()),
-                None => d.name.clone(),
-            },
+        let seen = match self.scope() {
+            Some(scope) => scope.to_seen(&d.name).unwrap_or_else(|| d.name.clone()),
+            None => d.name.clone(),
         };
-        self.reply(Reply::file_follows(&header));
+        if from.is_some() {
+            self.note(|a| {
+                a.resumed(offset);
+            });
+            self.reply(Reply::rest_follows(&RestHeader {
+                count: d.size - offset,
+                offset,
+                id: d.id,
+                name: seen,
+            }));
+        } else {
+            self.reply(Reply::file_follows(&DownloadHeader {
+                size: d.size,
+                id: d.id,
+                name: seen,
+            }));
+        }
         let stall = Some(self.config.stall_timeout);
         if let Body::Bytes(body) = &d.body {
             if body.len() as u64 != d.size {
@@ -264,7 +384,8 @@ impl<S: Stream> Session<'_, S> {
                 self.note(|a| a.abort("the file changed while being sent"));
                 return Ok(Flow::Close);
             }
-            self.conn.queue_body(body);
+            let rest = body.get(usize::try_from(offset).unwrap_or(usize::MAX)..);
+            self.conn.queue_body(rest.unwrap_or_default());
             return Ok(Flow::Continue);
         }
         let shutdown = self.shutdown.clone();
@@ -272,7 +393,7 @@ impl<S: Stream> Session<'_, S> {
         let name = d.name.clone();
         self.begin_body();
         let sent = tokio::select! {
-            r = send_body(&mut self.conn, d, stall) => r?,
+            r = send_body(&mut self.conn, d, offset, stall) => r?,
             () = after_grace(&shutdown, grace) => {
                 self.note(|a| a.abort("the server shut down"));
                 return Ok(Flow::Close);

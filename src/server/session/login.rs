@@ -52,8 +52,8 @@ enum Need {
 fn need(req: &Request) -> Need {
     match req {
         Request::ListFiles => Need::List,
-        Request::Upload(_) | Request::Put(_) => Need::Put,
-        Request::Download(_) => Need::Get,
+        Request::Upload(_) | Request::Put(_) | Request::Resume(_) => Need::Put,
+        Request::Download(_) | Request::DownloadFrom { .. } => Need::Get,
         Request::Rename(_) | Request::Delete(_) => Need::Modify,
         Request::Mismatch(_) => Need::Any,
         Request::Help
@@ -78,6 +78,15 @@ impl<S: Stream> Session<'_, S> {
             Login::LoggedOut | Login::Revoked => None,
             Login::Anonymous(p) => Some(*p),
             Login::In(principal) => Some(principal.perms),
+        }
+    }
+
+    /// Who owns the partial uploads this session makes (`RESUME`): the principal's name, or
+    /// empty for an anonymous session (anyone who may upload may continue those).
+    pub(super) fn owner(&self) -> String {
+        match &self.login {
+            Login::In(principal) => principal.name.clone(),
+            Login::LoggedOut | Login::Anonymous(_) => String::new(),
         }
     }
 

@@ -383,8 +383,8 @@ impl<S: Stream> Session<'_, S> {
 fn audited(req: &Request, pending_user: Option<&str>) -> Option<Action> {
     let mut action = Action::start(match req {
         Request::ListFiles => "list",
-        Request::Upload(_) | Request::Put(_) => "upload",
-        Request::Download(_) => "download",
+        Request::Upload(_) | Request::Put(_) | Request::Resume(_) => "upload",
+        Request::Download(_) | Request::DownloadFrom { .. } => "download",
         Request::Rename(_) => "rename",
         Request::Delete(_) => "delete",
         Request::Pass(_) | Request::Token(_) => "login",
@@ -393,12 +393,13 @@ fn audited(req: &Request, pending_user: Option<&str>) -> Option<Action> {
         Request::Help | Request::Disconnect | Request::User(_) => return None,
     });
     match req {
-        Request::Upload(Some(spec)) | Request::Put(spec) => {
+        Request::Upload(Some(spec)) | Request::Put(spec) | Request::Resume(spec) => {
             action.name(&spec.name).bytes(spec.size);
         }
-        Request::Download(Some(r)) | Request::Delete(Some(r)) | Request::Mismatch(r) => {
-            note_ref(&mut action, r);
-        }
+        Request::Download(Some(r))
+        | Request::Delete(Some(r))
+        | Request::Mismatch(r)
+        | Request::DownloadFrom { target: r, .. } => note_ref(&mut action, r),
         Request::Pass(_) => {
             if let Some(user) = pending_user {
                 action.name(user);

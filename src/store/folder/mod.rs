@@ -19,6 +19,7 @@
 mod fsops;
 mod hashing;
 mod index;
+mod partial;
 mod upload;
 mod walks;
 
@@ -33,7 +34,9 @@ use rustix::fs::{AtFlags, Mode, RenameFlags};
 use rustix::io::Errno;
 
 use self::index::{Index, Persist};
-use super::{Backend, Body, Download, Listing, Staged, StoreConfig, StoreError, Target};
+use super::{
+    Backend, Body, Download, Listing, PartialKey, Staged, StoreConfig, StoreError, Target,
+};
 use crate::id::FileId;
 use crate::name::{FileName, STATE_DIR};
 
@@ -54,6 +57,8 @@ struct Inner {
     /// The temp area. Replaced when it is found deleted (someone removed `.barge/tmp` while
     /// the server ran): uploads then recreate it instead of failing until a restart.
     tmp: Mutex<Arc<OwnedFd>>,
+    /// Partial uploads kept for `RESUME` ([`partial`]): not wiped at start.
+    partial: Arc<OwnedFd>,
     config: StoreConfig,
     index: Mutex<Index>,
     persist: Mutex<Persist>,
@@ -106,6 +111,8 @@ impl FolderBackend {
         let state = ensure_dir(&root_fd, STATE_DIR)?;
         let tmp = ensure_dir(&state, TMP_DIR)?;
         clear_dir(&tmp)?;
+        let partial = ensure_dir(&state, partial::PARTIAL_DIR)?;
+        partial::sweep(&partial, config.partial_ttl);
         let (persist, index) = Persist::open(&state).map_err(|e| match e {
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
             e => StoreError::Backend(Box::new(e)),
@@ -116,6 +123,7 @@ impl FolderBackend {
             root_path: root.to_path_buf(),
             root: root_fd,
             tmp: Mutex::new(Arc::new(tmp)),
+            partial: Arc::new(partial),
             config,
             index: Mutex::new(index),
             persist: Mutex::new(persist),
@@ -302,6 +310,18 @@ impl Backend for FolderBackend {
             let staged: Box<dyn Staged> =
                 Box::new(upload::FolderUpload::create(&inner, name, size)?);
             Ok(staged)
+        })
+        .await
+    }
+
+    async fn resume(&self, key: &PartialKey) -> Result<(Box<dyn Staged>, u64), StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let key = key.clone();
+        blocking(move || {
+            inner.check_free(&key.name)?;
+            let (upload, offset) = upload::FolderUpload::resume(&inner, &key)?;
+            let staged: Box<dyn Staged> = Box::new(upload);
+            Ok((staged, offset))
         })
         .await
     }

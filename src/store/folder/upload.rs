@@ -5,7 +5,7 @@
 //! one upload's temp file.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,12 +14,12 @@ use md5::{Digest, Md5};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::Inner;
 use super::fsops::{self, Meta};
 use super::index::Entry;
+use super::{Inner, partial};
 use crate::id::FileId;
 use crate::name::FileName;
-use crate::store::{Staged, StoreError};
+use crate::store::{PartialKey, Staged, StoreError};
 
 /// An upload being written to the temp area. Dropped before it is linked, it removes its temp
 /// file: nothing of a failed upload is ever visible.
@@ -37,6 +37,9 @@ pub(super) struct FolderUpload {
     hasher: Md5,
     written: u64,
     linked: bool,
+    /// A resumable upload: its file is a partial in `.barge/partial/`, kept when the upload
+    /// is dropped unfinished (a broken connection), removed by [`Staged::discard`].
+    keep: bool,
 }
 
 impl FolderUpload {
@@ -76,7 +79,55 @@ impl FolderUpload {
             hasher: Md5::new(),
             written: 0,
             linked: false,
+            keep: false,
         })
+    }
+
+    /// Continues (or starts) the partial upload kept for `key`: its kept bytes are hashed
+    /// again from disk, never trusted. Returns the upload and how many bytes it holds.
+    pub(super) fn resume(inner: &Arc<Inner>, key: &PartialKey) -> Result<(Self, u64), StoreError> {
+        let dir = Arc::clone(&inner.partial);
+        let leaf = partial::leaf(key);
+        let cfg = &inner.config;
+        let (mut file, len) =
+            partial::open(&dir, &leaf, key.size, cfg.partial_ttl, cfg.max_partials)?;
+        let mut hasher = Md5::new();
+        let mut buf = vec![0u8; crate::transfer::CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let n = file.read(&mut buf[..want]).map_err(StoreError::io_on(
+                "reading the partial upload of",
+                Some(&key.name),
+            ))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+        }
+        let len = len - left;
+        file.seek(io::SeekFrom::Start(len))
+            .map_err(StoreError::io_on(
+                "reading the partial upload of",
+                Some(&key.name),
+            ))?;
+        Ok((
+            Self {
+                inner: Arc::clone(inner),
+                name: key.name.clone(),
+                size: key.size,
+                tmp: dir,
+                tmp_leaf: leaf,
+                file: Some(file),
+                closed: None,
+                hasher,
+                written: len,
+                linked: false,
+                keep: true,
+            },
+            len,
+        ))
     }
 
     /// Closes the temp file's handle, keeping what [`complete`](Self::complete) needs, so that
@@ -189,12 +240,20 @@ impl Staged for FolderUpload {
         let sync = self.inner.config.sync;
         self.complete(sync)
     }
+
+    fn digest(&self) -> Option<FileId> {
+        Some(FileId(self.hasher.clone().finalize().into()))
+    }
+
+    fn discard(mut self: Box<Self>) {
+        self.keep = false;
+    }
 }
 
 impl Drop for FolderUpload {
     fn drop(&mut self) {
         self.file = None;
-        if !self.linked {
+        if !self.linked && !self.keep {
             let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         }
     }

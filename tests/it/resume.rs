@@ -1,0 +1,468 @@
+//! Resumed transfers (`PROTOCOL.md` sections 5.11 and 5.12): the dialogue on a raw socket, the
+//! binary killed (and the server killed) partway through a large upload and download and run
+//! again, a local file changed between tries, partials of another user, and expiry.
+//!
+//! Where a transfer stops is set by the client's test hooks (`BARGE_TEST_KILL_AT`: SIGKILL
+//! itself once that many bytes of the file are done; `BARGE_TEST_STALL_AT`: stop moving bytes
+//! there), so "30 %" does not depend on timing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use assert_cmd::Command;
+
+use barge::security::throttle::Policy;
+use barge::security::users::{Permissions, Scope, Users};
+use barge::server::{Access, AccessOptions, ServerConfig};
+use barge::store::StoreConfig;
+
+use crate::common::{TestResult, TestServer, md5_hex};
+use crate::support::{BinServer, Noise, wait_until};
+
+const SIZE: usize = 24 << 20;
+const KILL_AT: usize = SIZE * 3 / 10;
+/// The hooks fire at the end of the chunk that crosses `KILL_AT`.
+const KILL_BY: u64 = (KILL_AT + 256 * 1024) as u64;
+const VERIFICATION: i32 = 4;
+
+/// The binary, pointed at `port`, run in `dir`.
+fn barge(port: u16, dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
+    cmd.current_dir(dir)
+        .env("BARGE_HOST", "127.0.0.1")
+        .env("BARGE_PORT", port.to_string())
+        .env("BARGE_HISTORY", "")
+        .env("BARGE_PLAIN", "true")
+        .env_remove("BARGE_LOG")
+        .timeout(Duration::from_secs(60));
+    cmd
+}
+
+fn partials(root: &Path) -> Vec<(PathBuf, u64)> {
+    std::fs::read_dir(root.join(".barge/partial"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The offset a run said it resumed at (`Resuming at byte N of ...`), if it did.
+fn resumed_at(stderr: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(stderr);
+    let at = text.split("Resuming at byte ").nth(1)?;
+    at.split(' ').next()?.parse().ok()
+}
+
+/// Waits until the partials stop growing: the interrupted upload has ended on the server.
+fn settled(root: &Path) -> TestResult {
+    let mut last = u64::MAX;
+    wait_until(|| {
+        let now: u64 = partials(root).iter().map(|(_, l)| *l).sum();
+        let still = now == last && now > 0;
+        last = now;
+        std::thread::sleep(Duration::from_millis(300));
+        still
+    })?;
+    Ok(())
+}
+
+fn big_file(dir: &Path, name: &str, seed: u64) -> TestResult<Vec<u8>> {
+    let data = Noise::new(seed).bytes(SIZE);
+    std::fs::write(dir.join(name), &data)?;
+    Ok(data)
+}
+
+fn listed(port: u16, dir: &Path) -> TestResult<String> {
+    let out = barge(port, dir).arg("ls").output()?;
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn a_client_killed_mid_upload_continues_from_the_servers_partial() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let data = big_file(work.path(), "big.bin", 1)?;
+
+    let first = barge(port, work.path())
+        .args(["put", "big.bin"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success(), "the first try was not interrupted");
+    // The server keeps what arrived.
+    wait_until(|| partials(root.path()).iter().any(|(_, len)| *len > 0))?;
+    let kept = partials(root.path());
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        !listed(port, work.path())?.contains("big.bin"),
+        "a partial is never listed"
+    );
+
+    let second = barge(port, work.path()).args(["put", "big.bin"]).output()?;
+    assert!(second.status.success(), "{second:?}");
+    let offset = resumed_at(&second.stderr).ok_or("the second try did not resume")?;
+    // Fewer bytes were sent the second time: only those after the offset.
+    assert!(offset > 0 && offset <= KILL_BY, "offset {offset}");
+    assert!(listed(port, work.path())?.contains(&md5_hex(&data)));
+    assert_eq!(std::fs::read(root.path().join("big.bin"))?, data);
+    assert!(
+        partials(root.path()).is_empty(),
+        "the partial became the file"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_client_killed_mid_download_continues_from_its_part_file() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let data = big_file(root.path(), "big.bin", 2)?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+
+    let first = barge(port, work.path())
+        .args(["get", "big.bin"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    let part = work
+        .path()
+        .join(format!(".big.bin.{}.barge-part", md5_hex(&data)));
+    let kept = std::fs::metadata(&part)?.len();
+    assert!(kept > 0 && kept < SIZE as u64, "part of {kept} bytes");
+    assert!(!work.path().join("big.bin").exists());
+
+    let second = barge(port, work.path()).args(["get", "big.bin"]).output()?;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(resumed_at(&second.stderr), Some(kept));
+    assert_eq!(std::fs::read(work.path().join("big.bin"))?, data);
+    assert!(!part.exists(), "the part became the file");
+
+    // A corrupted part fails the check and is removed; the next try starts over.
+    std::fs::remove_file(work.path().join("big.bin"))?;
+    std::fs::write(&part, vec![0u8; 1000])?;
+    let bad = barge(port, work.path()).args(["get", "big.bin"]).output()?;
+    assert_eq!(bad.status.code(), Some(VERIFICATION), "{bad:?}");
+    assert!(!part.exists() && !work.path().join("big.bin").exists());
+    let again = barge(port, work.path()).args(["get", "big.bin"]).output()?;
+    assert!(again.status.success());
+    assert_eq!(resumed_at(&again.stderr), None);
+    assert_eq!(std::fs::read(work.path().join("big.bin"))?, data);
+    Ok(())
+}
+
+/// Runs `args` with the stall hook at 30 %, kills the server once the transfer has stopped
+/// there, then the stalled client; returns the server's port.
+fn stall_then_kill_server(
+    server: BinServer,
+    work: &Path,
+    args: &[&str],
+    progress: impl Fn() -> u64,
+) -> TestResult<u16> {
+    let port = server.addr.port();
+    let mut client = std::process::Command::new(env!("CARGO_BIN_EXE_barge"))
+        .current_dir(work)
+        .env("BARGE_HOST", "127.0.0.1")
+        .env("BARGE_PORT", port.to_string())
+        .env("BARGE_PLAIN", "true")
+        .env("BARGE_TEST_STALL_AT", KILL_AT.to_string())
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    // Wait until the bytes stop growing near 30 %.
+    let mut last = u64::MAX;
+    wait_until(|| {
+        let now = progress();
+        let still = now == last && now > 0;
+        last = now;
+        std::thread::sleep(Duration::from_millis(200));
+        still
+    })?;
+    server.kill()?;
+    client.kill()?;
+    client.wait()?;
+    Ok(port)
+}
+
+#[test]
+fn a_server_killed_mid_upload_keeps_the_partial_across_a_restart() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let data = big_file(work.path(), "big.bin", 3)?;
+    let server = BinServer::start(root.path(), &[])?;
+    let r = root.path().to_owned();
+    let port = stall_then_kill_server(server, work.path(), &["put", "big.bin"], || {
+        partials(&r).iter().map(|(_, l)| *l).sum()
+    })?;
+    let kept: u64 = partials(root.path()).iter().map(|(_, l)| *l).sum();
+    assert!(kept > 0 && kept <= KILL_BY, "kept {kept}");
+
+    let _server = BinServer::start_on(root.path(), port, &["--plain"])?;
+    assert_eq!(partials(root.path()).len(), 1, "a restart keeps partials");
+    let second = barge(port, work.path()).args(["put", "big.bin"]).output()?;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(resumed_at(&second.stderr), Some(kept));
+    assert_eq!(std::fs::read(root.path().join("big.bin"))?, data);
+    Ok(())
+}
+
+#[test]
+fn a_server_killed_mid_download_is_continued_after_a_restart() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let data = big_file(root.path(), "big.bin", 4)?;
+    let part = work
+        .path()
+        .join(format!(".big.bin.{}.barge-part", md5_hex(&data)));
+    let server = BinServer::start(root.path(), &[])?;
+    let p = part.clone();
+    let port = stall_then_kill_server(server, work.path(), &["get", "big.bin"], || {
+        std::fs::metadata(&p).map_or(0, |m| m.len())
+    })?;
+    let kept = std::fs::metadata(&part)?.len();
+    assert!(kept > 0 && kept < SIZE as u64);
+
+    let _server = BinServer::start_on(root.path(), port, &["--plain"])?;
+    let second = barge(port, work.path()).args(["get", "big.bin"]).output()?;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(resumed_at(&second.stderr), Some(kept));
+    assert_eq!(std::fs::read(work.path().join("big.bin"))?, data);
+    Ok(())
+}
+
+#[test]
+fn a_local_file_changed_between_tries_fails_the_check_and_nothing_is_kept() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let mut data = big_file(work.path(), "big.bin", 5)?;
+    let first = barge(port, work.path())
+        .args(["put", "big.bin"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    wait_until(|| partials(root.path()).iter().any(|(_, len)| *len > 0))?;
+
+    // Same size, different first bytes: the kept prefix no longer matches.
+    data[..100].fill(0);
+    std::fs::write(work.path().join("big.bin"), &data)?;
+    let second = barge(port, work.path()).args(["put", "big.bin"]).output()?;
+    assert_eq!(second.status.code(), Some(VERIFICATION), "{second:?}");
+    assert!(resumed_at(&second.stderr).is_some());
+    assert!(
+        !root.path().join("big.bin").exists(),
+        "nothing wrong is stored"
+    );
+    assert!(partials(root.path()).is_empty(), "nothing wrong is kept");
+
+    let third = barge(port, work.path()).args(["put", "big.bin"]).output()?;
+    assert!(third.status.success(), "{third:?}");
+    assert_eq!(resumed_at(&third.stderr), None, "the next try starts over");
+    assert_eq!(std::fs::read(root.path().join("big.bin"))?, data);
+
+    // --no-resume sends everything even when the server kept a partial.
+    let fourth = barge(port, work.path())
+        .args(["put", "big.bin", "--as", "again.bin"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!fourth.status.success());
+    settled(root.path())?;
+    let fifth = barge(port, work.path())
+        .args(["put", "big.bin", "--as", "again.bin", "--no-resume"])
+        .output()?;
+    assert!(fifth.status.success(), "{fifth:?}");
+    assert_eq!(resumed_at(&fifth.stderr), None);
+    Ok(())
+}
+
+/// An in-process server with users alice and bob, both allowed everything.
+async fn two_users(store: StoreConfig) -> TestResult<(TestServer, tempfile::TempDir)> {
+    let state = tempfile::tempdir()?;
+    let db = Users::open(state.path())?;
+    for name in ["alice", "bob"] {
+        db.add_user(name, "pw-pw-pw-pw", Permissions::ALL, &Scope::whole_share())?;
+    }
+    let access = Arc::new(Access::with_policy(
+        db,
+        AccessOptions {
+            public: false,
+            read_only: false,
+            loopback: true,
+            tls: false,
+        },
+        Policy::default(),
+    ));
+    let config = ServerConfig {
+        access,
+        ..ServerConfig::default()
+    };
+    let server = TestServer::start_with(tempfile::tempdir()?, store, config).await?;
+    Ok((server, state))
+}
+
+/// Waits (without blocking the test's runtime, which runs the server too) for `cond`.
+async fn wait_for(mut cond: impl FnMut() -> bool) -> TestResult {
+    for _ in 0..2000 {
+        if cond() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err("condition never became true".into())
+}
+
+async fn login(server: &TestServer, user: &str) -> TestResult<crate::common::Raw> {
+    let mut raw = server.raw().await?;
+    raw.cmd(&format!("USER {user}")).await?;
+    let reply = raw.cmd("PASS pw-pw-pw-pw").await?;
+    assert!(reply.starts_with("230 "), "{reply}");
+    Ok(raw)
+}
+
+#[tokio::test]
+async fn the_resume_dialogue_on_the_wire() -> TestResult {
+    let server = TestServer::start().await?;
+    let data = b"0123456789";
+    let id = md5_hex(data);
+
+    let mut raw = server.raw().await?;
+    let reply = raw.cmd("RESUME a.txt;10").await?;
+    assert!(reply.starts_with("352 0 "), "{reply}");
+    raw.send(&data[..4]).await?;
+    drop(raw);
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 4)).await?;
+
+    let mut raw = server.raw().await?;
+    // A partial is neither listed nor served.
+    assert!(raw.list().await?.is_empty());
+    assert!(raw.cmd("DOWNLOAD a.txt").await?.starts_with("404 "));
+    let reply = raw.cmd("RESUME a.txt;10").await?;
+    assert!(reply.starts_with("352 4 "), "{reply}");
+    raw.send(&data[4..]).await?;
+    assert_eq!(raw.cmd(&id).await?, format!("226 {id} Upload complete"));
+
+    // From an offset: 214 <count> <offset> <id> <name>, then the rest.
+    let reply = raw.cmd("DOWNLOAD_FROM 3 a.txt").await?;
+    assert_eq!(reply, format!("214 7 3 {id} a.txt"));
+    assert_eq!(raw.bytes(7).await?, &data[3..]);
+    let reply = raw.cmd(&format!("DOWNLOAD_FROM 10 {id}")).await?;
+    assert_eq!(reply, format!("214 0 10 {id} a.txt"));
+    assert!(
+        raw.cmd("DOWNLOAD_FROM 11 a.txt")
+            .await?
+            .starts_with("416 10 ")
+    );
+
+    // A wrong MD5 after the body: nothing stored, nothing kept.
+    let reply = raw.cmd("RESUME b.txt;10").await?;
+    assert!(reply.starts_with("352 0 "), "{reply}");
+    raw.send(data).await?;
+    let wrong = md5_hex(b"something else");
+    let reply = raw.cmd(&wrong).await?;
+    assert!(reply.starts_with(&format!("460 {id} ")), "{reply}");
+    assert!(raw.cmd("DOWNLOAD b.txt").await?.starts_with("404 "));
+    assert!(partials(server.root()).is_empty());
+    // The connection goes on.
+    assert_eq!(raw.list().await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_user_can_neither_continue_nor_read_a_partial() -> TestResult {
+    let (server, _state) = two_users(StoreConfig::default()).await?;
+    let data = b"0123456789";
+    let mut alice = login(&server, "alice").await?;
+    assert!(alice.cmd("RESUME f;10").await?.starts_with("352 0 "));
+    alice.send(&data[..6]).await?;
+    drop(alice);
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 6)).await?;
+
+    let mut bob = login(&server, "bob").await?;
+    let reply = bob.cmd("RESUME f;10").await?;
+    assert!(
+        reply.starts_with("352 0 "),
+        "bob was offered alice's bytes: {reply}"
+    );
+    drop(bob);
+    let mut bob = login(&server, "bob").await?;
+    assert!(bob.cmd("DOWNLOAD f").await?.starts_with("404 "));
+    assert!(bob.list().await?.is_empty());
+    drop(bob);
+
+    let mut alice = login(&server, "alice").await?;
+    let reply = alice.cmd("RESUME f;10").await?;
+    assert!(reply.starts_with("352 6 "), "{reply}");
+    alice.send(&data[6..]).await?;
+    let id = md5_hex(data);
+    assert_eq!(alice.cmd(&id).await?, format!("226 {id} Upload complete"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn old_partials_expire_and_their_number_is_bounded() -> TestResult {
+    let store = StoreConfig {
+        max_partials: 2,
+        ..StoreConfig::default()
+    };
+    let server =
+        TestServer::start_with(tempfile::tempdir()?, store, ServerConfig::default()).await?;
+    let mut raw = server.raw().await?;
+    assert!(raw.cmd("RESUME old;10").await?.starts_with("352 0 "));
+    raw.send(b"0123").await?;
+    drop(raw);
+    wait_for(|| partials(server.root()).iter().any(|(_, l)| *l == 4)).await?;
+    // Two days old: past the default age of one day.
+    let (old, _) = partials(server.root()).remove(0);
+    let two_days_ago = rustix::fs::Timespec {
+        tv_sec: i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs(),
+        )? - 2 * 86_400,
+        tv_nsec: 0,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        &old,
+        &rustix::fs::Timestamps {
+            last_access: two_days_ago,
+            last_modification: two_days_ago,
+        },
+        rustix::fs::AtFlags::empty(),
+    )?;
+    let mut raw = server.raw().await?;
+    let reply = raw.cmd("RESUME old;10").await?;
+    assert!(
+        reply.starts_with("352 0 "),
+        "an expired partial was offered: {reply}"
+    );
+    drop(raw);
+
+    // At most two kept: a third drops the oldest.
+    for (i, name) in ["n1", "n2", "n3"].into_iter().enumerate() {
+        let mut raw = server.raw().await?;
+        assert!(
+            raw.cmd(&format!("RESUME {name};10"))
+                .await?
+                .starts_with("352 0 ")
+        );
+        raw.send(b"ab").await?;
+        drop(raw);
+        wait_for(|| {
+            partials(server.root())
+                .iter()
+                .filter(|(_, l)| *l == 2)
+                .count()
+                >= (i + 1).min(2)
+        })
+        .await?;
+    }
+    wait_for(|| partials(server.root()).len() <= 2).await?;
+    Ok(())
+}
