@@ -28,7 +28,7 @@ use barge::security::identity::Identity;
 use barge::security::pair;
 use barge::security::users::Users;
 use barge::server::{self, Access, AccessOptions, Grant, ServerConfig};
-use barge::store::{Store, StoreConfig};
+use barge::store::StoreConfig;
 
 /// Options of `barge serve`.
 #[derive(clap::Args, Debug)]

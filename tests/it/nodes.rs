@@ -184,7 +184,7 @@ async fn two_nodes_serve_one_share() -> TestResult {
     assert_eq!(b.download(&big_id).await?.1, big);
     assert_eq!(b.download("docs/hello.txt").await?.1, b"hello from one\n");
     // Rename on two, delete on one: both see it.
-    assert_code(&b.cmd("RENAME docs/hello.txt;docs/hi.txt").await?, 250);
+    assert_code(&b.cmd("RENAME docs/hello.txt\tdocs/hi.txt").await?, 250);
     assert_code(&a.cmd("DOWNLOAD docs/hello.txt").await?, 404);
     assert_code(&a.cmd("DELETE docs/hi.txt").await?, 250);
     assert_eq!(b.list().await?.len(), 1);
