@@ -103,7 +103,7 @@ pub(crate) struct ServeArgs {
     #[command(flatten)]
     announce: super::discover::AnnounceArgs,
     #[command(flatten)]
-    storage: super::storage::StorageArgs,
+    storage: Box<super::storage::StorageArgs>,
 }
 
 /// How `barge serve` writes its log.

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -98,8 +97,8 @@ async fn open_object(
         .await
         .with_context(|| format!("opening the catalog {}", redact(&catalog_url)))?;
     let sweep = SweepConfig {
-        every: (args.sweep_every > 0).then(|| Duration::from_secs(args.sweep_every)),
-        grace: Duration::from_secs(args.sweep_grace),
+        every: (args.sweep_every > 0).then(|| std::time::Duration::from_secs(args.sweep_every)),
+        grace: std::time::Duration::from_secs(args.sweep_grace),
         ..SweepConfig::default()
     };
     let backend = ObjectBackend::open(op, Arc::new(catalog), args.storage_quota, sweep)
@@ -129,6 +128,7 @@ async fn open_object(
 }
 
 /// A database URL without its password.
+#[cfg_attr(not(feature = "s3"), allow(dead_code))]
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
