@@ -27,7 +27,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, CatalogEntry, now_ms};
-use super::{Backend, Body, Download, FileEntry, Listing, Space, Staged, StoreError};
+use super::{Backend, Body, Download, Listing, Space, Staged, StoreError};
 use crate::id::FileId;
 use crate::name::FileName;
 
@@ -269,19 +269,12 @@ impl ObjectBackend {
 #[async_trait::async_trait]
 impl Backend for ObjectBackend {
     async fn list(&self) -> Result<Listing, StoreError> {
-        let rows = self.catalog.list().await?;
-        self.files.store(rows.len() as u64, Ordering::Relaxed);
+        let entries = self.catalog.listing().await?;
+        self.files.store(entries.len() as u64, Ordering::Relaxed);
         self.used
-            .store(rows.iter().map(|r| r.size).sum(), Ordering::Relaxed);
+            .store(entries.iter().map(|r| r.size).sum(), Ordering::Relaxed);
         Ok(Listing {
-            entries: rows
-                .into_iter()
-                .map(|r| FileEntry {
-                    id: r.id,
-                    name: r.name,
-                    size: r.size,
-                })
-                .collect(),
+            entries,
             pending: 0,
         })
     }
