@@ -305,3 +305,84 @@ async fn two_stores_share_one_namespace() {
     assert!(matches!(rb, Err(StoreError::Equivalent { .. })), "{rb:?}");
     assert_eq!(fx.leftovers(), 0);
 }
+
+/// Speed, by hand (`cargo test --lib store_vs_raw -- --ignored --nocapture`): an upload and a
+/// download of 128 MiB through the store as a ratio of OpenDAL's own PUT and GET of the same
+/// bytes to the same S3 server (issue 15 asks for at least 0.8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn store_vs_raw_opendal() {
+    use std::time::Instant;
+    use tokio::io::AsyncReadExt as _;
+    let fx = S3::new();
+    let store = fx.open(StoreConfig::default());
+    let (backend, _) = fx.opened();
+    let op = backend.operator().clone();
+    let data: Vec<u8> = (0..128u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mib = data.len() as f64 / f64::from(1 << 20);
+    let mut rows = Vec::new();
+    for round in 0..3 {
+        let t = Instant::now();
+        let mut w = op
+            .writer_with(&format!("raw{round}"))
+            .chunk(crate::store::object::PART)
+            .concurrent(crate::store::object::PARTS)
+            .await
+            .unwrap();
+        for c in data.chunks(256 << 10) {
+            w.write(c.to_vec()).await.unwrap();
+        }
+        w.close().await.unwrap();
+        let raw_put = t.elapsed();
+        let t = Instant::now();
+        let mut up = store
+            .begin_upload(n(&format!("f{round}")), data.len() as u64)
+            .await
+            .unwrap();
+        let d = data.clone();
+        tokio::task::spawn_blocking(move || {
+            for c in d.chunks(256 << 10) {
+                up.write(c).unwrap();
+            }
+            up.finish().unwrap()
+        })
+        .await
+        .unwrap();
+        let put = t.elapsed();
+        let t = Instant::now();
+        let reader = op
+            .reader_with(&format!("raw{round}"))
+            .chunk(crate::store::object::PART)
+            .concurrent(2)
+            .await
+            .unwrap();
+        let mut rd = tokio_util::compat::FuturesAsyncReadCompatExt::compat(
+            reader
+                .into_futures_async_read(0..data.len() as u64)
+                .await
+                .unwrap(),
+        );
+        let mut sink = vec![0u8; 256 << 10];
+        while rd.read(&mut sink).await.unwrap() > 0 {}
+        let raw_get = t.elapsed();
+        let t = Instant::now();
+        let dl = store.download(&r(&format!("f{round}"))).await.unwrap();
+        let Body::Reader(mut rd) = dl.body else {
+            panic!("a large body is a stream")
+        };
+        while rd.read(&mut sink).await.unwrap() > 0 {}
+        let get = t.elapsed();
+        rows.push((raw_put, put, raw_get, get));
+    }
+    for (raw_put, put, raw_get, get) in &rows {
+        eprintln!(
+            "128 MiB: raw PUT {:.0} MiB/s, store upload {:.0} MiB/s ({:.2}x); raw GET {:.0} MiB/s, store download {:.0} MiB/s ({:.2}x)",
+            mib / raw_put.as_secs_f64(),
+            mib / put.as_secs_f64(),
+            raw_put.as_secs_f64() / put.as_secs_f64(),
+            mib / raw_get.as_secs_f64(),
+            mib / get.as_secs_f64(),
+            raw_get.as_secs_f64() / get.as_secs_f64(),
+        );
+    }
+}
