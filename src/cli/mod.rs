@@ -16,6 +16,7 @@ mod output;
 mod remote;
 pub(crate) mod serve;
 mod shell;
+mod storage;
 mod web;
 mod words;
 

@@ -28,7 +28,7 @@ use barge::security::identity::Identity;
 use barge::security::pair;
 use barge::security::users::Users;
 use barge::server::{self, Access, AccessOptions, Grant, ServerConfig};
-use barge::store::{Store, StoreConfig};
+use barge::store::StoreConfig;
 
 /// Options of `barge serve`.
 #[derive(clap::Args, Debug)]
@@ -105,6 +105,8 @@ pub(crate) struct ServeArgs {
     qr_token: bool,
     #[command(flatten)]
     announce: super::discover::AnnounceArgs,
+    #[command(flatten)]
+    storage: Box<super::storage::StorageArgs>,
 }
 
 /// How `barge serve` writes its log.
@@ -133,7 +135,17 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         return show_identity(&state_dir);
     }
     check_flags(&args, plain)?;
-    let root = super::ops::check_root(&args.root)?;
+    if args.storage.is_object() && args.state_dir.is_none() {
+        anyhow::bail!(
+            "--storage has no shared folder to keep the server's state in: add --state-dir DIR"
+        );
+    }
+    // With --storage there is no shared folder: nothing to check or create.
+    let root = if args.storage.is_object() {
+        super::ops::Root::Exists
+    } else {
+        super::ops::check_root(&args.root)?
+    };
     // Bind first: a port in use (another server) must fail before anything is created.
     let listener = listen(host, port)
         .await
@@ -202,18 +214,16 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         ..StoreConfig::default()
     };
     raise_fd_limit(args.max_connections);
-    let store = Store::open(&args.root, store_config)
-        .with_context(|| format!("opening the shared folder `{}`", args.root.display()))?;
-    let shown = std::fs::canonicalize(&args.root).unwrap_or_else(|_| args.root.clone());
+    let (store, shown) =
+        super::storage::open(&args.storage, &args.root, &state_dir, store_config).await?;
     // Scripts and tests read the address at the end of this first line: keep its shape.
     println!(
-        "barge {} sharing {} on {addr}{}",
+        "barge {} sharing {shown} on {addr}{}",
         env!("CARGO_PKG_VERSION"),
-        shown.display(),
         if args.read_only { " (read-only)" } else { "" }
     );
     if created_root {
-        println!("Created the folder {} (it did not exist).", shown.display());
+        println!("Created the folder {shown} (it did not exist).");
     }
     let fingerprint = identity.as_ref().map(|i| i.fingerprint().to_string());
     match &fingerprint {
@@ -477,7 +487,7 @@ async fn wait_for_signal() {
 }
 
 /// Parses `1234`, `64K`, `10M`, `2G`, `1T` (powers of 1024).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (digits, shift) = match s.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => {
@@ -486,7 +496,8 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
                 'M' => 20,
                 'G' => 30,
                 'T' => 40,
-                _ => return Err(format!("unknown size suffix in {s:?}; use K, M, G or T")),
+                'P' => 50,
+                _ => return Err(format!("unknown size suffix in {s:?}; use K, M, G, T or P")),
             };
             (&s[..i], shift)
         }

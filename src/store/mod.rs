@@ -4,8 +4,9 @@
 //! - [`Backend`] is the seam: one job per method, no policy. It is written so that an object
 //!   store can implement it (no inodes, no hard links, no `sendfile` required; a conditional
 //!   commit instead of "link, do not replace").
-//! - [`FolderBackend`] keeps the files in a plain folder (the shared folder), and
-//!   [`MemoryBackend`] keeps them in memory, for tests.
+//! - [`FolderBackend`] keeps the files in a plain folder (the shared folder),
+//!   `ObjectBackend` keeps them in an S3 bucket with their names in a [`catalog`] (SQLite or
+//!   PostgreSQL), and [`MemoryBackend`] keeps them in memory, for tests.
 //! - [`Store`] wraps any backend with the rules of `PROTOCOL.md`: read-only, the size limit and
 //!   the free-space reserve, names with an upload in progress, Unicode-equivalent names, and
 //!   "ids win over names" with the ambiguous-id rule.
@@ -13,9 +14,13 @@
 //! The store takes names ([`FileName`]) and ids ([`FileId`]); it knows nothing of the wire
 //! (the server turns a request's file reference into a [`Target`]) nor of sockets.
 
+#[cfg(feature = "s3")]
+pub mod catalog;
 mod error;
 mod folder;
 mod memory;
+#[cfg(feature = "s3")]
+pub mod object;
 mod policy;
 mod reserve;
 
@@ -28,6 +33,8 @@ use tokio::io::AsyncRead;
 pub use error::StoreError;
 pub use folder::FolderBackend;
 pub use memory::MemoryBackend;
+#[cfg(feature = "s3")]
+pub use object::ObjectBackend;
 pub use policy::{Store, Upload};
 
 use crate::id::FileId;

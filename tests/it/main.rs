@@ -19,6 +19,7 @@ mod faults;
 mod folders;
 mod hostile;
 mod load;
+mod nodes;
 mod ops;
 mod pinning;
 mod props;

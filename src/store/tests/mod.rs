@@ -1,5 +1,6 @@
 //! The store test suite: every rule of the policy layer and every promise a backend makes
-//! ([`suite`]), run against both backends (the folder on a temp folder, and memory); and the
+//! ([`suite`]), run against every backend (the folder on a temp folder, memory, and the object
+//! backend on an in-process S3 server with a SQLite catalog, [`object`]); and the
 //! tests of what only a folder has ([`folder_only`]: symlinks, the index, the temp area,
 //! hashing in the background). The helpers shared by both live here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +13,11 @@ use tokio::io::AsyncReadExt;
 use super::*;
 
 mod budgets;
+#[cfg(feature = "s3")]
+mod catalog;
 mod folder_only;
+#[cfg(feature = "s3")]
+mod object;
 mod suite;
 use crate::name::FileName;
 
@@ -145,6 +150,15 @@ macro_rules! suite {
                 #[tokio::test]
                 async fn $test() {
                     super::suite::$test(&super::Memory::new()).await;
+                }
+            )*
+        }
+        #[cfg(feature = "s3")]
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::suite::$test(&super::object::S3::new()).await;
                 }
             )*
         }
