@@ -25,7 +25,7 @@ use super::download::{body_window, check_header, save_body, target_or_skip};
 use super::exchange::{recv_reply, refusal, trace_body, trace_sent};
 use super::local::{exists_now, known_target, persist_now, temp_file_for};
 use super::{ClientError, Destination, Downloaded};
-use crate::protocol::{Code, DownloadHeader, FileId, FileRef};
+use crate::protocol::{Code, FileId, FileRef};
 use crate::transfer;
 use crate::transport::Connection;
 
@@ -40,9 +40,9 @@ const LINE_BUDGET: usize = 32 * 1024;
 /// out together.
 const GROUP: usize = 128;
 
-/// Bodies up to this size are received whole into memory and saved in one trip to the
-/// blocking pool (a body that fits the one chunk buffer costs no extra memory); for small
-/// files that trip is most of the cost. Larger ones are streamed.
+/// Bodies up to this size are received whole into memory and saved several at a time in one
+/// trip to the blocking pool ([`Held`]); for small files that trip is most of the cost. Larger
+/// ones are streamed.
 const SMALL: u64 = transfer::CHUNK as u64;
 
 /// What the writer tells the reader about each item, in order.
@@ -119,7 +119,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
         );
         let reader = read_downloads(
             &mut self.rx,
-            &mut self.chunk,
             from_writer,
             &budget,
             overwrite,
@@ -244,7 +243,6 @@ async fn check_targets(
 
 async fn read_downloads<R>(
     rx: &mut Connection<R>,
-    chunk: &mut Vec<u8>,
     mut from_writer: mpsc::Receiver<Sent>,
     budget: &Semaphore,
     overwrite: bool,
@@ -254,6 +252,7 @@ async fn read_downloads<R>(
 where
     R: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut held = Held::default();
     while let Some(sent) = from_writer.recv().await {
         let (index, outcome) = match sent {
             Sent::Skipped { index, error } => (index, Err(error)),
@@ -269,18 +268,102 @@ where
                     timeout,
                     min_rate,
                 };
-                let outcome = receive(rx, chunk, &file, to).await;
+                let outcome = receive(rx, &mut held, on_result, &file, to).await;
                 budget.add_permits(cost);
-                (index, outcome)
+                match outcome {
+                    Ok(Received::Small(small)) => {
+                        held.push(index, small);
+                        // Saved together once enough are held, or before waiting on the
+                        // network (the next reply is not here yet).
+                        if held.full() || rx.buffered() == 0 {
+                            held.save(overwrite, on_result).await;
+                        }
+                        continue;
+                    }
+                    Ok(Received::Saved(done)) => (index, Ok(done)),
+                    Err(e) => (index, Err(e)),
+                }
             }
         };
+        // Outcomes are told in order: the small files held before this one first.
+        held.save(overwrite, on_result).await;
         match outcome {
             // The connection is out of step or closing: nothing after this can be trusted.
             Err(e) if e.is_connection_lost() => return Err(e),
             outcome => on_result(index, outcome),
         }
     }
+    held.save(overwrite, on_result).await;
     Ok(())
+}
+
+/// Small files received whole and not saved yet: saved together, in order, in one trip to the
+/// blocking pool (for small files that trip is most of the cost).
+#[derive(Default)]
+struct Held {
+    files: Vec<(usize, Small)>,
+    bytes: usize,
+}
+
+/// A small file received whole: where it goes and its bytes.
+struct Small {
+    done: Downloaded,
+    body: Vec<u8>,
+}
+
+/// Held small files are saved once there are this many, or this many bytes.
+const HELD_FILES: usize = 64;
+const HELD_BYTES: usize = 1 << 20;
+
+impl Held {
+    fn push(&mut self, index: usize, small: Small) {
+        self.bytes += small.body.len();
+        self.files.push((index, small));
+    }
+
+    fn full(&self) -> bool {
+        self.files.len() >= HELD_FILES || self.bytes >= HELD_BYTES
+    }
+
+    /// Saves the held files in order (each as [`save_body`] would) and tells their outcomes.
+    async fn save(
+        &mut self,
+        overwrite: bool,
+        on_result: &mut impl FnMut(usize, Result<Downloaded, ClientError>),
+    ) {
+        if self.files.is_empty() {
+            return;
+        }
+        let files = std::mem::take(&mut self.files);
+        self.bytes = 0;
+        let paths: Vec<(usize, PathBuf)> = files
+            .iter()
+            .map(|(index, small)| (*index, small.done.path.clone()))
+            .collect();
+        let job = transfer::blocking(move || {
+            files
+                .into_iter()
+                .map(|(index, Small { done, body })| {
+                    let saved = save_now(&body, done.id, &done.path, overwrite);
+                    (index, saved.map(|()| done))
+                })
+                .collect::<Vec<_>>()
+        });
+        match job.await {
+            Ok(outcomes) => {
+                for (index, outcome) in outcomes {
+                    on_result(index, outcome);
+                }
+            }
+            Err(e) => {
+                // The job panicked or was cancelled: none of them is known to be saved.
+                for (index, path) in paths {
+                    let e = std::io::Error::new(e.kind(), e.to_string());
+                    on_result(index, Err(ClientError::io(path)(e)));
+                }
+            }
+        }
+    }
 }
 
 /// Where and how the reader saves one file.
@@ -292,14 +375,24 @@ struct Target<'a> {
     min_rate: u64,
 }
 
-/// Reads the reply to one `DOWNLOAD` and saves its body. Unless the error is one that loses the
-/// connection, the reply has been read in full on return.
+/// What [`receive`] got.
+enum Received {
+    /// A small body received whole, to be saved with others.
+    Small(Small),
+    /// A larger body, streamed to its target and saved.
+    Saved(Downloaded),
+}
+
+/// Reads the reply to one `DOWNLOAD` and its body: a small body whole into memory, a larger
+/// one streamed to its target (after the `held` small files before it are saved). Unless the
+/// error is one that loses the connection, the reply has been read in full on return.
 async fn receive<R>(
     rx: &mut Connection<R>,
-    chunk: &mut Vec<u8>,
+    held: &mut Held,
+    on_result: &mut impl FnMut(usize, Result<Downloaded, ClientError>),
     file: &FileRef,
     to: Target<'_>,
-) -> Result<Downloaded, ClientError>
+) -> Result<Received, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
 {
@@ -312,60 +405,27 @@ where
     trace_body(header.size);
     rx.begin_body(to.min_rate, body_window(timeout));
     let path = target_or_skip(rx, timeout, file, to.dest, &header).await?;
-    if header.size <= SMALL {
-        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
-        if chunk.len() < size {
-            chunk.resize(size, 0);
-        }
-        let mut filled = 0;
-        while filled < size {
-            filled += rx.read_body(&mut chunk[filled..size], timeout).await?;
-        }
-        save_small(chunk, size, &header, path.clone(), to.overwrite).await?;
-    } else {
-        save_body(rx, timeout, &header, &path, to.overwrite, &mut |_| {}).await?;
-    }
-    Ok(Downloaded {
-        name: header.name,
+    let done = Downloaded {
+        name: header.name.clone(),
         id: header.id,
         size: header.size,
         path,
-    })
-}
-
-/// Saves a small body held in `chunk[..size]`, with the same checks, in the same order, as
-/// [`save_body`]: one trip to the blocking pool instead of one per step.
-async fn save_small(
-    chunk: &mut Vec<u8>,
-    size: usize,
-    header: &DownloadHeader,
-    path: PathBuf,
-    overwrite: bool,
-) -> Result<(), ClientError> {
-    let buf = std::mem::take(chunk);
-    let id = header.id;
-    let to = path.clone();
-    let joined = transfer::blocking(move || {
-        let result = buf
-            .get(..size)
-            .map_or(Ok(()), |body| save_now(body, id, &to, overwrite));
-        (buf, result)
-    })
-    .await;
-    match joined {
-        Ok((buf, result)) => {
-            *chunk = buf;
-            result
+    };
+    if header.size <= SMALL {
+        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
+        let mut body = vec![0; size];
+        let mut filled = 0;
+        while filled < size {
+            filled += rx.read_body(&mut body[filled..], timeout).await?;
         }
-        Err(e) => {
-            // The job panicked or was cancelled; its buffer went with it.
-            *chunk = vec![0; transfer::CHUNK];
-            Err(ClientError::io(path)(e))
-        }
+        return Ok(Received::Small(Small { done, body }));
     }
+    held.save(to.overwrite, on_result).await;
+    save_body(rx, timeout, &header, &done.path, to.overwrite, &mut |_| {}).await?;
+    Ok(Received::Saved(done))
 }
 
-/// The blocking part of [`save_small`].
+/// Saves one small body, with the same checks, in the same order, as [`save_body`].
 fn save_now(body: &[u8], id: FileId, path: &Path, overwrite: bool) -> Result<(), ClientError> {
     if !overwrite && exists_now(path) {
         return Err(ClientError::AlreadyExists {

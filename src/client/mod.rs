@@ -93,8 +93,6 @@ pub struct Client<S> {
     /// The minimum body and listing rate ([`DEFAULT_MIN_RATE`]); 0 turns it off.
     min_rate: u64,
     greeting: Reply,
-    /// Reused for every chunk of every transfer.
-    chunk: Vec<u8>,
     /// Set while a request's reply (and body) has not been read in full. Still set when the next
     /// call starts means the previous one was cancelled halfway.
     in_exchange: bool,
@@ -145,7 +143,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             timeout,
             min_rate: DEFAULT_MIN_RATE,
             greeting: Reply::new(Code::GREETING, ""),
-            chunk: vec![0; crate::transfer::CHUNK],
             in_exchange: false,
             broken: None,
             pair_binding: None,

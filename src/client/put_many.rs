@@ -7,6 +7,7 @@
 //! are in flight, and the writer always writes out what it queued before it waits on that channel,
 //! so neither side can wait for the other forever.
 
+use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,12 @@ const IN_FLIGHT: usize = 1024;
 /// Queued bytes are written out once they reach this much; bodies larger than this bypass the
 /// queue. Big enough to fill many segments per write, small enough to start the server early.
 const BATCH: usize = 256 * 1024;
+
+/// Files opened together in one trip to the blocking pool.
+const GROUP: usize = 64;
+
+/// At most this many bytes of a group's small files are read ahead of being sent.
+const GROUP_BYTES: usize = 1 << 20;
 
 /// One file for [`Client::put_many`](super::Client::put_many).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,14 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
         self.in_exchange = true;
         let mut mismatched = Vec::new();
         let (to_reader, from_writer) = mpsc::channel(IN_FLIGHT);
-        let writer = write_puts(
-            &mut self.tx,
-            &mut self.chunk,
-            items,
-            follow,
-            to_reader,
-            self.timeout,
-        );
+        let writer = write_puts(&mut self.tx, items, follow, to_reader, self.timeout);
         let reader = read_replies(
             &mut self.rx,
             from_writer,
@@ -139,7 +139,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> super::Client<S> {
 
 async fn write_puts<W, I>(
     tx: &mut crate::transport::Connection<W>,
-    chunk: &mut Vec<u8>,
     items: I,
     follow: Follow,
     to_reader: mpsc::Sender<Sent>,
@@ -151,9 +150,21 @@ where
 {
     let mut queued = 0usize;
     let mut line = String::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let PutItem { path, name } = item;
-        let (path, opened) = open_and_fill(path, follow, chunk).await;
+    let mut items = items.into_iter().enumerate().peekable();
+    let mut ready = VecDeque::new();
+    loop {
+        if ready.is_empty() {
+            if items.peek().is_none() {
+                break;
+            }
+            // The next files are opened (and the small ones read and hashed) in one trip to
+            // the blocking pool: for small files that trip is most of the cost.
+            let group: Vec<_> = items.by_ref().take(GROUP).collect();
+            ready = open_group(group, follow).await;
+        }
+        let Some((index, name, path, opened)) = ready.pop_front() else {
+            continue;
+        };
         let sent = match opened {
             Err(error) => Sent::Skipped { index, error },
             Ok(opened) => {
@@ -165,9 +176,8 @@ where
                 tx.queue_bytes(line.as_bytes());
                 queued += line.len();
                 let id = match opened {
-                    Opened::Whole { size, id } => {
-                        let body = chunk.get(..chunk_len(size)).unwrap_or_default();
-                        send_piece(tx, body, &mut queued, timeout).await?;
+                    Opened::Whole { id, body } => {
+                        send_piece(tx, &body, &mut queued, timeout).await?;
                         id
                     }
                     Opened::Large { file, size } => {
@@ -239,8 +249,8 @@ where
 
 /// A local file ready to be sent.
 enum Opened {
-    /// Small enough to be read and hashed with the open: its bytes are in the chunk buffer.
-    Whole { size: u64, id: FileId },
+    /// Small enough to be read and hashed with the open: its bytes.
+    Whole { id: FileId, body: Vec<u8> },
     /// Streamed through a [`transfer::Source`].
     Large { file: std::fs::File, size: u64 },
 }
@@ -248,61 +258,68 @@ enum Opened {
 impl Opened {
     fn size(&self) -> u64 {
         match self {
-            Self::Whole { size, .. } | Self::Large { size, .. } => *size,
+            Self::Whole { body, .. } => body.len() as u64,
+            Self::Large { size, .. } => *size,
         }
     }
 }
 
-fn chunk_len(size: u64) -> usize {
-    usize::try_from(size).unwrap_or(usize::MAX)
-}
+/// One item of a group opened together: its index, name, path and what opening it gave.
+type Ready = (usize, FileName, PathBuf, Result<Opened, ClientError>);
 
-/// Opens a local file and checks it; a file that fits in `chunk` is also read into it and
-/// hashed, all in one trip to the blocking pool: for small files that trip is most of the cost,
-/// so one instead of four (open, stat, read, hash) matters. Returns the path back.
-async fn open_and_fill(
-    path: PathBuf,
-    follow: Follow,
-    chunk: &mut Vec<u8>,
-) -> (PathBuf, Result<Opened, ClientError>) {
-    let mut buf = std::mem::take(chunk);
+/// Opens a group of local files and checks them, in one trip to the blocking pool: for small
+/// files that trip is most of the cost, so one per group instead of four per file (open, stat,
+/// read, hash). A file of up to [`transfer::CHUNK`] bytes is also read and hashed, while the
+/// group's bytes read stay within [`GROUP_BYTES`]; the others are streamed when their turn comes.
+async fn open_group(group: Vec<(usize, PutItem)>, follow: Follow) -> VecDeque<Ready> {
+    let kept: Vec<(usize, FileName, PathBuf)> = group
+        .iter()
+        .map(|(index, item)| (*index, item.name.clone(), item.path.clone()))
+        .collect();
     let job = transfer::blocking(move || {
-        let result = open_now(&path, follow, &mut buf);
-        (path, buf, result)
+        let mut budget = GROUP_BYTES;
+        group
+            .into_iter()
+            .map(|(index, PutItem { path, name })| {
+                let opened = open_now(&path, follow, &mut budget);
+                (index, name, path, opened)
+            })
+            .collect::<VecDeque<_>>()
     });
     match job.await {
-        Ok((path, buf, result)) => {
-            *chunk = buf;
-            (path, result)
-        }
-        Err(e) => {
-            // The job panicked or was cancelled; its buffer and path went with it.
-            *chunk = vec![0; transfer::CHUNK];
-            let error = ClientError::Io {
-                path: PathBuf::new(),
-                source: e,
-            };
-            (PathBuf::new(), Err(error))
-        }
+        Ok(ready) => ready,
+        // The job panicked or was cancelled: every file of the group fails with that error.
+        Err(e) => kept
+            .into_iter()
+            .map(|(index, name, path)| {
+                let error = ClientError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::new(e.kind(), e.to_string()),
+                };
+                (index, name, path, Err(error))
+            })
+            .collect(),
     }
 }
 
-/// The blocking part of [`open_and_fill`].
-fn open_now(path: &Path, follow: Follow, buf: &mut [u8]) -> Result<Opened, ClientError> {
+/// The blocking part of [`open_group`] for one file; `budget` is what the group may still read.
+fn open_now(path: &Path, follow: Follow, budget: &mut usize) -> Result<Opened, ClientError> {
     let (mut file, size) = open_regular_now(path, follow)?;
-    if size > buf.len() as u64 {
+    let want = usize::try_from(size).unwrap_or(usize::MAX);
+    if want > transfer::CHUNK || want > *budget {
         return Ok(Opened::Large { file, size });
     }
-    let want = chunk_len(size);
-    let read = transfer::read_full(&mut file, &mut buf[..want]).map_err(ClientError::io(path))?;
+    let mut body = vec![0; want];
+    let read = transfer::read_full(&mut file, &mut body).map_err(ClientError::io(path))?;
     if read < want {
         return Err(ClientError::FileChanged {
             path: path.to_owned(),
         });
     }
+    *budget -= want;
     Ok(Opened::Whole {
-        size,
-        id: transfer::md5(&buf[..want]),
+        id: transfer::md5(&body),
+        body,
     })
 }
 

@@ -245,6 +245,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Opens a file for reading; `Ok(None)` when there is no file of that name.
     async fn open(&self, name: &FileName) -> Result<Option<Download>, StoreError>;
 
+    /// Opens the first of `names` as [`open`](Self::open) does, and reads ahead those after it
+    /// that are cheap to have at once (small, whole in memory, within `budget` bytes); stops at
+    /// the first that is not. Returns one result per name opened, in order (at least one).
+    /// Backends with a cheaper way (one trip to a blocking thread for all) override it.
+    async fn open_ahead(
+        &self,
+        names: &[FileName],
+        budget: u64,
+    ) -> Vec<Result<Option<Download>, StoreError>> {
+        let _ = budget;
+        match names.first() {
+            Some(name) => vec![self.open(name).await],
+            None => Vec::new(),
+        }
+    }
+
     /// Starts a staged upload of `size` bytes to `name`. Fails early (before any byte is sent)
     /// if the name is visibly taken or blocked; the commit checks again.
     async fn begin(&self, name: &FileName, size: u64) -> Result<Box<dyn Staged>, StoreError>;

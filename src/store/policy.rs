@@ -151,6 +151,17 @@ impl Store {
         Err(StoreError::NotFound(target.clone()))
     }
 
+    /// Opens the first of `names` for download, and reads ahead the small files among those
+    /// after it, within `budget` bytes ([`Backend::open_ahead`]): one result per name opened,
+    /// in order; `Ok(None)` for no such file.
+    pub async fn open_ahead(
+        &self,
+        names: &[FileName],
+        budget: u64,
+    ) -> Vec<Result<Option<Download>, StoreError>> {
+        self.backend.open_ahead(names, budget).await
+    }
+
     /// Finds the one file `target` means, for rename and delete: ids win, and an id several
     /// files share is refused. A name is returned as is; the backend finds whether it exists.
     async fn resolve(&self, target: &Target) -> Result<FileName, StoreError> {

@@ -144,6 +144,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.inner.buffer().len()
     }
 
+    /// The whole lines received and not yet read, each with its `\n` (a partial last line is
+    /// left out): what may be looked at ahead without waiting. Empty while a line is half read.
+    pub fn buffered_lines(&self) -> &[u8] {
+        if !self.line.is_empty() && !self.line_complete {
+            return &[];
+        }
+        let buf = self.inner.buffer();
+        buf.iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(&[], |end| &buf[..=end])
+    }
+
     /// Reads one line, without its `\n` (a `\r` before it is kept; the decoder drops it).
     ///
     /// Returns `Ok(None)` when the peer closed the connection cleanly between lines. Queued

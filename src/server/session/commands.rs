@@ -337,7 +337,7 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
-        let d = match self.store.download(&target).await {
+        let d = match self.open_download(&target).await {
             Ok(d) => d,
             Err(e) => {
                 self.refuse(&e);

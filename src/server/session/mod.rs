@@ -6,6 +6,7 @@
 //! each command; [`batch`] group-commits small pipelined uploads; [`body`] streams bodies;
 //! [`login`] logs in, pairs and checks permissions; [`confine`] maps names for confined users.
 
+mod ahead;
 mod batch;
 mod body;
 mod commands;
@@ -49,6 +50,8 @@ struct Session<'a, S> {
     ended: bool,
     /// Small pipelined uploads received whole, waiting for one group commit.
     batch: batch::Batch,
+    /// Files opened ahead of the pipelined downloads that ask for them.
+    ahead: ahead::Ahead,
     /// Who the session acts for.
     login: login::Login,
     /// The user database's generation when `login` was last checked.
@@ -80,6 +83,7 @@ pub(super) async fn serve<S>(
         shutdown,
         ended: false,
         batch: batch::Batch::default(),
+        ahead: ahead::Ahead::default(),
         login: match config.access.anonymous() {
             Some(perms) => login::Login::Anonymous(perms),
             None => login::Login::LoggedOut,
@@ -202,6 +206,9 @@ impl<S: Stream> Session<'_, S> {
         pending_user: Option<String>,
     ) -> Result<Flow, TransportError> {
         self.revalidate();
+        if !matches!(req, Request::Download(_)) {
+            self.ahead.clear();
+        }
         if let Some(refusal) = self.refusal(&req) {
             self.commit_batch().await;
             return self.refuse_gated(&req, refusal).await;

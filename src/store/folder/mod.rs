@@ -277,29 +277,47 @@ impl Backend for FolderBackend {
     async fn open(&self, name: &FileName) -> Result<Option<Download>, StoreError> {
         let inner = Arc::clone(&self.inner);
         let name = name.clone();
-        blocking(move || {
-            let Some((file, entry)) = inner.open_hashed(&name)? else {
-                return Ok(None);
-            };
-            let size = entry.meta.size;
-            // Small files are read in the same step: one thread hop per small download.
-            let body = if size <= super::INLINE_BODY {
-                let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-                file.take(size)
-                    .read_to_end(&mut buf)
-                    .map_err(StoreError::io_on("reading", Some(&name)))?;
-                Body::Bytes(buf)
-            } else {
-                Body::File(file)
-            };
-            Ok(Some(Download {
-                size,
-                id: entry.id,
-                name,
-                body,
-            }))
-        })
-        .await
+        blocking(move || inner.open_download(name)).await
+    }
+
+    async fn open_ahead(
+        &self,
+        names: &[FileName],
+        budget: u64,
+    ) -> Vec<Result<Option<Download>, StoreError>> {
+        let inner = Arc::clone(&self.inner);
+        let names = names.to_vec();
+        let job = blocking(move || {
+            let mut left = budget;
+            let mut out = Vec::with_capacity(names.len());
+            for (i, name) in names.into_iter().enumerate() {
+                if i > 0 {
+                    // Read ahead only what the index knows as small (nothing to hash), while
+                    // the budget lasts.
+                    let size = lock(&inner.index).get(&name).map(|e| e.meta.size);
+                    match size {
+                        Some(size) if size <= super::INLINE_BODY && size <= left => left -= size,
+                        _ => break,
+                    }
+                }
+                let opened = inner.open_download(name);
+                let inline = matches!(
+                    &opened,
+                    Ok(None)
+                        | Err(_)
+                        | Ok(Some(Download {
+                            body: Body::Bytes(_),
+                            ..
+                        }))
+                );
+                if i > 0 && !inline {
+                    break;
+                }
+                out.push(opened);
+            }
+            Ok(out)
+        });
+        job.await.unwrap_or_else(|e| vec![Err(e)])
     }
 
     async fn begin(&self, name: &FileName, size: u64) -> Result<Box<dyn Staged>, StoreError> {
@@ -361,6 +379,30 @@ impl Backend for FolderBackend {
 }
 
 impl Inner {
+    /// Opens `name` for download; a small file is read in the same step (one thread hop per
+    /// small download).
+    fn open_download(&self, name: FileName) -> Result<Option<Download>, StoreError> {
+        let Some((file, entry)) = self.open_hashed(&name)? else {
+            return Ok(None);
+        };
+        let size = entry.meta.size;
+        let body = if size <= super::INLINE_BODY {
+            let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            file.take(size)
+                .read_to_end(&mut buf)
+                .map_err(StoreError::io_on("reading", Some(&name)))?;
+            Body::Bytes(buf)
+        } else {
+            Body::File(file)
+        };
+        Ok(Some(Download {
+            size,
+            id: entry.id,
+            name,
+            body,
+        }))
+    }
+
     fn delete(&self, name: &FileName) -> Result<(), StoreError> {
         self.check_file(name)?;
         let gone = || StoreError::NotFound(Target::name(name.clone()));

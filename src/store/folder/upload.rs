@@ -36,11 +36,17 @@ pub(super) struct FolderUpload {
     closed: Option<Meta>,
     hasher: Md5,
     written: u64,
+    /// Bytes up to here have had their write-back started (see [`WRITE_BACK`]).
+    started: u64,
     linked: bool,
     /// A resumable upload: its file is a partial in `.barge/partial/`, kept when the upload
     /// is dropped unfinished (a broken connection), removed by [`Staged::discard`].
     keep: bool,
 }
+
+/// When flushing, write-back of an upload is started every this many bytes while it is being
+/// received, so the disk works while the rest arrives and the final flush has little left.
+const WRITE_BACK: u64 = 8 << 20;
 
 impl FolderUpload {
     /// Creates the temp file for an upload of `size` bytes to `name`.
@@ -78,6 +84,7 @@ impl FolderUpload {
             closed: None,
             hasher: Md5::new(),
             written: 0,
+            started: 0,
             linked: false,
             keep: false,
         })
@@ -233,6 +240,15 @@ impl Staged for FolderUpload {
         file.write_all(data)
             .map_err(StoreError::io_on("writing", Some(&self.name)))?;
         self.written = received;
+        if self.inner.config.sync && received - self.started >= WRITE_BACK {
+            // Starts write-back of what was just written without waiting for it (on Linux,
+            // `POSIX_FADV_DONTNEED` writes dirty pages back asynchronously, as
+            // `sync_file_range(SYNC_FILE_RANGE_WRITE)` does, and drops only clean ones: these
+            // are all dirty). A no-op on tmpfs. Only a hint: the final flush is what counts.
+            let len = std::num::NonZeroU64::new(received - self.started);
+            let _ = rustix::fs::fadvise(&*file, self.started, len, rustix::fs::Advice::DontNeed);
+            self.started = received;
+        }
         Ok(())
     }
 

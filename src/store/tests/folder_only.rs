@@ -270,3 +270,23 @@ async fn empty_folders_go_with_their_last_file() {
         ["keep", "late", "late/sub", "new", "new/deeper"]
     );
 }
+
+#[tokio::test]
+async fn downloads_are_read_ahead_only_while_small_and_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    put(&store, "a", b"first").await.unwrap();
+    put(&store, "b", b"second").await.unwrap();
+    put(&store, "big", &vec![7u8; 100 * 1024]).await.unwrap();
+    put(&store, "c", b"third").await.unwrap();
+    let names = [n("a"), n("b"), n("big"), n("c")];
+    let got = store.open_ahead(&names, 1024).await;
+    // The first is always opened; small ones after it are read whole; the read-ahead stops
+    // at the first too large to hold, or unknown to the index (opened when its turn comes).
+    assert_eq!(got.len(), 2);
+    assert!(matches!(&got[1], Ok(Some(d)) if matches!(&d.body, Body::Bytes(b) if b == b"second")));
+    let unknown = [n("a"), n("gone"), n("c")];
+    assert_eq!(store.open_ahead(&unknown, 1024).await.len(), 1);
+    // Past the budget: only the first.
+    assert_eq!(store.open_ahead(&names, 3).await.len(), 1);
+}
