@@ -86,7 +86,7 @@ impl<S: Stream> Session<'_, S> {
     pub(super) fn owner(&self) -> String {
         match &self.login {
             Login::In(principal) => principal.name.clone(),
-            Login::LoggedOut | Login::Anonymous(_) => String::new(),
+            Login::LoggedOut | Login::Revoked | Login::Anonymous(_) => String::new(),
         }
     }
 
