@@ -11,16 +11,17 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::common::{TestResult, TestServer, WAIT, eventually};
 
-/// A folder of `n` one-byte files named `d{i/500}/{prefix}{i:05}`.
+/// A folder of `n` one-byte files named `d{i/500}/{prefix}{i:05}` (`prefix` may hold folders).
 fn folder_of(n: usize, prefix: &str) -> TestResult<(tempfile::TempDir, BTreeSet<String>)> {
     let dir = tempfile::tempdir()?;
     let mut names = BTreeSet::new();
     for i in 0..n {
         let sub = format!("d{:02}", i / 500);
-        if i % 500 == 0 {
-            std::fs::create_dir(dir.path().join(&sub))?;
-        }
         let name = format!("{sub}/{prefix}{i:05}");
+        if i % 500 == 0 {
+            let parent = dir.path().join(&name);
+            std::fs::create_dir_all(parent.parent().ok_or("no parent")?)?;
+        }
         std::fs::write(dir.path().join(&name), b"x")?;
         names.insert(name);
     }
@@ -96,9 +97,15 @@ async fn a_listing_of_many_pages_is_whole_and_in_order() -> TestResult {
 #[tokio::test]
 async fn slow_readers_hold_a_page_each_not_their_listing() -> TestResult {
     const READERS: usize = 6;
-    // About 2.3 MiB of listing text: far more than a page, and than the socket buffers of a
-    // client whose receive buffer is small.
-    let (dir, names) = folder_of(10_000, &"s".repeat(220))?;
+    // About 8 MiB of listing text per reader (lines of 800 bytes): far more than a page, and
+    // more than the socket buffers hold (4 MiB at most on Linux's defaults).
+    let long = format!(
+        "{}/{}/{}",
+        "s".repeat(250),
+        "t".repeat(250),
+        "u".repeat(245)
+    );
+    let (dir, names) = folder_of(10_000, &long)?;
     let config = ServerConfig::default();
     let metrics = Arc::clone(&config.metrics);
     let server = TestServer::start_with(dir, StoreConfig::default(), config).await?;
@@ -145,9 +152,16 @@ async fn slow_readers_hold_a_page_each_not_their_listing() -> TestResult {
 /// neither its count nor its lines; the next listing has them.
 #[tokio::test]
 async fn a_listing_is_a_snapshot_while_the_folder_changes() -> TestResult {
-    let (dir, names) = folder_of(4_000, &"c".repeat(200))?;
-    let server =
-        TestServer::start_with(dir, StoreConfig::default(), ServerConfig::default()).await?;
+    let long = format!(
+        "{}/{}/{}",
+        "c".repeat(250),
+        "d".repeat(250),
+        "e".repeat(245)
+    );
+    let (dir, names) = folder_of(8_000, &long)?;
+    let config = ServerConfig::default();
+    let metrics = Arc::clone(&config.metrics);
+    let server = TestServer::start_with(dir, StoreConfig::default(), config).await?;
     fully_listed(&server, names.len()).await?;
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_recv_buffer_size(4096)?;
@@ -157,7 +171,8 @@ async fn a_listing_is_a_snapshot_while_the_folder_changes() -> TestResult {
     let mut greeting = String::new();
     tokio::time::timeout(WAIT, reader.read_line(&mut greeting)).await??;
     w.write_all(b"LIST_FILES\n").await?;
-    // Change the folder while that listing waits for its reader.
+    // Change the folder once that listing is under way and waits for its reader.
+    eventually(|| metrics.listings_in_flight().0 == 1).await?;
     let mut other = server.raw().await?;
     other.upload("d00/aaa-new", b"new").await?;
     other.upload("zzz-new", b"new").await?;
