@@ -365,7 +365,16 @@ mod tests {
         })
         .await?;
         let r = client.list().await;
-        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::ListingTooLarge {
+                    files: 99_999_999_999,
+                    limit: 4_000_000
+                })
+            ),
+            "{r:?}"
+        );
         assert!(!client.is_usable());
         Ok(())
     }
