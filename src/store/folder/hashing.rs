@@ -114,7 +114,7 @@ impl Inner {
             }
         }
         *lock(&self.canonical) = canonical;
-        let mut pending = 0;
+        let mut pending = Vec::new();
         for f in unknown {
             if f.meta.size <= budget && started.elapsed() < self.config.inline_hash_time {
                 budget -= f.meta.size;
@@ -123,11 +123,15 @@ impl Inner {
                     continue;
                 }
             } else {
-                self.queue_hash(f.name);
+                self.queue_hash(f.name.clone());
             }
-            pending += 1;
+            pending.push(f.name);
         }
-        Ok(Listing::new(lock(&self.index).snapshot(), pending))
+        let files = lock(&self.index).snapshot();
+        // A file still to hash when the walk saw it may have been hashed since (in the
+        // background): then it is listed, and not counted again as pending.
+        let pending = pending.iter().filter(|n| !files.contains_key(*n)).count();
+        Ok(Listing::new(files, pending))
     }
 
     fn persist(&self, change: Change) {
