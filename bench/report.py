@@ -260,6 +260,14 @@ def _judge_plain(res: Results, a, peers) -> None:
         if lst.peaks:
             res.target(f"{i11}LIST of {a.list_files:,} files: server peak RSS < 32 MiB",
                        max(lst.peaks) < 32 * MiB, human(max(lst.peaks)))
+    slow = next((r for r in res.rows if r.scenario == scen_list and r.peaks
+                 and r.tool.startswith(f"{tool}: ") and r.tool.endswith(" slow LISTs at once")),
+                None)
+    if slow:
+        res.target(f"{i11}LIST of {a.list_files:,} files, {slow.extra.get('readers', '?')} "
+                   "slow readers at once: server peak RSS < 64 MiB",
+                   max(slow.peaks) < 64 * MiB, f"{human(max(slow.peaks))}; "
+                   f"{human(slow.extra.get('rss_after_close', 0))} after they closed")
 
 
 def _judge_tls(res: Results, a) -> None:

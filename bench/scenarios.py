@@ -52,6 +52,10 @@ def connect(srv: BargeServer, timeout: float, ctx: ssl.SSLContext | None = None)
         raise
 
 
+# Connections in the listing scenario's "slow readers" case (issue 11: peak RSS < 64 MiB).
+SLOW_READERS = 20
+
+
 class ListProbe:
     """`LIST_FILES` on a raw socket (inside TLS for a TLS server): the server's listing time and
     size, with no client work. Only the first word of the `210` line (the count of lines that
@@ -414,6 +418,8 @@ class Bench:
                     self.res.notes.append(f"LIST ({b.name}): {e2} entries, earlier {entries}")
             warm.peaks.append(srv.peak())
             c.close()
+            self.attempt(f"{b.name} slow listings",
+                         lambda: self._slow_listings(b, scen, srv, entries))
             r_ls = self.res.row(scen, f"{b.name} ls (CLI, to /dev/null)",
                                 note="connect+list+print")
             for _ in range(self.a.runs):
@@ -432,6 +438,58 @@ class Bench:
             c.close()
         finally:
             srv.stop()
+
+    def _slow_listings(self, b: Barge, scen: str, srv: BargeServer, entries: int,
+                       readers: int = SLOW_READERS) -> None:
+        """`readers` connections send `LIST_FILES` at once, read nothing for a second, then
+        read slowly (at most 64 KiB per connection every 20 ms, a few MiB/s each): the server's
+        peak RSS while it serves them (issue 11: < 64 MiB), that each got the whole listing,
+        and the server's RSS once they closed (issue 10 item 4: memory given back)."""
+        row = self.res.row(scen, f"{b.name}: {readers} slow LISTs at once",
+                           note="server peak RSS while serving them")
+        probes = [ListProbe(srv) for _ in range(readers)]
+        try:
+            srv.reset_peak()
+            srv.cpu.start()
+            t = time.perf_counter()
+            for p in probes:
+                p.sock.sendall(b"LIST_FILES\n")
+            time.sleep(1.0)
+            # Per connection: bytes of an unfinished line, lines still due (None: header not
+            # read yet).
+            partial = [b""] * readers
+            due: list[int | None] = [None] * readers
+            active = set(range(readers))
+            while active:
+                for i in sorted(active):
+                    data = probes[i].sock.recv(64 * KiB)
+                    if not data:
+                        raise RuntimeError("connection closed mid-listing")
+                    lines = (partial[i] + data).split(b"\n")
+                    partial[i] = lines.pop()
+                    for line in lines:
+                        if due[i] is None:
+                            if not line.startswith(b"210 "):
+                                raise RuntimeError(f"LIST_FILES: {line[:80]!r}")
+                            due[i] = int(line.split()[1])
+                        else:
+                            due[i] -= 1
+                    if due[i] == 0:
+                        active.discard(i)
+                        if partial[i]:
+                            raise RuntimeError("bytes after the listing")
+                time.sleep(0.02)
+            dt = time.perf_counter() - t
+            row.add(Sample(dt, None, srv.cpu.stop()))
+            row.peaks.append(srv.peak())
+        finally:
+            for p in probes:
+                p.close()
+        time.sleep(1.0)
+        after = srv.rss()
+        row.extra = {"readers": readers, "rss_after_close": after}
+        row.detail = (f"{readers} x {entries:,} entries, each whole; server RSS "
+                      f"{human(after)} after they closed")
 
     # -- many clients at once ------------------------------------------------------------------
     def concurrent(self) -> None:

@@ -100,6 +100,8 @@ pub struct Metrics {
     temp_bytes: Gauge<u64, AtomicU64>,
     index_files: Gauge,
     hashing_backlog: Gauge,
+    listings_sending: Gauge,
+    listing_buffered: Gauge<u64, AtomicU64>,
     latency: Family<CommandLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -168,6 +170,18 @@ impl Metrics {
             "Files waiting to be hashed, as of the last listing",
             hashing_backlog.clone(),
         );
+        let listings_sending = Gauge::default();
+        registry.register(
+            "listings_sending",
+            "Listings being sent now (each holds a snapshot, not a copy, of the index)",
+            listings_sending.clone(),
+        );
+        let listing_buffered = Gauge::<u64, AtomicU64>::default();
+        registry.register(
+            "listing_buffered_bytes",
+            "Listing text queued for connections and not yet taken by their sockets",
+            listing_buffered.clone(),
+        );
         let latency = Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram,
         );
@@ -187,6 +201,8 @@ impl Metrics {
             temp_bytes,
             index_files,
             hashing_backlog,
+            listings_sending,
+            listing_buffered,
             latency,
         }
     }
@@ -246,6 +262,28 @@ impl Metrics {
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
+    /// Counts a listing as being sent until the guard drops; the guard also counts the listing
+    /// text it says is queued.
+    #[must_use]
+    pub fn listing(&self) -> SendingListing {
+        self.listings_sending.inc();
+        SendingListing {
+            sending: self.listings_sending.clone(),
+            buffered: self.listing_buffered.clone(),
+            bytes: 0,
+        }
+    }
+
+    /// Listings being sent now, and the listing bytes they have queued and not yet sent: what
+    /// slow readers make the server hold for listings.
+    #[must_use]
+    pub fn listings_in_flight(&self) -> (u64, u64) {
+        (
+            u64::try_from(self.listings_sending.get()).unwrap_or(0),
+            self.listing_buffered.get(),
+        )
+    }
+
     /// Records how long a command took, by command and outcome.
     pub fn observe(&self, command: &'static str, outcome: Outcome, took: Duration) {
         self.latency
@@ -286,6 +324,34 @@ pub struct TempBytes {
 impl Drop for TempBytes {
     fn drop(&mut self) {
         self.gauge.dec_by(self.bytes);
+    }
+}
+
+/// A listing being sent, counted until dropped, with the bytes it has queued.
+#[derive(Debug)]
+pub struct SendingListing {
+    sending: Gauge,
+    buffered: Gauge<u64, AtomicU64>,
+    bytes: u64,
+}
+
+impl SendingListing {
+    /// Says how many listing bytes are queued now (replacing what was said before).
+    pub fn queued(&mut self, bytes: usize) {
+        let bytes = bytes as u64;
+        if bytes >= self.bytes {
+            self.buffered.inc_by(bytes - self.bytes);
+        } else {
+            self.buffered.dec_by(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+    }
+}
+
+impl Drop for SendingListing {
+    fn drop(&mut self) {
+        self.buffered.dec_by(self.bytes);
+        self.sending.dec();
     }
 }
 

@@ -58,6 +58,12 @@ pub(crate) fn describe_refusal(code: barge::protocol::Code, text: &str) -> Strin
         // The server names the file, which the caller's `Fail: NAME:` already does.
         Code::NOT_FOUND => "no such file on the server".to_owned(),
         Code::UNAVAILABLE => "the server is shutting down or busy; try again later".to_owned(),
+        // The server names the folder it could not read and why; what it means for the user
+        // comes first.
+        Code::LISTING_INCOMPLETE => format!(
+            "the server could not read all of its folder, so it listed nothing; try again ({})",
+            lower_first(&barge::name::escape(text))
+        ),
         Code::NOT_LOGGED_IN => format!(
             "{} (log in with --user NAME, --token-file FILE, or barge pair)",
             lower_first(&barge::name::escape(text))
@@ -102,4 +108,24 @@ pub(crate) fn describe_io(e: &io::Error) -> String {
         _ => return e.to_string(),
     };
     known.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: a `451` reads as what happened and what to do, with the server's reason.
+    #[test]
+    fn an_incomplete_listing_is_told_in_words() {
+        show_codes(false);
+        let text = "The listing is incomplete: the folder 'a' could not be read (Too many open \
+                    files (os error 24)); try again";
+        let words = describe_refusal(barge::protocol::Code::LISTING_INCOMPLETE, text);
+        assert!(
+            words.starts_with("the server could not read all of its folder, so it listed nothing"),
+            "{words}"
+        );
+        assert!(words.contains("too many open files") || words.contains("Too many open files"));
+        assert!(!words.contains("451"), "{words}");
+    }
 }

@@ -97,6 +97,10 @@ pub(crate) struct Global {
     /// Log in with the token in the first line of FILE (or set BARGE_TOKEN)
     #[arg(long, global = true, value_name = "FILE", conflicts_with = "user")]
     token_file: Option<std::path::PathBuf>,
+    /// The most files accepted in one listing (it may take 256 bytes of memory per file)
+    #[arg(long, global = true, value_name = "N", env = "BARGE_MAX_LISTING",
+          default_value_t = barge::client::ListingLimit::DEFAULT.files)]
+    max_listing: u64,
 }
 
 impl Global {
@@ -114,6 +118,7 @@ impl Global {
                 token_file: self.token_file.clone(),
             },
         )
+        .with_listing_limit(self.max_listing)
     }
 }
 
@@ -491,6 +496,7 @@ mod tests {
             user: None,
             password_file: None,
             token_file: None,
+            max_listing: 1,
         };
         assert_eq!(g.remote().addr, "[::1]:7");
         let g = Global {

@@ -77,7 +77,7 @@ pub(crate) async fn serve_metrics(
             let (metrics, store) = (Arc::clone(&metrics), Arc::clone(&store));
             async move {
                 if let Ok(listing) = store.list().await {
-                    metrics.index(listing.entries.len(), listing.pending);
+                    metrics.index(listing.len(), listing.pending);
                 }
                 (
                     [(

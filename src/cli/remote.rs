@@ -52,6 +52,8 @@ pub(crate) struct Remote {
     credential: Arc<Mutex<Option<Option<Credential>>>>,
     /// The announced server `host` names, once looked up (`Some(None)`: not a discovered one).
     located: Arc<Mutex<Option<Option<Found>>>>,
+    /// The largest listing accepted (`--max-listing`).
+    listing_limit: barge::client::ListingLimit,
 }
 
 /// How to log in, as the command line said.
@@ -115,7 +117,14 @@ impl Remote {
             login,
             credential: Arc::new(Mutex::new(None)),
             located: Arc::new(Mutex::new(None)),
+            listing_limit: barge::client::ListingLimit::DEFAULT,
         }
+    }
+
+    /// Accepts listings of up to `files` files (`--max-listing`).
+    pub(crate) fn with_listing_limit(mut self, files: u64) -> Self {
+        self.listing_limit = barge::client::ListingLimit { files };
+        self
     }
 
     /// The host as pins and saved logins know it: as given, or for a server found by its
@@ -266,6 +275,7 @@ async fn log_in(remote: &Remote, client: &mut Client<AnyStream>) -> anyhow::Resu
 /// Opens a session with the server: TLS with its pinned key unless `--plain`.
 pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
     let mut client = connect_trusted(remote, ui).await?;
+    client.set_listing_limit(remote.listing_limit);
     log_in(remote, &mut client).await?;
     Ok(client)
 }

@@ -65,6 +65,18 @@ pub enum ClientError {
     /// code, a hostile file name). The connection is not used again.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server announced a listing of more files than this client accepts
+    /// ([`ListingLimit`](super::ListingLimit)); its lines were not read.
+    #[error(
+        "the server lists {files} files, more than this client accepts ({limit}); raise the \
+         limit with --max-listing N (or BARGE_MAX_LISTING)"
+    )]
+    ListingTooLarge {
+        /// The count the server announced.
+        files: u64,
+        /// The client's limit.
+        limit: u64,
+    },
     /// The server closed the connection, or it is out of step after an earlier failure and
     /// cannot be used again; a new connection is needed.
     #[error("connection lost: {0}")]
@@ -146,6 +158,7 @@ impl ClientError {
             | Self::Tls(_)
             | Self::Busy { .. }
             | Self::Protocol(_)
+            | Self::ListingTooLarge { .. }
             | Self::Disconnected(_)
             | Self::Transport(_)
             | Self::FileChanged { .. }

@@ -23,6 +23,7 @@ mod error;
 mod exchange;
 mod get_many;
 pub mod glob;
+mod listing;
 mod local;
 mod login;
 mod put_many;
@@ -39,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 pub use error::ClientError;
+pub use listing::{ListingLimit, ListingReader, decode_listing};
 pub use login::{LoggedIn, Paired};
 pub use put_many::PutItem;
 pub use resume::RESUME_MIN;
@@ -46,9 +48,7 @@ pub use secure::{AnyStream, Duplex, Security};
 pub use types::{Destination, Downloaded, Listing, Progress, Verified};
 
 use crate::name::{FileName, escape};
-use crate::protocol::{
-    Code, FileRef, ListingEntry, ListingHeader, PROTOCOL_VERSION, RenameArgs, Reply, Request,
-};
+use crate::protocol::{Code, FileRef, ListingHeader, PROTOCOL_VERSION, RenameArgs, Reply, Request};
 use crate::transport::{Connection, TransportError};
 use exchange::{protocol, recv_line, recv_reply};
 use split::{ReadSide, WriteSide};
@@ -67,14 +67,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// `--min-rate`.
 pub const DEFAULT_MIN_RATE: u64 = 1024;
 
-/// The most listing lines accepted in one `210` reply. A count is a promise from the server, not
-/// a fact: past this, the reply is refused rather than trusted with unbounded memory.
-pub const MAX_LISTING_ENTRIES: u64 = 1_000_000;
-
-/// The most listing text accepted in one `210` reply, in bytes: with the entry limit, this
-/// bounds the memory a server can make a listing take.
-pub const MAX_LISTING_BYTES: usize = 256 << 20;
-
 /// The most lines accepted in one `211` (help) reply.
 const MAX_HELP_LINES: u64 = 1_000;
 
@@ -92,6 +84,8 @@ pub struct Client<S> {
     timeout: Option<Duration>,
     /// The minimum body and listing rate ([`DEFAULT_MIN_RATE`]); 0 turns it off.
     min_rate: u64,
+    /// The largest listing accepted.
+    listing_limit: ListingLimit,
     greeting: Reply,
     /// Set while a request's reply (and body) has not been read in full. Still set when the next
     /// call starts means the previous one was cancelled halfway.
@@ -142,6 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             tx: Connection::new(WriteSide(w)),
             timeout,
             min_rate: DEFAULT_MIN_RATE,
+            listing_limit: ListingLimit::DEFAULT,
             greeting: Reply::new(Code::GREETING, ""),
             in_exchange: false,
             broken: None,
@@ -193,6 +188,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.resume = on;
     }
 
+    /// Changes the largest listing accepted ([`ListingLimit::DEFAULT`]).
+    pub fn set_listing_limit(&mut self, limit: ListingLimit) {
+        self.listing_limit = limit;
+    }
+
     /// Whether the connection can still be used for another request.
     #[must_use]
     pub fn is_usable(&self) -> bool {
@@ -241,25 +241,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if reply.code != Code::LISTING {
             return Err(self.unexpected(reply));
         }
-        let header =
-            ListingHeader::decode(&reply.text).map_err(|e| protocol("listing header", &e))?;
-        let count = header.count;
-        if count > MAX_LISTING_ENTRIES {
-            return Err(ClientError::Protocol(format!(
-                "the server announced {count} files; this client accepts at most {MAX_LISTING_ENTRIES}"
-            )));
-        }
-        // Not `with_capacity(count)`: the count is the server's word.
-        let mut entries = Vec::new();
-        let mut bytes = 0;
+        let mut reader = ListingReader::new(&reply.text, self.listing_limit)?;
         // The whole listing is bounded in time, not just each line: it may take the stall
         // timeout plus as long as its bytes need at the minimum rate, so a server trickling
         // lines just fast enough to dodge the per-line timeout still cannot hold it open.
         let start = tokio::time::Instant::now();
         let slack = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        for _ in 0..count {
+        while reader.remaining() > 0 {
             let allowed = (self.min_rate > 0 && self.timeout.is_some())
-                .then(|| start + slack + Duration::from_secs(bytes as u64 / self.min_rate));
+                .then(|| start + slack + Duration::from_secs(reader.bytes() / self.min_rate));
             let line = match allowed {
                 None => recv_line(&mut self.rx, self.timeout).await?,
                 Some(deadline) => {
@@ -270,19 +260,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                         })??
                 }
             };
-            bytes += line.len();
-            if bytes > MAX_LISTING_BYTES {
-                return Err(ClientError::Protocol(format!(
-                    "the listing is over {MAX_LISTING_BYTES} bytes; this client accepts no more"
-                )));
-            }
-            entries.push(ListingEntry::decode(line).map_err(|e| protocol("listing line", &e))?);
+            reader.push(line)?;
         }
         self.in_exchange = false;
-        Ok(Listing {
-            entries,
-            pending: (header.pending > 0).then_some(header.pending),
-        })
+        reader.finish()
     }
 
     /// Renames a file on the server (`RENAME from<TAB>to`).
@@ -394,7 +375,16 @@ mod tests {
         })
         .await?;
         let r = client.list().await;
-        assert!(matches!(r, Err(ClientError::Protocol(_))), "{r:?}");
+        assert!(
+            matches!(
+                r,
+                Err(ClientError::ListingTooLarge {
+                    files: 99_999_999_999,
+                    limit: 4_000_000
+                })
+            ),
+            "{r:?}"
+        );
         assert!(!client.is_usable());
         Ok(())
     }

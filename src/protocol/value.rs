@@ -114,8 +114,18 @@ impl ListingEntry {
 
     /// Writes `id;name;size` (no line ending) into `out`.
     pub fn encode_into(&self, out: &mut String) {
+        Self::encode_parts(&self.id, &self.name, self.size, out);
+    }
+
+    /// Writes the line of a file given by parts, without building a [`ListingEntry`] (a
+    /// server writes one per file of a listing).
+    pub fn encode_parts(id: &FileId, name: &FileName, size: u64, out: &mut String) {
         use fmt::Write as _;
-        let _ = write!(out, "{};{};{}", self.id, self.name.as_str(), self.size);
+        let mut hex = [0u8; 32];
+        if hex::encode_to_slice(id.0, &mut hex).is_ok() {
+            out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
+        }
+        let _ = write!(out, ";{};{size}", name.as_str());
     }
 }
 

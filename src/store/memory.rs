@@ -89,7 +89,7 @@ fn not_found(name: &FileName) -> StoreError {
 #[async_trait::async_trait]
 impl Backend for MemoryBackend {
     async fn list(&self) -> Result<Listing, StoreError> {
-        let entries = lock(&self.files)
+        let entries: Vec<FileEntry> = lock(&self.files)
             .iter()
             .map(|(name, f)| FileEntry {
                 id: f.id,
@@ -97,10 +97,7 @@ impl Backend for MemoryBackend {
                 size: f.data.len() as u64,
             })
             .collect();
-        Ok(Listing {
-            entries,
-            pending: 0,
-        })
+        Ok(Listing::from_entries(entries, 0))
     }
 
     async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError> {

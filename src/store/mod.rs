@@ -110,13 +110,94 @@ pub struct FileEntry {
     pub size: u64,
 }
 
-/// A listing: the files whose id is known, and how many more are still being hashed.
+/// A listing: a consistent snapshot of the files whose id is known, sorted by name (byte
+/// order), and how many more are still being hashed.
+///
+/// It is a persistent map shared with the store's index, not a copy: taking it, cloning it and
+/// holding it cost a few pointers, plus whatever the index changes afterwards (only the changed
+/// nodes are copied). So every connection sending a listing, however slowly it is read, holds
+/// the same nodes, and its length, known up front, is exactly what iterating it yields.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
-    /// Files with a known id, sorted by name (byte order).
-    pub entries: Vec<FileEntry>,
+    files: folder::Files,
     /// Files found but not hashed yet (they are being hashed in the background).
     pub pending: usize,
+}
+
+impl Listing {
+    pub(crate) fn new(files: folder::Files, pending: usize) -> Self {
+        Self { files, pending }
+    }
+
+    /// A listing of `entries` (in any order; a name given twice keeps its last entry).
+    #[must_use]
+    pub fn from_entries(entries: impl IntoIterator<Item = FileEntry>, pending: usize) -> Self {
+        let files = entries
+            .into_iter()
+            .map(|e| (e.name, folder::Known::listed(e.id, e.size)))
+            .collect();
+        Self { files, pending }
+    }
+
+    /// How many files it lists.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    /// Whether it lists no file.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// Every file, in name order, without copying names.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&FileName, FileId, u64)> + '_ {
+        self.files.iter().map(|(n, e)| (n, e.id, e.meta.size))
+    }
+
+    /// The files after `name` (all of them for `None`), in name order: where a listing sent in
+    /// pieces goes on.
+    pub fn after(
+        &self,
+        name: Option<&FileName>,
+    ) -> impl Iterator<Item = (&FileName, FileId, u64)> + '_ {
+        use std::ops::Bound;
+        let from = name.map_or(Bound::Unbounded, |n| Bound::Excluded(n.as_str()));
+        self.files
+            .range::<_, str>((from, Bound::Unbounded))
+            .map(|(n, e)| (n, e.id, e.meta.size))
+    }
+
+    /// The files whose name starts with `folder/` (every file for `None`), in name order.
+    pub fn under(
+        &self,
+        folder: Option<&FileName>,
+    ) -> impl Iterator<Item = (&FileName, FileId, u64)> + '_ {
+        use std::ops::Bound;
+        // Every name beneath `folder` sorts from `folder/` on; the first that does not start
+        // with it ends them (names are compared byte by byte).
+        let prefix = folder.map(|f| format!("{}/", f.as_str()));
+        let from = prefix.as_deref().map_or(Bound::Unbounded, Bound::Included);
+        // The iterator keeps no borrow of its bounds.
+        let files = self.files.range::<_, str>((from, Bound::Unbounded));
+        files
+            .take_while(move |(n, _)| prefix.as_deref().is_none_or(|p| n.as_str().starts_with(p)))
+            .map(|(n, e)| (n, e.id, e.meta.size))
+    }
+
+    /// Every file as an owned entry, in name order: for small listings and tests (a large one is
+    /// better walked with [`iter`](Self::iter)).
+    #[must_use]
+    pub fn entries(&self) -> Vec<FileEntry> {
+        self.iter()
+            .map(|(name, id, size)| FileEntry {
+                id,
+                name: name.clone(),
+                size,
+            })
+            .collect()
+    }
 }
 
 /// The bytes of a download.

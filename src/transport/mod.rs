@@ -139,6 +139,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.inner.get_mut()
     }
 
+    /// How many queued bytes are not written yet.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.written
+    }
+
     /// How many received bytes are buffered and not yet consumed.
     pub fn buffered(&self) -> usize {
         self.inner.buffer().len()

@@ -129,11 +129,10 @@ async fn resolve(gw: &Gateway, access: &Access, text: &str) -> Answer<Target> {
     };
     let listing = gw.store.list().await?;
     let mut inside = listing
-        .entries
-        .into_iter()
-        .filter(|e| e.id == id && access.scope.contains(&e.name));
+        .under(access.scope.folder_name())
+        .filter(|(name, file, _)| *file == id && access.scope.contains(name));
     match (inside.next(), inside.next()) {
-        (Some(only), None) => Ok(Target::name(only.name)),
+        (Some((only, ..)), None) => Ok(Target::name(only.clone())),
         (Some(_), Some(_)) => Err(StoreError::Ambiguous {
             id,
             count: 2 + inside.count(),
@@ -209,15 +208,16 @@ async fn list(
         );
     }
     let listing = gw.store.list().await?;
+    // Built straight from the snapshot (no copy of the listing first); the JSON answer is
+    // whole, bounded by the server's file limit like any listing.
     let files = listing
-        .entries
-        .into_iter()
-        .filter_map(|e| {
-            let seen = access.scope.to_seen(&e.name)?;
+        .under(access.scope.folder_name())
+        .filter_map(|(name, id, size)| {
+            let seen = access.scope.to_seen(name)?;
             Some(FileJson {
-                id: e.id.to_hex(),
+                id: id.to_hex(),
                 name: seen.as_str().to_owned(),
-                size: e.size,
+                size,
             })
         })
         .collect();

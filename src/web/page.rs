@@ -94,11 +94,13 @@ pub(super) async fn index(
         match gw.store.list().await {
             Ok(listing) => {
                 let seen: Vec<FileEntry> = listing
-                    .entries
-                    .into_iter()
-                    .filter_map(|mut e| {
-                        e.name = access.scope.to_seen(&e.name)?;
-                        Some(e)
+                    .under(access.scope.folder_name())
+                    .filter_map(|(name, id, size)| {
+                        Some(FileEntry {
+                            id,
+                            name: access.scope.to_seen(name)?,
+                            size,
+                        })
                     })
                     .collect();
                 let rows = rows(&seen, &folder, perms.may_get());

@@ -317,7 +317,7 @@ async fn refusals_carry_the_tcp_protocols_status() -> TestResult {
         .store
         .list()
         .await?
-        .entries
+        .entries()
         .into_iter()
         .map(|e| e.name.to_string())
         .collect();
@@ -333,7 +333,7 @@ async fn an_upload_without_a_length_is_refused_before_it_is_stored() -> TestResu
     let mut out = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out).await?;
     assert!(out.starts_with("HTTP/1.1 411"), "{out}");
-    assert!(web.store.list().await?.entries.is_empty());
+    assert!(web.store.list().await?.entries().is_empty());
     Ok(())
 }
 
@@ -395,7 +395,7 @@ async fn rename_and_delete() -> TestResult {
         (d.status, d.json()["name"].as_str()),
         (StatusCode::OK, Some("sub/new"))
     );
-    assert!(web.store.list().await?.entries.is_empty());
+    assert!(web.store.list().await?.entries().is_empty());
     Ok(())
 }
 
@@ -505,7 +505,7 @@ async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
         .store
         .list()
         .await?
-        .entries
+        .entries()
         .into_iter()
         .map(|e| e.name.to_string())
         .collect();
@@ -618,7 +618,7 @@ async fn other_sites_and_rebound_names_are_refused() -> TestResult {
         call(&web, "PUT", "/files/x", &cross, b"x").await?.status,
         StatusCode::FORBIDDEN
     );
-    assert!(web.store.list().await?.entries.is_empty());
+    assert!(web.store.list().await?.entries().is_empty());
     let same = [("origin", own.as_str()), ("sec-fetch-site", "same-origin")];
     assert_eq!(
         call(&web, "PUT", "/files/x", &same, b"x").await?.status,
@@ -704,7 +704,7 @@ async fn hostile_paths_lengths_and_headers_change_nothing() -> TestResult {
         .store
         .list()
         .await?
-        .entries
+        .entries()
         .into_iter()
         .map(|e| e.name.to_string())
         .collect();
@@ -739,7 +739,7 @@ async fn a_stalled_upload_is_abandoned_and_kept_nowhere() -> TestResult {
         "{}",
         String::from_utf8_lossy(&out)
     );
-    assert!(store.list().await?.entries.is_empty());
+    assert!(store.list().await?.entries().is_empty());
     stop.cancel();
     Ok(())
 }

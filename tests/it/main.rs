@@ -18,6 +18,7 @@ mod fake;
 mod faults;
 mod folders;
 mod hostile;
+mod listing;
 mod load;
 mod nodes;
 mod ops;

@@ -136,6 +136,7 @@ fn disguises(c: char) -> bool {
 /// Every decoder of the crate, fed `bytes`; none may panic, whatever the input.
 fn decode_everything(bytes: &[u8]) {
     let _ = Request::decode(bytes);
+    let _ = barge::client::decode_listing(bytes, barge::client::ListingLimit { files: 3 });
     if let Ok(s) = std::str::from_utf8(bytes) {
         let _ = FileName::parse(s);
         let _ = FileRef::parse(s);

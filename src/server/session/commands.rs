@@ -1,7 +1,7 @@
 //! Each command of the dialogue, run against the store (`PROTOCOL.md` section 5).
 
 use super::body::{after_grace, blocking, receive_body, receive_into, send_body};
-use super::{Flow, Next, Session};
+use super::{Flow, Next, Session, listing};
 use crate::protocol::{
     Code, DownloadHeader, FileId, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt,
     RenameArgs, Reply, Request, RestHeader, UploadSpec,
@@ -79,34 +79,42 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
-        let (entries, pending) = match self.scope() {
-            None => (listing.entries, listing.pending),
-            // Only the folder's files; files still being hashed cannot be told apart by
-            // folder here, so a confined listing does not count them.
-            Some(scope) => (
-                listing
-                    .entries
-                    .into_iter()
-                    .filter_map(|e| scope.to_seen(&e.name).map(|name| FileEntry { name, ..e }))
-                    .collect(),
-                0,
-            ),
-        };
-        if self.scope().is_none() {
-            self.config.metrics.index(entries.len(), pending);
+        // Files still being hashed cannot be told apart by folder here, so a confined listing
+        // does not count them.
+        let scope = self.scope().cloned();
+        let count = listing::count(&listing, scope.as_ref());
+        let pending = if scope.is_none() { listing.pending } else { 0 };
+        if scope.is_none() {
+            self.config.metrics.index(count, pending);
         }
         let header = ListingHeader {
-            count: entries.len() as u64,
+            count: count as u64,
             pending: pending as u64,
         };
         self.reply(Reply::listing(&header));
-        let mut out = String::with_capacity(entries.len() * 64);
-        for FileEntry { id, name, size } in entries {
-            ListingEntry { id, name, size }.encode_into(&mut out);
-            out.push('\n');
+        let stall = Some(self.config.stall_timeout);
+        let shutdown = self.shutdown.clone();
+        let grace = self.config.shutdown_grace;
+        let metrics = std::sync::Arc::clone(&self.config.metrics);
+        let sent = tokio::select! {
+            r = listing::send(&mut self.conn, &listing, scope.as_ref(), stall, &metrics) => r,
+            () = after_grace(&shutdown, grace) => {
+                self.note(|a| a.abort("the server shut down"));
+                return Ok(Flow::Close);
+            }
+        };
+        match sent {
+            Ok(()) => Ok(Flow::Continue),
+            // The client stopped reading: as between commands, the lines it has not started
+            // to receive are dropped and the 408 follows the line in progress (PROTOCOL.md
+            // section 3).
+            Err(TransportError::TimedOut(t)) => {
+                self.conn.drop_unsent();
+                self.reply(Reply::not_reading(t.as_secs()));
+                Ok(Flow::Close)
+            }
+            Err(e) => Err(e),
         }
-        self.conn.queue_lines(out.as_bytes());
-        Ok(Flow::Continue)
     }
 
     async fn delete(&mut self, target: FileRef) {

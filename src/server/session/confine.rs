@@ -52,10 +52,9 @@ impl<S: Stream> Session<'_, S> {
         if let Some(id) = r.id {
             let listing = self.store.list().await.map_err(|e| reply_for(&e))?;
             let inside: Vec<FileName> = listing
-                .entries
-                .into_iter()
-                .filter(|e| e.id == id && scope.contains(&e.name))
-                .map(|e| e.name)
+                .under(scope.folder_name())
+                .filter(|(name, file, _)| *file == id && scope.contains(name))
+                .map(|(name, ..)| name.clone())
                 .collect();
             match (inside.as_slice(), unique) {
                 ([], _) => {}

@@ -4,13 +4,15 @@
 //! the reply; every reply comes from the protocol's dialogue model ([`Reply`]'s builders). The
 //! work is split by job: this file owns the read loop, prompts and refusals; [`commands`] runs
 //! each command; [`batch`] group-commits small pipelined uploads; [`body`] streams bodies;
-//! [`login`] logs in, pairs and checks permissions; [`confine`] maps names for confined users.
+//! [`login`] logs in, pairs and checks permissions; [`confine`] maps names for confined users;
+//! [`listing`] sends a listing in bounded pages.
 
 mod ahead;
 mod batch;
 mod body;
 mod commands;
 pub(crate) mod confine;
+mod listing;
 mod login;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@
 // redb's error type is large, and these functions run once per batch: boxing buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -38,10 +38,29 @@ pub(crate) struct Entry {
     pub(crate) id: FileId,
 }
 
+/// Every hashed file by name, as a persistent map: a copy costs nothing (a few pointers) and,
+/// once the original changes, holds only the nodes that changed since. A listing is such a copy,
+/// so one being sent to a slow reader costs what the folder changed meanwhile, not its size.
+pub(crate) type Files = imbl::OrdMap<FileName, Entry>;
+
+impl Entry {
+    /// The entry of a file listed by a backend with no disk versions to tell apart (memory).
+    pub(crate) fn listed(id: FileId, size: u64) -> Self {
+        Self {
+            meta: Meta {
+                size,
+                mtime_ns: 0,
+                ino: 0,
+            },
+            id,
+        }
+    }
+}
+
 /// The in-memory index. Both maps always describe the same set of files.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    files: BTreeMap<FileName, Entry>,
+    files: Files,
     /// Names by id, each list sorted. Almost every id has one name, and a one-element `Vec`
     /// costs a tenth of a one-element `BTreeSet` (which allocates a whole node): this map is
     /// most of the index's memory on a large folder.
@@ -101,6 +120,11 @@ impl Index {
     /// Every name in the index, in order.
     pub(crate) fn names(&self) -> impl Iterator<Item = &FileName> {
         self.files.keys()
+    }
+
+    /// A snapshot of every entry: constant time, and it never changes afterwards.
+    pub(crate) fn snapshot(&self) -> Files {
+        self.files.clone()
     }
 }
 

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use rustix::fs::{AtFlags, Mode, RenameFlags};
 use rustix::io::Errno;
 
+pub(crate) use self::index::{Entry as Known, Files};
 use self::index::{Index, Persist};
 use super::{
     Backend, Body, Download, Listing, PartialKey, Staged, StoreConfig, StoreError, Target,

@@ -13,17 +13,17 @@ async fn files_changed_behind_our_back_are_rehashed() {
     let store = open(dir.path());
     std::fs::write(dir.path().join("dropped.txt"), b"by hand").unwrap();
     let l = store.list().await.unwrap();
-    assert_eq!(l.entries.len(), 1);
-    let old = l.entries[0].id;
+    assert_eq!(l.entries().len(), 1);
+    let old = l.entries()[0].id;
     std::fs::write(dir.path().join("dropped.txt"), b"changed, longer").unwrap();
     let l = store.list().await.unwrap();
-    assert_ne!(l.entries[0].id, old);
+    assert_ne!(l.entries()[0].id, old);
     assert!(matches!(
         store.download(&r(&old.to_hex())).await,
         Err(StoreError::NotFound(_))
     ));
     std::fs::remove_file(dir.path().join("dropped.txt")).unwrap();
-    assert!(store.list().await.unwrap().entries.is_empty());
+    assert!(store.list().await.unwrap().entries().is_empty());
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn symlinks_and_state_are_never_shared() {
     std::os::unix::fs::symlink(outside.path().join("secret"), dir.path().join("link")).unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
     let l = store.list().await.unwrap();
-    assert!(l.entries.is_empty(), "{:?}", l.entries);
+    assert!(l.entries().is_empty(), "{:?}", l.entries());
     assert!(matches!(
         store.download(&r("link")).await,
         Err(StoreError::NotFound(_))
@@ -98,7 +98,7 @@ async fn restart_keeps_ids_and_clears_temp() {
     // Known from the saved index, before any listing or hashing.
     assert_eq!(backend.names_of(id).await.unwrap(), [n("kept")]);
     let store = Store::new(Arc::new(backend), StoreConfig::default());
-    assert_eq!(store.list().await.unwrap().entries[0].id, id);
+    assert_eq!(store.list().await.unwrap().entries()[0].id, id);
 }
 
 #[tokio::test]
@@ -114,7 +114,7 @@ async fn large_unknown_files_are_hashed_in_background() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let l = store.list().await.unwrap();
-        if l.entries.len() == 1 {
+        if l.entries().len() == 1 {
             assert_eq!(l.pending, 0);
             break;
         }
@@ -136,9 +136,9 @@ async fn listing_hashes_only_for_its_time_budget() {
     };
     let store = Store::open(dir.path(), cfg).unwrap();
     let first = store.list().await.unwrap();
-    assert_eq!(first.entries.len() + first.pending, 50);
+    assert_eq!(first.entries().len() + first.pending, 50);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while store.list().await.unwrap().entries.len() < 50 {
+    while store.list().await.unwrap().entries().len() < 50 {
         assert!(
             std::time::Instant::now() < deadline,
             "background hashing never finished"
@@ -187,8 +187,8 @@ async fn truncated_index_is_rebuilt_at_open() {
     drop(file);
     let store = open(dir.path());
     let listed = store.list().await.unwrap();
-    assert_eq!(listed.entries.len() + listed.pending, 50);
-    for e in &listed.entries {
+    assert_eq!(listed.entries().len() + listed.pending, 50);
+    for e in &listed.entries() {
         let i = &e.name.as_str()[1..];
         let want: [u8; 16] = md5::Md5::digest(format!("body {i}").as_bytes()).into();
         assert_eq!(e.id, FileId(want));

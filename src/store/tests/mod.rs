@@ -128,7 +128,7 @@ async fn body(d: Download) -> Vec<u8> {
 
 async fn names(store: &Store) -> Vec<String> {
     let l = store.list().await.unwrap();
-    l.entries
+    l.entries()
         .into_iter()
         .map(|e| e.name.as_str().to_owned())
         .collect()
@@ -176,4 +176,5 @@ suite!(
     names_differing_only_by_normalisation_conflict,
     batch_gives_each_file_its_own_result_in_order,
     the_file_count_is_limited,
+    a_listing_is_a_snapshot_read_in_pieces,
 );

@@ -4,13 +4,13 @@ use super::*;
 
 pub(super) async fn upload_list_download_round_trip(fx: &dyn Fixture) {
     let store = fx.open(StoreConfig::default());
-    assert!(store.list().await.unwrap().entries.is_empty());
+    assert!(store.list().await.unwrap().entries().is_empty());
     let id = put(&store, "sub dir/a;b.txt", b"hello\n").await.unwrap();
     assert_eq!(id.to_hex(), "b1946ac92492d2347c6235b4d2611184");
     assert_eq!(fx.raw("sub dir/a;b.txt").unwrap(), b"hello\n");
     let l = store.list().await.unwrap();
-    assert_eq!(l.entries.len(), 1);
-    assert_eq!(l.entries[0].name.as_str(), "sub dir/a;b.txt");
+    assert_eq!(l.entries().len(), 1);
+    assert_eq!(l.entries()[0].name.as_str(), "sub dir/a;b.txt");
     let d = store.download(&r(&id.to_hex())).await.unwrap();
     assert_eq!(body(d).await, b"hello\n");
     let d = store.download(&r("sub dir/a;b.txt")).await.unwrap();
@@ -376,4 +376,51 @@ pub(super) async fn the_file_count_is_limited(fx: &dyn Fixture) {
     put(&store, "d", b"x").await.unwrap();
     assert_eq!(names(&store).await, ["b/c", "c", "d"]);
     assert!(fx.raw("e").is_none());
+}
+
+/// Issue 10 item 4: a listing is a snapshot. Changes after it was taken do not show in it (its
+/// count stays what its lines are), and read in pieces from where the last piece ended
+/// ([`Listing::after`]) it gives every file once; [`Listing::under`] gives exactly a folder's
+/// files, whatever sorts around them.
+pub(super) async fn a_listing_is_a_snapshot_read_in_pieces(fx: &dyn Fixture) {
+    let store = fx.open(StoreConfig::default());
+    // In byte order: `-` and `.` sort before `/`, and `0` after it.
+    let names = ["a-b/x", "a.txt", "a/x", "a/y/z", "a0", "b/c", "z"];
+    for name in names {
+        put(&store, name, name.as_bytes()).await.unwrap();
+    }
+    let before = store.list().await.unwrap();
+    put(&store, "a/new", b"new").await.unwrap();
+    store.delete(&r("z")).await.unwrap();
+    let listed =
+        |l: &Listing| -> Vec<String> { l.iter().map(|(n, ..)| n.as_str().to_owned()).collect() };
+    assert_eq!(before.len(), names.len());
+    assert_eq!(listed(&before), names);
+    let now = store.list().await.unwrap();
+    assert_eq!(now.len(), names.len());
+    assert!(listed(&now).contains(&"a/new".to_owned()));
+    // In pieces of 2: each piece starts after the last name of the one before.
+    let mut pieces = Vec::new();
+    let mut last: Option<FileName> = None;
+    loop {
+        let piece: Vec<FileName> = before
+            .after(last.as_ref())
+            .take(2)
+            .map(|(n, ..)| n.clone())
+            .collect();
+        let Some(end) = piece.last().cloned() else {
+            break;
+        };
+        pieces.extend(piece.iter().map(|n| n.as_str().to_owned()));
+        last = Some(end);
+    }
+    assert_eq!(pieces, names);
+    let under: Vec<&str> = before
+        .under(Some(&n("a")))
+        .map(|(n, ..)| n.as_str())
+        .collect();
+    assert_eq!(under, ["a/x", "a/y/z"]);
+    assert_eq!(before.under(Some(&n("b"))).count(), 1);
+    assert_eq!(before.under(Some(&n("q"))).count(), 0);
+    assert_eq!(before.under(None).count(), names.len());
 }
