@@ -273,10 +273,7 @@ impl Backend for ObjectBackend {
         self.files.store(entries.len() as u64, Ordering::Relaxed);
         self.used
             .store(entries.iter().map(|r| r.size).sum(), Ordering::Relaxed);
-        Ok(Listing {
-            entries,
-            pending: 0,
-        })
+        Ok(Listing::from_entries(entries, 0))
     }
 
     async fn names_of(&self, id: FileId) -> Result<Vec<FileName>, StoreError> {

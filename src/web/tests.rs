@@ -1056,7 +1056,7 @@ async fn a_trickled_upload_is_cut_by_the_minimum_rate() -> TestResult {
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("minimum of 10000 bytes per second"), "{text}");
-    assert!(web.store.list().await?.entries.is_empty());
+    assert!(web.store.list().await?.is_empty());
     Ok(())
 }
 

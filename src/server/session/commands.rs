@@ -3,10 +3,10 @@
 use super::body::{after_grace, blocking, receive_body, receive_into, send_body};
 use super::{Flow, Next, Session, listing};
 use crate::protocol::{
-    Code, DownloadHeader, FileId, FileRef, HELP_LINES, ListingEntry, ListingHeader, Prompt,
-    RenameArgs, Reply, Request, RestHeader, UploadSpec,
+    Code, DownloadHeader, FileId, FileRef, HELP_LINES, ListingHeader, Prompt, RenameArgs, Reply,
+    Request, RestHeader, UploadSpec,
 };
-use crate::store::{Body, FileEntry, PartialKey, StoreError, Target};
+use crate::store::{Body, PartialKey, StoreError, Target};
 use crate::transport::{Stream, TransportError};
 
 impl<S: Stream> Session<'_, S> {

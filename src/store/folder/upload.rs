@@ -130,6 +130,7 @@ impl FolderUpload {
                 closed: None,
                 hasher,
                 written: len,
+                started: len,
                 linked: false,
                 keep: true,
             },
