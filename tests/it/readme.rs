@@ -200,3 +200,97 @@ fn the_short_tour_runs_as_written() -> TestResult {
     assert_eq!(blocks.len(), 2, "the tour's blocks are missing");
     run_blocks(&blocks, true)
 }
+
+/// The text of the README's first code block that starts with `opening` (its first line
+/// included), without the fences.
+fn block_starting(readme: &str, fence: &str, opening: &str) -> Option<String> {
+    let start = readme.find(&format!("```{fence}\n{opening}"))? + fence.len() + 4;
+    let body = &readme[start..];
+    Some(body[..body.find("```")?].to_owned())
+}
+
+/// The sample `/etc/barge.toml` and systemd unit of "Running a server": the unit passes
+/// `systemd-analyze verify` without a single warning (systemd only warns about an unknown key
+/// or section, so any output fails), with its `ExecStart` on the binary under test; and the
+/// sample configuration starts a server (its folders moved to a temporary place, its addresses
+/// to loopback and free ports, as a test may not listen on the network).
+#[test]
+fn the_sample_config_and_systemd_unit_are_valid() -> TestResult {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))?;
+    let bin = env!("CARGO_BIN_EXE_barge");
+    let tmp = tempfile::tempdir()?;
+
+    let config = block_starting(&readme, "toml", "# /etc/barge.toml").ok_or("no sample config")?;
+    let config = config
+        .replace("\"0.0.0.0\"", "\"127.0.0.1\"")
+        .replace("\"/srv/barge\"", &format!("{:?}", tmp.path().join("share")))
+        .replace(
+            "\"/var/lib/barge\"",
+            &format!("{:?}", tmp.path().join("state")),
+        )
+        .replace("web = 8443", "web = \"127.0.0.1:0\"")
+        .replace("\"127.0.0.1:9265\"", "\"127.0.0.1:0\"");
+    assert!(
+        !config.contains("/srv/") && !config.contains("/var/"),
+        "{config}"
+    );
+    let file = tmp.path().join("barge.toml");
+    std::fs::write(&file, format!("{config}port = 0\n"))?;
+    std::fs::create_dir(tmp.path().join("share"))?;
+    let mut child = Command::new(bin)
+        .args(["serve", "--no-announce", "--config"])
+        .arg(&file)
+        .env("HOME", tmp.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    let started = loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.starts_with("Web page:") => break true,
+            Ok(line) => seen.push(line),
+            Err(_) if Instant::now() > deadline => break false,
+            Err(_) if child.try_wait()?.is_some() => break false,
+            Err(_) => {}
+        }
+    };
+    let _ = child.kill();
+    let output = child.wait_with_output()?;
+    assert!(
+        started,
+        "the sample config did not start a server with its web page: {seen:?} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("systemd unit not checked: systemd-analyze is not installed");
+        return Ok(());
+    }
+    let unit = block_starting(&readme, "ini", "[Unit]").ok_or("no systemd unit")?;
+    assert!(unit.contains("ExecStart=/usr/local/bin/barge serve --config /etc/barge.toml"));
+    let path = tmp.path().join("barge.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/barge", bin))?;
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()?;
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
