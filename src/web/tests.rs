@@ -1,6 +1,10 @@
 //! Tests of the web gateway over real HTTP on loopback: each route, each refusal with the
 //! status the TCP protocol uses for the same outcome, ranges and validators, confinement,
 //! a body cut short, and TLS with the server's own identity.
+//!
+//! Longer than the ~500 lines a source file keeps to, on purpose: every test here drives the
+//! same harness (a gateway on loopback and a raw HTTP client, defined at the top), and they read
+//! best as one catalogue of the gateway's behaviour.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
