@@ -119,24 +119,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .map_err(ClientError::io(path))?;
         let mut source =
             transfer::Source::new(file, size - offset, false).map_err(ClientError::io(path))?;
-        let mut done = offset;
-        progress(Progress { done, total: size });
-        while done < size {
-            let chunk = match source.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => return Err(ClientError::io(path)(e)),
-                None => {
-                    return Err(ClientError::FileChanged {
-                        path: path.to_owned(),
-                    });
-                }
-            };
-            self.tx.write_body(&chunk, self.timeout).await?;
-            done += chunk.len() as u64;
-            drop(chunk);
-            test_kill_at(done);
-            progress(Progress { done, total: size });
-        }
+        self.send_source(&mut source, path, offset, size, progress)
+            .await?;
         let _ = source.finish().await;
         let ours = match ours.await {
             Ok(Ok(Ok(id))) => id,

@@ -93,6 +93,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         result
     }
 
+    /// Sends the body of a file of `size` bytes from byte `done` on, as `source` reads it, with
+    /// progress. A file that ends early is [`ClientError::FileChanged`]: its size was announced
+    /// already, so the body can no longer be completed.
+    pub(super) async fn send_source<P: FnMut(Progress)>(
+        &mut self,
+        source: &mut transfer::Source,
+        path: &Path,
+        mut done: u64,
+        size: u64,
+        progress: &mut P,
+    ) -> Result<(), ClientError> {
+        progress(Progress { done, total: size });
+        while done < size {
+            let chunk = match source.next().await {
+                Some(Ok(chunk)) => chunk,
+                Some(Err(e)) => return Err(ClientError::io(path)(e)),
+                None => {
+                    return Err(ClientError::FileChanged {
+                        path: path.to_owned(),
+                    });
+                }
+            };
+            self.tx.write_body(&chunk, self.timeout).await?;
+            done += chunk.len() as u64;
+            // Dropping the chunk hands its buffer back for the next read.
+            drop(chunk);
+            super::resume::test_kill_at(done);
+            progress(Progress { done, total: size });
+        }
+        Ok(())
+    }
+
     async fn upload_inner<P: FnMut(Progress)>(
         &mut self,
         path: &Path,
@@ -124,26 +156,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.tx
             .begin_body(self.min_rate, super::download::body_window(self.timeout));
         let mut source = transfer::Source::new(file, size, true).map_err(ClientError::io(path))?;
-        let mut done = 0;
-        progress(Progress { done, total: size });
-        while done < size {
-            let chunk = match source.next().await {
-                Some(Ok(chunk)) => chunk,
-                Some(Err(e)) => return Err(ClientError::io(path)(e)),
-                // The size was announced already; the body can no longer be completed.
-                None => {
-                    return Err(ClientError::FileChanged {
-                        path: path.to_owned(),
-                    });
-                }
-            };
-            self.tx.write_body(&chunk, self.timeout).await?;
-            done += chunk.len() as u64;
-            // Dropping the chunk hands its buffer back for the next read.
-            drop(chunk);
-            super::resume::test_kill_at(done);
-            progress(Progress { done, total: size });
-        }
+        self.send_source(&mut source, path, 0, size, progress)
+            .await?;
         self.tx.flush(self.timeout).await?;
         let sent = match source.finish().await {
             Ok(Some(id)) => id,

@@ -311,6 +311,19 @@ async fn delete(
     .into_response()))
 }
 
+/// The access of a request that adds a file (an upload, a mismatch report): one that may
+/// change things (the CSRF token with a cookie) and may upload.
+async fn uploader(gw: &Gateway, headers: &HeaderMap, ip: std::net::IpAddr) -> Answer<Access> {
+    let access = gw.writer(headers, ip).await?;
+    if !access.perms.may_put() {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "Not allowed: this access may not upload",
+        );
+    }
+    Ok(access)
+}
+
 #[derive(Deserialize)]
 struct MismatchJson {
     name: String,
@@ -326,13 +339,7 @@ async fn mismatch(
     headers: HeaderMap,
     Json(args): Json<MismatchJson>,
 ) -> Answer<Response> {
-    let access = gw.writer(&headers, peer.ip()).await?;
-    if !access.perms.may_put() {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "Not allowed: this access may not upload",
-        );
-    }
+    let access = uploader(&gw, &headers, peer.ip()).await?;
     let name = real_name(&access, &args.name)?;
     gw.config.metrics.md5_mismatch();
     Ok(super::audit::Noted::file(&name).on(StatusCode::NO_CONTENT.into_response()))

@@ -21,13 +21,7 @@ pub(super) async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Answer<Response> {
-    let access = gw.writer(&headers, peer.ip()).await?;
-    if !access.perms.may_put() {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "Not allowed: this access may not upload",
-        );
-    }
+    let access = uploader(&gw, &headers, peer.ip()).await?;
     let name = real_name(&access, &text)?;
     // The exact length: `Content-Length`, or no body at all in HTTP/1.1 (a chunked body, or
     // an HTTP/2 body without a length, has none).
