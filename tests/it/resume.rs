@@ -28,14 +28,9 @@ const VERIFICATION: i32 = 4;
 
 /// The binary, pointed at `port`, run in `dir`.
 fn barge(port: u16, dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_barge"));
-    cmd.current_dir(dir)
-        .env("BARGE_HOST", "127.0.0.1")
-        .env("BARGE_PORT", port.to_string())
-        .env("BARGE_HISTORY", "")
-        .env("BARGE_PLAIN", "true")
-        .env_remove("BARGE_LOG")
-        .timeout(Duration::from_secs(60));
+    // Larger files than the CLI tests move: a longer time limit.
+    let mut cmd = crate::cli::barge(port, dir);
+    cmd.timeout(Duration::from_secs(60));
     cmd
 }
 
