@@ -58,11 +58,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
                     help="scenarios to run, comma-separated from " + ",".join(SCENARIOS)
                     + " (default: all)")
     ap.add_argument("--peers", default="",
-                    help="peers to set up, comma-separated from nc,socat,scp,vsftpd,rsync,dufs "
+                    help="peers to set up, comma-separated from nc,socat,scp,vsftpd,rsync,dufs,miniserve "
                     "(default: all available)")
     ap.add_argument("--with-dufs", action="store_true",
-                    help="bench/run installs dufs (cargo install, a few minutes) to add it as a "
-                    "peer")
+                    help="bench/run installs dufs and miniserve (cargo install, a few minutes) "
+                    "to add them as peers (the web scenario's references)")
     ap.add_argument("--disk-size", help="bytes uploaded in the disk scenario (default 1G, "
                     "--quick 32M)")
     ap.add_argument("--disk-tmp", default="/var/tmp",

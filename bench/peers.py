@@ -157,6 +157,8 @@ class Barge:
                                timeout=30, check=False).stdout
         # Builds before the per-address limit (default 64) have no such flag.
         self.per_ip_flag = "--max-connections-per-ip" in serve
+        # Builds before the web gateway's own limits (16 per address) have no such flag.
+        self.web_per_ip_flag = "--web-max-connections-per-ip" in serve
 
     @classmethod
     def variants(cls, bin_: Path, logs: Path, baseline: bool = False) -> list["Barge"]:
@@ -183,6 +185,13 @@ class Barge:
         """Server options that let `n` connections from this one address in at once."""
         out = ["--max-connections", str(n)]
         return out + (["--max-connections-per-ip", str(n)] if self.per_ip_flag else [])
+
+    def web_limits(self, n: int) -> list[str]:
+        """Server options that let `n` web connections from this one address in at once (empty
+        for a build that cannot: its web rows then show what its fixed limits allow)."""
+        if not self.web_per_ip_flag:
+            return []
+        return ["--web-max-connections", str(n), "--web-max-connections-per-ip", str(n)]
 
     def _cli(self, srv: BargeServer, *args: str) -> list[str]:
         # `env` execs barge in its own place, so the client's CPU (wait4) is barge's; every mode
@@ -236,8 +245,8 @@ class Peer:
 
 
 class Peers:
-    """The peers asked for (`want`: keys nc, socat, scp, vsftpd, rsync, dufs; empty: all), each
-    started once in `work`; the ones that cannot run are listed in `skipped`."""
+    """The peers asked for (`want`: keys nc, socat, scp, vsftpd, rsync, dufs, miniserve; empty:
+    all), each started once in `work`; the ones that cannot run are listed in `skipped`."""
 
     def __init__(self, work: Path, timeout: float, want: set[str]):
         self.work = work
@@ -253,6 +262,7 @@ class Peers:
             ("vsftpd+curl", self._ftp),
             ("rsync daemon", self._rsync),
             ("dufs+curl", self._dufs),
+            ("miniserve+curl", self._miniserve),
         ]
         for name, build in builders:
             key = name.split()[0].split("+")[0]
@@ -546,3 +556,33 @@ class Peers:
                              server=srv)
 
         self.list.append(Peer("dufs+curl", up, down, "HTTP PUT/GET, no verification"))
+
+    def _miniserve(self) -> None:
+        ms = shutil.which("miniserve") or shutil.which(str(Path.home() / ".cargo/bin/miniserve"))
+        if not ms:
+            raise RuntimeError("miniserve not installed (optional: bench/run --with-dufs)")
+        if not shutil.which("curl"):
+            raise RuntimeError("curl not installed")
+        port = free_port()
+        # Uploads are multipart form posts (miniserve has no PUT); -o overwrite lets a run
+        # replace the file of the run before.
+        srv = self._daemon([ms, "-i", "127.0.0.1", "-p", str(port), "-u", "-o", "--",
+                            str(self.work)], port, "miniserve")
+        base = f"http://127.0.0.1:{port}"
+        t = self.timeout
+
+        def rel(p: Path) -> str:
+            return str(p.relative_to(self.work))
+
+        def up(src: Path, dest: Path) -> Sample:
+            # The form part's file name is the name miniserve stores.
+            return PROCS.run(["curl", "-sSf", "-o", "/dev/null", "-F",
+                              f"path=@{src};filename={dest.name}",
+                              f"{base}/upload?path=/{rel(dest.parent)}"], t, "curl", server=srv)
+
+        def down(src: Path, dest: Path) -> Sample:
+            return PROCS.run(["curl", "-sSf", "-o", str(dest), f"{base}/{rel(src)}"], t, "curl",
+                             server=srv)
+
+        self.list.append(Peer("miniserve+curl", up, down,
+                              "HTTP multipart POST/GET, no verification"))

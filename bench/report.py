@@ -145,6 +145,7 @@ def judge(res: Results, a, peers) -> None:
     _judge_plain(res, a, peers)
     _judge_tls(res, a)
     judge_resume(res)
+    judge_web(res, a)
 
 
 def judge_resume(res: Results) -> None:
@@ -164,6 +165,38 @@ def judge_resume(res: Results) -> None:
             ratio = r.median / full.median
             res.target(f"[issue 12] resume at 50% <= 0.6x full upload ({r.tool})", ratio <= 0.6,
                        f"{ratio:.2f}x ({r.median:.2f} s vs {full.median:.2f} s full)")
+
+
+def judge_web(res: Results, a) -> None:
+    """Issue 14's speed targets for the web gateway (curl as the client): a large download at
+    least as fast as every other web server in the run (judged on the plain-HTTP row, as they
+    serve plain HTTP; the HTTPS row is judged too, against the same peers), an upload at most
+    1.3x `md5sum`, and `--clients` parallel downloads under 64 MiB of server RSS."""
+    label = human(max(a.sizes)) if a.sizes else ""
+    p14 = "[issue 14] "
+    md5 = res.find(f"hash {label}", "md5sum")
+    down_s, up_s = f"web download {label}", f"web upload {label}"
+    others = [r for r in res.rows if r.scenario == down_s and not r.tool.startswith("barge")]
+    for tool in (f"{BARGE_PLAIN} web", f"{BARGE_TLS} web"):
+        down = res.find(down_s, tool)
+        if down and down.median:
+            if others:
+                slower = [o.tool for o in others if o.median and o.median < down.median]
+                res.target(f"{p14}{tool}: download {label} >= every web peer", not slower,
+                           ", ".join(f"{o.tool} {o.median / down.median:.2f} x"
+                                     for o in others if o.median) + " (peer time / barge's)")
+            else:
+                res.target(f"{p14}{tool}: download {label} >= every web peer", None,
+                           "no web peer (bench/run --with-dufs)")
+        up = res.find(up_s, tool)
+        if up:
+            _wall(res, f"{p14}{tool}: upload {label} <= 1.3 x md5sum", up, md5, 1.3)
+        par = next((r for r in res.rows if r.tool == tool and r.peaks
+                    and r.scenario.startswith(f"{a.clients} parallel web downloads")), None)
+        if par:
+            pk = max(par.peaks)
+            res.target(f"{p14}{tool}: {a.clients} parallel web downloads: server peak RSS "
+                       "< 64 MiB", pk < 64 * MiB, human(pk))
 
 
 def _judge_plain(res: Results, a, peers) -> None:

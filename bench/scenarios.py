@@ -631,9 +631,11 @@ class Bench:
     def web(self, peers: Peers) -> None:
         """barge's web gateway (`serve --web`) with curl as the client: one large file down and
         up over HTTPS (plain HTTP for the plain row), beside `md5sum` of the same file and the
-        web servers among the peers (dufs+curl, when installed with --with-dufs), which move
-        the same bytes over plain HTTP without any verification. barge's upload is verified by
-        the server's MD5 in its answer (compared here on the first run, as the page does)."""
+        web servers among the peers (dufs+curl and miniserve+curl, when installed with
+        --with-dufs), which move the same bytes over plain HTTP without any verification.
+        barge's upload is verified by the server's MD5 in its answer (compared here on the first
+        run, as the page does). Then `--clients` (100) curl downloads from one address at once,
+        for the gateway's peak memory (`web_parallel`)."""
         size = self.a.sizes[-1]
         label = human(size)
         log(f"web: {label}, {self.a.runs} runs")
@@ -651,7 +653,8 @@ class Bench:
         dest = d / "dest.bin"
         try:
             for b in barges:
-                srv = self.server(b, "web", ["--web", "0"])
+                srv = self.server(b, "web",
+                                  ["--web", "0", *b.web_limits(self.a.clients + 16)])
                 url, deadline = None, time.monotonic() + 30
                 while url is None and time.monotonic() < deadline:
                     text = srv.out.read_text()
@@ -719,11 +722,60 @@ class Bench:
                 for what, fn in order[k:] + order[:k]:
                     self.attempt(f"{what} {label} run {run + 1}", fn)
                 log(f"  run {run + 1}/{self.a.runs} done")
+            for b in barges:
+                if b.name in servers:
+                    self.attempt(f"{b.name} parallel web downloads",
+                                 lambda b=b: self.web_parallel(b, *servers[b.name], d))
         finally:
             for srv, _ in servers.values():
                 srv.stop()
                 shutil.rmtree(srv.root, ignore_errors=True)
             shutil.rmtree(d, ignore_errors=True)
+
+    def web_parallel(self, b: Barge, srv: BargeServer, base: str, d: Path) -> None:
+        """`--clients` curl downloads of one file from one address at once, `--runs` times:
+        the wall time, both sides' CPU and the gateway's peak RSS (issue 14: under 64 MiB for
+        100). The file is 4 x `--client-size` (40 MiB by default), so the downloads overlap."""
+        n, size = self.a.clients, 4 * self.a.client_size
+        src = d / "par.bin"
+        make_random_file(src, size)
+        self.timed(b.put(srv, src, "par.bin"), "barge put par.bin")
+        src.unlink()
+        row = self.res.row(f"{n} parallel web downloads x {human(size)}", f"{b.name} web",
+                           work=n * size, note="aggregate; curl to /dev/null, sizes checked")
+        cmd = ["curl", "-sSfk", "-o", "/dev/null", "-w", "%{size_download}\n",
+               f"{base}/files/par.bin"]
+        for run in range(self.a.runs):
+            srv.reset_peak()
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                srv.cpu.start()
+                t0 = time.perf_counter()
+                ps = [PROCS.start(cmd, stdout=out, stderr=err) for _ in range(n)]
+                failed, cpu = [], 0.0
+                deadline = time.monotonic() + self.timeout
+                for p in ps:
+                    try:
+                        cpu += PROCS.reap(p, deadline)
+                    except subprocess.TimeoutExpired:
+                        failed.append("timeout")
+                        continue
+                    if p.returncode:
+                        failed.append(f"exit {p.returncode}")
+                dt = time.perf_counter() - t0
+                s_cpu = srv.cpu.stop()
+                for p in ps:
+                    PROCS.stop(p)
+                row.peaks.append(srv.peak())
+                out.seek(0)
+                sizes = out.read().decode().split()
+                if failed or sizes.count(str(size)) != n:
+                    err.seek(0)
+                    tail = err.read().decode(errors="replace").strip()[-200:]
+                    raise RuntimeError(f"{len(failed)} of {n} downloads failed, "
+                                       f"{sizes.count(str(size))} whole: {failed[:1]} {tail}")
+            row.add(Sample(dt, cpu, s_cpu))
+            log(f"  {b.name}: {n} parallel web downloads, run {run + 1}/{self.a.runs}: "
+                f"{dt:.2f} s, peak {human(row.peaks[-1])}")
 
 # -- resume and folders (issue 12) --------------------------------------------------------------
 # Kept apart from the scenarios above (other work edits them): one function, its own rows, and

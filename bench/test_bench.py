@@ -143,6 +143,38 @@ class Verdicts(unittest.TestCase):
         self.assertIn("1.50 x", t)  # the baseline's time over the new build's
 
 
+class WebVerdicts(unittest.TestCase):
+    """Issue 14's targets: the gateway's download against every web peer, its upload against
+    md5sum, and the peak memory of parallel downloads."""
+
+    def judge(self, barge_down: float, dufs_down: float, up: float, peak: int) -> dict:
+        res = report.Results()
+        res.row("hash 100 MiB", "md5sum").add(Sample(1.0, 1.0))
+        res.row("web download 100 MiB", "barge (plain) web").add(Sample(barge_down))
+        res.row("web download 100 MiB", "dufs+curl").add(Sample(dufs_down))
+        res.row("web download 100 MiB", "miniserve+curl").add(Sample(2.0))
+        res.row("web upload 100 MiB", "barge (plain) web").add(Sample(up))
+        par = res.row("100 parallel web downloads x 40 MiB", "barge (plain) web")
+        par.add(Sample(1.0))
+        par.peaks.append(peak)
+        report.judge(res, args(clients=100), Namespace(list=[]))
+        return {n: v for n, v, _ in res.targets if n.startswith("[issue 14]")}
+
+    def test_the_web_rows_pass_within_issue_14s_limits(self):
+        v = self.judge(barge_down=1.0, dufs_down=1.1, up=1.3, peak=40 * MiB)
+        t = "[issue 14] barge (plain) web: "
+        self.assertEqual(v[f"{t}download 100 MiB >= every web peer"], "PASS")
+        self.assertEqual(v[f"{t}upload 100 MiB <= 1.3 x md5sum"], "PASS")
+        self.assertEqual(v[f"{t}100 parallel web downloads: server peak RSS < 64 MiB"], "PASS")
+
+    def test_the_web_rows_fail_past_issue_14s_limits(self):
+        v = self.judge(barge_down=1.0, dufs_down=0.9, up=1.4, peak=65 * MiB)
+        t = "[issue 14] barge (plain) web: "
+        self.assertEqual(v[f"{t}download 100 MiB >= every web peer"], "FAIL")
+        self.assertEqual(v[f"{t}upload 100 MiB <= 1.3 x md5sum"], "FAIL")
+        self.assertEqual(v[f"{t}100 parallel web downloads: server peak RSS < 64 MiB"], "FAIL")
+
+
 class TlsVerdicts(unittest.TestCase):
     """Issue 9's targets judge the TLS rows; the older targets keep judging the plain rows."""
 

@@ -35,6 +35,8 @@ const KEYS: &[&str] = &[
     "drop-box",
     "max-connections",
     "max-connections-per-ip",
+    "web-max-connections",
+    "web-max-connections-per-ip",
     "min-rate",
     "idle-timeout",
     "max-file-size",

@@ -56,6 +56,13 @@ pub(crate) struct ServeArgs {
     /// Connections served at once from one IP address; more get a "busy" reply
     #[arg(long, default_value_t = 64, value_name = "N")]
     max_connections_per_ip: usize,
+    /// With --web: web connections served at once (more are closed at accept)
+    #[arg(long, default_value_t = 128, value_name = "N", requires = "web")]
+    web_max_connections: usize,
+    /// With --web: web connections served at once from one IP address (more are closed at
+    /// accept); raise it when many downloads come from one host, e.g. behind a NAT
+    #[arg(long, default_value_t = 16, value_name = "N", requires = "web")]
+    web_max_connections_per_ip: usize,
     /// Slowest a file body may move, in bytes per second, judged over each minute; 0 turns
     /// the check off
     #[arg(long, default_value_t = 1024, value_name = "BYTES")]
@@ -273,6 +280,11 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
                 store,
                 policy,
                 identity.as_ref(),
+                super::web::Limits {
+                    connections: args.web_max_connections.max(1),
+                    per_ip: args.web_max_connections_per_ip.max(1),
+                    min_rate: args.min_rate,
+                },
                 Arc::clone(&metrics),
                 shutdown.clone(),
             )

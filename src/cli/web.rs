@@ -31,6 +31,16 @@ pub(crate) fn parse_web(spec: &str) -> Result<(Option<String>, u16), String> {
     Ok((host, port))
 }
 
+/// The gateway's connection limits and upload rate, from `serve`'s flags.
+pub(crate) struct Limits {
+    /// `--web-max-connections`.
+    pub(crate) connections: usize,
+    /// `--web-max-connections-per-ip`.
+    pub(crate) per_ip: usize,
+    /// `--min-rate`, shared with the TCP side.
+    pub(crate) min_rate: u64,
+}
+
 /// Binds the gateway and starts it in the background; returns its address and the task, which
 /// ends after `shutdown` once the requests in flight are done.
 pub(crate) async fn start(
@@ -38,6 +48,7 @@ pub(crate) async fn start(
     store: Arc<Store>,
     policy: Arc<barge::server::Access>,
     identity: Option<&Identity>,
+    limits: Limits,
     metrics: Arc<barge::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -50,6 +61,9 @@ pub(crate) async fn start(
         .transpose()?;
     let fingerprint = identity.map(|i| i.fingerprint().to_string());
     let config = WebConfig {
+        max_connections: limits.connections,
+        max_connections_per_ip: limits.per_ip,
+        min_rate: limits.min_rate,
         metrics,
         ..WebConfig::default()
     };

@@ -823,3 +823,75 @@ async fn a_reported_md5_mismatch_is_counted_and_audited() -> TestResult {
     assert_eq!(raw.list().await?.len(), 1);
     Ok(())
 }
+
+/// `--web-max-connections-per-ip` reaches the gateway: with 2, a third connection from the same
+/// address is closed at accept while the first two stay open (the default, 16, would keep it).
+#[test]
+fn the_web_connection_limits_come_from_the_flags() -> TestResult {
+    use std::io::Read as _;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("share");
+    let server = Banner::start(
+        &root,
+        &[
+            "--plain",
+            "--host",
+            "127.0.0.1",
+            "--web",
+            "127.0.0.1:0",
+            "--web-max-connections-per-ip",
+            "2",
+        ],
+    )?;
+    let web = after(&server.text, "Web page: http://")?
+        .trim_end_matches('/')
+        .to_owned();
+    // Whether the server closes `s` within `wait` (end of stream or reset), sending nothing.
+    let closed_within = |s: &mut std::net::TcpStream, wait: Duration| -> TestResult<bool> {
+        s.set_read_timeout(Some(Duration::from_millis(50)))?;
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        while start.elapsed() < wait {
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(n) => return Err(format!("unexpected {n} bytes").into()),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return Ok(true),
+            }
+        }
+        Ok(false)
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(std::net::TcpStream::connect(&web)?);
+    }
+    let mut third = std::net::TcpStream::connect(&web)?;
+    assert!(
+        closed_within(&mut third, Duration::from_secs(3))?,
+        "a third connection from one address was kept with --web-max-connections-per-ip 2"
+    );
+    for s in &mut held {
+        assert!(
+            !closed_within(s, Duration::from_millis(300))?,
+            "a connection within the limit was closed"
+        );
+    }
+    // Once one is gone, its slot is free again: a request is answered.
+    drop(held.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match http(&web, "GET /api/files HTTP/1.1\n", b"") {
+            Ok((200, _)) => break,
+            other if Instant::now() > deadline => {
+                return Err(format!("not served after a slot was freed: {other:?}").into());
+            }
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    Ok(())
+}
