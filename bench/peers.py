@@ -564,10 +564,10 @@ class Peers:
         if not shutil.which("curl"):
             raise RuntimeError("curl not installed")
         port = free_port()
-        # Uploads are multipart form posts (miniserve has no PUT); -o overwrite lets a run
+        # Uploads are multipart form posts (miniserve has no PUT); `-o overwrite` lets a run
         # replace the file of the run before.
-        srv = self._daemon([ms, "-i", "127.0.0.1", "-p", str(port), "-u", "-o", "--",
-                            str(self.work)], port, "miniserve")
+        srv = self._daemon([ms, "-i", "127.0.0.1", "-p", str(port), "-u", "-o", "overwrite",
+                            "--", str(self.work)], port, "miniserve")
         base = f"http://127.0.0.1:{port}"
         t = self.timeout
 
