@@ -140,7 +140,7 @@ def main() -> int:
             barges += Barge.variants(a.baseline_bin.resolve(), logs, baseline=True)
         bench = Bench(a, barges, work, res)
         log(f"work folder {work} ({fs}); " + ", ".join(f"{b.name}: {b.bin}" for b in barges))
-        need_peers = "large" in a.only or "small" in a.only
+        need_peers = bool({"large", "small", "web"} & set(a.only))
         peers = Peers(work, a.timeout, want_peers if need_peers else {"none"})
         log("peers: " + ", ".join(p.name for p in peers.list))
         steps = {"large": lambda: bench.large(peers), "disk": bench.disk,

@@ -242,6 +242,8 @@ class Peer:
     small_down: object = None
     # A yardstick built for this benchmark rather than a tool people use: shown, not a target.
     yardstick: bool = False
+    # Measured only by the web scenario (the HTTPS rows of the web servers).
+    web_only: bool = False
 
 
 class Peers:
@@ -532,57 +534,68 @@ class Peers:
             lambda s, de: run("-r", f"{base}/{rel(s)}/", f"{de}/"),
         ))
 
-    def _dufs(self) -> None:
-        dufs = shutil.which("dufs") or shutil.which(str(Path.home() / ".cargo/bin/dufs"))
-        if not dufs:
-            raise RuntimeError("dufs not installed (optional: bench/run --with-dufs)")
+    def _tls_files(self) -> list[str]:
+        """A throw-away self-signed P-256 key and certificate (barge's own kind of key) for the
+        web servers' HTTPS rows: `[cert, key]`."""
+        d = self.work / "peer-tls"
+        cert, key = d / "cert.pem", d / "key.pem"
+        if not cert.exists():
+            d.mkdir(exist_ok=True)
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=127.0.0.1",
+                            "-days", "2", "-keyout", str(key), "-out", str(cert)],
+                           check=True, capture_output=True, timeout=60)
+        return [str(cert), str(key)]
+
+    def _web_server(self, name: str, binary: str, cmd, upload, note: str) -> None:
+        """A web server as two peers, plain HTTP and HTTPS (`web_only`), with curl as the
+        client: `cmd(port, tls_args)` starts it, `upload(base, src, dest)` is curl's arguments
+        for an upload."""
+        found = shutil.which(binary) or shutil.which(str(Path.home() / f".cargo/bin/{binary}"))
+        if not found:
+            raise RuntimeError(f"{binary} not installed (optional: bench/run --with-dufs)")
         if not shutil.which("curl"):
             raise RuntimeError("curl not installed")
-        port = free_port()
-        srv = self._daemon([dufs, "-A", "-b", "127.0.0.1", "-p", str(port), str(self.work)],
-                           port, "dufs")
-        base = f"http://127.0.0.1:{port}"
         t = self.timeout
+        for tls in (False, True):
+            port = free_port()
+            tls_args = []
+            if tls:
+                cert, key = self._tls_files()
+                tls_args = ["--tls-cert", cert, "--tls-key", key]
+            srv = self._daemon(cmd(found, port, tls_args), port, binary)
+            base = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+            curl = ["curl", "-sSf"] + (["-k"] if tls else [])
 
-        def rel(p: Path) -> str:
-            return str(p.relative_to(self.work))
+            def rel(p: Path) -> str:
+                return str(p.relative_to(self.work))
 
-        def up(src: Path, dest: Path) -> Sample:
-            return PROCS.run(["curl", "-sSf", "-T", str(src), f"{base}/{rel(dest)}"], t, "curl",
-                             server=srv)
+            def up(src: Path, dest: Path, base=base, srv=srv, curl=curl) -> Sample:
+                return PROCS.run([*curl, *upload(base, src, rel(dest))], t, "curl", server=srv)
 
-        def down(src: Path, dest: Path) -> Sample:
-            return PROCS.run(["curl", "-sSf", "-o", str(dest), f"{base}/{rel(src)}"], t, "curl",
-                             server=srv)
+            def down(src: Path, dest: Path, base=base, srv=srv, curl=curl) -> Sample:
+                return PROCS.run([*curl, "-o", str(dest), f"{base}/{rel(src)}"], t, "curl",
+                                 server=srv)
 
-        self.list.append(Peer("dufs+curl", up, down, "HTTP PUT/GET, no verification"))
+            self.list.append(Peer(f"{name} (TLS)" if tls else name, up, down,
+                                  note + ("; HTTPS, curl -k" if tls else ""), web_only=tls))
+
+    def _dufs(self) -> None:
+        self._web_server(
+            "dufs+curl", "dufs",
+            lambda exe, port, tls: [exe, "-A", "-b", "127.0.0.1", "-p", str(port), *tls,
+                                    str(self.work)],
+            lambda base, src, dest: ["-T", str(src), f"{base}/{dest}"],
+            "HTTP PUT/GET, no verification")
 
     def _miniserve(self) -> None:
-        ms = shutil.which("miniserve") or shutil.which(str(Path.home() / ".cargo/bin/miniserve"))
-        if not ms:
-            raise RuntimeError("miniserve not installed (optional: bench/run --with-dufs)")
-        if not shutil.which("curl"):
-            raise RuntimeError("curl not installed")
-        port = free_port()
-        # Uploads are multipart form posts (miniserve has no PUT); `-o overwrite` lets a run
-        # replace the file of the run before.
-        srv = self._daemon([ms, "-i", "127.0.0.1", "-p", str(port), "-u", "-o", "overwrite",
-                            "--", str(self.work)], port, "miniserve")
-        base = f"http://127.0.0.1:{port}"
-        t = self.timeout
-
-        def rel(p: Path) -> str:
-            return str(p.relative_to(self.work))
-
-        def up(src: Path, dest: Path) -> Sample:
-            # The form part's file name is the name miniserve stores.
-            return PROCS.run(["curl", "-sSf", "-o", "/dev/null", "-F",
-                              f"path=@{src};filename={dest.name}",
-                              f"{base}/upload?path=/{rel(dest.parent)}"], t, "curl", server=srv)
-
-        def down(src: Path, dest: Path) -> Sample:
-            return PROCS.run(["curl", "-sSf", "-o", str(dest), f"{base}/{rel(src)}"], t, "curl",
-                             server=srv)
-
-        self.list.append(Peer("miniserve+curl", up, down,
-                              "HTTP multipart POST/GET, no verification"))
+        # Uploads are multipart form posts (miniserve has no PUT), the part's file name is the
+        # name stored; `-o overwrite` lets a run replace the file of the run before.
+        self._web_server(
+            "miniserve+curl", "miniserve",
+            lambda exe, port, tls: [exe, "-i", "127.0.0.1", "-p", str(port), "-u", "-o",
+                                    "overwrite", *tls, "--", str(self.work)],
+            lambda base, src, dest: ["-o", "/dev/null", "-F",
+                                     f"path=@{src};filename={Path(dest).name}",
+                                     f"{base}/upload?path=/{Path(dest).parent}"],
+            "HTTP multipart POST/GET, no verification")

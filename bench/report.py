@@ -169,15 +169,19 @@ def judge_resume(res: Results) -> None:
 
 def judge_web(res: Results, a) -> None:
     """Issue 14's speed targets for the web gateway (curl as the client): a large download at
-    least as fast as every other web server in the run (judged on the plain-HTTP row, as they
-    serve plain HTTP; the HTTPS row is judged too, against the same peers), an upload at most
-    1.3x `md5sum`, and `--clients` parallel downloads under 64 MiB of server RSS."""
+    least as fast as every other web server in the run (plain HTTP against their plain rows,
+    HTTPS against their HTTPS rows), an upload at most 1.3x `md5sum`, and `--clients` parallel
+    downloads under 64 MiB of server RSS; each for both of barge's rows."""
     label = human(max(a.sizes)) if a.sizes else ""
     p14 = "[issue 14] "
     md5 = res.find(f"hash {label}", "md5sum")
     down_s, up_s = f"web download {label}", f"web upload {label}"
-    others = [r for r in res.rows if r.scenario == down_s and not r.tool.startswith("barge")]
+    peers = [r for r in res.rows if r.scenario == down_s and not r.tool.startswith("barge")]
     for tool in (f"{BARGE_PLAIN} web", f"{BARGE_TLS} web"):
+        # Like against like: the plain-HTTP row against the web servers' plain rows, the HTTPS
+        # row against their `(TLS)` rows.
+        tls = tool.startswith(BARGE_TLS)
+        others = [r for r in peers if r.tool.endswith("(TLS)") == tls]
         down = res.find(down_s, tool)
         if down and down.median:
             if others:

@@ -157,7 +157,7 @@ class Bench:
             if peers.ftp_root:
                 (peers.ftp_root / "pub").mkdir(exist_ok=True)
                 shutil.copy(src, peers.ftp_root / "pub" / src.name)
-            for p in peers.list:
+            for p in [p for p in peers.list if not p.web_only]:
                 self.res.row(up_s, p.name, work=size, note=p.note)
                 self.res.row(down_s, p.name, work=size, note=p.note)
             dest = d / "dest.bin"
@@ -207,7 +207,7 @@ class Bench:
                 for b in self.barges:
                     order.append((f"{b.name} up", lambda b=b, run=run: barge_up(b, run)))
                     order.append((f"{b.name} down", lambda b=b, run=run: barge_down(b, run)))
-                for p in peers.list:
+                for p in [p for p in peers.list if not p.web_only]:
                     order.append((f"{p.name} up", lambda p=p, run=run: peer_task(p, run, True)))
                     order.append((f"{p.name} down",
                                   lambda p=p, run=run: peer_task(p, run, False)))

@@ -153,6 +153,8 @@ class WebVerdicts(unittest.TestCase):
         res.row("web download 100 MiB", "barge (plain) web").add(Sample(barge_down))
         res.row("web download 100 MiB", "dufs+curl").add(Sample(dufs_down))
         res.row("web download 100 MiB", "miniserve+curl").add(Sample(2.0))
+        # An HTTPS peer is not held against the plain row.
+        res.row("web download 100 MiB", "dufs+curl (TLS)").add(Sample(0.5))
         res.row("web upload 100 MiB", "barge (plain) web").add(Sample(up))
         par = res.row("100 parallel web downloads x 40 MiB", "barge (plain) web")
         par.add(Sample(1.0))
