@@ -491,7 +491,7 @@ def scen_clients(c: Cluster, rep: Report) -> None:
                          "garage_cpu": garage_cpu, "failed": len(failed)}
         rep.say(f"  {what}: {n} x {human(size)} in {dt:.2f} s = {human(rate)}/s aggregate; "
                 f"CPU s: clients {client_cpu:.1f}, barge nodes {barge_cpu:.1f}, "
-                f"garage {garage_cpu:.1f}")
+                f"S3 engine {garage_cpu:.1f}")
         rep.check(not failed, f"all {n} {what}s exit 0" + (f" ({failed[0]}: {failed[-1]})"
                                                            if failed else ""))
     for node in nodes:
@@ -711,7 +711,7 @@ def scen_big(c: Cluster, rep: Report) -> None:
         rep.say(f"  {what:9}: median {wall:.2f} s = {human(size / wall)}/s "
                 f"(runs {', '.join(f'{s[0]:.2f}' for s in samples)}); CPU s: client "
                 f"{res[what]['client_cpu']:.2f}, barge node {res[what]['barge_cpu']:.2f}, "
-                f"garage {res[what]['garage_cpu']:.2f}")
+                f"S3 engine {res[what]['garage_cpu']:.2f}")
     for way in ("put", "get"):
         ratio = res[f"raw {way}"]["median_s"] / res[f"barge {way}"]["median_s"]
         res[f"{way} ratio"] = ratio
