@@ -100,6 +100,50 @@ fn db(e: sqlx::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// How many times a transaction that lost to another one is run again before its error is
+/// given up to the caller.
+const TRIES: u32 = 8;
+
+/// Whether `e` is a transaction that lost to a concurrent one and may simply run again:
+/// PostgreSQL's deadlock (`40P01`: two servers renaming `a`→`b` and `b`→`a` at once each hold
+/// the row the other needs) or serialization failure (`40001`), SQLite's busy database
+/// (`5`, `517`: another process's write won).
+fn transient(e: &StoreError) -> bool {
+    let StoreError::Backend(inner) = e else {
+        return false;
+    };
+    let Some(sqlx::Error::Database(d)) = inner.downcast_ref::<sqlx::Error>() else {
+        return false;
+    };
+    matches!(d.code().as_deref(), Some("40P01" | "40001" | "5" | "517"))
+}
+
+/// Runs the transaction `attempt` until it does not lose to a concurrent one, at most
+/// [`TRIES`] times, waiting a random few milliseconds (growing) between tries so two servers
+/// that deadlocked do not meet again in step. A conflict (`Exists`, `NotFound`, ...) is a
+/// result, not a loss: it is returned at once.
+async fn retried<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(e) if tries < TRIES && transient(&e) => {
+                let mut r = [0u8; 2];
+                let _ = getrandom::fill(&mut r);
+                let cap = 4u64 << tries.min(6);
+                let wait = 1 + u64::from(u16::from_le_bytes(r)) % cap;
+                tracing::debug!(tries, wait_ms = wait, error = %e, "catalog transaction retried");
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                tries += 1;
+            }
+            done => return done,
+        }
+    }
+}
+
 /// The catalog in a SQL database: SQLite or PostgreSQL.
 pub struct SqlCatalog {
     pool: AnyPool,
@@ -327,6 +371,48 @@ impl SqlCatalog {
         })
     }
 
+    /// One try of [`Catalog::commit`].
+    async fn commit_once(&self, entry: &CatalogEntry) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let staged = sqlx::query("DELETE FROM pending WHERE blob = $1")
+            .bind(&entry.blob)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if staged.rows_affected() != 1 {
+            return Err(StoreError::Backend(
+                "the upload's blob was swept before its commit (older than the upload grace)"
+                    .into(),
+            ));
+        }
+        Self::claim(&mut tx, &entry.name).await?;
+        Self::insert(&mut tx, entry).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// One try of [`Catalog::rename`].
+    async fn rename_once(&self, from: &FileName, to: &FileName) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        let Some(mut entry) = Self::take(&mut tx, from).await? else {
+            return Err(not_found(from));
+        };
+        entry.name = to.clone();
+        entry.modified_ms = now_ms();
+        Self::claim(&mut tx, to).await?;
+        Self::insert(&mut tx, &entry).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// One try of [`Catalog::delete`].
+    async fn delete_once(&self, name: &FileName) -> Result<CatalogEntry, StoreError> {
+        let mut tx = self.begin().await?;
+        let Some(entry) = Self::take(&mut tx, name).await? else {
+            return Err(not_found(name));
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(entry)
+    }
+
     async fn take(tx: &mut Tx, name: &FileName) -> Result<Option<CatalogEntry>, StoreError> {
         let row = sqlx::query(&format!(
             "DELETE FROM files WHERE name = $1 RETURNING {COLUMNS}"
@@ -460,42 +546,15 @@ impl Catalog for SqlCatalog {
     }
 
     async fn commit(&self, entry: &CatalogEntry) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let staged = sqlx::query("DELETE FROM pending WHERE blob = $1")
-            .bind(&entry.blob)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if staged.rows_affected() != 1 {
-            return Err(StoreError::Backend(
-                "the upload's blob was swept before its commit (older than the upload grace)"
-                    .into(),
-            ));
-        }
-        Self::claim(&mut tx, &entry.name).await?;
-        Self::insert(&mut tx, entry).await?;
-        tx.commit().await.map_err(db)
+        retried(|| self.commit_once(entry)).await
     }
 
     async fn rename(&self, from: &FileName, to: &FileName) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        let Some(mut entry) = Self::take(&mut tx, from).await? else {
-            return Err(not_found(from));
-        };
-        entry.name = to.clone();
-        entry.modified_ms = now_ms();
-        Self::claim(&mut tx, to).await?;
-        Self::insert(&mut tx, &entry).await?;
-        tx.commit().await.map_err(db)
+        retried(|| self.rename_once(from, to)).await
     }
 
     async fn delete(&self, name: &FileName) -> Result<CatalogEntry, StoreError> {
-        let mut tx = self.begin().await?;
-        let Some(entry) = Self::take(&mut tx, name).await? else {
-            return Err(not_found(name));
-        };
-        tx.commit().await.map_err(db)?;
-        Ok(entry)
+        retried(|| self.delete_once(name)).await
     }
 
     async fn usage(&self) -> Result<(u64, u64), StoreError> {

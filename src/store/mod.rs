@@ -346,6 +346,30 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// if the name is visibly taken or blocked; the commit checks again.
     async fn begin(&self, name: &FileName, size: u64) -> Result<Box<dyn Staged>, StoreError>;
 
+    /// As [`begin`](Self::begin), for `uploader` (a user name, `token:<id>`, or empty when
+    /// the server does not know), which backends that record it (an object store's catalog)
+    /// keep with the file. The default ignores it.
+    async fn begin_by(
+        &self,
+        name: &FileName,
+        size: u64,
+        uploader: &str,
+    ) -> Result<Box<dyn Staged>, StoreError> {
+        let _ = uploader;
+        self.begin(name, size).await
+    }
+
+    /// As [`put_batch`](Self::put_batch), for `uploader` (see [`begin_by`](Self::begin_by)).
+    /// The default ignores it.
+    async fn put_batch_by(
+        &self,
+        items: Vec<(FileName, Vec<u8>)>,
+        uploader: &str,
+    ) -> Vec<Result<FileId, StoreError>> {
+        let _ = uploader;
+        self.put_batch(items).await
+    }
+
     /// Stores several small files, each all or nothing, each with its own result in order.
     /// Backends with a cheaper way to make many files durable at once (one `syncfs`) override it.
     async fn put_batch(&self, items: Vec<(FileName, Vec<u8>)>) -> Vec<Result<FileId, StoreError>> {

@@ -12,8 +12,10 @@
 //! progress on another server of a file just deleted still finishes. The sweep never deletes a
 //! blob that a row points to or that an upload still writes ([`Catalog::claim_orphan`]).
 //!
-//! Memory: an upload gathers 1 MiB, then buffers at most [`PART`] × [`PARTS`] bytes while its
-//! parts are sent; a download reads ahead at most [`PART`] × 2 bytes.
+//! Memory: an upload gathers 1 MiB at a time and queues at most [`QUEUE`] such chunks for the
+//! task that feeds OpenDAL's writer, which buffers at most [`PART`] × ([`PARTS`] + 1) bytes (a
+//! part being filled and the parts being sent); a download reads ahead at most [`PART`] × 2
+//! bytes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +29,7 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, CatalogEntry, now_ms};
-use super::{Backend, Body, Download, Listing, Space, Staged, StoreError};
+use super::{Backend, Body, Download, Listing, PartialKey, Space, Staged, StoreError};
 use crate::id::FileId;
 use crate::name::FileName;
 
@@ -38,6 +40,9 @@ pub const PARTS: usize = 2;
 /// Bytes an upload gathers before it hands them to the writer: one wait on the runtime per
 /// MiB rather than per network chunk.
 const GATHER: usize = 1 << 20;
+/// Gathered chunks queued for the task that feeds the writer: the hashing runs this far ahead
+/// of a writer waiting for a free part slot.
+const QUEUE: usize = 4;
 /// Where blobs live below the store's prefix.
 const BLOBS: &str = "blobs/";
 
@@ -319,6 +324,15 @@ impl Backend for ObjectBackend {
     }
 
     async fn begin(&self, name: &FileName, size: u64) -> Result<Box<dyn Staged>, StoreError> {
+        self.begin_by(name, size, "").await
+    }
+
+    async fn begin_by(
+        &self,
+        name: &FileName,
+        size: u64,
+        uploader: &str,
+    ) -> Result<Box<dyn Staged>, StoreError> {
         self.catalog.check_free(name).await?;
         let blob = blob_key()?;
         self.catalog.stage(&blob).await?;
@@ -335,20 +349,56 @@ impl Backend for ObjectBackend {
                 return Err(dal(e));
             }
         };
+        let (tx, rx) = tokio::sync::mpsc::channel(QUEUE);
         Ok(Box::new(ObjectUpload {
             rt: Handle::current(),
-            writer: Some(writer),
+            tx: Some(tx),
+            task: Some(tokio::spawn(feed(writer, rx))),
             op: self.op.clone(),
             catalog: Arc::clone(&self.catalog),
             files: Arc::clone(&self.files),
             used: Arc::clone(&self.used),
             blob,
             name: name.clone(),
+            uploader: uploader.to_owned(),
             size,
             received: 0,
             hasher: Md5::new(),
             gathered: Vec::new(),
         }))
+    }
+
+    async fn put_batch_by(
+        &self,
+        items: Vec<(FileName, Vec<u8>)>,
+        uploader: &str,
+    ) -> Vec<Result<FileId, StoreError>> {
+        let mut out = Vec::with_capacity(items.len());
+        for (name, data) in items {
+            let staged = match self.begin_by(&name, data.len() as u64, uploader).await {
+                Ok(s) => s,
+                Err(e) => {
+                    out.push(Err(e));
+                    continue;
+                }
+            };
+            out.push(
+                tokio::task::spawn_blocking(move || {
+                    let mut staged = staged;
+                    staged.write(&data)?;
+                    staged.commit()
+                })
+                .await
+                .unwrap_or_else(|e| Err(StoreError::worker(&e))),
+            );
+        }
+        out
+    }
+
+    async fn resume(&self, key: &PartialKey) -> Result<(Box<dyn Staged>, u64), StoreError> {
+        // No partial upload is kept (README, "Running on several machines": why): a resume
+        // starts over, recorded as its principal's.
+        Ok((self.begin_by(&key.name, key.size, &key.owner).await?, 0))
     }
 
     async fn rename(&self, from: &FileName, to: &FileName) -> Result<(), StoreError> {
@@ -387,17 +437,56 @@ impl Backend for ObjectBackend {
     }
 }
 
+/// What the hashing side hands to the task that feeds OpenDAL's writer.
+enum Feed {
+    /// Bytes to append.
+    Bytes(Vec<u8>),
+    /// Every byte was handed over: complete the object.
+    Close,
+}
+
+/// Feeds `writer` what arrives on `rx`, so the MD5 of the next bytes is computed while OpenDAL
+/// waits for a free part slot (hashing and sending parts overlap instead of taking turns).
+/// Completes the object on [`Feed::Close`]; aborts the multipart upload on a failure or when
+/// the sender goes away without closing (the upload was given up).
+async fn feed(
+    mut writer: opendal::Writer,
+    mut rx: tokio::sync::mpsc::Receiver<Feed>,
+) -> Result<(), opendal::Error> {
+    loop {
+        let done = match rx.recv().await {
+            Some(Feed::Bytes(b)) => match writer.write(b).await {
+                Ok(()) => continue,
+                Err(e) => Err(e),
+            },
+            Some(Feed::Close) => writer.close().await.map(drop),
+            None => Err(opendal::Error::new(
+                ErrorKind::Unexpected,
+                "the upload was given up",
+            )),
+        };
+        if done.is_err() {
+            let _ = writer.abort().await;
+        }
+        return done;
+    }
+}
+
 /// An upload streaming into a new blob; visible once its catalog row commits.
 struct ObjectUpload {
     rt: Handle,
-    /// `None` once closed (committed) or given up.
-    writer: Option<opendal::Writer>,
+    /// To the task that feeds the writer; `None` once closed (committed) or given up.
+    tx: Option<tokio::sync::mpsc::Sender<Feed>>,
+    /// That task: its result says whether the object is complete.
+    task: Option<tokio::task::JoinHandle<Result<(), opendal::Error>>>,
     op: Operator,
     catalog: Arc<dyn Catalog>,
     files: Arc<AtomicU64>,
     used: Arc<AtomicU64>,
     blob: String,
     name: FileName,
+    /// Who uploads it (recorded in its catalog row).
+    uploader: String,
     size: u64,
     received: u64,
     hasher: Md5,
@@ -416,6 +505,33 @@ impl std::fmt::Debug for ObjectUpload {
     }
 }
 
+impl ObjectUpload {
+    /// Why the feeding task stopped early (it only stops early on a failure).
+    fn failure(&mut self) -> StoreError {
+        self.tx = None;
+        let Some(task) = self.task.take() else {
+            return StoreError::Backend("the upload ended".into());
+        };
+        match self.rt.block_on(task) {
+            Ok(Err(e)) => dal(e),
+            Ok(Ok(())) => StoreError::Backend("the upload ended early".into()),
+            Err(e) => StoreError::worker(&e),
+        }
+    }
+
+    /// Hands `chunk` to the feeding task; waits (on this blocking thread) while its queue is
+    /// full.
+    fn hand(&mut self, chunk: Feed) -> Result<(), StoreError> {
+        let Some(tx) = &self.tx else {
+            return Err(StoreError::Backend("write after the upload ended".into()));
+        };
+        if tx.blocking_send(chunk).is_err() {
+            return Err(self.failure());
+        }
+        Ok(())
+    }
+}
+
 impl Staged for ObjectUpload {
     fn write(&mut self, data: &[u8]) -> Result<(), StoreError> {
         let received = self.received + data.len() as u64;
@@ -425,20 +541,24 @@ impl Staged for ObjectUpload {
                 received,
             });
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| StoreError::Backend("write after the upload ended".into()))?;
+        if self.tx.is_none() {
+            return Err(StoreError::Backend("write after the upload ended".into()));
+        }
         self.hasher.update(data);
         self.gathered.extend_from_slice(data);
         self.received = received;
         if self.gathered.len() >= GATHER {
             let chunk = std::mem::replace(&mut self.gathered, Vec::with_capacity(GATHER));
-            // Called on a blocking thread (the trait's contract), so waiting on the runtime is
-            // fine.
-            self.rt.block_on(writer.write(chunk)).map_err(dal)?;
+            // Called on a blocking thread (the trait's contract), so waiting is fine.
+            self.hand(Feed::Bytes(chunk))?;
         }
         Ok(())
+    }
+
+    fn digest(&self) -> Option<FileId> {
+        // Every byte written so far passed through the hasher: a resumed upload's mismatch is
+        // caught before anything becomes visible.
+        Some(FileId(self.hasher.clone().finalize().into()))
     }
 
     fn commit(mut self: Box<Self>) -> Result<FileId, StoreError> {
@@ -449,8 +569,14 @@ impl Staged for ObjectUpload {
             });
         }
         let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
-        let mut writer = self
-            .writer
+        let last = std::mem::take(&mut self.gathered);
+        if !last.is_empty() {
+            self.hand(Feed::Bytes(last))?;
+        }
+        self.hand(Feed::Close)?;
+        self.tx = None;
+        let task = self
+            .task
             .take()
             .ok_or_else(|| StoreError::Backend("commit after the upload ended".into()))?;
         let now = now_ms();
@@ -461,25 +587,21 @@ impl Staged for ObjectUpload {
             id,
             created_ms: now,
             modified_ms: now,
-            uploader: String::new(),
+            uploader: std::mem::take(&mut self.uploader),
         };
         let catalog = Arc::clone(&self.catalog);
         let op = self.op.clone();
         let rt = self.rt.clone();
-        let last = std::mem::take(&mut self.gathered);
         let done = rt.block_on(async {
-            let written = if last.is_empty() {
-                Ok(())
-            } else {
-                writer.write(last).await
+            let written = match task.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(dal(e)),
+                Err(e) => Err(StoreError::worker(&e)),
             };
-            let closed = match written {
-                Ok(()) => writer.close().await.map(drop),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = closed {
-                let _ = writer.abort().await;
-                return Err(dal(e));
+            if let Err(e) = written {
+                // The multipart upload was aborted: no object, and nothing for the sweep.
+                let _ = catalog.unstage(&entry.blob).await;
+                return Err(e);
             }
             match catalog.commit(&entry).await {
                 Ok(()) => Ok(()),
@@ -505,15 +627,17 @@ impl Drop for ObjectUpload {
         if self.blob.is_empty() {
             return;
         }
-        // Given up: abort the multipart upload and forget the blob, in the background (a drop
-        // must not wait). If this never runs (the server is killed), the sweep removes it.
-        let writer = self.writer.take();
+        // Given up: closing the queue makes the feeding task abort the multipart upload; then
+        // the blob is forgotten, in the background (a drop must not wait). If this never runs
+        // (the server is killed), the sweep removes it.
+        self.tx = None;
+        let task = self.task.take();
         let blob = std::mem::take(&mut self.blob);
         let catalog = Arc::clone(&self.catalog);
         let op = self.op.clone();
         self.rt.spawn(async move {
-            if let Some(mut w) = writer {
-                let _ = w.abort().await;
+            if let Some(task) = task {
+                let _ = task.await;
             }
             let _ = op.delete(&blob).await;
             let _ = catalog.unstage(&blob).await;

@@ -309,11 +309,25 @@ impl Store {
     /// # Errors
     /// The first check that fails, or a storage failure.
     pub async fn begin_upload(&self, name: FileName, size: u64) -> Result<Upload, StoreError> {
+        self.begin_upload_by(name, size, "").await
+    }
+
+    /// As [`begin_upload`](Self::begin_upload), recording `uploader` (the session's principal:
+    /// a user name, `token:<id>`, or empty) where the backend keeps it.
+    ///
+    /// # Errors
+    /// As [`begin_upload`](Self::begin_upload).
+    pub async fn begin_upload_by(
+        &self,
+        name: FileName,
+        size: u64,
+        uploader: &str,
+    ) -> Result<Upload, StoreError> {
         self.check_writable()?;
         self.check_size(size)?;
         let (reservation, others) = self.reserve(&name, size)?;
         self.check_equivalents(&name).await?;
-        let staged = self.backend.begin(&name, size).await?;
+        let staged = self.backend.begin_by(&name, size, uploader).await?;
         self.check_space(self.backend.free_space()?, &name, size, others)?;
         Ok(Upload {
             staged,
@@ -353,6 +367,16 @@ impl Store {
         &self,
         items: Vec<(FileName, Vec<u8>)>,
     ) -> Vec<Result<FileId, StoreError>> {
+        self.put_batch_by(items, "").await
+    }
+
+    /// As [`put_batch`](Self::put_batch), recording `uploader` as
+    /// [`begin_upload_by`](Self::begin_upload_by) does.
+    pub async fn put_batch_by(
+        &self,
+        items: Vec<(FileName, Vec<u8>)>,
+        uploader: &str,
+    ) -> Vec<Result<FileId, StoreError>> {
         let mut results: Vec<Option<Result<FileId, StoreError>>> = Vec::with_capacity(items.len());
         let mut accepted = Vec::with_capacity(items.len());
         let mut reservations = Vec::with_capacity(items.len());
@@ -384,7 +408,7 @@ impl Store {
         let mut stored = if accepted.is_empty() {
             Vec::new()
         } else {
-            self.backend.put_batch(accepted).await
+            self.backend.put_batch_by(accepted, uploader).await
         }
         .into_iter();
         let out = results

@@ -349,3 +349,55 @@ fn storage_flags_are_checked() -> TestResult {
     );
     Ok(())
 }
+
+/// The catalog records who uploaded each file: the logged-in user's name, empty for an
+/// anonymous session; through either node, and for a plain upload, a batched `PUT` and a
+/// `RESUME` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_records_the_uploader() -> TestResult {
+    let cluster = Cluster::new()?;
+    let state = cluster.shared.path().join("node1");
+    let added = std::process::Command::new(env!("CARGO_BIN_EXE_barge"))
+        .args(["user", "add", "alice", "--state-dir"])
+        .arg(&state)
+        .env("BARGE_PASSWORD", "correct horse battery")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    assert!(added.status.success(), "{added:?}");
+    let one = cluster.node(1, &[])?;
+    let two = cluster.node(2, &[])?;
+    let mut a = connect(&one).await?;
+    assert_code(&a.cmd("USER alice").await?, 334);
+    assert_code(&a.cmd("PASS correct horse battery").await?, 230);
+    a.upload("by-alice.txt", b"alice").await?;
+    a.send("PUT put-alice.txt;3\nabc").await?;
+    assert_code(&a.line().await?, 226);
+    assert_code(&a.cmd("RESUME resumed-alice.txt;2").await?, 352);
+    a.send("hi").await?;
+    a.send(&format!("{}\n", md5_hex(b"hi"))).await?;
+    assert_code(&a.line().await?, 226);
+    let mut b = connect(&two).await?;
+    b.upload("anonymous.txt", b"anyone").await?;
+    let url = format!(
+        "sqlite://{}",
+        cluster.shared.path().join("catalog.db").display()
+    );
+    let catalog = barge::store::catalog::SqlCatalog::connect(&url).await?;
+    let rows: Vec<(String, String)> = barge::store::catalog::Catalog::list(&catalog)
+        .await?
+        .into_iter()
+        .map(|e| (e.name.as_str().to_owned(), e.uploader))
+        .collect();
+    let want = [
+        ("anonymous.txt", ""),
+        ("by-alice.txt", "alice"),
+        ("put-alice.txt", "alice"),
+        ("resumed-alice.txt", "alice"),
+    ];
+    assert_eq!(
+        rows,
+        want.map(|(n, u)| (n.to_owned(), u.to_owned())),
+        "name, uploader"
+    );
+    Ok(())
+}

@@ -57,7 +57,7 @@ impl<S: Stream> Session<'_, S> {
         let items = std::mem::take(&mut self.batch.items);
         let actions = std::mem::take(&mut self.batch.actions);
         self.batch.bytes = 0;
-        let results = self.store.put_batch(items).await;
+        let results = self.store.put_batch_by(items, &self.owner()).await;
         for (mut action, result) in actions.into_iter().zip(results) {
             let reply = match result {
                 Ok(id) => {

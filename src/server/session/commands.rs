@@ -200,7 +200,7 @@ impl<S: Stream> Session<'_, S> {
                 return Ok(Flow::Continue);
             }
         };
-        let upload = match self.store.begin_upload(name, size).await {
+        let upload = match self.store.begin_upload_by(name, size, &self.owner()).await {
             Ok(u) => u,
             Err(e) => {
                 if pipelined {

@@ -31,9 +31,15 @@ pub(super) async fn upload(
             "An upload needs a Content-Length (the size is checked before the body is stored)",
         );
     };
+    // Recorded as the TCP sessions record it: empty for anonymous.
+    let by = if access.principal == "anonymous" {
+        ""
+    } else {
+        access.principal.as_str()
+    };
     let upload = gw
         .store
-        .begin_upload(name, size)
+        .begin_upload_by(name, size, by)
         .await
         .map_err(|e| refusal(&access, e))?;
     let name = upload.name().clone();
