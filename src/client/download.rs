@@ -108,9 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     ) -> Result<Downloaded, ClientError> {
         // Asked for by id into a folder: the target is named by the server's answer, and a
         // part kept by an earlier try is found by the id.
-        if let (true, Destination::Dir(dir), Some(id), None) =
-            (self.resume, dest, file.id, &file.name)
-        {
+        if let (true, Destination::Dir(dir), Some(id)) = (self.resume, dest, file.id) {
             return self
                 .download_by_id_into(file, dir, id, overwrite, progress)
                 .await;
