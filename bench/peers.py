@@ -196,7 +196,8 @@ class Barge:
     def _cli(self, srv: BargeServer, *args: str) -> list[str]:
         # `env` execs barge in its own place, so the client's CPU (wait4) is barge's; every mode
         # goes through it, so all of them pay the same few hundred microseconds.
-        env = ["env", f"XDG_CONFIG_HOME={srv.client_config}"]
+        env = ["env", f"XDG_CONFIG_HOME={srv.client_config}",
+               f"XDG_CACHE_HOME={srv.client_config}/cache"]
         if self.mode == TLS:
             if not srv.fingerprint:
                 raise RuntimeError("TLS server without a known fingerprint")

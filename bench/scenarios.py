@@ -814,33 +814,52 @@ def resume_and_folders(bench: Bench) -> None:
     half = GiB // 2
     r_tree = bench.res.row(TREE_SCENARIO, b.name, work=n, unit="files/s", note="one connection")
     r_flat = bench.res.row(FLAT_SCENARIO, b.name, work=n, unit="files/s", note="one connection")
-    r_full = bench.res.row(FULL_SCENARIO, b.name, work=GiB)
-    r_res = bench.res.row(RESUMED_SCENARIO, b.name, work=GiB - half)
+    # The 1 GiB rows for the build under test and, with --baseline-bin, the baseline's first
+    # mode too, taking turns: before and after in the same run.
+    big_rows = [b] + [x for x in bench.barges if "baseline" in x.name][:1]
+    r_full = {x.name: bench.res.row(FULL_SCENARIO, x.name, work=GiB) for x in big_rows}
+    r_res = {x.name: bench.res.row(RESUMED_SCENARIO, x.name, work=GiB - half) for x in big_rows}
     for run in range(bench.a.runs):
         log(f"resume: run {run + 1} of {bench.a.runs}")
         srv = bench.server(b, "resume")
         try:
             r_flat.add(bench.timed(b.put_many(srv, paths), "barge put (flat)", srv))
             r_tree.add(bench.timed(b._cli(srv, "put", "-r", str(tree)), "barge put -r", srv))
-            r_full.add(bench.timed(b.put(srv, big, "full.bin"), "barge put (full)", srv))
-            cut = b.put(srv, big, "resumed.bin")
-            cut.insert(1, f"BARGE_TEST_KILL_AT={half}")
-            subprocess.run(cut, capture_output=True, timeout=bench.timeout, check=False)
-            partial = srv.root / ".barge" / "partial"
-            last, deadline = -1, time.monotonic() + 60
-            while time.monotonic() < deadline:
-                now = sum(p.stat().st_size for p in partial.iterdir()) if partial.exists() else 0
-                if now == last and now > 0:
-                    break
-                last = now
-                time.sleep(0.3)
-            if not 0 < last <= half + 4 * MiB:
-                raise RuntimeError(f"the interrupted upload kept {last} bytes, want about {half}")
-            r_res.add(bench.timed(b.put(srv, big, "resumed.bin"), "barge put (resumed)", srv))
-            stored = (srv.root / "resumed.bin").stat().st_size
-            if stored != GiB:
-                raise RuntimeError(f"resumed upload stored {stored} bytes, want {GiB}")
         finally:
             srv.stop()
             shutil.rmtree(srv.root, ignore_errors=True)
-    r_res.detail = f"from byte {half:,}; same server, same file as the full upload"
+        for x in big_rows:
+            _resume_once(bench, x, big, half, r_full[x.name], r_res[x.name])
+    for r in r_res.values():
+        r.detail = f"from byte {half:,}; same server, same file as the full upload"
+
+
+def _resume_once(bench: Bench, b, big: Path, half: int, r_full, r_res) -> None:
+    """One full upload of `big`, one cut at `half` (untimed), and the timed resume. The client's
+    MD5 cache is emptied before the cut: what the resume finds there is what the interrupted
+    upload itself left, as for a user."""
+    from procs import GiB
+    srv = bench.server(b, "resume")
+    try:
+        r_full.add(bench.timed(b.put(srv, big, "full.bin"), "barge put (full)", srv))
+        shutil.rmtree(srv.client_config / "cache", ignore_errors=True)
+        cut = b.put(srv, big, "resumed.bin")
+        cut.insert(1, f"BARGE_TEST_KILL_AT={half}")
+        subprocess.run(cut, capture_output=True, timeout=bench.timeout, check=False)
+        partial = srv.root / ".barge" / "partial"
+        last, deadline = -1, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = sum(p.stat().st_size for p in partial.glob("*.part")) if partial.exists() else 0
+            if now == last and now > 0:
+                break
+            last = now
+            time.sleep(0.3)
+        if not 0 < last <= half + 4 * MiB:
+            raise RuntimeError(f"the interrupted upload kept {last} bytes, want about {half}")
+        r_res.add(bench.timed(b.put(srv, big, "resumed.bin"), "barge put (resumed)", srv))
+        stored = (srv.root / "resumed.bin").stat().st_size
+        if stored != GiB:
+            raise RuntimeError(f"resumed upload stored {stored} bytes, want {GiB}")
+    finally:
+        srv.stop()
+        shutil.rmtree(srv.root, ignore_errors=True)

@@ -106,6 +106,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         overwrite: bool,
         progress: &mut P,
     ) -> Result<Downloaded, ClientError> {
+        // Asked for by id into a folder: the target is named by the server's answer, and a
+        // part kept by an earlier try is found by the id.
+        if let (true, Destination::Dir(dir), Some(id)) = (self.resume, dest, file.id) {
+            return self
+                .download_by_id_into(file, dir, id, overwrite, progress)
+                .await;
+        }
         // Refuse before asking when the target is already known.
         if let Some(path) = known_target(file, dest)? {
             if self.resume {
@@ -273,11 +280,14 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
-    receive_at(rx, timeout, file, path, 0, size, progress).await
+    let id = receive_at(rx, timeout, file, path, 0, size, true, progress).await?;
+    id.ok_or_else(|| ClientError::io(path)(std::io::Error::other("the transfer job failed")))
 }
 
 /// [`receive_body`] of the bytes of a `size`-byte file from `offset` on (a resumed download):
-/// progress counts from `offset`. The id returned is the MD5 of the bytes received.
+/// progress counts from `offset`. With `hash`, the id returned is the MD5 of the bytes
+/// received; without, `None` (the caller hashes the file itself).
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn receive_at<R, P>(
     rx: &mut Connection<R>,
     timeout: Option<Duration>,
@@ -285,15 +295,16 @@ pub(super) async fn receive_at<R, P>(
     path: &Path,
     offset: u64,
     size: u64,
+    hash: bool,
     progress: &mut P,
-) -> Result<FileId, ClientError>
+) -> Result<Option<FileId>, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
     // Hashing and writing run side by side on two lanes of the pool (see `transfer::Sink`).
     let sink = file.try_clone().and_then(|file| {
-        transfer::Sink::new(file, true, |f: &mut std::fs::File, b: &[u8]| f.write_all(b))
+        transfer::Sink::new(file, hash, |f: &mut std::fs::File, b: &[u8]| f.write_all(b))
     });
     let mut sink = match sink {
         Ok(sink) => sink,
@@ -326,7 +337,8 @@ where
     // Waits for the last write to reach the file; the data is not forced to disk, which is the
     // usual trade-off for a downloaded copy (a crash means downloading it again).
     match sink.finish().await {
-        Ok((_, Some(id))) => Ok(id),
+        Ok((_, Some(id))) => Ok(Some(id)),
+        Ok((_, None)) if !hash => Ok(None),
         Ok((_, None)) | Err(SinkError::Worker) => Err(ClientError::io(path)(
             std::io::Error::other("the transfer job failed"),
         )),

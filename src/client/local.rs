@@ -71,9 +71,12 @@ pub(super) fn target(
 
 /// Opens a local file for upload, checks that it is a regular file, and gives its size: one
 /// trip to the blocking pool.
-pub(super) async fn open_regular(path: &Path) -> Result<(std::fs::File, u64), ClientError> {
+pub(super) async fn open_regular(
+    path: &Path,
+    follow: Follow,
+) -> Result<(std::fs::File, u64), ClientError> {
     let owned = path.to_owned();
-    transfer::blocking(move || open_regular_now(&owned, Follow::Yes))
+    transfer::blocking(move || open_regular_now(&owned, follow))
         .await
         .map_err(ClientError::io(path))?
 }

@@ -23,9 +23,11 @@ mod error;
 mod exchange;
 mod get_many;
 pub mod glob;
+mod hash_cache;
 mod listing;
 mod local;
 mod login;
+mod part_hash;
 mod put_many;
 mod resume;
 mod secure;
@@ -186,6 +188,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// file and continues it with `DOWNLOAD_FROM` (`PROTOCOL.md` sections 5.11 and 5.12).
     pub fn set_resume(&mut self, on: bool) {
         self.resume = on;
+    }
+
+    /// Whether uploads and downloads resume ([`set_resume`](Self::set_resume)).
+    #[must_use]
+    pub fn resumes(&self) -> bool {
+        self.resume
     }
 
     /// Changes the largest listing accepted ([`ListingLimit::DEFAULT`]).

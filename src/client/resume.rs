@@ -9,20 +9,24 @@
 //! Download (of a file of at least [`RESUME_MIN`] bytes): the bytes go to a `.part` file next
 //! to the target named after the target and the
 //! file's id (`.NAME.ID.barge-part`), kept when the transfer breaks off. The next `get` of the
-//! same target finds it, asks `DOWNLOAD_FROM <its length>`, appends, hashes the whole part from
-//! disk and moves it into place only if it hashes to the id. A part whose id is no longer the
-//! file's, or that does not verify, is deleted.
+//! same target finds it, asks `DOWNLOAD_FROM <its length>`, appends, and moves it into place
+//! only if the whole part hashes to the id. A part whose id is no longer the file's, or that
+//! does not verify, is deleted.
+//!
+//! Neither side hashes a prefix again when it need not: an upload's MD5 starts from the state
+//! cached for the local file nearest below the offset ([`hash_cache`]), a download's from the
+//! state saved beside its part ([`part_hash`]).
 
-use std::io::{Read as _, Seek as _};
-use std::os::unix::fs::FileExt as _;
+use std::io::Seek as _;
 use std::path::{Path, PathBuf};
 
-use md5::{Digest as _, Md5};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::download::{body_window, check_header, save_body};
 use super::exchange::{protocol, recv_reply, trace_body};
+use super::hash_cache::{self, PrefixCache};
 use super::local::{exists, persist};
+use super::part_hash::{self, Follower};
 use super::upload::verify_stored;
 use super::{Client, ClientError, Downloaded, Progress, Verified};
 use crate::name::FileName;
@@ -43,6 +47,21 @@ const KILL_AT: &str = "BARGE_TEST_KILL_AT";
 /// server at a set point of a transfer.
 const STALL_AT: &str = "BARGE_TEST_STALL_AT";
 
+/// The environment variable that sets the spacing of saved MD5 states (bytes), in place of
+/// the usual tens of MiB: how the tests get states within their small files.
+const MD5_EVERY: &str = "BARGE_TEST_MD5_EVERY";
+
+/// The spacing of saved MD5 states set by [`MD5_EVERY`], if any.
+pub(super) fn test_md5_every() -> Option<u64> {
+    static EVERY: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *EVERY.get_or_init(|| {
+        std::env::var(MD5_EVERY)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+    })
+}
+
 /// Test hooks ([`KILL_AT`], [`STALL_AT`]): kills this process, or stalls it for a minute, once
 /// `pos` bytes of the file are done. Without those variables, nothing.
 pub(super) fn test_kill_at(pos: u64) {
@@ -59,24 +78,33 @@ pub(super) fn test_kill_at(pos: u64) {
     }
 }
 
-/// The MD5 of the first `len` bytes of `file`, read with positioned reads (the handle's own
-/// position is left alone).
-fn md5_of(file: &std::fs::File, len: u64) -> std::io::Result<FileId> {
-    let mut hasher = Md5::new();
-    let mut buf = vec![0u8; transfer::CHUNK];
-    let mut at = 0u64;
-    while at < len {
-        let want = usize::try_from(len - at)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let n = file.read_at(&mut buf[..want], at)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
+/// The MD5 of the first `size` bytes of `file` (opened from `path`), read with positioned
+/// reads (the handle's own position is left alone). When the prefix-hash cache holds a state of
+/// this file at or before `from` (the byte the server resumes at), hashing starts there;
+/// states met on the way are added to the cache.
+fn md5_of(file: &std::fs::File, path: &Path, size: u64, from: u64) -> std::io::Result<FileId> {
+    let mut cache = PrefixCache::open(path, file);
+    let mut hasher = cache
+        .as_ref()
+        .and_then(|c| c.best(from))
+        .unwrap_or_default();
+    tracing::debug!(
+        "hashing {} from byte {} (resuming at {from})",
+        path.display(),
+        hasher.len()
+    );
+    let every = hash_cache::interval(size);
+    loop {
+        let next = (hasher.len() / every + 1).saturating_mul(every).min(size);
+        hasher.hash_file_to(file, next)?;
+        if next >= size {
+            break;
         }
-        hasher.update(&buf[..n]);
-        at += n as u64;
+        if let Some(cache) = cache.as_mut() {
+            cache.record(&hasher);
+        }
     }
-    Ok(FileId(hasher.finalize().into()))
+    Ok(hasher.finalize())
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -90,11 +118,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         name: &FileName,
         progress: &mut P,
     ) -> Result<Verified, ClientError> {
-        // Our MD5 of the whole file, computed on the side while the server hashes what it kept
-        // and the rest is sent.
-        let hashed = file.try_clone().map_err(ClientError::io(path))?;
-        let ours = transfer::blocking(move || md5_of(&hashed, size));
-        let ours = tokio::spawn(ours);
         let reply = self
             .request(&Request::Resume(UploadSpec {
                 name: name.clone(),
@@ -113,6 +136,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .ok()
             .filter(|o| *o <= size)
             .ok_or_else(|| ClientError::Protocol(format!("bad resume offset in {reply}")))?;
+        // Our MD5 of the whole file, computed on the side while the rest is sent: from the
+        // cached state nearest below `offset` when there is one (see `hash_cache`).
+        let hashed = file.try_clone().map_err(ClientError::io(path))?;
+        let hashed_path = path.to_owned();
+        let ours = transfer::blocking(move || md5_of(&hashed, &hashed_path, size, offset));
+        let ours = tokio::spawn(ours);
         trace_body(size - offset);
         self.tx.begin_body(self.min_rate, body_window(self.timeout));
         file.seek(std::io::SeekFrom::Start(offset))
@@ -176,12 +205,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 }
             }
             let _ = std::fs::remove_file(&part);
+            part_hash::remove(&part);
         }
         let reply = self.request(&Request::Download(Some(file.clone()))).await?;
         if reply.code != Code::FILE_FOLLOWS {
             return Err(self.unexpected(reply));
         }
         let header = check_header(file, &reply)?;
+        self.save_resumable(header, path, overwrite, progress).await
+    }
+
+    /// Downloads the file `id` (asked for by id alone) into the folder `dir`, under the name
+    /// the server gives it, through a kept `.part` file: the target is not known before the
+    /// server answers, so a kept part is found by its id (`.NAME.ID.barge-part` in `dir`) and
+    /// continued under the name it was started with.
+    pub(super) async fn download_by_id_into<P: FnMut(Progress)>(
+        &mut self,
+        file: &FileRef,
+        dir: &Path,
+        id: FileId,
+        overwrite: bool,
+        progress: &mut P,
+    ) -> Result<Downloaded, ClientError> {
+        if let Some(path) = part_target_in(dir, id) {
+            return self
+                .download_resumable(file, &path, overwrite, progress)
+                .await;
+        }
+        let reply = self.request(&Request::Download(Some(file.clone()))).await?;
+        if reply.code != Code::FILE_FOLLOWS {
+            return Err(self.unexpected(reply));
+        }
+        let header = check_header(file, &reply)?;
+        let dest = super::Destination::Dir(dir.to_owned());
+        let path =
+            super::download::target_or_skip(&mut self.rx, self.timeout, file, &dest, &header).await;
+        let path = match path {
+            Ok(path) => path,
+            Err(e) => {
+                if !e.is_connection_lost() {
+                    self.in_exchange = false;
+                }
+                return Err(e);
+            }
+        };
+        if !overwrite && exists(&path).await {
+            self.rx.discard_body(header.size, self.timeout).await?;
+            self.in_exchange = false;
+            return Err(ClientError::AlreadyExists { path });
+        }
+        self.save_resumable(header, &path, overwrite, progress)
+            .await
+    }
+
+    /// Saves the body announced by `header` to `path`: a small one through the usual
+    /// temporary file, a larger one through a `.part` file kept if the transfer breaks off.
+    async fn save_resumable<P: FnMut(Progress)>(
+        &mut self,
+        header: DownloadHeader,
+        path: &Path,
+        overwrite: bool,
+        progress: &mut P,
+    ) -> Result<Downloaded, ClientError> {
         if header.size < RESUME_MIN {
             // Small files gain nothing from a kept part: the usual temporary file, removed
             // whatever happens.
@@ -296,8 +381,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .map(Some)
     }
 
-    /// Receives `header.count` bytes onto the end of `part`, hashes the whole part and moves it
-    /// to `path` if it hashes to the id; deletes it if not; keeps it if the connection broke.
+    /// Receives `header.count` bytes onto the end of `part` while a worker hashes the part as
+    /// it grows (from its saved state when it has one, see [`part_hash`]), and moves it to
+    /// `path` if the whole hashes to the id; deletes it if not; keeps it (and the state of
+    /// its hash) if the connection broke.
     async fn finish_part<P: FnMut(Progress)>(
         &mut self,
         opened: std::fs::File,
@@ -308,9 +395,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         progress: &mut P,
     ) -> Result<Downloaded, ClientError> {
         let size = header.offset + header.count;
+        let offset = header.offset;
+        let state = if offset > 0 {
+            part_hash::load(part, &opened, offset)
+        } else {
+            part_hash::remove(part);
+            None
+        };
+        let follower = match opened.try_clone() {
+            Ok(f) => Follower::start(f, part, state.unwrap_or_default(), size),
+            Err(e) => {
+                self.rx.discard_body(header.count, self.timeout).await?;
+                self.in_exchange = false;
+                return Err(ClientError::io(part)(e));
+            }
+        };
         trace_body(header.count);
         self.rx.begin_body(self.min_rate, body_window(self.timeout));
-        let offset = header.offset;
         let received = super::download::receive_at(
             &mut self.rx,
             self.timeout,
@@ -318,39 +419,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             part,
             offset,
             size,
+            false,
             progress,
         )
         .await;
         if !matches!(&received, Err(e) if e.is_connection_lost()) {
             self.in_exchange = false;
         }
+        let hashed = follower.finish(received.is_ok()).await;
         received?;
-        let whole = opened;
-        let actual = transfer::blocking(move || {
-            let _ = whole.sync_data();
-            let mut f = whole;
-            f.rewind()?;
-            let mut hasher = Md5::new();
-            let mut buf = vec![0u8; transfer::CHUNK];
-            loop {
-                let n = f.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-            }
-            Ok(FileId(hasher.finalize().into()))
-        })
-        .await
-        .map_err(ClientError::io(part))?
-        .map_err(ClientError::io(part))?;
+        let actual = hashed.map_err(ClientError::io(part))?;
+        if actual.len() != size {
+            return Err(ClientError::io(part)(
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        let actual = actual.finalize();
         if actual != header.id {
             let _ = std::fs::remove_file(part);
+            part_hash::remove(part);
             return Err(ClientError::ChecksumMismatch {
                 expected: header.id,
                 actual,
             });
         }
+        let _ = transfer::blocking(move || opened.sync_data()).await;
+        part_hash::remove(part);
         let reopened = std::fs::File::open(part).map_err(ClientError::io(part))?;
         let temp_path =
             tempfile::TempPath::try_from_path(part.to_owned()).map_err(ClientError::io(part))?;
@@ -370,6 +464,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 pub(super) fn part_path(target: &Path, id: FileId) -> PathBuf {
     let leaf = target.file_name().unwrap_or_default().to_string_lossy();
     target.with_file_name(format!(".{leaf}.{id}.barge-part"))
+}
+
+/// The target a kept part of the file `id` in `dir` was started for (`dir/NAME` for a part
+/// `.NAME.ID.barge-part`), if there is one; with several, the longest part's.
+fn part_target_in(dir: &Path, id: FileId) -> Option<PathBuf> {
+    let suffix = format!(".{id}.barge-part");
+    let mut best: Option<(PathBuf, u64)> = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(leaf) = name
+            .strip_suffix(&suffix)
+            .and_then(|n| n.strip_prefix('.'))
+            .filter(|leaf| !leaf.is_empty() && !leaf.starts_with('.') && !leaf.contains('/'))
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() && best.as_ref().is_none_or(|(_, len)| meta.len() > *len) {
+            best = Some((dir.join(leaf), meta.len()));
+        }
+    }
+    best.map(|(path, _)| path)
 }
 
 /// A kept part for `target` (of the file `id`, when the id is known): its path, its id and its

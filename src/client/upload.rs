@@ -9,7 +9,7 @@ use std::path::Path;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::exchange::{protocol, recv_reply, trace_body};
-use super::local::open_regular;
+use super::local::{Follow, open_regular};
 use super::{Client, ClientError, Progress, Verified};
 use crate::name::FileName;
 use crate::protocol::{Code, FileId, FileRef, Reply, Request, UploadSpec};
@@ -29,13 +29,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         &mut self,
         path: &Path,
         name: &FileName,
+        progress: impl FnMut(Progress),
+    ) -> Result<Verified, ClientError> {
+        self.upload_following(path, name, Follow::Yes, progress)
+            .await
+    }
+
+    /// [`upload`](Self::upload) of a file found by walking a folder
+    /// ([`tree::walk`](super::tree::walk)): a file that became a symlink since the walk is
+    /// refused rather than followed, as in [`put_many_within`](Self::put_many_within).
+    ///
+    /// # Errors
+    /// As [`upload`](Self::upload).
+    pub async fn upload_within(
+        &mut self,
+        path: &Path,
+        name: &FileName,
+        progress: impl FnMut(Progress),
+    ) -> Result<Verified, ClientError> {
+        self.upload_following(path, name, Follow::No, progress)
+            .await
+    }
+
+    async fn upload_following(
+        &mut self,
+        path: &Path,
+        name: &FileName,
+        follow: Follow,
         mut progress: impl FnMut(Progress),
     ) -> Result<Verified, ClientError> {
         self.usable()?;
-        if self.resume {
-            let opened = open_regular(path).await;
+        if self.resume || follow == Follow::No {
+            let opened = open_regular(path, follow).await;
             let result = match opened {
-                Ok((file, size)) if size >= super::resume::RESUME_MIN => {
+                Ok((file, size)) if self.resume && size >= super::resume::RESUME_MIN => {
                     // Nothing wrong is ever stored by a resumed upload: no copy to delete.
                     let result = self
                         .upload_resumable(file, size, path, name, &mut progress)
@@ -131,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         name: &FileName,
         progress: &mut P,
     ) -> Result<Verified, ClientError> {
-        let (file, size) = open_regular(path).await?;
+        let (file, size) = open_regular(path, Follow::Yes).await?;
         self.upload_opened(file, size, path, name, progress).await
     }
 

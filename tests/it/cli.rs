@@ -52,8 +52,20 @@ pub(crate) fn barge(port: u16, dir: &Path) -> Command {
         // The servers here are in-process plain ones (tests/it/tls.rs and pinning.rs cover TLS).
         .env("BARGE_PLAIN", "true")
         .env_remove("BARGE_LOG")
+        // The client's MD5 cache (resumed uploads) goes to a folder of the test run's own,
+        // never the user's.
+        .env("XDG_CACHE_HOME", test_cache())
         .timeout(Duration::from_secs(30));
     cmd
+}
+
+/// The cache folder of every client this test run starts.
+pub(crate) fn test_cache() -> &'static Path {
+    static CACHE: std::sync::OnceLock<Option<tempfile::TempDir>> = std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| tempfile::tempdir().ok())
+        .as_ref()
+        .map_or(Path::new("/nonexistent"), tempfile::TempDir::path)
 }
 
 pub(crate) fn stdout_of(cmd: &mut Command) -> Result<String, Box<dyn std::error::Error>> {

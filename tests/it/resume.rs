@@ -34,10 +34,12 @@ fn barge(port: u16, dir: &Path) -> Command {
     cmd
 }
 
+/// The partial uploads in the server's state folder (not their saved MD5 states).
 fn partials(root: &Path) -> Vec<(PathBuf, u64)> {
     std::fs::read_dir(root.join(".barge/partial"))
         .map(|d| {
             d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "part"))
                 .map(|e| (e.path(), e.metadata().map_or(0, |m| m.len())))
                 .collect()
         })
@@ -165,6 +167,7 @@ fn stall_then_kill_server(
         .env("BARGE_PORT", port.to_string())
         .env("BARGE_PLAIN", "true")
         .env("BARGE_TEST_STALL_AT", KILL_AT.to_string())
+        .env("XDG_CACHE_HOME", crate::cli::test_cache())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -459,5 +462,289 @@ async fn old_partials_expire_and_their_number_is_bounded() -> TestResult {
         .await?;
     }
     wait_for(|| partials(server.root()).len() <= 2).await?;
+    Ok(())
+}
+
+// -- saved MD5 states: a resume hashes only what no saved state covers ------------------------
+
+/// Saved states every MiB (instead of tens of MiB) in these small files.
+const EVERY: &str = "1048576";
+
+/// Where a run said it started hashing (`hashing PATH from byte N`, a debug line), if it did.
+fn hashed_from(stderr: &[u8]) -> Option<u64> {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .find(|l| l.contains("hashing ") && l.contains(" from byte "))?;
+    line.split(" from byte ")
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A fresh file's states are cached only once its change time is a little in the past (see
+/// `client::hash_cache`): these tests wait that long after writing one.
+fn let_settle() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_resumed_upload_hashes_from_the_cached_state_not_from_zero() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let data = big_file(work.path(), "big.bin", 6)?;
+    let_settle();
+    // Stalled at 30 % (its hashing goes on), killed once states are cached: a killed
+    // client's hashing may lag its sending by more than the spacing of the states.
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_barge"))
+        .current_dir(work.path())
+        .env("BARGE_HOST", "127.0.0.1")
+        .env("BARGE_PORT", port.to_string())
+        .env("BARGE_PLAIN", "true")
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("BARGE_TEST_MD5_EVERY", EVERY)
+        .env("BARGE_TEST_STALL_AT", KILL_AT.to_string())
+        .args(["put", "big.bin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let entries = || {
+        std::fs::read_dir(cache.path().join("barge/md5")).map_or(0, |d| {
+            // Not counting a temporary file the kill may have left.
+            d.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+    };
+    let waited = wait_until(|| entries() > 0);
+    first.kill()?;
+    first.wait()?;
+    waited?;
+    settled(root.path())?;
+    assert_eq!(entries(), 1, "one cache entry for the file");
+    let second = barge(port, work.path())
+        .args(["put", "big.bin"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("BARGE_TEST_MD5_EVERY", EVERY)
+        .env("BARGE_LOG", "barge=debug")
+        .arg("--debug")
+        .output()?;
+    assert!(second.status.success(), "{second:?}");
+    let offset = resumed_at(&second.stderr).ok_or("did not resume")?;
+    let from = hashed_from(&second.stderr).ok_or("no hashing line")?;
+    // From a state the killed try saved (its hashing may lag its sending), not from 0.
+    assert!(from > 0 && from <= offset, "{from} for {offset}");
+    assert_eq!(std::fs::read(root.path().join("big.bin"))?, data);
+    Ok(())
+}
+
+#[test]
+fn a_file_changed_in_place_with_its_mtime_put_back_is_not_taken_from_the_cache() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let cache = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let mut data = big_file(work.path(), "big.bin", 7)?;
+    let path = work.path().join("big.bin");
+    let_settle();
+    let first = barge(port, work.path())
+        .args(["put", "big.bin"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("BARGE_TEST_MD5_EVERY", EVERY)
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    settled(root.path())?;
+
+    // Same size, same inode, different first bytes, and the modification time put back: only
+    // the change time tells. Had the cached state been used, the client's MD5 would be that of
+    // the old prefix and the rest, the very bytes the server holds, and a file that is neither
+    // the old nor the new one would be stored.
+    let mtime = std::fs::metadata(&path)?.modified()?;
+    data[..100].fill(0);
+    {
+        use std::io::{Seek as _, Write as _};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
+        f.seek(std::io::SeekFrom::Start(0))?;
+        f.write_all(&data[..100])?;
+        f.set_modified(mtime)?;
+    }
+    assert_eq!(std::fs::metadata(&path)?.modified()?, mtime);
+    let second = barge(port, work.path())
+        .args(["put", "big.bin"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("BARGE_TEST_MD5_EVERY", EVERY)
+        .env("BARGE_LOG", "barge=debug")
+        .arg("--debug")
+        .output()?;
+    assert_eq!(second.status.code(), Some(VERIFICATION), "{second:?}");
+    assert!(resumed_at(&second.stderr).is_some());
+    assert_eq!(
+        hashed_from(&second.stderr),
+        Some(0),
+        "the cache was not used"
+    );
+    assert!(
+        !root.path().join("big.bin").exists(),
+        "nothing wrong is stored"
+    );
+    assert!(partials(root.path()).is_empty(), "nothing wrong is kept");
+    Ok(())
+}
+
+#[test]
+fn a_resumed_download_hashes_from_the_state_beside_its_part() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let data = big_file(root.path(), "big.bin", 8)?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let part = work
+        .path()
+        .join(format!(".big.bin.{}.barge-part", md5_hex(&data)));
+    let state = work
+        .path()
+        .join(format!(".big.bin.{}.barge-part.md5", md5_hex(&data)));
+    for damaged in [false, true] {
+        // Stalled at 30 % (its hashing goes on), killed once a state is saved: a killed
+        // client's hashing may lag its writing by more than the spacing of the states.
+        let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_barge"))
+            .current_dir(work.path())
+            .env("BARGE_HOST", "127.0.0.1")
+            .env("BARGE_PORT", port.to_string())
+            .env("BARGE_PLAIN", "true")
+            .env("XDG_CACHE_HOME", crate::cli::test_cache())
+            .env("BARGE_TEST_MD5_EVERY", EVERY)
+            .env("BARGE_TEST_STALL_AT", KILL_AT.to_string())
+            .args(["get", "big.bin"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let waited = wait_until(|| state.exists());
+        first.kill()?;
+        first.wait()?;
+        waited?;
+        let kept = std::fs::metadata(&part)?.len();
+        if damaged {
+            let mut bytes = std::fs::read(&state)?;
+            bytes[50] ^= 1;
+            std::fs::write(&state, bytes)?;
+        }
+        let second = barge(port, work.path())
+            .args(["get", "big.bin"])
+            .env("BARGE_TEST_MD5_EVERY", EVERY)
+            .env("BARGE_LOG", "barge=debug")
+            .arg("--debug")
+            .output()?;
+        assert!(second.status.success(), "{second:?}");
+        assert_eq!(resumed_at(&second.stderr), Some(kept));
+        let from = hashed_from(&second.stderr).ok_or("no hashing line")?;
+        if damaged {
+            assert_eq!(from, 0, "a damaged state is not used");
+        } else {
+            // A state the killed try saved (its hashing may lag its writing), not 0.
+            assert!(from > 0 && from <= kept, "{from} for {kept}");
+        }
+        assert_eq!(std::fs::read(work.path().join("big.bin"))?, data);
+        assert!(!part.exists() && !state.exists(), "part and state are gone");
+        std::fs::remove_file(work.path().join("big.bin"))?;
+    }
+    Ok(())
+}
+
+// -- folders and downloads by id resume too ---------------------------------------------------
+
+#[test]
+fn put_r_and_get_r_resume_their_large_files() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    std::fs::create_dir_all(work.path().join("tree/sub"))?;
+    std::fs::write(work.path().join("tree/small.txt"), b"small")?;
+    let data = big_file(&work.path().join("tree/sub"), "big.bin", 9)?;
+
+    let first = barge(port, work.path())
+        .args(["put", "-r", "tree"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    settled(root.path())?;
+    let second = barge(port, work.path())
+        .args(["put", "-r", "tree", "--skip-existing"])
+        .output()?;
+    assert!(second.status.success(), "{second:?}");
+    let text = String::from_utf8_lossy(&second.stderr);
+    let at: u64 = text
+        .split("Resuming tree/sub/big.bin at byte ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("did not resume: {text}"))?;
+    // Fewer bytes the second time: only those after the offset.
+    assert!(at > 0 && at <= KILL_BY, "at {at}");
+    assert_eq!(std::fs::read(root.path().join("tree/sub/big.bin"))?, data);
+    assert!(listed(port, work.path())?.contains(&md5_hex(&data)));
+
+    let down = tempfile::tempdir()?;
+    let first = barge(port, down.path())
+        .args(["get", "-r", "tree"])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    let part = down
+        .path()
+        .join(format!("tree/sub/.big.bin.{}.barge-part", md5_hex(&data)));
+    let kept = std::fs::metadata(&part)?.len();
+    assert!(kept > 0 && kept < SIZE as u64);
+    let second = barge(port, down.path())
+        .args(["get", "-r", "tree", "--skip-existing"])
+        .output()?;
+    assert!(second.status.success(), "{second:?}");
+    let text = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        text.contains(&format!("Resuming tree/sub/big.bin at byte {kept} ")),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(down.path().join("tree/sub/big.bin"))?, data);
+    assert_eq!(std::fs::read(down.path().join("tree/small.txt"))?, b"small");
+    assert!(!part.exists());
+    Ok(())
+}
+
+#[test]
+fn get_by_id_without_o_finds_its_part_again() -> TestResult {
+    let root = tempfile::tempdir()?;
+    let work = tempfile::tempdir()?;
+    let data = big_file(root.path(), "big.bin", 10)?;
+    let server = BinServer::start(root.path(), &[])?;
+    let port = server.addr.port();
+    let id = md5_hex(&data);
+    let first = barge(port, work.path())
+        .args(["get", &id])
+        .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
+        .output()?;
+    assert!(!first.status.success());
+    let part = work.path().join(format!(".big.bin.{id}.barge-part"));
+    let kept = std::fs::metadata(&part)
+        .map_err(|e| {
+            let here: Vec<_> = std::fs::read_dir(work.path())
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+            format!("{e}: {here:?}, {first:?}")
+        })?
+        .len();
+    assert!(kept > 0 && kept < SIZE as u64, "part of {kept} bytes");
+    let second = barge(port, work.path()).args(["get", &id]).output()?;
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(resumed_at(&second.stderr), Some(kept));
+    assert_eq!(std::fs::read(work.path().join("big.bin"))?, data);
+    assert!(!part.exists());
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use barge::client::tree;
-use barge::client::{AnyStream, Client, Destination, PutItem};
+use barge::client::{AnyStream, Client, Destination, PutItem, RESUME_MIN};
 use barge::name::{FileName, escape};
 use barge::protocol::{FileRef, ListingEntry};
 
@@ -127,7 +127,10 @@ async fn skip_uploaded(
     Ok(kept)
 }
 
-/// Uploads `files` pipelined, with one bar and a summary.
+/// Uploads `files` pipelined, with one bar and a summary. Files that can resume (at least
+/// [`RESUME_MIN`] bytes, resume on) go after the pipelined batch, one `RESUME` at a time on the
+/// same connection: each must wait for its offset before its bytes, and a large file's bytes
+/// are most of its time anyway.
 async fn send(
     client: &mut Client<AnyStream>,
     ui: &Ui,
@@ -139,15 +142,24 @@ async fn send(
     let bytes: u64 = files.iter().map(|(_, size)| size).sum();
     let sizes: Vec<u64> = files.iter().map(|(_, size)| *size).collect();
     let names: Vec<FileName> = files.iter().map(|(i, _)| i.name.clone()).collect();
+    let resumes = client.resumes();
+    let (large, small): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .enumerate()
+        .partition(|(_, (_, size))| resumes && *size >= RESUME_MIN);
     let mut worst = Status::Success;
     let mut printing = Ok(());
-    let mut reported = 0;
+    let mut reported = 0u64;
+    let mut told = vec![false; names.len()];
     let start = Instant::now();
     ui.start_tree_bar("uploading", total, bytes);
-    let on_result =
+    let mut on_result =
         |i: usize, result: Result<barge::client::Verified, barge::client::ClientError>| {
-            reported = i + 1;
-            ui.tree_step(reported as u64, total, sizes.get(i).copied().unwrap_or(0));
+            reported += 1;
+            if let Some(t) = told.get_mut(i) {
+                *t = true;
+            }
+            ui.tree_step(reported, total, sizes.get(i).copied().unwrap_or(0));
             let Some(name) = names.get(i) else { return };
             match &result {
                 Ok(v) => {
@@ -161,18 +173,45 @@ async fn send(
                 Err(e) => printing = Err(e),
             }
         };
-    let items = files.into_iter().map(|(item, _)| item);
+    let (index, items): (Vec<usize>, Vec<PutItem>) =
+        small.into_iter().map(|(i, (item, _))| (i, item)).unzip();
+    let on_small =
+        |j: usize, result| on_result(index.get(j).copied().unwrap_or(usize::MAX), result);
     // Without -L, a file that became a symlink since the walk is refused, not followed.
-    let result = if follow {
-        client.put_many(items, on_result).await
+    let mut result = if follow {
+        client.put_many(items, on_small).await
     } else {
-        client.put_many_within(items, on_result).await
+        client.put_many_within(items, on_small).await
     };
+    for (i, (item, _)) in large {
+        if result.is_err() {
+            break;
+        }
+        let mut first = true;
+        let shown = item.name.clone();
+        let progress = |p: barge::client::Progress| {
+            if std::mem::take(&mut first) && p.done > 0 && p.done < p.total {
+                ui.note(format_args!(
+                    "Resuming {shown} at byte {} of {}",
+                    p.done, p.total
+                ));
+            }
+        };
+        let one = if follow {
+            client.upload(&item.path, &item.name, progress).await
+        } else {
+            client.upload_within(&item.path, &item.name, progress).await
+        };
+        match one {
+            Err(e) if e.is_connection_lost() => result = Err(e),
+            one => on_result(i, one),
+        }
+    }
     ui.end_bar();
     printing?;
     if let Err(e) = result {
         let e = anyhow::Error::new(e);
-        for name in names.get(reported..).unwrap_or_default() {
+        for (name, _) in names.iter().zip(&told).filter(|(_, told)| !**told) {
             ui.fail(format_args!("Fail: {name}: no reply: {}", render(&e)));
             tally.failed.push(name.to_string());
         }
@@ -278,7 +317,9 @@ pub(super) async fn get(
 }
 
 /// Downloads `items` pipelined, by id (the bytes are checked against the listed id), each to
-/// its own path, with one bar and a summary.
+/// its own path, with one bar and a summary. Files that can resume (at least [`RESUME_MIN`]
+/// bytes, resume on) go after the pipelined batch, one at a time on the same connection,
+/// through a kept `.part` file as a single `get` does.
 async fn receive(
     client: &mut Client<AnyStream>,
     ui: &Ui,
@@ -288,49 +329,77 @@ async fn receive(
 ) -> anyhow::Result<Status> {
     let total = items.len() as u64;
     let bytes: u64 = items.iter().map(|(e, _)| e.size).sum();
+    let resumes = client.resumes();
+    let (large, small): (Vec<usize>, Vec<usize>) =
+        (0..items.len()).partition(|&i| resumes && items[i].0.size >= RESUME_MIN);
     let mut worst = Status::Success;
     let mut printing = Ok(());
-    let mut reported = 0;
+    let mut reported = 0u64;
+    let mut told = vec![false; items.len()];
     let start = Instant::now();
     ui.start_tree_bar("downloading", total, bytes);
-    let requests = items.iter().map(|(entry, path)| {
-        let file = FileRef {
-            id: Some(entry.id),
-            name: None,
+    let mut on_result = |i: usize, result: Result<barge::client::Downloaded, _>| {
+        reported += 1;
+        let Some((entry, _)) = items.get(i) else {
+            return;
         };
-        (file, Destination::File(path.clone()))
-    });
-    let result = client
-        .get_each(requests, force, |i, result| {
-            reported = i + 1;
-            let Some((entry, _)) = items.get(i) else {
-                return;
-            };
-            ui.tree_step(reported as u64, total, entry.size);
-            match &result {
-                Ok(d) => {
-                    tally.files += 1;
-                    tally.bytes += d.size;
-                }
-                Err(_) => tally.failed.push(entry.name.to_string()),
+        told[i] = true;
+        ui.tree_step(reported, total, entry.size);
+        match &result {
+            Ok(d) => {
+                tally.files += 1;
+                tally.bytes += d.size;
             }
-            match super::report_download(ui, entry.name.as_str(), result) {
-                Ok(status) => worst = worst.max(status),
-                Err(e) => printing = Err(e),
-            }
+            Err(_) => tally.failed.push(entry.name.to_string()),
+        }
+        match super::report_download(ui, entry.name.as_str(), result) {
+            Ok(status) => worst = worst.max(status),
+            Err(e) => printing = Err(e),
+        }
+    };
+    let by_id = |i: usize| FileRef {
+        id: Some(items[i].0.id),
+        name: None,
+    };
+    let requests = small
+        .iter()
+        .map(|&i| (by_id(i), Destination::File(items[i].1.clone())));
+    let mut result = client
+        .get_each(requests, force, |j, result| {
+            on_result(small.get(j).copied().unwrap_or(usize::MAX), result);
         })
         .await;
+    for i in large {
+        if result.is_err() {
+            break;
+        }
+        let mut first = true;
+        let shown = &items[i].0.name;
+        let progress = |p: barge::client::Progress| {
+            if std::mem::take(&mut first) && p.done > 0 && p.done < p.total {
+                ui.note(format_args!(
+                    "Resuming {shown} at byte {} of {}",
+                    p.done, p.total
+                ));
+            }
+        };
+        let dest = Destination::File(items[i].1.clone());
+        match client.download(&by_id(i), &dest, force, progress).await {
+            Err(e) if e.is_connection_lost() => result = Err(e),
+            one => on_result(i, one),
+        }
+    }
     ui.end_bar();
     printing?;
     if let Err(e) = result {
-        if let Some(((first, _), rest)) = items.get(reported..).unwrap_or_default().split_first() {
+        let mut missing = items.iter().zip(&told).filter(|(_, told)| !**told);
+        if let Some(((first, _), _)) = missing.next() {
             let e = anyhow::Error::new(e);
             worst = worst.max(fail(ui, first.name.as_str(), &e));
             tally.failed.push(first.name.to_string());
-            not_attempted(ui, rest.iter().map(|(e, _)| e.name.to_string()));
-            tally
-                .failed
-                .extend(rest.iter().map(|(e, _)| e.name.to_string()));
+            let rest: Vec<String> = missing.map(|((e, _), _)| e.name.to_string()).collect();
+            not_attempted(ui, rest.iter().cloned());
+            tally.failed.extend(rest);
         }
     }
     ui.done(tally.summary("Downloaded", start.elapsed()))?;

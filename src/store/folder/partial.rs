@@ -7,8 +7,14 @@
 //! last byte arrived; at most `max_partials` are kept (starting one more drops the oldest); and
 //! its bytes are on the disk, so the free-space check of every upload already counts them.
 //!
-//! The bytes of a partial are never trusted: a resume hashes them again from disk, and the
-//! upload is committed only if the whole file's MD5 is the one the client declared.
+//! Beside each partial, `HASH.md5` may hold the MD5 state of its first bytes (saved when the
+//! upload breaks off, and every [`CHECKPOINT`] bytes while it runs), so that a resume hashes
+//! only what the state does not cover. The state names the partial it belongs to (device,
+//! inode, leaf) and is used only if it covers no more than the partial holds; a partial only
+//! ever grows (it is truncated only here, when it is dropped or restarted, and its state with
+//! it), so such a state is still the state of its first bytes. A missing, damaged or foreign
+//! state means hashing the partial again from disk. Either way the upload is committed only if
+//! the whole file's MD5 is the one the client declared.
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, SystemTime};
@@ -16,12 +22,26 @@ use std::time::{Duration, SystemTime};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use sha2::{Digest, Sha256};
 
+use crate::md5_state::{self, ResumableMd5};
 use crate::store::{PartialKey, StoreError};
 
 /// The folder of partial uploads, inside the state folder.
 pub(super) const PARTIAL_DIR: &str = "partial";
 
 const SUFFIX: &str = ".part";
+
+/// The suffix of a partial's saved MD5 state (in place of [`SUFFIX`]).
+const STATE_SUFFIX: &str = ".md5";
+
+/// The suffix of a state being written, renamed over the state when complete.
+const STATE_NEW: &str = ".md5-new";
+
+/// A running resumable upload saves its MD5 state every this many bytes, so that even a server
+/// killed mid-upload seldom has more than this much to hash again.
+pub(super) const CHECKPOINT: u64 = 128 << 20;
+
+/// A state file is one record of one state: anything longer is not ours.
+const STATE_MAX_BYTES: u64 = 1024;
 
 /// The file name of the partial upload for `key`: the SHA-256 of the key's parts, each
 /// length-prefixed (so no two keys share an encoding), in hex.
@@ -53,6 +73,7 @@ pub(super) fn open(
         by_age.sort_by_key(|(_, t)| *t);
         for (old, _) in by_age.iter().take(by_age.len() + 1 - max) {
             let _ = rustix::fs::unlinkat(dir, old.as_str(), AtFlags::empty());
+            remove_state(dir, old);
         }
     }
     let fd = rustix::fs::openat(
@@ -67,23 +88,101 @@ pub(super) fn open(
         .metadata()
         .map_err(StoreError::io_on("reading a partial upload", None))?
         .len();
-    if len > size {
-        // Cannot happen for a file made by this code (the size is part of its key); start over.
-        file.set_len(0)
-            .map_err(StoreError::io_on("truncating a partial upload", None))?;
+    if len > size || len == 0 {
+        // A new partial: no state may describe it. (Longer than its size cannot happen for a
+        // file made by this code, the size being part of its key; start over.)
+        remove_state(dir, leaf);
+        if len > 0 {
+            file.set_len(0)
+                .map_err(StoreError::io_on("truncating a partial upload", None))?;
+        }
         return Ok((file, 0));
     }
     Ok((file, len))
 }
 
-/// Removes expired partials and anything in the folder that is not a partial; returns the
-/// partials kept, with their last change time.
+/// The leaf of the saved state of the partial `leaf`.
+fn state_leaf(leaf: &str) -> String {
+    format!(
+        "{}{STATE_SUFFIX}",
+        leaf.strip_suffix(SUFFIX).unwrap_or(leaf)
+    )
+}
+
+/// What a state of the partial `leaf`, open as `file`, is tied to: its leaf, device and inode.
+fn identity(leaf: &str, file: &std::fs::File) -> Option<Vec<u8>> {
+    let st = rustix::fs::fstat(file).ok()?;
+    let mut tag = leaf.as_bytes().to_vec();
+    tag.extend_from_slice(&st.st_dev.to_le_bytes());
+    tag.extend_from_slice(&st.st_ino.to_le_bytes());
+    Some(tag)
+}
+
+/// Saves `hasher` as the state of the first `hasher.len()` bytes of the partial `leaf`, open
+/// as `file`: written to a new file and renamed over the old state, so a reader sees the old
+/// state or the new one, never a torn one. Best effort: a failure only costs a re-hash later.
+pub(super) fn save_state(dir: &OwnedFd, leaf: &str, file: &std::fs::File, hasher: &ResumableMd5) {
+    let Some(tag) = identity(leaf, file) else {
+        return;
+    };
+    let record = md5_state::encode(&tag, std::slice::from_ref(hasher));
+    let new = format!("{}{STATE_NEW}", leaf.strip_suffix(SUFFIX).unwrap_or(leaf));
+    let written = rustix::fs::openat(
+        dir,
+        new.as_str(),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::from_raw_mode(0o600),
+    )
+    .map_err(std::io::Error::from)
+    .and_then(|fd| std::io::Write::write_all(&mut std::fs::File::from(fd), &record));
+    let renamed = written.is_ok()
+        && rustix::fs::renameat(dir, new.as_str(), dir, state_leaf(leaf).as_str()).is_ok();
+    if !renamed {
+        let _ = rustix::fs::unlinkat(dir, new.as_str(), AtFlags::empty());
+    }
+}
+
+/// The saved state of the partial `leaf`, open as `file` and `len` bytes long, if there is one
+/// that belongs to it and covers no more than it holds.
+pub(super) fn load_state(
+    dir: &OwnedFd,
+    leaf: &str,
+    file: &std::fs::File,
+    len: u64,
+) -> Option<ResumableMd5> {
+    let tag = identity(leaf, file)?;
+    let fd = rustix::fs::openat(
+        dir,
+        state_leaf(leaf).as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::from(fd), STATE_MAX_BYTES),
+        &mut bytes,
+    )
+    .ok()?;
+    let mut states = md5_state::decode(&tag, &bytes, 1)?;
+    let state = states.pop()?;
+    (state.len() <= len).then_some(state)
+}
+
+/// Removes the saved state of the partial `leaf`, if any.
+pub(super) fn remove_state(dir: &OwnedFd, leaf: &str) {
+    let _ = rustix::fs::unlinkat(dir, state_leaf(leaf).as_str(), AtFlags::empty());
+}
+
+/// Removes expired partials, the states of partials that are gone, and anything in the folder
+/// that is neither; returns the partials kept, with their last change time.
 pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
     let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
         return Vec::new();
     };
     let now = SystemTime::now();
     let mut kept = Vec::new();
+    let mut states = Vec::new();
     let mut expired = 0;
     for entry in entries.flatten() {
         let raw = entry.file_name();
@@ -105,6 +204,14 @@ pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
                     )
             });
         let wellformed = name.len() == 64 + SUFFIX.len() && name.ends_with(SUFFIX);
+        if modified.is_some()
+            && ((name.len() == 64 + STATE_SUFFIX.len() && name.ends_with(STATE_SUFFIX))
+                || (name.len() == 64 + STATE_NEW.len() && name.ends_with(STATE_NEW)))
+        {
+            // Judged once the partials are known (below).
+            states.push(name.to_owned());
+            continue;
+        }
         match modified {
             Some(t) if wellformed => {
                 if now.duration_since(t).unwrap_or_default() > ttl {
@@ -117,6 +224,14 @@ pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
             _ => {
                 let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
             }
+        }
+    }
+    for state in states {
+        // A state whose partial is kept stays; a `-new` one is being written (or was cut off:
+        // it is overwritten by the next save, and removed with its partial).
+        let partial = format!("{}{SUFFIX}", &state[..64]);
+        if !kept.iter().any(|(l, _)| *l == partial) {
+            let _ = rustix::fs::unlinkat(dir, state.as_str(), AtFlags::empty());
         }
     }
     if expired > 0 {

@@ -5,7 +5,7 @@
 //! one upload's temp file.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Seek, Write};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +18,7 @@ use super::fsops::{self, Meta};
 use super::index::Entry;
 use super::{Inner, partial};
 use crate::id::FileId;
+use crate::md5_state::ResumableMd5;
 use crate::name::FileName;
 use crate::store::{PartialKey, Staged, StoreError};
 
@@ -34,7 +35,7 @@ pub(super) struct FolderUpload {
     file: Option<File>,
     /// The temp file's metadata, kept when its handle was closed early (see `close_file`).
     closed: Option<Meta>,
-    hasher: Md5,
+    hasher: Hasher,
     written: u64,
     /// Bytes up to here have had their write-back started (see [`WRITE_BACK`]).
     started: u64,
@@ -42,6 +43,30 @@ pub(super) struct FolderUpload {
     /// A resumable upload: its file is a partial in `.barge/partial/`, kept when the upload
     /// is dropped unfinished (a broken connection), removed by [`Staged::discard`].
     keep: bool,
+}
+
+/// The MD5 of an upload as it is written: the faster one for a plain upload, one whose state
+/// can be saved for a resumable one (see [`crate::md5_state`]).
+#[derive(Debug)]
+enum Hasher {
+    Plain(Md5),
+    Resumable(ResumableMd5),
+}
+
+impl Hasher {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Plain(h) => h.update(data),
+            Self::Resumable(h) => h.update(data),
+        }
+    }
+
+    fn id(&self) -> FileId {
+        match self {
+            Self::Plain(h) => FileId(h.clone().finalize().into()),
+            Self::Resumable(h) => h.clone().finalize(),
+        }
+    }
 }
 
 /// When flushing, write-back of an upload is started every this many bytes while it is being
@@ -82,7 +107,7 @@ impl FolderUpload {
             tmp_leaf,
             file: Some(File::from(fd)),
             closed: None,
-            hasher: Md5::new(),
+            hasher: Hasher::Plain(Md5::new()),
             written: 0,
             started: 0,
             linked: false,
@@ -90,30 +115,42 @@ impl FolderUpload {
         })
     }
 
-    /// Continues (or starts) the partial upload kept for `key`: its kept bytes are hashed
-    /// again from disk, never trusted. Returns the upload and how many bytes it holds.
+    /// Continues (or starts) the partial upload kept for `key`: from its saved MD5 state when
+    /// it has a valid one (hashing only the bytes after it), else hashing its kept bytes again
+    /// from disk. Returns the upload and how many bytes it holds.
     pub(super) fn resume(inner: &Arc<Inner>, key: &PartialKey) -> Result<(Self, u64), StoreError> {
         let dir = Arc::clone(&inner.partial);
         let leaf = partial::leaf(key);
         let cfg = &inner.config;
         let (mut file, len) =
             partial::open(&dir, &leaf, key.size, cfg.partial_ttl, cfg.max_partials)?;
-        let mut hasher = Md5::new();
-        let mut buf = vec![0u8; crate::transfer::CHUNK];
-        let mut left = len;
-        while left > 0 {
-            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-            let n = file.read(&mut buf[..want]).map_err(StoreError::io_on(
+        let saved = partial::load_state(&dir, &leaf, &file, len);
+        let from = saved.as_ref().map_or(0, ResumableMd5::len);
+        let mut hasher = saved.unwrap_or_default();
+        let hashed = match hasher.hash_file_to(&file, len) {
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(()),
+            other => other,
+        };
+        hashed.map_err(StoreError::io_on(
+            "reading the partial upload of",
+            Some(&key.name),
+        ))?;
+        tracing::debug!(
+            "resuming {} at {}: {} bytes hashed again",
+            key.name,
+            hasher.len(),
+            hasher.len() - from
+        );
+        // A partial that ended early (it cannot, but the disk decides) is continued from what
+        // was read.
+        let held = hasher.len();
+        if held != len {
+            file.set_len(held).map_err(StoreError::io_on(
                 "reading the partial upload of",
                 Some(&key.name),
             ))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            left -= n as u64;
         }
-        let len = len - left;
+        let len = held;
         file.seek(io::SeekFrom::Start(len))
             .map_err(StoreError::io_on(
                 "reading the partial upload of",
@@ -128,7 +165,7 @@ impl FolderUpload {
                 tmp_leaf: leaf,
                 file: Some(file),
                 closed: None,
-                hasher,
+                hasher: Hasher::Resumable(hasher),
                 written: len,
                 started: len,
                 linked: false,
@@ -177,12 +214,15 @@ impl FolderUpload {
                 )
             })?,
         };
-        let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
+        let id = self.hasher.id();
         let inner = Arc::clone(&self.inner);
         let dir = self.link_into_place(&inner)?;
         self.linked = true;
         inner.files.fetch_add(1, Ordering::Relaxed);
         let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+        if self.keep {
+            partial::remove_state(&self.tmp, &self.tmp_leaf);
+        }
         if sync {
             fsops::sync_dir(&dir)
                 .map_err(StoreError::io_on("flushing the folder of", Some(&name)))?;
@@ -240,6 +280,8 @@ impl Staged for FolderUpload {
         })?;
         file.write_all(data)
             .map_err(StoreError::io_on("writing", Some(&self.name)))?;
+        let checkpoint = |at: u64| at / partial::CHECKPOINT;
+        let save = self.keep && checkpoint(received) > checkpoint(self.written);
         self.written = received;
         if self.inner.config.sync && received - self.started >= WRITE_BACK {
             // Starts write-back of what was just written without waiting for it (on Linux,
@@ -250,6 +292,9 @@ impl Staged for FolderUpload {
             let _ = rustix::fs::fadvise(&*file, self.started, len, rustix::fs::Advice::DontNeed);
             self.started = received;
         }
+        if save {
+            self.save_state();
+        }
         Ok(())
     }
 
@@ -259,7 +304,7 @@ impl Staged for FolderUpload {
     }
 
     fn digest(&self) -> Option<FileId> {
-        Some(FileId(self.hasher.clone().finalize().into()))
+        Some(self.hasher.id())
     }
 
     fn discard(mut self: Box<Self>) {
@@ -267,12 +312,39 @@ impl Staged for FolderUpload {
     }
 }
 
+impl FolderUpload {
+    /// Saves the MD5 state of a resumable upload beside its partial, when the state covers
+    /// exactly what was written to it. With `sync`, the bytes are flushed first, so that a
+    /// state on disk never describes bytes that a power cut could take back.
+    fn save_state(&self) {
+        let (Hasher::Resumable(h), Some(file)) = (&self.hasher, &self.file) else {
+            return;
+        };
+        // `write` hashes before it writes: a failed write leaves the hash ahead of the file.
+        if h.len() != file.metadata().map_or(u64::MAX, |m| m.len()) {
+            return;
+        }
+        if self.inner.config.sync && file.sync_data().is_err() {
+            return;
+        }
+        partial::save_state(&self.tmp, &self.tmp_leaf, file, h);
+    }
+}
+
 impl Drop for FolderUpload {
     fn drop(&mut self) {
-        self.file = None;
-        if !self.linked && !self.keep {
-            let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+        if !self.linked {
+            if self.keep {
+                // A broken-off resumable upload: what it holds is kept, with its MD5 state.
+                self.save_state();
+            } else {
+                let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
+                if matches!(self.hasher, Hasher::Resumable(_)) {
+                    partial::remove_state(&self.tmp, &self.tmp_leaf);
+                }
+            }
         }
+        self.file = None;
     }
 }
 

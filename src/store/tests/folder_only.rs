@@ -290,3 +290,145 @@ async fn downloads_are_read_ahead_only_while_small_and_within_the_budget() {
     // Past the budget: only the first.
     assert_eq!(store.open_ahead(&names, 3).await.len(), 1);
 }
+
+/// The saved MD5 state of partial uploads (`RESUME`): a resume takes it up instead of hashing
+/// the kept bytes again, and falls back to hashing them when the state is missing, damaged,
+/// another partial's, or covers more than the partial holds.
+mod partial_state {
+    use super::*;
+    use crate::id::FileId;
+    use md5::Digest as _;
+
+    const SIZE: u64 = 10_000;
+
+    fn key() -> PartialKey {
+        PartialKey {
+            owner: String::new(),
+            name: FileName::parse("big.bin").unwrap(),
+            size: SIZE,
+        }
+    }
+
+    fn body() -> Vec<u8> {
+        (0..SIZE).map(|i| (i * 13 % 251) as u8).collect()
+    }
+
+    fn md5(data: &[u8]) -> FileId {
+        FileId(md5::Md5::digest(data).into())
+    }
+
+    fn files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir.join(".barge/partial"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == ext))
+            .collect()
+    }
+
+    /// Sends the first `cut` bytes of `body()` with `RESUME`, then breaks off.
+    async fn interrupted(store: &Store, cut: usize) {
+        let (mut up, offset) = store.resume_upload(key()).await.unwrap();
+        assert_eq!(offset, 0);
+        up.write(&body()[..cut]).unwrap();
+        drop(up);
+    }
+
+    /// Resumes, sends the rest, and returns what the server's MD5 says and whether it stored.
+    async fn resumed(store: &Store) -> (u64, Result<FileId, StoreError>) {
+        let (mut up, offset) = store.resume_upload(key()).await.unwrap();
+        up.write(&body()[usize::try_from(offset).unwrap()..])
+            .unwrap();
+        (offset, up.finish_verified(md5(&body())))
+    }
+
+    /// Overwrites the kept bytes in place (same file, same length) with zeros: only a resume
+    /// that takes up the saved state, rather than hashing them, still gets the right MD5.
+    fn scribble_over_partial(dir: &std::path::Path) {
+        use std::io::Write as _;
+        let part = &files(dir, "part")[0];
+        let len = std::fs::metadata(part).unwrap().len();
+        let mut f = std::fs::OpenOptions::new().write(true).open(part).unwrap();
+        f.write_all(&vec![0u8; usize::try_from(len).unwrap()])
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_saved_state_is_taken_up_instead_of_hashing_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        interrupted(&store, 4_099).await;
+        assert_eq!(
+            files(dir.path(), "md5").len(),
+            1,
+            "a state beside the partial"
+        );
+        scribble_over_partial(dir.path());
+        let (offset, stored) = resumed(&store).await;
+        assert_eq!(offset, 4_099);
+        // The bytes on disk were not hashed: the state was.
+        assert_eq!(stored.unwrap(), md5(&body()));
+        assert!(
+            files(dir.path(), "md5").is_empty(),
+            "the state goes with its partial"
+        );
+        assert!(files(dir.path(), "part").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_missing_damaged_or_foreign_state_means_hashing_again() {
+        for how in ["missing", "damaged", "foreign", "longer"] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path());
+            interrupted(&store, 4_099).await;
+            let state = files(dir.path(), "md5").remove(0);
+            match how {
+                "missing" => std::fs::remove_file(&state).unwrap(),
+                "damaged" => {
+                    let mut bytes = std::fs::read(&state).unwrap();
+                    bytes[40] ^= 1;
+                    std::fs::write(&state, bytes).unwrap();
+                }
+                "foreign" => {
+                    // The state of another partial (another inode), under this one's name.
+                    let part = files(dir.path(), "part").remove(0);
+                    let copy = part.with_extension("copy");
+                    std::fs::copy(&part, &copy).unwrap();
+                    std::fs::rename(&copy, &part).unwrap();
+                }
+                _ => {
+                    // The partial lost bytes the state covers.
+                    let part = files(dir.path(), "part").remove(0);
+                    let f = std::fs::OpenOptions::new().write(true).open(part).unwrap();
+                    f.set_len(100).unwrap();
+                }
+            }
+            scribble_over_partial(dir.path());
+            let (offset, stored) = resumed(&store).await;
+            assert!(offset > 0, "{how}");
+            // Hashed again from disk: the zeros are seen and the check fails, nothing kept.
+            assert!(
+                matches!(stored, Err(StoreError::ChecksumMismatch { .. })),
+                "{how}: {stored:?}"
+            );
+            assert!(files(dir.path(), "part").is_empty(), "{how}");
+            assert!(files(dir.path(), "md5").is_empty(), "{how}");
+            // The next try starts over and succeeds.
+            let (offset, stored) = resumed(&store).await;
+            assert_eq!((offset, stored.unwrap()), (0, md5(&body())), "{how}");
+        }
+    }
+
+    #[tokio::test]
+    async fn states_of_partials_that_are_gone_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        interrupted(&store, 100).await;
+        drop(store);
+        for p in files(dir.path(), "part") {
+            std::fs::remove_file(p).unwrap();
+        }
+        let _store = open(dir.path());
+        assert!(files(dir.path(), "md5").is_empty());
+    }
+}

@@ -1,0 +1,198 @@
+//! MD5s that can stop and go on later: the hash state of a file's first bytes, saved to disk so
+//! that a resumed transfer (`PROTOCOL.md` sections 5.11 and 5.12) does not hash those bytes
+//! again.
+//!
+//! The state is the one of the `md-5` 0.11 crate (`digest`'s `SerializableState`: the four
+//! state words, the block count and the unprocessed tail), not a home-made MD5. The rest of the
+//! crate hashes with `md-5` 0.10 and its assembly, which is some 15 % faster but cannot save a
+//! state; only the hashes that may have to be taken up again use this one.
+//!
+//! A saved state is only a shortcut: every transfer still ends with the end-to-end MD5 check,
+//! so a wrong state makes the check fail (nothing is kept), never a wrong file pass. What this
+//! module adds against mistakes is a file format that names what it belongs to (a `tag` the
+//! owner chooses: which file, which length) and a SHA-256 over the whole record, so that a
+//! record for another file, or a torn or damaged one, is refused and the caller re-hashes.
+//!
+//! It does no I/O of its own beyond reading the bytes a caller points it at.
+
+use std::io;
+
+use md5_saveable::Digest as _;
+use md5_saveable::digest::common::hazmat::SerializableState;
+use sha2::{Digest as _, Sha256};
+
+use crate::id::FileId;
+
+/// An MD5 being computed over a file's bytes from the start, which knows how many bytes it has
+/// taken in and can be saved and restored.
+#[derive(Clone, Default)]
+pub struct ResumableMd5 {
+    hasher: md5_saveable::Md5,
+    len: u64,
+}
+
+impl std::fmt::Debug for ResumableMd5 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResumableMd5")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The first bytes of every saved record: what it is and its version.
+const MAGIC: &[u8; 16] = b"barge md5 state1";
+
+/// The length of one saved state, as `md-5` 0.11 serialises it.
+fn state_len() -> usize {
+    md5_saveable::Md5::default().serialize().len()
+}
+
+impl ResumableMd5 {
+    /// A hash of no bytes yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes in the next bytes.
+    pub fn update(&mut self, data: &[u8]) {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+    }
+
+    /// How many bytes have been taken in.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether no byte has been taken in.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The MD5 of the bytes taken in.
+    #[must_use]
+    pub fn finalize(self) -> FileId {
+        FileId(self.hasher.finalize().into())
+    }
+
+    /// Goes on hashing `file` from [`len`](Self::len) to `to`, with positioned reads.
+    ///
+    /// # Errors
+    /// A failed read, or `UnexpectedEof` when the file ends before `to`.
+    pub fn hash_file_to(&mut self, file: &std::fs::File, to: u64) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = vec![0u8; crate::transfer::CHUNK];
+        while self.len < to {
+            let want = usize::try_from(to - self.len)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let n = file.read_at(&mut buf[..want], self.len)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.update(&buf[..n]);
+        }
+        Ok(())
+    }
+}
+
+/// Encodes `states` (each knows its length) as one record for `tag`: the magic, the tag's
+/// SHA-256, the count, each length and state, and a SHA-256 of all that.
+#[must_use]
+pub fn encode(tag: &[u8], states: &[ResumableMd5]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 72 + states.len() * (8 + state_len()));
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&Sha256::digest(tag));
+    out.extend_from_slice(&(states.len() as u64).to_le_bytes());
+    for s in states {
+        out.extend_from_slice(&s.len.to_le_bytes());
+        out.extend_from_slice(&s.hasher.serialize());
+    }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    out
+}
+
+/// Decodes a record made by [`encode`] for the same `tag`; `None` for anything else (another
+/// tag, another version, a torn or damaged record, more than `max` states).
+#[must_use]
+pub fn decode(tag: &[u8], bytes: &[u8], max: usize) -> Option<Vec<ResumableMd5>> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(32)?)?;
+    if Sha256::digest(body).as_slice() != sum {
+        return None;
+    }
+    let rest = body.strip_prefix(MAGIC.as_slice())?;
+    let rest = rest.strip_prefix(Sha256::digest(tag).as_slice())?;
+    let (count, mut rest) = rest.split_first_chunk::<8>()?;
+    let count = usize::try_from(u64::from_le_bytes(*count)).ok()?;
+    if count > max || rest.len() != count * (8 + state_len()) {
+        return None;
+    }
+    let mut states = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, tail) = rest.split_first_chunk::<8>()?;
+        let (state, tail) = tail.split_at(state_len());
+        let state = state.try_into().ok()?;
+        let hasher = md5_saveable::Md5::deserialize(state).ok()?;
+        states.push(ResumableMd5 {
+            hasher,
+            len: u64::from_le_bytes(*len),
+        });
+        rest = tail;
+    }
+    Some(states)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md5(data: &[u8]) -> FileId {
+        let mut h = ResumableMd5::new();
+        h.update(data);
+        h.finalize()
+    }
+
+    #[test]
+    fn a_restored_state_goes_on_to_the_same_md5() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Cut points on and off block boundaries, including 0 and the end.
+        for cut in [0, 1, 63, 64, 65, 4096, 9_999, 10_000] {
+            let mut h = ResumableMd5::new();
+            h.update(&data[..cut]);
+            let saved = encode(b"tag", &[h]);
+            let mut back = decode(b"tag", &saved, 4).expect("decodes").remove(0);
+            assert_eq!(back.len(), cut as u64);
+            back.update(&data[cut..]);
+            assert_eq!(back.finalize(), md5(&data), "cut at {cut}");
+        }
+        // And the same as the crate's usual MD5.
+        use md5::Digest as _;
+        let want: [u8; 16] = md5::Md5::digest(&data).into();
+        assert_eq!(md5(&data).0, want);
+    }
+
+    #[test]
+    fn records_for_another_tag_or_damaged_are_refused() {
+        let mut h = ResumableMd5::new();
+        h.update(b"some bytes");
+        let saved = encode(b"tag", &[h.clone(), h]);
+        assert_eq!(decode(b"tag", &saved, 2).map(|v| v.len()), Some(2));
+        assert!(
+            decode(b"tag", &saved, 1).is_none(),
+            "more states than allowed"
+        );
+        assert!(decode(b"other", &saved, 2).is_none());
+        for i in [0, 20, 60, saved.len() / 2, saved.len() - 1] {
+            let mut bad = saved.clone();
+            bad[i] ^= 1;
+            assert!(decode(b"tag", &bad, 2).is_none(), "flipped byte {i}");
+        }
+        for n in [0, 1, 31, 32, saved.len() - 1] {
+            assert!(decode(b"tag", &saved[..n], 2).is_none(), "cut to {n}");
+        }
+    }
+}
