@@ -28,6 +28,10 @@ pub(crate) const INDEX_FILE: &str = "index.redb";
 /// Where an unreadable database is moved, for whoever wants to look at it.
 const CORRUPT_FILE: &str = "index.redb.corrupt";
 
+/// redb's page cache. Its default (1 GiB) kept every page read at start in memory: the whole
+/// database, read once into the in-memory index and not read again. Writes go through it.
+const CACHE_BYTES: usize = 4 << 20;
+
 /// name → (size, mtime in ns, inode, md5).
 const FILES: TableDefinition<&str, (u64, i64, u64, [u8; 16])> = TableDefinition::new("files");
 
@@ -316,7 +320,10 @@ fn attempt(state: &OwnedFd) -> Result<(Database, Index), Unusable> {
     }
     let file = std::fs::File::from(fd);
     let db = guarded("opening", || {
-        redb::Builder::new().create_file(file).map_err(Into::into)
+        redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_file(file)
+            .map_err(Into::into)
     })?;
     let index = guarded("loading", || load(&db))?;
     Ok((db, index))
