@@ -380,10 +380,7 @@ impl Catalog for SqlCatalog {
             "SELECT count(*), string_agg(name || '\t' || md5 || '\t' || CAST(size AS TEXT), '\n'
              ORDER BY name) FROM files"
         };
-        let row = sqlx::query(sql)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db)?;
+        let row = sqlx::query(sql).fetch_one(&self.pool).await.map_err(db)?;
         let count: i64 = row.try_get(0).map_err(db)?;
         let text: Option<String> = row.try_get(1).map_err(db)?;
         let bad = |what: &str| StoreError::Backend(format!("catalog row with a bad {what}").into());
