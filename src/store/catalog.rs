@@ -454,24 +454,43 @@ impl Catalog for SqlCatalog {
     }
 
     async fn listing(&self) -> Result<Vec<super::FileEntry>, StoreError> {
-        let rows = sqlx::query("SELECT name, md5, size FROM files ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db)?;
+        // One row holding every file as a line `name TAB md5 TAB size`, not a row per file:
+        // through sqlx each row costs a hand-off between threads and a decoding into owned
+        // values, most of a listing's time (issue 15: 100,000 names in 1.3 s that way). A name
+        // holds no control character, so the tabs and newlines cannot be a name's; the count
+        // beside it catches a row that would say otherwise.
+        let sql = if self.url_kind == "sqlite" {
+            "SELECT count(*), group_concat(name || '\t' || md5 || '\t' || size, '\n' ORDER BY name)
+             FROM files"
+        } else {
+            "SELECT count(*), string_agg(name || '\t' || md5 || '\t' || CAST(size AS TEXT), '\n'
+             ORDER BY name) FROM files"
+        };
+        let row = sqlx::query(sql).fetch_one(&self.pool).await.map_err(db)?;
+        let count: i64 = row.try_get(0).map_err(db)?;
+        let text: Option<String> = row.try_get(1).map_err(db)?;
         let bad = |what: &str| StoreError::Backend(format!("catalog row with a bad {what}").into());
-        let mut out = rows
-            .iter()
-            .map(|row| {
-                let name: String = row.try_get(0).map_err(db)?;
-                let md5: String = row.try_get(1).map_err(db)?;
-                let size: i64 = row.try_get(2).map_err(db)?;
-                Ok(super::FileEntry {
-                    name: FileName::parse(&name).map_err(|_| bad("name"))?,
-                    id: FileId::parse(&md5).map_err(|_| bad("id"))?,
-                    size: u64::try_from(size).map_err(|_| bad("size"))?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+        for line in text.as_deref().unwrap_or_default().split('\n') {
+            if line.is_empty() && count == 0 {
+                continue;
+            }
+            let mut parts = line.splitn(3, '\t');
+            let (Some(name), Some(md5), Some(size)) = (parts.next(), parts.next(), parts.next())
+            else {
+                return Err(bad("name"));
+            };
+            out.push(super::FileEntry {
+                name: FileName::parse(name).map_err(|_| bad("name"))?,
+                id: FileId::parse(md5).map_err(|_| bad("id"))?,
+                size: size.parse().map_err(|_| bad("size"))?,
+            });
+        }
+        if i64::try_from(out.len()).ok() != Some(count) {
+            return Err(bad("name"));
+        }
+        // Already in order (the names compare byte for byte in both databases); this only
+        // checks it, in one pass.
         out.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
         Ok(out)
     }

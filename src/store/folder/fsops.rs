@@ -174,8 +174,14 @@ pub(crate) fn prune_empty_folders(root: &OwnedFd, name: &FileName) {
 
 /// Opens the folder `name` itself, one component at a time, refusing symlinks.
 fn open_folder(root: &OwnedFd, name: &FileName) -> io::Result<OwnedFd> {
+    open_components(root, name.as_str())
+}
+
+/// Opens the folder at the `/`-separated `path` beneath `root` (`root` itself for `""`), one
+/// component at a time, refusing symlinks.
+fn open_components(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
     let mut dir = rustix::io::dup(root)?;
-    for comp in name.components() {
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
         dir = open_dir_at(&dir, comp)?;
     }
     Ok(dir)
@@ -253,18 +259,36 @@ fn vanished(e: &rustix::io::Errno) -> bool {
 /// than the limit: such folders are not entered). Entries that vanish while it runs are
 /// skipped; any other failure (too many open files, a folder that cannot be read, an I/O
 /// error) fails the whole walk, so a listing is never silently short.
+#[cfg(test)]
 pub(crate) fn walk(root: &OwnedFd) -> Result<Vec<Found>, WalkError> {
+    walk_under(root, "", &mut |_, _| {})
+}
+
+/// [`walk`] of the folder `folder` beneath `root` (`""` for all of it), calling `on_folder` with
+/// each folder it enters (and its name) before reading its entries: how the watcher learns of
+/// every folder without missing a file added while it is read. A `folder` that is not there
+/// (gone, or not a folder, or reached through a symlink) holds nothing.
+pub(crate) fn walk_under(
+    root: &OwnedFd,
+    folder: &str,
+    on_folder: &mut dyn FnMut(&OwnedFd, &str),
+) -> Result<Vec<Found>, WalkError> {
     let fail = |folder: &str, e: io::Error| WalkError {
         folder: folder.to_owned(),
         source: e,
     };
-    let top = rustix::io::dup(root).map_err(|e| fail("", e.into()))?;
-    let entries = read_names(&top).map_err(|e| fail("", e))?;
+    let top = match open_components(root, folder) {
+        Ok(fd) => fd,
+        Err(e) if !folder.is_empty() && is_absent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(fail(folder, e)),
+    };
+    on_folder(&top, folder);
+    let entries = read_names(&top).map_err(|e| fail(folder, e))?;
     let mut out = Vec::new();
     let mut stack = vec![Level {
         fd: Some(top),
         entries: entries.into_iter(),
-        prefix: String::new(),
+        prefix: folder.to_owned(),
     }];
     while let Some(depth) = stack.len().checked_sub(1) {
         let Some(leaf) = stack[depth].entries.next() else {
@@ -311,6 +335,7 @@ pub(crate) fn walk(root: &OwnedFd) -> Result<Vec<Found>, WalkError> {
                     Err(e) if is_absent(&e) => continue,
                     Err(e) => return Err(fail(&rel, e)),
                 };
+                on_folder(&child, &rel);
                 let entries = read_names(&child).map_err(|e| fail(&rel, e))?;
                 if depth >= KEPT_OPEN {
                     stack[depth].fd = None;

@@ -1,5 +1,6 @@
-//! Knowing each file's id: walking the folder, hashing what the index does not vouch for
-//! (inline within a listing's budget, the rest on a background thread), and recording it.
+//! Knowing each file's id: hashing what the index does not vouch for (inline within a
+//! listing's budget, the rest on a background thread), and recording it. Which files to look
+//! at is [`refresh`](super::refresh)'s job.
 //!
 //! It does not decide what a listing shows beyond "known id or pending", and never writes files.
 
@@ -15,7 +16,7 @@ use super::index::{Change, Entry};
 use super::{Inner, lock};
 use crate::id::FileId;
 use crate::name::FileName;
-use crate::store::{Listing, StoreError};
+use crate::store::StoreError;
 
 const CHUNK: usize = 256 * 1024;
 
@@ -36,7 +37,7 @@ pub(super) fn start(inner: &Arc<Inner>, rx: mpsc::Receiver<FileName>) -> Result<
         .name("barge-scan".into())
         .spawn(move || {
             if let Some(inner) = weak.upgrade() {
-                if let Err(e) = inner.scan(0) {
+                if let Err(e) = inner.refresh(0) {
                     tracing::warn!("initial scan failed: {e}");
                 }
             }
@@ -46,99 +47,11 @@ pub(super) fn start(inner: &Arc<Inner>, rx: mpsc::Receiver<FileName>) -> Result<
 }
 
 impl Inner {
-    /// Walks the folder and brings the index in line with it: files gone are forgotten, files
-    /// changed since they were hashed lose their entry, and files not hashed yet are hashed now
-    /// while `budget` bytes and the listing's time last, and queued for the background hasher
-    /// after that (counted as pending). The listing is then a snapshot of the index: every file
-    /// with a current id, including those stored while the walk ran.
-    pub(super) fn scan(&self, mut budget: u64) -> Result<Listing, StoreError> {
-        let started = std::time::Instant::now();
-        let found = fsops::walk(&self.root).map_err(|e| StoreError::ListingIncomplete {
-            folder: e.folder,
-            source: e.source,
-        })?;
-        self.files
-            .store(found.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut unknown = Vec::new();
-        let mut canonical: std::collections::HashMap<String, Vec<FileName>> =
-            std::collections::HashMap::new();
-        {
-            let mut ix = lock(&self.index);
-            // Forget files that are gone: both sequences are sorted by name.
-            let mut gone = Vec::new();
-            let mut on_disk = found.iter().map(|f| &f.name).peekable();
-            for name in ix.names() {
-                while on_disk.next_if(|n| *n < name).is_some() {}
-                if on_disk.peek() != Some(&name) {
-                    gone.push(name.clone());
-                }
-            }
-            for name in gone {
-                // The walk is not atomic: a file uploaded or renamed into place while it ran is
-                // on disk and in the index, but was not seen. Only forget what is really gone.
-                if matches!(fsops::stat_name(&self.root, &name), Ok(Some(st)) if fsops::is_regular(&st))
-                {
-                    continue;
-                }
-                ix.remove(&name);
-                self.persist(Change::Remove(name));
-            }
-            // Equivalent names: what the walk saw, plus what was stored while it ran (in the
-            // index, not necessarily seen).
-            for name in found.iter().map(|f| &f.name).chain(ix.names()) {
-                if !name.as_str().is_ascii() {
-                    let same = canonical.entry(name.canonical().into_owned()).or_default();
-                    if !same.contains(name) {
-                        same.push(name.clone());
-                    }
-                }
-            }
-            for f in found {
-                let Some(e) = ix.get(&f.name) else {
-                    unknown.push(f);
-                    continue;
-                };
-                if e.meta == f.meta {
-                    continue;
-                }
-                // Changed since it was hashed, so its id is unknown and it is not listed, unless
-                // it was stored again after the walk saw it (then the index is the newer).
-                let stored = e.meta;
-                if matches!(fsops::stat_name(&self.root, &f.name), Ok(Some(st)) if fsops::is_regular(&st) && Meta::of(&st) == stored)
-                {
-                    continue;
-                }
-                ix.remove(&f.name);
-                self.persist(Change::Remove(f.name.clone()));
-                unknown.push(f);
-            }
-        }
-        *lock(&self.canonical) = canonical;
-        let mut pending = Vec::new();
-        for f in unknown {
-            if f.meta.size <= budget && started.elapsed() < self.config.inline_hash_time {
-                budget -= f.meta.size;
-                // Recorded in the index, so in the snapshot below.
-                if let Ok(Some(_)) = self.open_hashed(&f.name) {
-                    continue;
-                }
-            } else {
-                self.queue_hash(f.name.clone());
-            }
-            pending.push(f.name);
-        }
-        let files = lock(&self.index).snapshot();
-        // A file still to hash when the walk saw it may have been hashed since (in the
-        // background): then it is listed, and not counted again as pending.
-        let pending = pending.iter().filter(|n| !files.contains_key(*n)).count();
-        Ok(Listing::new(files, pending))
-    }
-
-    fn persist(&self, change: Change) {
+    pub(super) fn persist(&self, change: Change) {
         lock(&self.persist).send(change);
     }
 
-    fn queue_hash(&self, name: FileName) {
+    pub(super) fn queue_hash(&self, name: FileName) {
         if lock(&self.queued).insert(name.clone()) {
             if let Some(tx) = lock(&self.hasher_tx).as_ref() {
                 let _ = tx.send(name);

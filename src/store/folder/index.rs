@@ -28,6 +28,10 @@ pub(crate) const INDEX_FILE: &str = "index.redb";
 /// Where an unreadable database is moved, for whoever wants to look at it.
 const CORRUPT_FILE: &str = "index.redb.corrupt";
 
+/// redb's page cache. Its default (1 GiB) kept every page read at start in memory: the whole
+/// database, read once into the in-memory index and not read again. Writes go through it.
+const CACHE_BYTES: usize = 4 << 20;
+
 /// name → (size, mtime in ns, inode, md5).
 const FILES: TableDefinition<&str, (u64, i64, u64, [u8; 16])> = TableDefinition::new("files");
 
@@ -61,10 +65,64 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     files: Files,
-    /// Names by id, each list sorted. Almost every id has one name, and a one-element `Vec`
-    /// costs a tenth of a one-element `BTreeSet` (which allocates a whole node): this map is
-    /// most of the index's memory on a large folder.
-    by_id: HashMap<FileId, Vec<FileName>>,
+    /// Names by id. Almost every id has one name, kept without a list of its own (a name is
+    /// shared with `files`, not copied): this map was most of the index's memory on a large
+    /// folder.
+    by_id: HashMap<FileId, Names>,
+}
+
+/// The names of one id, sorted.
+#[derive(Debug)]
+enum Names {
+    One(FileName),
+    /// Two or more.
+    Many(Vec<FileName>),
+}
+
+impl Names {
+    fn to_vec(&self) -> Vec<FileName> {
+        match self {
+            Self::One(n) => vec![n.clone()],
+            Self::Many(v) => v.clone(),
+        }
+    }
+
+    fn add(&mut self, name: FileName) {
+        match self {
+            Self::One(n) if *n == name => {}
+            Self::One(n) => {
+                let mut v = vec![n.clone(), name];
+                v.sort();
+                *self = Self::Many(v);
+            }
+            Self::Many(v) => {
+                if let Err(at) = v.binary_search(&name) {
+                    v.insert(at, name);
+                }
+            }
+        }
+    }
+
+    /// Removes `name`; true when none is left.
+    fn remove(&mut self, name: &FileName) -> bool {
+        match self {
+            Self::One(n) => n == name,
+            Self::Many(v) => {
+                if let Ok(at) = v.binary_search(name) {
+                    v.remove(at);
+                }
+                match v.len() {
+                    0 => true,
+                    1 => {
+                        let last = v.remove(0);
+                        *self = Self::One(last);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
 }
 
 impl Index {
@@ -74,7 +132,7 @@ impl Index {
 
     /// The names that currently carry `id`, in name order.
     pub(crate) fn names_of(&self, id: &FileId) -> Vec<FileName> {
-        self.by_id.get(id).cloned().unwrap_or_default()
+        self.by_id.get(id).map(Names::to_vec).unwrap_or_default()
     }
 
     /// How many files it holds.
@@ -91,9 +149,11 @@ impl Index {
             let old_id = old.id;
             self.unlink_id(&old_id, &name);
         }
-        let names = self.by_id.entry(entry.id).or_default();
-        if let Err(at) = names.binary_search(&name) {
-            names.insert(at, name.clone());
+        match self.by_id.entry(entry.id) {
+            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().add(name.clone()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Names::One(name.clone()));
+            }
         }
         self.files.insert(name, entry);
         true
@@ -108,10 +168,7 @@ impl Index {
 
     fn unlink_id(&mut self, id: &FileId, name: &FileName) {
         if let Some(names) = self.by_id.get_mut(id) {
-            if let Ok(at) = names.binary_search(name) {
-                names.remove(at);
-            }
-            if names.is_empty() {
+            if names.remove(name) {
                 self.by_id.remove(id);
             }
         }
@@ -120,6 +177,20 @@ impl Index {
     /// Every name in the index, in order.
     pub(crate) fn names(&self) -> impl Iterator<Item = &FileName> {
         self.files.keys()
+    }
+
+    /// The names inside the folder `folder`, in order.
+    pub(crate) fn names_under<'a>(
+        &'a self,
+        folder: &str,
+    ) -> impl Iterator<Item = &'a FileName> + 'a {
+        use std::ops::Bound;
+        let prefix = format!("{folder}/");
+        let from = Bound::Included(prefix.as_str());
+        let names = self.files.range::<_, str>((from, Bound::Unbounded));
+        names
+            .take_while(move |(n, _)| n.as_str().starts_with(prefix.as_str()))
+            .map(|(n, _)| n)
     }
 
     /// A snapshot of every entry: constant time, and it never changes afterwards.
@@ -249,7 +320,10 @@ fn attempt(state: &OwnedFd) -> Result<(Database, Index), Unusable> {
     }
     let file = std::fs::File::from(fd);
     let db = guarded("opening", || {
-        redb::Builder::new().create_file(file).map_err(Into::into)
+        redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create_file(file)
+            .map_err(Into::into)
     })?;
     let index = guarded("loading", || load(&db))?;
     Ok((db, index))

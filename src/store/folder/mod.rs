@@ -20,10 +20,15 @@ mod fsops;
 mod hashing;
 mod index;
 mod partial;
+mod refresh;
 mod upload;
 mod walks;
+mod watch;
 
-use std::collections::{HashMap, HashSet};
+#[cfg(test)]
+mod by_hand;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -81,6 +86,15 @@ struct Inner {
     changing: Mutex<HashMap<u64, fsops::Meta>>,
     /// Files in the folder: set by each walk, followed by uploads and deletes in between.
     files: AtomicU64,
+    /// What changed in the folder since the last listing ([`watch`]); `None` where the system
+    /// cannot say, and then every listing walks the folder.
+    watcher: Option<watch::Watcher>,
+    /// Files found on disk whose id is not known yet (being hashed): the listing's pending
+    /// count, and what it queues again for the hasher.
+    unhashed: Mutex<BTreeSet<FileName>>,
+    /// Walks of the whole folder (for the log and tests: with a watcher, only the first and
+    /// those it asks for).
+    full_walks: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,8 +150,12 @@ impl FolderBackend {
             hashes: Mutex::default(),
             hashed: AtomicU64::new(0),
             changing: Mutex::default(),
+            watcher: watch::Watcher::new(),
+            unhashed: Mutex::default(),
+            full_walks: AtomicU64::new(0),
         });
         hashing::start(&inner, rx)?;
+        watch::start_draining(&inner)?;
         Ok(Self {
             inner,
             lists: walks::Walks::default(),

@@ -1,7 +1,7 @@
 //! Listings shared between the requests that wait for them: one walk at a time.
 //!
 //! It owns when a walk runs and who gets its result; the walk itself is
-//! [`Inner::scan`](super::Inner). It keeps no listing once every waiting request is answered.
+//! [`Inner::refresh`](super::Inner). It keeps no listing once every waiting request is answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,7 +40,7 @@ impl Walks {
                 let covers = self.asked.load(Ordering::SeqCst);
                 self.walks.fetch_add(1, Ordering::Relaxed);
                 let inner = Arc::clone(inner);
-                let walked = blocking(move || inner.scan(inner.config.inline_hash_budget)).await;
+                let walked = blocking(move || inner.refresh(inner.config.inline_hash_budget)).await;
                 // Kept (one copy) only for requests already waiting for it.
                 *last = walked
                     .as_ref()
