@@ -81,6 +81,8 @@ struct Inner {
     changing: Mutex<HashMap<u64, fsops::Meta>>,
     /// Files in the folder: set by each walk, followed by uploads and deletes in between.
     files: AtomicU64,
+    /// Group commits whose files are durable ([`Backend::group_flushes`]).
+    group_flushes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -133,6 +135,7 @@ impl FolderBackend {
             hasher_tx: Mutex::new(Some(tx)),
             tmp_counter: AtomicU64::new(0),
             files,
+            group_flushes: AtomicU64::new(0),
             hashes: Mutex::default(),
             hashed: AtomicU64::new(0),
             changing: Mutex::default(),
@@ -371,6 +374,10 @@ impl Backend for FolderBackend {
 
     fn file_count(&self) -> u64 {
         self.inner.files.load(Ordering::Relaxed)
+    }
+
+    fn group_flushes(&self) -> u64 {
+        self.inner.group_flushes.load(Ordering::SeqCst)
     }
 
     fn close(&self) {
