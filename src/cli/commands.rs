@@ -201,7 +201,19 @@ async fn put_files(client: &mut Client<AnyStream>, ui: &Ui, args: &PutArgs) -> a
     let mut worst = Status::Success;
     // Runs of small files go out pipelined; anything else one by one.
     let mut batch: Vec<PutItem> = Vec::new();
+    // Every file's metadata in one trip to a blocking thread: one trip per file costs more
+    // than the stat itself when there are thousands of small files.
+    let paths = args.files.clone();
+    let mut metas = tokio::task::spawn_blocking(move || {
+        paths.iter().map(std::fs::metadata).collect::<Vec<_>>()
+    })
+    .await
+    .context("reading the files' metadata")?
+    .into_iter();
     for (i, path) in args.files.iter().enumerate() {
+        let meta = metas
+            .next()
+            .unwrap_or_else(|| Err(std::io::ErrorKind::NotFound.into()));
         let name = match &args.name {
             Some(name) => Ok(name.clone()),
             None => args.default_name(path),
@@ -213,7 +225,6 @@ async fn put_files(client: &mut Client<AnyStream>, ui: &Ui, args: &PutArgs) -> a
                 continue;
             }
         };
-        let meta = tokio::fs::metadata(path).await;
         if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
             let shown = escape(&path.display().to_string());
             ui.fail(format_args!("Fail: {shown}: is a folder; use -r"));

@@ -422,6 +422,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// its own uploads and deletes between walks). Cheap: called before each upload.
     fn file_count(&self) -> u64;
 
+    /// How many group commits have made their files durable so far (both flushes done): what
+    /// a test watches to see that no reply to a batched upload comes before its flush. 0 for a
+    /// backend with no group commit of its own.
+    fn group_flushes(&self) -> u64 {
+        0
+    }
+
     /// Saves what must be saved and stops background work; reads still work afterwards.
     fn close(&self);
 }

@@ -113,6 +113,12 @@ impl Store {
         &self.config
     }
 
+    /// How many group commits of small uploads are durable so far ([`Backend::group_flushes`]).
+    #[must_use]
+    pub fn group_flushes(&self) -> u64 {
+        self.backend.group_flushes()
+    }
+
     /// Saves what the backend must save and stops its background work. Called at shutdown; the
     /// store stays readable afterwards.
     pub fn close(&self) {

@@ -239,6 +239,60 @@ async fn put_pipelines_many_uploads_and_downloads() -> TestResult {
     Ok(())
 }
 
+/// Small pipelined uploads are group-committed, a full batch in the background while the next
+/// is read: every reply still comes after its file's batch was flushed (the store's count of
+/// durable group commits has moved on, and the file is in place), in order, and a file refused
+/// in the middle answers alone.
+#[tokio::test]
+async fn batched_puts_are_answered_only_once_flushed() -> TestResult {
+    let server = TestServer::start().await?;
+    std::fs::write(server.root().join("taken"), b"old")?;
+    let mut c = server.raw().await?;
+    let flushed_before = server.store.group_flushes();
+    // Over two full batches (256 files each), with a taken name in the second.
+    let names: Vec<String> = (0..700)
+        .map(|i| {
+            if i == 300 {
+                "taken".to_owned()
+            } else {
+                format!("b{i:03}")
+            }
+        })
+        .collect();
+    let mut stream = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        stream.extend_from_slice(format!("PUT {name};5\n{i:05}").as_bytes());
+    }
+    c.send(&stream).await?;
+    let mut last_flushes = flushed_before;
+    for (i, name) in names.iter().enumerate() {
+        let reply = c.line().await?;
+        let flushes = server.store.group_flushes();
+        assert!(
+            flushes > flushed_before,
+            "reply {i} ({reply}) came before any batch was flushed"
+        );
+        assert!(flushes >= last_flushes);
+        last_flushes = flushes;
+        if i == 300 {
+            assert!(reply.starts_with("409 "), "{reply}");
+            assert_eq!(std::fs::read(server.root().join(name))?, b"old");
+            continue;
+        }
+        let body = format!("{i:05}");
+        assert_eq!(
+            reply,
+            format!("226 {} Upload complete", md5_hex(body.as_bytes())),
+            "{name}"
+        );
+        assert_eq!(std::fs::read(server.root().join(name))?, body.as_bytes());
+    }
+    // At least one group commit per full batch, plus the rest.
+    assert!(last_flushes - flushed_before >= 3, "{last_flushes}");
+    assert_eq!(c.cmd("LIST").await?, "210 700 files");
+    Ok(())
+}
+
 #[tokio::test]
 async fn over_long_line_closes_only_that_connection() -> TestResult {
     let server = TestServer::start().await?;

@@ -162,9 +162,22 @@ impl Inner {
     }
 
     pub(super) fn record(&self, name: FileName, entry: Entry) {
-        if lock(&self.index).insert(name.clone(), entry) {
-            self.persist(Change::Put(name, entry));
+        self.record_all(vec![(name, entry)]);
+    }
+
+    /// Records several entries under one lock of the index and hands them to its writer in
+    /// one piece (a group commit's files: one wake-up of the writer instead of one per file).
+    pub(super) fn record_all(&self, entries: Vec<(FileName, Entry)>) {
+        let mut changes = Vec::with_capacity(entries.len());
+        {
+            let mut index = lock(&self.index);
+            for (name, entry) in entries {
+                if index.insert(name.clone(), entry) {
+                    changes.push(Change::Put(name, entry));
+                }
+            }
         }
+        lock(&self.persist).send_all(changes);
     }
 
     pub(super) fn forget(&self, name: &FileName) {

@@ -210,7 +210,8 @@ pub(crate) enum Change {
 /// is left and stop.
 #[derive(Debug)]
 pub(crate) struct Persist {
-    tx: Option<mpsc::Sender<Change>>,
+    /// Changes go over in groups: a group commit of hundreds of uploads wakes the writer once.
+    tx: Option<mpsc::Sender<Vec<Change>>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -260,9 +261,17 @@ impl Persist {
     }
 
     pub(crate) fn send(&self, change: Change) {
+        self.send_all(vec![change]);
+    }
+
+    /// Sends several changes with one wake-up of the writer.
+    pub(crate) fn send_all(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
         if let Some(tx) = &self.tx {
             // If the writer died, the index just is not persisted; ids stay correct.
-            let _ = tx.send(change);
+            let _ = tx.send(changes);
         }
     }
 
@@ -371,12 +380,11 @@ fn load(db: &Database) -> Result<Index, redb::Error> {
     Ok(index)
 }
 
-fn writer(db: Database, rx: &mpsc::Receiver<Change>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+fn writer(db: Database, rx: &mpsc::Receiver<Vec<Change>>) {
+    while let Ok(mut batch) = rx.recv() {
         while batch.len() < BATCH_MAX {
             match rx.recv_timeout(BATCH_WINDOW) {
-                Ok(c) => batch.push(c),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }

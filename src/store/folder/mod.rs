@@ -95,6 +95,8 @@ struct Inner {
     /// Walks of the whole folder (for the log and tests: with a watcher, only the first and
     /// those it asks for).
     full_walks: AtomicU64,
+    /// Group commits whose files are durable ([`Backend::group_flushes`]).
+    group_flushes: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,6 +149,7 @@ impl FolderBackend {
             hasher_tx: Mutex::new(Some(tx)),
             tmp_counter: AtomicU64::new(0),
             files,
+            group_flushes: AtomicU64::new(0),
             hashes: Mutex::default(),
             hashed: AtomicU64::new(0),
             changing: Mutex::default(),
@@ -389,6 +392,10 @@ impl Backend for FolderBackend {
 
     fn file_count(&self) -> u64 {
         self.inner.files.load(Ordering::Relaxed)
+    }
+
+    fn group_flushes(&self) -> u64 {
+        self.inner.group_flushes.load(Ordering::SeqCst)
     }
 
     fn close(&self) {

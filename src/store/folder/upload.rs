@@ -69,6 +69,13 @@ impl Hasher {
     }
 }
 
+/// This process's id, for the temp names: asked once (each `getpid` is a system call, one
+/// per small file of a group commit otherwise).
+fn pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// When flushing, write-back of an upload is started every this many bytes while it is being
 /// received, so the disk works while the rest arrives and the final flush has little left.
 const WRITE_BACK: u64 = 8 << 20;
@@ -82,7 +89,7 @@ impl FolderUpload {
     ) -> Result<Self, StoreError> {
         let tmp_leaf = format!(
             "{}-{}.part",
-            std::process::id(),
+            pid(),
             inner.tmp_counter.fetch_add(1, Ordering::Relaxed)
         );
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
@@ -189,48 +196,62 @@ impl FolderUpload {
     /// Checks every byte arrived, flushes the file when `sync` (a group commit flushes the
     /// whole batch at once instead), and links it into place under its name.
     fn complete(mut self, sync: bool) -> Result<FileId, StoreError> {
+        let (id, meta) = self.seal(sync)?;
+        let inner = Arc::clone(&self.inner);
+        let dir = self.link_into_place(&inner)?;
+        self.linked();
+        if sync {
+            fsops::sync_dir(&dir).map_err(StoreError::io_on(
+                "flushing the folder of",
+                Some(&self.name),
+            ))?;
+        }
+        // Linking changes the ctime only: size, mtime and inode are what was just written.
+        inner.note_name(&self.name);
+        inner.record(self.name.clone(), Entry { meta, id });
+        Ok(id)
+    }
+
+    /// What comes before the link: checks every byte arrived, flushes the file when `sync`,
+    /// and gives its id and what identifies this version of it on disk.
+    fn seal(&mut self, sync: bool) -> Result<(FileId, Meta), StoreError> {
         if self.written != self.size {
             return Err(StoreError::Incomplete {
                 expected: self.size,
                 received: self.written,
             });
         }
-        let name = self.name.clone();
+        let name = &self.name;
         let meta = match self.file.take() {
             Some(file) => {
                 if sync {
                     file.sync_data()
-                        .map_err(StoreError::io_on("flushing to disk", Some(&name)))?;
+                        .map_err(StoreError::io_on("flushing to disk", Some(name)))?;
                 }
                 let st =
-                    rustix::fs::fstat(&file).map_err(StoreError::io_on("reading", Some(&name)))?;
+                    rustix::fs::fstat(&file).map_err(StoreError::io_on("reading", Some(name)))?;
                 Meta::of(&st)
             }
             None => self.closed.ok_or_else(|| {
                 StoreError::io(
                     "finishing",
-                    Some(&name),
+                    Some(name),
                     io::Error::other("the temp file is gone"),
                 )
             })?,
         };
-        let id = self.hasher.id();
-        let inner = Arc::clone(&self.inner);
-        let dir = self.link_into_place(&inner)?;
+        Ok((self.hasher.id(), meta))
+    }
+
+    /// What comes after the link: the temp name goes (with a resumable upload's saved MD5
+    /// state), and the folder counts one more file.
+    fn linked(&mut self) {
         self.linked = true;
-        inner.files.fetch_add(1, Ordering::Relaxed);
+        self.inner.files.fetch_add(1, Ordering::Relaxed);
         let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         if self.keep {
             partial::remove_state(&self.tmp, &self.tmp_leaf);
         }
-        if sync {
-            fsops::sync_dir(&dir)
-                .map_err(StoreError::io_on("flushing the folder of", Some(&name)))?;
-        }
-        // Linking changes the ctime only: size, mtime and inode are what was just written.
-        inner.note_name(&name);
-        inner.record(name, Entry { meta, id });
-        Ok(id)
     }
 }
 
@@ -351,7 +372,11 @@ impl Drop for FolderUpload {
 /// Stores several small files with one group commit: each is written to the temp area, all are
 /// flushed with one `syncfs`, linked into place, and the new folder entries flushed with one
 /// more. Each file still appears only once it is complete and on disk, and each gets its own
-/// result, in order; a batch of hundreds costs two disk flushes instead of two per file.
+/// result, in order; a batch of hundreds costs two disk flushes instead of two per file, and
+/// one update of the index.
+///
+/// A name that is taken is found by the link (which never replaces anything), not looked up
+/// beforehand: the lookup would cost every file of the batch a `stat` for the rare one refused.
 pub(super) fn group_commit(
     inner: &Arc<Inner>,
     items: Vec<(FileName, Vec<u8>)>,
@@ -359,7 +384,6 @@ pub(super) fn group_commit(
     let staged: Vec<Result<FolderUpload, StoreError>> = items
         .into_iter()
         .map(|(name, data)| {
-            inner.check_free(&name)?;
             let mut upload = FolderUpload::create(inner, name, data.len() as u64)?;
             upload.write(&data)?;
             upload.close_file()?;
@@ -383,12 +407,24 @@ pub(super) fn group_commit(
                 .collect();
         }
     }
+    let mut folder = LastFolder::default();
+    let mut entries = Vec::with_capacity(staged.len());
     let mut results: Vec<Result<FileId, StoreError>> = staged
         .into_iter()
-        .map(|r| r.and_then(|u| u.complete(false)))
+        .map(|r| {
+            let mut upload = r?;
+            let (id, meta) = upload.seal(false)?;
+            folder.link(inner, &upload)?;
+            upload.linked();
+            inner.note_name(&upload.name);
+            entries.push((upload.name.clone(), Entry { meta, id }));
+            Ok(id)
+        })
         .collect();
     if sync && results.iter().any(Result::is_ok) {
-        if let Err(e) = rustix::fs::syncfs(&inner.root) {
+        if let Err(e) = rustix::fs::syncfs(&inner.root).inspect(|_| {
+            inner.group_flushes.fetch_add(1, Ordering::SeqCst);
+        }) {
             // The files are in place but their folder entries may not be on disk yet.
             tracing::error!("flushing folder entries to disk failed: {e}");
             for r in &mut results {
@@ -402,7 +438,40 @@ pub(super) fn group_commit(
             }
         }
     }
+    inner.record_all(entries);
     results
+}
+
+/// The folder the last file of a group commit was linked into, kept open for the next file in
+/// the same folder (a batch is usually one folder's files): a top-level name links straight
+/// into the shared folder's handle, and a folder is walked to once, not once per file.
+#[derive(Default)]
+struct LastFolder {
+    open: Option<(String, OwnedFd)>,
+}
+
+impl LastFolder {
+    /// Links `upload` under its name, through the folder kept open when it is the same one.
+    fn link(&mut self, inner: &Inner, upload: &FolderUpload) -> Result<(), StoreError> {
+        let name = &upload.name;
+        let (parent, leaf) = name.split_parent();
+        let kept = match (parent, &self.open) {
+            (None, _) => Some(&inner.root),
+            (Some(p), Some((open, dir))) if open == p => Some(dir),
+            _ => None,
+        };
+        if let Some(dir) = kept {
+            match link_no_replace(&upload.tmp, &upload.tmp_leaf, dir, leaf, name) {
+                // The folder kept open was removed meanwhile (a delete pruned it): the full
+                // walk below creates it again.
+                Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                other => return other,
+            }
+        }
+        let dir = upload.link_into_place(inner)?;
+        self.open = parent.map(|p| (p.to_owned(), dir));
+        Ok(())
+    }
 }
 
 /// Links `from` as `to`, failing with [`StoreError::Exists`] if `to` exists: the no-replace
