@@ -88,12 +88,12 @@ impl<S: Stream> Session<'_, S> {
         let items = std::mem::take(&mut self.batch.items);
         let actions = std::mem::take(&mut self.batch.actions);
         self.batch.bytes = 0;
-<<<<<<< HEAD
-        let results = self.store.put_batch_by(items, &self.owner()).await;
-=======
         let store = std::sync::Arc::clone(&self.store);
+        let owner = self.owner();
         // In the connection's span, so that what the store logs says whose batch it was.
-        let results = tokio::spawn(async move { store.put_batch(items).await }.in_current_span());
+        let results = tokio::spawn(
+            async move { store.put_batch_by(items, &owner).await }.in_current_span(),
+        );
         self.batch.storing = Some(Storing { results, actions });
     }
 
@@ -114,7 +114,6 @@ impl<S: Stream> Session<'_, S> {
                 })
                 .collect()
         });
->>>>>>> wip5-small
         for (mut action, result) in actions.into_iter().zip(results) {
             let reply = match result {
                 Ok(id) => {
