@@ -157,8 +157,9 @@ class Garage:
             wait_for(lambda full=full: self.cli("node", "connect", full, check=False) is not None
                      and self._connected(full), 60, "garage nodes to connect")
         for i, full in enumerate(ids):
-            self.cli("layout", "assign", "-z", f"z{i}", "-c", "1G", full.split("@")[0])
+            self.cli("layout", "assign", "-z", f"z{i}", "-c", "1GB", full.split("@")[0])
         self.cli("layout", "apply", "--version", "1")
+        wait_for(self.healthy, 120, "the Garage cluster to be healthy", step=0.5)
         self.cli("key", "import", "--yes", "-n", "barge", self.key_id, self.key_secret)
         wait_for(lambda: self._try("bucket", "create", BUCKET), 60, "the bucket")
         self.cli("bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", self.key_id)
@@ -176,9 +177,10 @@ class Garage:
             return "already exists" in str(e)
 
     def healthy(self) -> bool:
-        out = self.cli("status", check=False)
-        return out.count("NO ROLE") == 0 and "unavailable" not in out.lower() \
-            and "failed" not in out.lower()
+        """`garage health` says HEALTHY: every node up, every partition fully replicated."""
+        out = self.cli("health", check=False)
+        words = out.split("Cluster health:", 1)[-1].split()
+        return "Cluster health:" in out and bool(words) and words[0] == "HEALTHY"
 
     def pids(self) -> list[int]:
         return [n["proc"].pid for n in self.nodes if n["proc"] and n["proc"].poll() is None]
