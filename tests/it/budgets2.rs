@@ -175,8 +175,11 @@ async fn a_listing_is_whole_or_says_it_is_not() -> TestResult {
     assert_eq!(c.list().await?.len(), 4);
     // The walk gets its first folder, and runs out on the way down.
     set_open_files(&server, server.fds() as u64 + 2)?;
-    // A new file, so the listing cannot be answered from the last walk.
-    std::fs::write(root.path().join("e"), b"e")?;
+    // A new tree of folders, so the listing must walk it (a new file alone is only looked
+    // up, which needs no more descriptors than a download).
+    let fresh = root.path().join("e/e/e/e");
+    std::fs::create_dir_all(&fresh)?;
+    std::fs::write(fresh.join("e"), b"e")?;
     c.send(b"LIST\n").await?;
     let head = c.line().await?;
     assert!(
