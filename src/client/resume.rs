@@ -13,6 +13,10 @@
 //! only if the whole part hashes to the id. A part whose id is no longer the file's, or that
 //! does not verify, is deleted.
 //!
+//! (A little over 500 lines: the upload and the download halves share the offset, part and
+//! fallback handling that makes a resume safe; the hashing of prefixes lives apart, in
+//! [`hash_cache`] and [`part_hash`].)
+//!
 //! Neither side hashes a prefix again when it need not: an upload's MD5 starts from the state
 //! cached for the local file nearest below the offset ([`hash_cache`]), a download's from the
 //! state saved beside its part ([`part_hash`]).

@@ -521,7 +521,10 @@ fn a_resumed_upload_hashes_from_the_cached_state_not_from_zero() -> TestResult {
                 .count()
         })
     };
-    let waited = wait_until(|| entries() > 0);
+    // Killed once states are cached and the server holds more than the first state covers.
+    let waited = wait_until(|| {
+        entries() > 0 && partials(root.path()).iter().map(|(_, l)| *l).sum::<u64>() > 2 << 20
+    });
     first.kill()?;
     first.wait()?;
     waited?;
@@ -726,6 +729,8 @@ fn get_by_id_without_o_finds_its_part_again() -> TestResult {
     let server = BinServer::start(root.path(), &[])?;
     let port = server.addr.port();
     let id = md5_hex(&data);
+    // A file put in the folder by hand is found by id once the server has hashed it.
+    wait_until(|| listed(port, work.path()).is_ok_and(|l| l.contains(&id)))?;
     let first = barge(port, work.path())
         .args(["get", &id])
         .env("BARGE_TEST_KILL_AT", KILL_AT.to_string())
