@@ -90,11 +90,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         name: &FileName,
         progress: &mut P,
     ) -> Result<Verified, ClientError> {
-        // Our MD5 of the whole file, computed on the side while the server hashes what it kept
-        // and the rest is sent.
         let hashed = file.try_clone().map_err(ClientError::io(path))?;
-        let ours = transfer::blocking(move || md5_of(&hashed, size));
-        let ours = tokio::spawn(ours);
         let reply = self
             .request(&Request::Resume(UploadSpec {
                 name: name.clone(),
@@ -114,23 +110,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .filter(|o| *o <= size)
             .ok_or_else(|| ClientError::Protocol(format!("bad resume offset in {reply}")))?;
         trace_body(size - offset);
+        // Our MD5 of the whole file. From the start, the bytes are hashed as they are read to
+        // be sent (reading the file a second time for the hash cost a copy per byte); after a
+        // kept part, the whole file is hashed on the side while the rest is sent.
+        let side =
+            (offset > 0).then(|| tokio::spawn(transfer::blocking(move || md5_of(&hashed, size))));
         self.tx.begin_body(self.min_rate, body_window(self.timeout));
         file.seek(std::io::SeekFrom::Start(offset))
             .map_err(ClientError::io(path))?;
-        let mut source =
-            transfer::Source::new(file, size - offset, false).map_err(ClientError::io(path))?;
+        let mut source = transfer::Source::new(file, size - offset, side.is_none())
+            .map_err(ClientError::io(path))?;
         self.send_source(&mut source, path, offset, size, progress)
             .await?;
-        let _ = source.finish().await;
-        let ours = match ours.await {
-            Ok(Ok(Ok(id))) => id,
-            Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        let streamed = source.finish().await;
+        let ours = match side {
+            Some(side) => side
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|job| job)
+                .and_then(|hashed| hashed),
+            None => streamed.and_then(|id| id.ok_or_else(|| std::io::Error::other("no MD5"))),
+        };
+        let ours = match ours {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(ClientError::FileChanged {
                     path: path.to_owned(),
                 });
             }
-            Ok(Ok(Err(e)) | Err(e)) => return Err(ClientError::io(path)(e)),
-            Err(e) => return Err(ClientError::io(path)(std::io::Error::other(e.to_string()))),
+            Err(e) => return Err(ClientError::io(path)(e)),
         };
         let line = format!("{ours}\n");
         self.tx.queue_bytes(line.as_bytes());
@@ -324,10 +332,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if !matches!(&received, Err(e) if e.is_connection_lost()) {
             self.in_exchange = false;
         }
-        received?;
+        let streamed = received?;
         let whole = opened;
         let actual = transfer::blocking(move || {
             let _ = whole.sync_data();
+            if offset == 0 {
+                // The part was empty: the MD5 taken as the bytes were written is the whole
+                // file's (hashing it again from disk doubled the CPU of every large download).
+                return Ok(streamed);
+            }
+            // Continued: what was kept is hashed again from disk, never trusted.
             let mut f = whole;
             f.rewind()?;
             let mut hasher = Md5::new();
