@@ -15,7 +15,6 @@ use tokio::net::TcpStream;
 use super::{Client, ClientError};
 use crate::security::identity::Fingerprint;
 use crate::security::tls::{self, Expectation, FirstBytes, HandshakeFailure};
-use crate::transport::ReadAhead;
 
 /// How the client reaches the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,8 +72,7 @@ impl Client<AnyStream> {
             Security::Tls(expect) => {
                 let (config, presented) =
                     tls::client_config(expect).map_err(|e| ClientError::Tls(e.to_string()))?;
-                // rustls reads 4 KiB per system call; `ReadAhead` makes that 64 KiB during a body.
-                let (io, seen) = FirstBytes::new(ReadAhead::new(tcp));
+                let (io, seen) = FirstBytes::new(tcp);
                 let stream = match tokio::time::timeout(timeout, tls::connect(config, io)).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {

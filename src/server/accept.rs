@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::transport::{ReadAhead, Stream};
+use crate::transport::Stream;
 
 /// Who is on the other end of a connection, as far as the accept step could tell.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,7 +123,7 @@ impl Tls {
 }
 
 impl Accept for Tls {
-    type Stream = tokio_rustls::server::TlsStream<ReadAhead<TcpStream>>;
+    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
 
     async fn accept(&self, tcp: TcpStream, addr: SocketAddr) -> io::Result<(Self::Stream, Peer)> {
         // A plain client waits for a greeting that a TLS server never sends first, and a TLS
@@ -147,8 +147,7 @@ impl Accept for Tls {
                 "not a TLS client (it sent plain text)",
             ));
         }
-        // rustls reads 4 KiB per system call; `ReadAhead` makes that 64 KiB during a body.
-        let stream = self.acceptor.accept(ReadAhead::new(tcp)).await?;
+        let stream = self.acceptor.accept(tcp).await?;
         let pair_binding = crate::security::tls::exporter(
             stream.get_ref().1,
             crate::security::tls::PAIR_EXPORTER_LABEL,

@@ -19,7 +19,6 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{MAX_LINE_LEN, Reply};
 use pace::{Pace, next_wait, record};
-pub use readahead::ReadAhead;
 
 /// Queued replies beyond this many bytes are written before the next line is read.
 const FLUSH_THRESHOLD: usize = 64 * 1024;
@@ -62,9 +61,6 @@ impl Stream for DuplexStream {}
 impl Stream for tokio_rustls::server::TlsStream<TcpStream> {}
 
 impl Stream for tokio_rustls::client::TlsStream<TcpStream> {}
-
-/// TLS over a socket read in large pieces (see [`ReadAhead`]).
-impl Stream for tokio_rustls::server::TlsStream<ReadAhead<TcpStream>> {}
 
 /// A byte stream with line framing, a bounded read buffer and a reply queue.
 #[derive(Debug)]
@@ -516,6 +512,5 @@ async fn with_timeout<T>(
 }
 
 mod pace;
-mod readahead;
 #[cfg(test)]
 mod tests;
