@@ -489,6 +489,42 @@ async fn corrupt_download_keeps_nothing() -> TestResult {
     .await
 }
 
+/// A large download goes through a kept `.part` file (resume on); the MD5 taken as its bytes
+/// were written must still catch a corrupt body, and nothing of it is kept.
+#[tokio::test]
+async fn corrupt_large_download_with_resume_is_a_mismatch_and_nothing_is_kept() -> TestResult {
+    bounded(async {
+        let server = fake::start(Quirks {
+            corrupt_download: true,
+            ..Quirks::default()
+        })
+        .await?;
+        let body: Vec<u8> = (0..barge::client::RESUME_MIN * 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        server.insert("big.bin", &body);
+        let dir = tempfile::tempdir()?;
+        let mut client = connect(&server).await?;
+        client.set_resume(true);
+        let r = client
+            .download(
+                &by_name("big.bin")?,
+                &Destination::Dir(dir.path().into()),
+                false,
+                |_| {},
+            )
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::ChecksumMismatch { .. })),
+            "{r:?}"
+        );
+        assert_eq!(count_files(dir.path())?, 0, "no file, no part kept");
+        assert!(client.is_usable());
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn hostile_names_are_refused() -> TestResult {
     bounded(async {
