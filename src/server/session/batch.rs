@@ -91,9 +91,8 @@ impl<S: Stream> Session<'_, S> {
         let store = std::sync::Arc::clone(&self.store);
         let owner = self.owner();
         // In the connection's span, so that what the store logs says whose batch it was.
-        let results = tokio::spawn(
-            async move { store.put_batch_by(items, &owner).await }.in_current_span(),
-        );
+        let results =
+            tokio::spawn(async move { store.put_batch_by(items, &owner).await }.in_current_span());
         self.batch.storing = Some(Storing { results, actions });
     }
 
