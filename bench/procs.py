@@ -304,6 +304,33 @@ class Procs:
 PROCS = Procs()
 
 
+def run_all(cmds: list[list[str]], timeout: float, env: dict | None = None,
+            stdout=subprocess.DEVNULL) -> tuple[float, float, list[str]]:
+    """Starts every command at once and waits for them all (killing what is left at
+    `timeout`): wall seconds, their CPU seconds, and the failures, one `exit N` or `timeout`
+    per command that failed followed by the tail of their standard error (empty: none)."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        ps = [PROCS.start(c, stdout=stdout, stderr=err, env=env) for c in cmds]
+        deadline = time.monotonic() + timeout
+        cpu, failed = 0.0, []
+        for p in ps:
+            try:
+                cpu += PROCS.reap(p, deadline)
+            except subprocess.TimeoutExpired:
+                failed.append("timeout")
+                continue
+            if p.returncode:
+                failed.append(f"exit {p.returncode}")
+        dt = time.perf_counter() - t0
+        for p in ps:
+            PROCS.stop(p)
+        if failed:
+            err.seek(0)
+            failed.append(err.read().decode(errors="replace").strip()[-400:])
+    return dt, cpu, failed
+
+
 def wait_for(pred, timeout: float, what: str, step: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -23,7 +23,9 @@ import time
 from pathlib import Path
 
 from peers import PLAIN, TLS, Barge, BargeServer, Peer, Peers
-from procs import KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file
+from procs import (
+    KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file, run_all,
+)
 from report import Results, Row
 
 
@@ -526,31 +528,13 @@ class Bench:
                           for i in range(n)]),
             ):
                 srv.reset_peak()
-                with tempfile.TemporaryFile() as err:
-                    srv.cpu.start()
-                    t0 = time.perf_counter()
-                    ps = [PROCS.start(c, stdout=subprocess.DEVNULL, stderr=err) for c in cmds]
-                    failed = []
-                    cpu = 0.0
-                    deadline = time.monotonic() + self.timeout
-                    for p in ps:
-                        try:
-                            cpu += PROCS.reap(p, deadline)
-                        except subprocess.TimeoutExpired:
-                            failed.append("timeout")
-                            continue
-                        if p.returncode:
-                            failed.append(f"exit {p.returncode}")
-                    dt = time.perf_counter() - t0
-                    s_cpu = srv.cpu.stop()
-                    for p in ps:
-                        PROCS.stop(p)
-                    scen_row.peaks.append(srv.peak())
-                    if failed:
-                        err.seek(0)
-                        tail = err.read().decode(errors="replace").strip()[-200:]
-                        raise RuntimeError(f"{len(failed)} of {n} clients failed: {failed[0]}: "
-                                           f"{tail}")
+                srv.cpu.start()
+                dt, cpu, failed = run_all(cmds, self.timeout)
+                s_cpu = srv.cpu.stop()
+                scen_row.peaks.append(srv.peak())
+                if failed:
+                    raise RuntimeError(f"{len(failed) - 1} of {n} clients failed: {failed[0]}: "
+                                       f"{failed[-1][-200:]}")
                 scen_row.add(Sample(dt, cpu, s_cpu))
             stored = sum(1 for p in srv.root.glob("c*.bin") if p.stat().st_size == size)
             got = sum(1 for p in d.glob("o*.bin") if p.stat().st_size == size)
@@ -747,32 +731,16 @@ class Bench:
                f"{base}/files/par.bin"]
         for run in range(self.a.runs):
             srv.reset_peak()
-            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            with tempfile.TemporaryFile() as out:
                 srv.cpu.start()
-                t0 = time.perf_counter()
-                ps = [PROCS.start(cmd, stdout=out, stderr=err) for _ in range(n)]
-                failed, cpu = [], 0.0
-                deadline = time.monotonic() + self.timeout
-                for p in ps:
-                    try:
-                        cpu += PROCS.reap(p, deadline)
-                    except subprocess.TimeoutExpired:
-                        failed.append("timeout")
-                        continue
-                    if p.returncode:
-                        failed.append(f"exit {p.returncode}")
-                dt = time.perf_counter() - t0
+                dt, cpu, failed = run_all([cmd] * n, self.timeout, stdout=out)
                 s_cpu = srv.cpu.stop()
-                for p in ps:
-                    PROCS.stop(p)
                 row.peaks.append(srv.peak())
                 out.seek(0)
-                sizes = out.read().decode().split()
-                if failed or sizes.count(str(size)) != n:
-                    err.seek(0)
-                    tail = err.read().decode(errors="replace").strip()[-200:]
-                    raise RuntimeError(f"{len(failed)} of {n} downloads failed, "
-                                       f"{sizes.count(str(size))} whole: {failed[:1]} {tail}")
+                whole = out.read().decode().split().count(str(size))
+            if failed or whole != n:
+                raise RuntimeError(f"{max(len(failed) - 1, 0)} of {n} downloads failed, {whole} "
+                                   f"whole: {failed[:1]} {failed[-1:]}")
             row.add(Sample(dt, cpu, s_cpu))
             log(f"  {b.name}: {n} parallel web downloads, run {run + 1}/{self.a.runs}: "
                 f"{dt:.2f} s, peak {human(row.peaks[-1])}")

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from peers import PLAIN, BargeServer  # noqa: E402
 from procs import (  # noqa: E402
     GiB, MiB, PROCS, Busy, TreeCpu, free_port, human, listening, make_random_file, md5_file,
-    parse_size, wait_for,
+    parse_size, run_all, wait_for,
 )
 
 SCENARIOS = ["clients", "race", "killnode", "killgarage", "big", "list"]
@@ -415,30 +415,6 @@ class Cluster:
 
 
 # -- scenarios ---------------------------------------------------------------------------------
-
-
-def run_all(cmds: list[list[str]], timeout: float, env: dict) -> tuple[float, float, list[str]]:
-    """Starts every command at once; returns (wall seconds, their CPU seconds, failures)."""
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        ps = [PROCS.start(c, stdout=subprocess.DEVNULL, stderr=err, env=env) for c in cmds]
-        deadline = time.monotonic() + timeout
-        cpu, failed = 0.0, []
-        for p in ps:
-            try:
-                cpu += PROCS.reap(p, deadline)
-            except subprocess.TimeoutExpired:
-                failed.append("timeout")
-                continue
-            if p.returncode:
-                failed.append(f"exit {p.returncode}")
-        dt = time.perf_counter() - t0
-        for p in ps:
-            PROCS.stop(p)
-        if failed:
-            err.seek(0)
-            failed.append(err.read().decode(errors="replace").strip()[-400:])
-    return dt, cpu, failed
 
 
 class Cpu:

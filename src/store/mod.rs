@@ -359,23 +359,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
         self.begin(name, size).await
     }
 
-    /// As [`put_batch`](Self::put_batch), for `uploader` (see [`begin_by`](Self::begin_by)).
-    /// The default ignores it.
+    /// Stores several small files, each all or nothing, each with its own result in order,
+    /// recording `uploader` as [`begin_by`](Self::begin_by) does. Backends with a cheaper way
+    /// to make many files durable at once (one `syncfs`) override it.
     async fn put_batch_by(
         &self,
         items: Vec<(FileName, Vec<u8>)>,
         uploader: &str,
     ) -> Vec<Result<FileId, StoreError>> {
-        let _ = uploader;
-        self.put_batch(items).await
-    }
-
-    /// Stores several small files, each all or nothing, each with its own result in order.
-    /// Backends with a cheaper way to make many files durable at once (one `syncfs`) override it.
-    async fn put_batch(&self, items: Vec<(FileName, Vec<u8>)>) -> Vec<Result<FileId, StoreError>> {
         let mut out = Vec::with_capacity(items.len());
         for (name, data) in items {
-            let staged = match self.begin(&name, data.len() as u64).await {
+            let staged = match self.begin_by(&name, data.len() as u64, uploader).await {
                 Ok(s) => s,
                 Err(e) => {
                     out.push(Err(e));

@@ -368,33 +368,6 @@ impl Backend for ObjectBackend {
         }))
     }
 
-    async fn put_batch_by(
-        &self,
-        items: Vec<(FileName, Vec<u8>)>,
-        uploader: &str,
-    ) -> Vec<Result<FileId, StoreError>> {
-        let mut out = Vec::with_capacity(items.len());
-        for (name, data) in items {
-            let staged = match self.begin_by(&name, data.len() as u64, uploader).await {
-                Ok(s) => s,
-                Err(e) => {
-                    out.push(Err(e));
-                    continue;
-                }
-            };
-            out.push(
-                tokio::task::spawn_blocking(move || {
-                    let mut staged = staged;
-                    staged.write(&data)?;
-                    staged.commit()
-                })
-                .await
-                .unwrap_or_else(|e| Err(StoreError::worker(&e))),
-            );
-        }
-        out
-    }
-
     async fn resume(&self, key: &PartialKey) -> Result<(Box<dyn Staged>, u64), StoreError> {
         // No partial upload is kept (README, "Running on several machines": why): a resume
         // starts over, recorded as its principal's.

@@ -97,6 +97,9 @@ struct Inner {
     full_walks: AtomicU64,
     /// Group commits whose files are durable ([`Backend::group_flushes`]).
     group_flushes: AtomicU64,
+    /// The partials (their leaves in `.barge/partial`) that a resumable upload is writing:
+    /// never dropped to make room, and never written by two uploads at once.
+    partials_open: Mutex<HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,7 +132,7 @@ impl FolderBackend {
         let tmp = ensure_dir(&state, TMP_DIR)?;
         clear_dir(&tmp)?;
         let partial = ensure_dir(&state, partial::PARTIAL_DIR)?;
-        partial::sweep(&partial, config.partial_ttl);
+        partial::sweep(&partial, config.partial_ttl, &HashSet::new());
         let (persist, index) = Persist::open(&state).map_err(|e| match e {
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
             e => StoreError::Backend(Box::new(e)),
@@ -150,6 +153,7 @@ impl FolderBackend {
             tmp_counter: AtomicU64::new(0),
             files,
             group_flushes: AtomicU64::new(0),
+            partials_open: Mutex::new(HashSet::new()),
             hashes: Mutex::default(),
             hashed: AtomicU64::new(0),
             changing: Mutex::default(),
@@ -366,7 +370,12 @@ impl Backend for FolderBackend {
         .await
     }
 
-    async fn put_batch(&self, items: Vec<(FileName, Vec<u8>)>) -> Vec<Result<FileId, StoreError>> {
+    /// One group commit ([`upload::group_commit`]); a folder does not record uploaders.
+    async fn put_batch_by(
+        &self,
+        items: Vec<(FileName, Vec<u8>)>,
+        _uploader: &str,
+    ) -> Vec<Result<FileId, StoreError>> {
         let inner = Arc::clone(&self.inner);
         let count = items.len();
         tokio::task::spawn_blocking(move || upload::group_commit(&inner, items))

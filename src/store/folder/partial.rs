@@ -4,7 +4,8 @@
 //!
 //! Unlike `.barge/tmp/` (wiped at start: plain uploads that were cut off), this folder survives
 //! a restart. What bounds it (README, resource model): a partial expires `partial_ttl` after its
-//! last byte arrived; at most `max_partials` are kept (starting one more drops the oldest); and
+//! last byte arrived; at most `max_partials` are kept besides those being written (starting one
+//! more drops the oldest that no upload is writing); and
 //! its bytes are on the disk, so the free-space check of every upload already counts them.
 //!
 //! Beside each partial, `HASH.md5` may hold the MD5 state of its first bytes (saved when the
@@ -56,16 +57,21 @@ pub(crate) fn leaf(key: &PartialKey) -> String {
 }
 
 /// Opens (creating if needed) the partial for `leaf`, after dropping expired partials and, if
-/// this one is new and the folder is full, the oldest others. Returns the file, positioned at
-/// its end, and its length.
+/// this one is new and the folder is full, the oldest others that no upload is writing (`busy`:
+/// those are bounded by the number of connections, not by `max`). Returns the file, positioned
+/// at its end, and its length.
 pub(super) fn open(
     dir: &OwnedFd,
     leaf: &str,
     size: u64,
     ttl: Duration,
     max: usize,
+    busy: &std::collections::HashSet<String>,
 ) -> Result<(std::fs::File, u64), StoreError> {
-    let kept = sweep(dir, ttl);
+    let kept: Vec<_> = sweep(dir, ttl, busy)
+        .into_iter()
+        .filter(|(l, _)| !busy.contains(l))
+        .collect();
     let exists = kept.iter().any(|(l, _)| l == leaf);
     if !exists && max > 0 && kept.len() >= max {
         // Oldest first; drop enough to make room for this one.
@@ -174,9 +180,14 @@ pub(super) fn remove_state(dir: &OwnedFd, leaf: &str) {
     let _ = rustix::fs::unlinkat(dir, state_leaf(leaf).as_str(), AtFlags::empty());
 }
 
-/// Removes expired partials, the states of partials that are gone, and anything in the folder
+/// Removes expired partials (never one in `busy`, being written), the states of partials that
+/// are gone, and anything in the folder
 /// that is neither; returns the partials kept, with their last change time.
-pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
+pub(super) fn sweep(
+    dir: &OwnedFd,
+    ttl: Duration,
+    busy: &std::collections::HashSet<String>,
+) -> Vec<(String, SystemTime)> {
     let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
         return Vec::new();
     };
@@ -214,7 +225,7 @@ pub(super) fn sweep(dir: &OwnedFd, ttl: Duration) -> Vec<(String, SystemTime)> {
         }
         match modified {
             Some(t) if wellformed => {
-                if now.duration_since(t).unwrap_or_default() > ttl {
+                if now.duration_since(t).unwrap_or_default() > ttl && !busy.contains(name) {
                     let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
                     expired += 1;
                 } else {

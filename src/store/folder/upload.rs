@@ -16,7 +16,7 @@ use rustix::io::Errno;
 
 use super::fsops::{self, Meta};
 use super::index::Entry;
-use super::{Inner, partial};
+use super::{Inner, lock, partial};
 use crate::id::FileId;
 use crate::md5_state::ResumableMd5;
 use crate::name::FileName;
@@ -129,8 +129,26 @@ impl FolderUpload {
         let dir = Arc::clone(&inner.partial);
         let leaf = partial::leaf(key);
         let cfg = &inner.config;
-        let (mut file, len) =
-            partial::open(&dir, &leaf, key.size, cfg.partial_ttl, cfg.max_partials)?;
+        let (mut file, len) = {
+            // Never two uploads on one partial: the store refuses a second upload of a name
+            // while one is in progress (`UploadInProgress`), and a partial's key has its name.
+            let mut open = lock(&inner.partials_open);
+            let opened = partial::open(
+                &dir,
+                &leaf,
+                key.size,
+                cfg.partial_ttl,
+                cfg.max_partials,
+                &open,
+            )?;
+            open.insert(leaf.clone());
+            opened
+        };
+        // From here on `Self` (or this guard, until it exists) gives the partial back.
+        let mut guard = PartialOpen {
+            inner: Arc::clone(inner),
+            leaf: Some(leaf.clone()),
+        };
         let saved = partial::load_state(&dir, &leaf, &file, len);
         let from = saved.as_ref().map_or(0, ResumableMd5::len);
         let mut hasher = saved.unwrap_or_default();
@@ -163,6 +181,7 @@ impl FolderUpload {
                 "reading the partial upload of",
                 Some(&key.name),
             ))?;
+        guard.leaf = None;
         Ok((
             Self {
                 inner: Arc::clone(inner),
@@ -366,6 +385,24 @@ impl Drop for FolderUpload {
             }
         }
         self.file = None;
+        if self.keep || matches!(self.hasher, Hasher::Resumable(_)) {
+            lock(&self.inner.partials_open).remove(&self.tmp_leaf);
+        }
+    }
+}
+
+/// A partial marked open in [`Inner::partials_open`] before its upload exists: unmarked when
+/// dropped, unless `leaf` was taken (the upload then unmarks it when it ends).
+struct PartialOpen {
+    inner: Arc<Inner>,
+    leaf: Option<String>,
+}
+
+impl Drop for PartialOpen {
+    fn drop(&mut self) {
+        if let Some(leaf) = self.leaf.take() {
+            lock(&self.inner.partials_open).remove(&leaf);
+        }
     }
 }
 
