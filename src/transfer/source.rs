@@ -50,6 +50,8 @@ struct Reading {
 struct Buffers {
     spare: Vec<Vec<u8>>,
     made: usize,
+    /// The most buffers this source may make ([`MAX_BUFFERS`], or fewer for a lean one).
+    max: usize,
     running: bool,
     done: bool,
 }
@@ -63,6 +65,12 @@ pub struct Chunk {
 impl std::ops::Deref for Chunk {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
         &self.buf
     }
 }
@@ -100,6 +108,25 @@ impl Source {
     /// # Errors
     /// When called outside a tokio runtime.
     pub fn new(reader: impl Read + Send + 'static, size: u64, hash: bool) -> io::Result<Self> {
+        Self::with_buffers(reader, size, hash, MAX_BUFFERS)
+    }
+
+    /// As [`new`](Self::new), reading at most one chunk ahead of the one being sent (two
+    /// buffers in all): for transfers that run by the hundred, such as web downloads, where
+    /// memory per transfer counts more than a deeper read-ahead.
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime.
+    pub fn lean(reader: impl Read + Send + 'static, size: u64) -> io::Result<Self> {
+        Self::with_buffers(reader, size, false, 2)
+    }
+
+    fn with_buffers(
+        reader: impl Read + Send + 'static,
+        size: u64,
+        hash: bool,
+        max: usize,
+    ) -> io::Result<Self> {
         let (tx, chunks) = mpsc::unbounded_channel();
         let reader: Box<dyn Read + Send> = Box::new(reader);
         let shared = Arc::new(SourceShared {
@@ -111,6 +138,7 @@ impl Source {
             })),
             buffers: Mutex::new(Buffers {
                 running: true,
+                max,
                 ..Buffers::default()
             }),
             idle: Notify::new(),
@@ -206,7 +234,7 @@ fn read_job(shared: &Arc<SourceShared>) {
             let mut b = lock(&shared.buffers);
             match b.spare.pop() {
                 Some(buf) => Some(buf),
-                None if b.made < MAX_BUFFERS => {
+                None if b.made < b.max => {
                     b.made += 1;
                     Some(Vec::new())
                 }

@@ -91,6 +91,30 @@ async fn a_read_error_comes_in_order() -> TestResult {
     Ok(())
 }
 
+/// A lean source (web downloads) holds two buffers whatever the consumer does, also while it
+/// keeps every chunk it was given until the next one comes (as hyper does while it writes one).
+#[tokio::test]
+async fn a_lean_source_holds_two_buffers() -> TestResult {
+    let size = 40 * CHUNK + 7;
+    let body = data(size);
+    let mut source = Source::lean(io::Cursor::new(body.clone()), size as u64)?;
+    let mut seen = std::collections::HashSet::new();
+    let mut got = Vec::with_capacity(size);
+    let mut held = None;
+    while let Some(chunk) = source.next().await {
+        let chunk = chunk?;
+        seen.insert(chunk.as_ptr() as usize);
+        got.extend_from_slice(&chunk);
+        held = Some(chunk);
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    assert!(got == body, "the bytes differ");
+    assert!(seen.len() <= 2, "{} buffers", seen.len());
+    assert_eq!(source.buffers_made(), seen.len());
+    Ok(())
+}
+
 /// Counts the buffers a source allocates while the consumer is slow.
 #[tokio::test]
 async fn source_buffers_are_bounded() -> TestResult {

@@ -169,7 +169,7 @@ pub(super) async fn body_of(body: store::Body, start: u64, len: u64) -> std::io:
                 file = transfer::blocking(move || file.seek(SeekFrom::Start(start)).map(|_| file))
                     .await??;
             }
-            Ok(stream(Source::new(file.take(len), len, false)?))
+            Ok(stream(Source::lean(file.take(len), len)?))
         }
         store::Body::Reader(mut reader) => {
             use tokio::io::AsyncReadExt as _;
@@ -181,11 +181,13 @@ pub(super) async fn body_of(body: store::Body, start: u64, len: u64) -> std::io:
     }
 }
 
-/// A response body fed by `source`, one chunk at a time.
+/// A response body fed by `source`, one chunk at a time. Each chunk goes out as it was read,
+/// without a copy; its buffer returns to `source` once hyper has written it, so what a
+/// download holds stays within the source's buffers.
 pub(super) fn stream(source: Source) -> Body {
     let chunks = futures_util::stream::unfold(source, |mut source| async move {
         let chunk = source.next().await?;
-        Some((chunk.map(|c| Bytes::copy_from_slice(&c)), source))
+        Some((chunk.map(Bytes::from_owner), source))
     });
     Body::from_stream(chunks)
 }
