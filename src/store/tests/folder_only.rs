@@ -16,7 +16,19 @@ async fn files_changed_behind_our_back_are_rehashed() {
     assert_eq!(l.entries().len(), 1);
     let old = l.entries()[0].id;
     std::fs::write(dir.path().join("dropped.txt"), b"changed, longer").unwrap();
-    let l = store.list().await.unwrap();
+    // Listed with its new id; if the background hasher was reading the old bytes as they
+    // changed, the file is pending until it has been quiet for 2 s (README: a file changed
+    // while it was hashed), so a listing may first count it as pending.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let l = loop {
+        let l = store.list().await.unwrap();
+        if !l.entries().is_empty() || std::time::Instant::now() > deadline {
+            break l;
+        }
+        assert_eq!(l.pending, 1, "neither listed nor pending");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(l.entries().len(), 1, "still pending after 10 s");
     assert_ne!(l.entries()[0].id, old);
     assert!(matches!(
         store.download(&r(&old.to_hex())).await,
