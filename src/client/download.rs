@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::exchange::{protocol, trace_body};
 use super::local::{chunk_len, exists, known_target, persist, target, temp_file_for};
 use super::{Client, ClientError, Destination, Downloaded, Progress};
+use crate::md5_state::ResumableMd5;
 use crate::name::escape;
 use crate::protocol::{Code, DownloadHeader, FileId, FileRef, Reply, Request};
 use crate::transfer::{self, SinkError};
@@ -280,32 +281,36 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
-    let id = receive_at(rx, timeout, file, path, 0, size, true, progress).await?;
-    id.ok_or_else(|| ClientError::io(path)(std::io::Error::other("the transfer job failed")))
+    // Hashing and writing run side by side on two lanes of the pool (see `transfer::Sink`).
+    let sink = file
+        .try_clone()
+        .and_then(|file| transfer::Sink::new(file, true, write_file))
+        .map(transfer::Sink::large);
+    let hash = receive_at(rx, timeout, sink, path, 0, size, progress).await?;
+    Ok(hash.finalize())
 }
 
-/// [`receive_body`] of the bytes of a `size`-byte file from `offset` on (a resumed download):
-/// progress counts from `offset`. With `hash`, the id returned is the MD5 of the bytes
-/// received; without, `None` (the caller hashes the file itself).
-#[allow(clippy::too_many_arguments)]
+/// The write function of a download's sink.
+pub(super) fn write_file(f: &mut std::fs::File, b: &[u8]) -> std::io::Result<()> {
+    f.write_all(b)
+}
+
+/// [`receive_body`] of the bytes of a `size`-byte file from `offset` on, through `sink` (a
+/// resumed download's, whose hash already counts the first `offset` bytes): progress counts
+/// from `offset`. Returns the sink's hash state once every byte is written.
 pub(super) async fn receive_at<R, P>(
     rx: &mut Connection<R>,
     timeout: Option<Duration>,
-    file: &std::fs::File,
+    sink: std::io::Result<transfer::Sink<std::fs::File, std::io::Error>>,
     path: &Path,
     offset: u64,
     size: u64,
-    hash: bool,
     progress: &mut P,
-) -> Result<Option<FileId>, ClientError>
+) -> Result<ResumableMd5, ClientError>
 where
     R: AsyncRead + AsyncWrite + Unpin,
     P: FnMut(Progress),
 {
-    // Hashing and writing run side by side on two lanes of the pool (see `transfer::Sink`).
-    let sink = file.try_clone().and_then(|file| {
-        transfer::Sink::new(file, hash, |f: &mut std::fs::File, b: &[u8]| f.write_all(b))
-    });
     let mut sink = match sink {
         Ok(sink) => sink,
         Err(e) => {
@@ -336,9 +341,8 @@ where
     }
     // Waits for the last write to reach the file; the data is not forced to disk, which is the
     // usual trade-off for a downloaded copy (a crash means downloading it again).
-    match sink.finish().await {
-        Ok((_, Some(id))) => Ok(Some(id)),
-        Ok((_, None)) if !hash => Ok(None),
+    match sink.finish_hash().await {
+        Ok((_, Some(hash))) => Ok(hash),
         Ok((_, None)) | Err(SinkError::Worker) => Err(ClientError::io(path)(
             std::io::Error::other("the transfer job failed"),
         )),

@@ -30,9 +30,10 @@ use super::download::{body_window, check_header, save_body};
 use super::exchange::{protocol, recv_reply, trace_body};
 use super::hash_cache::{self, PrefixCache};
 use super::local::{exists, persist};
-use super::part_hash::{self, Follower};
+use super::part_hash;
 use super::upload::verify_stored;
 use super::{Client, ClientError, Downloaded, Progress, Verified};
+use crate::md5_state::ResumableMd5;
 use crate::name::FileName;
 use crate::protocol::{
     Code, DownloadHeader, FileId, FileRef, Reply, Request, RestHeader, UploadSpec, parse_size,
@@ -140,30 +141,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .ok()
             .filter(|o| *o <= size)
             .ok_or_else(|| ClientError::Protocol(format!("bad resume offset in {reply}")))?;
-        // Our MD5 of the whole file, computed on the side while the rest is sent: from the
-        // cached state nearest below `offset` when there is one (see `hash_cache`).
-        let hashed = file.try_clone().map_err(ClientError::io(path))?;
-        let hashed_path = path.to_owned();
-        let ours = transfer::blocking(move || md5_of(&hashed, &hashed_path, size, offset));
-        let ours = tokio::spawn(ours);
         trace_body(size - offset);
         self.tx.begin_body(self.min_rate, body_window(self.timeout));
-        file.seek(std::io::SeekFrom::Start(offset))
-            .map_err(ClientError::io(path))?;
-        let mut source =
-            transfer::Source::new(file, size - offset, false).map_err(ClientError::io(path))?;
-        self.send_source(&mut source, path, offset, size, progress)
-            .await?;
-        let _ = source.finish().await;
-        let ours = match ours.await {
-            Ok(Ok(Ok(id))) => id,
-            Ok(Ok(Err(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+        let ours = if offset == 0 {
+            // Sent from the start: the reader hashes what it sends, and hands the prefix-hash
+            // cache a state every so often for a later resume (see `hash_cache`).
+            tracing::debug!("hashing {} from byte 0 (resuming at 0)", path.display());
+            let mut cache = PrefixCache::open(path, &file);
+            let record = move |state: &ResumableMd5| {
+                if let Some(cache) = cache.as_mut() {
+                    cache.record(state);
+                }
+            };
+            let every = hash_cache::interval(size);
+            let mut source = transfer::Source::checkpointed(file, size, every, record)
+                .map_err(ClientError::io(path))?;
+            self.send_source(&mut source, path, offset, size, progress)
+                .await?;
+            source
+                .finish()
+                .await
+                .and_then(|id| id.ok_or_else(|| std::io::Error::other("no hash")))
+        } else {
+            // Our MD5 of the whole file, computed on the side while the rest is sent: from the
+            // cached state nearest below `offset` when there is one (see `hash_cache`).
+            let hashed = file.try_clone().map_err(ClientError::io(path))?;
+            let hashed_path = path.to_owned();
+            let ours = transfer::blocking(move || md5_of(&hashed, &hashed_path, size, offset));
+            let ours = tokio::spawn(ours);
+            file.seek(std::io::SeekFrom::Start(offset))
+                .map_err(ClientError::io(path))?;
+            let mut source = transfer::Source::large(file, size - offset, false)
+                .map_err(ClientError::io(path))?;
+            self.send_source(&mut source, path, offset, size, progress)
+                .await?;
+            let _ = source.finish().await;
+            match ours.await {
+                Ok(Ok(hashed)) => hashed,
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            }
+        };
+        let ours = match ours {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(ClientError::FileChanged {
                     path: path.to_owned(),
                 });
             }
-            Ok(Ok(Err(e)) | Err(e)) => return Err(ClientError::io(path)(e)),
-            Err(e) => return Err(ClientError::io(path)(std::io::Error::other(e.to_string()))),
+            Err(e) => return Err(ClientError::io(path)(e)),
         };
         let line = format!("{ours}\n");
         self.tx.queue_bytes(line.as_bytes());
@@ -385,8 +411,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             .map(Some)
     }
 
-    /// Receives `header.count` bytes onto the end of `part` while a worker hashes the part as
-    /// it grows (from its saved state when it has one, see [`part_hash`]), and moves it to
+    /// Receives `header.count` bytes onto the end of `part`, hashing them from the saved state
+    /// of its first `offset` bytes (see [`part_hash`]; from 0 without one), and moves it to
     /// `path` if the whole hashes to the id; deletes it if not; keeps it (and the state of
     /// its hash) if the connection broke.
     async fn finish_part<P: FnMut(Progress)>(
@@ -406,33 +432,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             part_hash::remove(part);
             None
         };
-        let follower = match opened.try_clone() {
-            Ok(f) => Follower::start(f, part, state.unwrap_or_default(), size),
+        let mut from = state.unwrap_or_default();
+        let state_len = from.len();
+        tracing::debug!("hashing {} from byte {}", part.display(), from.len());
+        // The part's bytes after the saved state (all of them without one) are hashed first.
+        let caught_up = match opened.try_clone() {
+            Ok(file) => {
+                transfer::blocking(move || from.hash_file_to(&file, offset).map(|()| from)).await
+            }
+            Err(e) => Err(e),
+        };
+        let caught_up = caught_up.and_then(|r| r);
+        let from = match caught_up {
+            Ok(from) => {
+                if state_len < from.len() {
+                    part_hash::save(part, &opened, &from);
+                }
+                from
+            }
             Err(e) => {
                 self.rx.discard_body(header.count, self.timeout).await?;
                 self.in_exchange = false;
                 return Err(ClientError::io(part)(e));
             }
         };
+        let sink = opened.try_clone().and_then(|file| {
+            let (part, saved_of) = (part.to_owned(), file.try_clone()?);
+            transfer::Sink::resuming(
+                file,
+                from,
+                super::download::write_file,
+                part_hash::every(),
+                move |state| part_hash::save(&part, &saved_of, state),
+            )
+            .map(transfer::Sink::large)
+        });
         trace_body(header.count);
         self.rx.begin_body(self.min_rate, body_window(self.timeout));
         let received = super::download::receive_at(
             &mut self.rx,
             self.timeout,
-            &opened,
+            sink,
             part,
             offset,
             size,
-            false,
             progress,
         )
         .await;
         if !matches!(&received, Err(e) if e.is_connection_lost()) {
             self.in_exchange = false;
         }
-        let hashed = follower.finish(received.is_ok()).await;
-        received?;
-        let actual = hashed.map_err(ClientError::io(part))?;
+        let actual = received?;
         if actual.len() != size {
             return Err(ClientError::io(part)(
                 std::io::ErrorKind::UnexpectedEof.into(),

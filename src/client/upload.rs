@@ -182,7 +182,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         trace_body(size);
         self.tx
             .begin_body(self.min_rate, super::download::body_window(self.timeout));
-        let mut source = transfer::Source::new(file, size, true).map_err(ClientError::io(path))?;
+        let mut source =
+            transfer::Source::large(file, size, true).map_err(ClientError::io(path))?;
         self.send_source(&mut source, path, 0, size, progress)
             .await?;
         self.tx.flush(self.timeout).await?;

@@ -3,14 +3,16 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use super::{CHUNK, MAX_BUFFERS, lock, park, runtime, spawn_job};
+use super::{CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, lock, park, runtime, spawn_job};
+use crate::md5_state::ResumableMd5;
 use crate::protocol::FileId;
+
 /// Why a [`Sink`] failed.
 #[derive(Debug)]
 pub enum SinkError<E> {
@@ -71,9 +73,15 @@ struct SinkShared<T, E> {
     queue: Mutex<Queue>,
     /// The target, between jobs (a running write job holds it).
     writing: Mutex<Option<Writing<T, E>>>,
-    /// The hasher, between jobs (a running hash job holds it); `None` for ever when not hashing.
-    hashing: Mutex<Option<Md5>>,
+    /// The hasher, between jobs (a running hash job holds it); `None` for ever when not hashing,
+    /// and once [`Sink::finish`] took it.
+    hashing: Mutex<Option<ResumableMd5>>,
     hash: bool,
+    /// Where the target's bytes are written up to (counted from where the hash starts).
+    written: AtomicU64,
+    checkpoints: Option<Mutex<Checkpoints>>,
+    /// Bytes per chunk.
+    chunk: usize,
     /// Signalled when a buffer comes back or a job stops.
     ready: Notify,
 }
@@ -107,6 +115,52 @@ impl Queue {
     }
 }
 
+/// The saved states of a resumable sink: one every `every` bytes, handed to `save` once the
+/// write lane has written what it covers (the hash lane may run ahead of it).
+struct Checkpoints {
+    every: u64,
+    /// The length at which the hash lane takes the next state.
+    next: u64,
+    /// A state taken, waiting for the writes to catch up.
+    pending: Option<ResumableMd5>,
+    /// The length of the last state saved.
+    saved: u64,
+    save: CheckpointFn,
+}
+
+impl<T, E> SinkShared<T, E> {
+    /// Saves the pending state if every byte it covers is written.
+    fn checkpoint(&self) {
+        let Some(c) = &self.checkpoints else { return };
+        let mut c = lock(c);
+        let written = self.written.load(Ordering::Acquire);
+        if c.pending.as_ref().is_some_and(|p| p.len() <= written) {
+            if let Some(state) = c.pending.take() {
+                (c.save)(&state);
+                c.saved = state.len();
+            }
+        }
+    }
+}
+
+impl<T, E> Drop for SinkShared<T, E> {
+    /// A sink dropped unfinished (its transfer broke off or was cancelled) saves the state of
+    /// everything it both hashed and wrote, so a resumed transfer starts hashing there.
+    fn drop(&mut self) {
+        let Some(c) = &self.checkpoints else { return };
+        let Some(state) = lock(&self.hashing).take() else {
+            return;
+        };
+        let mut c = lock(c);
+        let written = self.written.load(Ordering::Acquire);
+        if state.len() <= written && state.len() > c.saved {
+            (c.save)(&state);
+        } else if let Some(p) = c.pending.take().filter(|p| p.len() <= written) {
+            (c.save)(&p);
+        }
+    }
+}
+
 struct Writing<T, E> {
     target: T,
     write: WriteFn<T, E>,
@@ -124,6 +178,41 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
         hash: bool,
         write: impl FnMut(&mut T, &[u8]) -> Result<(), E> + Send + 'static,
     ) -> io::Result<Self> {
+        Self::build(target, hash.then(ResumableMd5::new), write, None)
+    }
+
+    /// A sink appending to a target that already holds the `from.len()` bytes `from` is the
+    /// hash of: hashes from there on, and hands `save` the state of the target's first bytes
+    /// every `every` bytes (once written), and when the sink is dropped unfinished, so that a
+    /// transfer broken off can be resumed without hashing those bytes again.
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime.
+    pub fn resuming(
+        target: T,
+        from: ResumableMd5,
+        write: impl FnMut(&mut T, &[u8]) -> Result<(), E> + Send + 'static,
+        every: u64,
+        save: impl FnMut(&ResumableMd5) + Send + 'static,
+    ) -> io::Result<Self> {
+        let every = every.max(1);
+        let checkpoints = Checkpoints {
+            every,
+            next: (from.len() / every + 1).saturating_mul(every),
+            pending: None,
+            saved: from.len(),
+            save: Box::new(save),
+        };
+        Self::build(target, Some(from), write, Some(checkpoints))
+    }
+
+    fn build(
+        target: T,
+        hasher: Option<ResumableMd5>,
+        write: impl FnMut(&mut T, &[u8]) -> Result<(), E> + Send + 'static,
+        checkpoints: Option<Checkpoints>,
+    ) -> io::Result<Self> {
+        let written = hasher.as_ref().map_or(0, ResumableMd5::len);
         Ok(Self {
             shared: Arc::new(SinkShared {
                 handle: runtime()?,
@@ -133,14 +222,27 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                     write: Box::new(write),
                     error: None,
                 })),
-                hashing: Mutex::new(hash.then(Md5::new)),
-                hash,
+                hash: hasher.is_some(),
+                hashing: Mutex::new(hasher),
+                written: AtomicU64::new(written),
+                checkpoints: checkpoints.map(Mutex::new),
+                chunk: CHUNK,
                 ready: Notify::new(),
             }),
         })
     }
 
-    /// A buffer of `CHUNK` bytes to receive the next chunk into: a recycled one, or a new one
+    /// With chunks of [`LARGE_CHUNK`] bytes: fewer hand-offs for a process that runs one
+    /// transfer at a time. (Before the first [`buffer`](Self::buffer); no effect after.)
+    #[must_use]
+    pub fn large(mut self) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.chunk = LARGE_CHUNK;
+        }
+        self
+    }
+
+    /// A buffer of `CHUNK` bytes (or `LARGE_CHUNK`) to receive the next chunk into: a recycled one, or a new one
     /// while fewer than `DEPTH + 1` exist; otherwise waits for the lanes to free one.
     pub async fn buffer(&mut self) -> Vec<u8> {
         loop {
@@ -148,14 +250,14 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
             {
                 let mut q = lock(&self.shared.queue);
                 if let Some(mut buf) = q.spare.pop() {
-                    buf.resize(CHUNK, 0);
+                    buf.resize(self.shared.chunk, 0);
                     return buf;
                 }
                 let drained = q.lanes.iter().all(|l| l.chunks.is_empty());
                 if q.made < MAX_BUFFERS || (q.idle() && drained) {
                     // (The second case only if a job was lost with its buffers.)
                     q.made += 1;
-                    return vec![0; CHUNK];
+                    return vec![0; self.shared.chunk];
                 }
             }
             ready.await;
@@ -208,6 +310,16 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
     /// # Errors
     /// The write function's first error, or [`SinkError::Worker`] if a job was lost.
     pub async fn finish(self) -> Result<(T, Option<FileId>), SinkError<E>> {
+        let (target, hash) = self.finish_hash().await?;
+        Ok((target, hash.map(ResumableMd5::finalize)))
+    }
+
+    /// [`finish`](Self::finish), giving the hash state rather than the MD5 (a resumable hash
+    /// also counts the bytes hashed before the sink was made).
+    ///
+    /// # Errors
+    /// As [`finish`](Self::finish).
+    pub async fn finish_hash(self) -> Result<(T, Option<ResumableMd5>), SinkError<E>> {
         loop {
             let ready = self.shared.ready.notified();
             if lock(&self.shared.queue).idle() {
@@ -230,7 +342,7 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
         if self.shared.hash && hasher.is_none() {
             return Err(SinkError::Worker);
         }
-        Ok((w.target, hasher.map(|h| FileId(h.finalize().into()))))
+        Ok((w.target, hasher))
     }
 }
 
@@ -292,11 +404,27 @@ fn write_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
             for chunk in dropped {
                 q.recycle(chunk);
             }
+            return;
         }
+        shared
+            .written
+            .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+        shared.checkpoint();
     });
 }
 
 /// Hashes queued chunks until the hash lane is empty.
 fn hash_job<T, E>(shared: &Arc<SinkShared<T, E>>) {
-    run_lane(shared, HASH, &shared.hashing, |h, chunk| h.update(chunk));
+    run_lane(shared, HASH, &shared.hashing, |h, chunk| {
+        h.update(chunk);
+        if let Some(c) = &shared.checkpoints {
+            let mut c = lock(c);
+            if h.len() >= c.next {
+                c.pending = Some(h.clone());
+                c.next = (h.len() / c.every + 1).saturating_mul(c.every);
+            }
+            drop(c);
+            shared.checkpoint();
+        }
+    });
 }

@@ -3,11 +3,13 @@
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
-use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 
-use super::{CHUNK, MAX_BUFFERS, lock, park, read_full, runtime, spawn_job};
+use super::{
+    CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, lock, park, read_full, runtime, spawn_job,
+};
+use crate::md5_state::ResumableMd5;
 use crate::protocol::FileId;
 /// A blocking reader feeding chunks to async code: reads exactly `size` bytes (fewer if the
 /// reader ends early), optionally hashing them, at most `DEPTH + 1` chunks ahead.
@@ -37,11 +39,15 @@ struct SourceShared {
     buffers: Mutex<Buffers>,
     /// Signalled when a job stops.
     idle: Notify,
+    /// Bytes per chunk.
+    chunk: usize,
 }
 
 struct Reading {
     reader: io::Take<Box<dyn Read + Send>>,
-    hasher: Option<Md5>,
+    hasher: Option<ResumableMd5>,
+    /// With [`Source::checkpointed`]: the spacing of the states handed out, and where to.
+    checkpoints: Option<(u64, CheckpointFn)>,
     /// Dropped once the reader is done: the consumer then sees the end.
     chunks: Option<mpsc::UnboundedSender<io::Result<Chunk>>>,
 }
@@ -108,7 +114,33 @@ impl Source {
     /// # Errors
     /// When called outside a tokio runtime.
     pub fn new(reader: impl Read + Send + 'static, size: u64, hash: bool) -> io::Result<Self> {
-        Self::with_buffers(reader, size, hash, MAX_BUFFERS)
+        Self::with_buffers(reader, size, hash, MAX_BUFFERS, CHUNK, None)
+    }
+
+    /// As [`large`](Self::large), hashing, and handing `save` the hash state of the first bytes
+    /// each time one more multiple of `every` bytes has been read (not at the end): the states a
+    /// resumed upload of the same file can start hashing from.
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime.
+    pub fn checkpointed(
+        reader: impl Read + Send + 'static,
+        size: u64,
+        every: u64,
+        save: impl FnMut(&ResumableMd5) + Send + 'static,
+    ) -> io::Result<Self> {
+        let save: CheckpointFn = Box::new(save);
+        let checkpoints = Some((every.max(1), save));
+        Self::with_buffers(reader, size, true, MAX_BUFFERS, LARGE_CHUNK, checkpoints)
+    }
+
+    /// As [`new`](Self::new), with chunks of [`LARGE_CHUNK`] bytes: fewer hand-offs for a
+    /// process that runs one transfer at a time.
+    ///
+    /// # Errors
+    /// When called outside a tokio runtime.
+    pub fn large(reader: impl Read + Send + 'static, size: u64, hash: bool) -> io::Result<Self> {
+        Self::with_buffers(reader, size, hash, MAX_BUFFERS, LARGE_CHUNK, None)
     }
 
     /// As [`new`](Self::new), reading at most one chunk ahead of the one being sent (two
@@ -118,7 +150,7 @@ impl Source {
     /// # Errors
     /// When called outside a tokio runtime.
     pub fn lean(reader: impl Read + Send + 'static, size: u64) -> io::Result<Self> {
-        Self::with_buffers(reader, size, false, 2)
+        Self::with_buffers(reader, size, false, 2, CHUNK, None)
     }
 
     fn with_buffers(
@@ -126,6 +158,8 @@ impl Source {
         size: u64,
         hash: bool,
         max: usize,
+        chunk: usize,
+        checkpoints: Option<(u64, CheckpointFn)>,
     ) -> io::Result<Self> {
         let (tx, chunks) = mpsc::unbounded_channel();
         let reader: Box<dyn Read + Send> = Box::new(reader);
@@ -133,7 +167,8 @@ impl Source {
             handle: runtime()?,
             reading: Mutex::new(Some(Reading {
                 reader: reader.take(size),
-                hasher: hash.then(Md5::new),
+                hasher: hash.then(ResumableMd5::new),
+                checkpoints,
                 chunks: Some(tx),
             })),
             buffers: Mutex::new(Buffers {
@@ -142,6 +177,7 @@ impl Source {
                 ..Buffers::default()
             }),
             idle: Notify::new(),
+            chunk,
         });
         let job = Arc::clone(&shared);
         spawn_job(&shared.handle, move || read_job(&job));
@@ -196,7 +232,7 @@ impl Source {
                 format!("ended after {} of {} bytes", self.received, self.size),
             ));
         }
-        Ok(reading.hasher.map(|h| FileId(h.finalize().into())))
+        Ok(reading.hasher.map(ResumableMd5::finalize))
     }
 }
 
@@ -264,7 +300,7 @@ fn read_job(shared: &Arc<SourceShared>) {
         let Some(tx) = r.chunks.clone() else {
             break;
         };
-        buf.resize(CHUNK, 0);
+        buf.resize(shared.chunk, 0);
         let read = read_full(&mut r.reader, &mut buf);
         let item = match read {
             Ok(0) => {
@@ -275,7 +311,13 @@ fn read_job(shared: &Arc<SourceShared>) {
             Ok(n) => {
                 buf.truncate(n);
                 if let Some(h) = r.hasher.as_mut() {
+                    let before = h.len();
                     h.update(&buf);
+                    if let Some((every, save)) = r.checkpoints.as_mut() {
+                        if h.len() / *every > before / *every && r.reader.limit() > 0 {
+                            save(h);
+                        }
+                    }
                 }
                 Ok(Chunk {
                     buf,

@@ -13,17 +13,27 @@ const SIZES: [usize; 7] = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 7, 3 <
 
 #[tokio::test]
 async fn source_round_trips() -> TestResult {
-    for size in SIZES {
-        let body = data(size);
-        let mut source = Source::new(io::Cursor::new(body.clone()), size as u64, true)?;
-        let mut got = Vec::new();
-        while let Some(chunk) = source.next().await {
-            let chunk = chunk?;
-            assert!(!chunk.is_empty() && chunk.len() <= CHUNK);
-            got.extend_from_slice(&chunk);
+    for (large, max) in [(false, CHUNK), (true, LARGE_CHUNK)] {
+        for size in SIZES.into_iter().chain([LARGE_CHUNK + 3]) {
+            let body = data(size);
+            let reader = io::Cursor::new(body.clone());
+            let mut source = if large {
+                Source::large(reader, size as u64, true)?
+            } else {
+                Source::new(reader, size as u64, true)?
+            };
+            let mut got = Vec::new();
+            let mut longest = 0;
+            while let Some(chunk) = source.next().await {
+                let chunk = chunk?;
+                assert!(!chunk.is_empty() && chunk.len() <= max);
+                longest = longest.max(chunk.len());
+                got.extend_from_slice(&chunk);
+            }
+            assert_eq!(got, body, "size {size}");
+            assert_eq!(longest, size.min(max), "whole chunks, size {size}");
+            assert_eq!(source.finish().await?, Some(md5(&body)), "size {size}");
         }
-        assert_eq!(got, body, "size {size}");
-        assert_eq!(source.finish().await?, Some(md5(&body)), "size {size}");
     }
     Ok(())
 }
@@ -150,17 +160,26 @@ async fn sink_all<T: Send + 'static, E: Send + 'static>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sink_round_trips() -> TestResult {
-    for size in SIZES {
-        let body = data(size);
-        let mut sink = Sink::new(Vec::new(), true, |out: &mut Vec<u8>, b: &[u8]| {
-            out.extend_from_slice(b);
-            Ok::<_, io::Error>(())
-        })?;
-        let buffers = sink_all(&mut sink, &body).await;
-        assert!(buffers <= MAX_BUFFERS, "{buffers} buffers");
-        let (out, id) = sink.finish().await.map_err(|e| e.to_string())?;
-        assert_eq!(out, body, "size {size}");
-        assert_eq!(id, Some(md5(&body)));
+    for (large, len) in [(false, CHUNK), (true, LARGE_CHUNK)] {
+        for size in SIZES {
+            let body = data(size);
+            let mut sink = Sink::new(Vec::new(), true, |out: &mut Vec<u8>, b: &[u8]| {
+                out.extend_from_slice(b);
+                Ok::<_, io::Error>(())
+            })?;
+            if large {
+                sink = sink.large();
+            }
+            let mut probe = sink.buffer().await;
+            assert_eq!(probe.len(), len);
+            probe.clear();
+            sink.push(probe);
+            let buffers = sink_all(&mut sink, &body).await;
+            assert!(buffers <= MAX_BUFFERS, "{buffers} buffers");
+            let (out, id) = sink.finish().await.map_err(|e| e.to_string())?;
+            assert_eq!(out, body, "size {size}");
+            assert_eq!(id, Some(md5(&body)));
+        }
     }
     Ok(())
 }
@@ -279,5 +298,93 @@ async fn many_transfers_share_the_pool() -> TestResult {
     }
     let most = MOST.load(SeqCst);
     assert!(most >= 1 && most <= pool_size(), "{most} writes at once");
+    Ok(())
+}
+
+/// A resumable sink whose writer is slow (so the hash lane runs ahead) and records how many
+/// bytes it holds, for the checkpoint tests: returns the sink and the saved states, each with
+/// the bytes written when it was saved.
+#[allow(clippy::type_complexity)]
+fn resuming_sink(
+    prefix: &[u8],
+    every: u64,
+) -> io::Result<(
+    Sink<Arc<Mutex<Vec<u8>>>, io::Error>,
+    Arc<Mutex<Vec<u8>>>,
+    Arc<Mutex<Vec<(crate::md5_state::ResumableMd5, usize)>>>,
+)> {
+    let out = Arc::new(Mutex::new(prefix.to_vec()));
+    let saved = Arc::new(Mutex::new(Vec::new()));
+    let mut from = crate::md5_state::ResumableMd5::new();
+    from.update(prefix);
+    let (seen, log) = (Arc::clone(&out), Arc::clone(&saved));
+    let sink = Sink::resuming(
+        Arc::clone(&out),
+        from,
+        |o: &mut Arc<Mutex<Vec<u8>>>, b: &[u8]| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            super::lock(o).extend_from_slice(b);
+            Ok(())
+        },
+        every,
+        move |state| {
+            let written = super::lock(&seen).len();
+            super::lock(&log).push((state.clone(), written));
+        },
+    )?;
+    Ok((sink, out, saved))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_sink_saves_states_of_written_bytes_only() -> TestResult {
+    let body = data(20 * CHUNK + 77);
+    let (prefix, rest) = body.split_at(3 * CHUNK + 5);
+    let every = (2 * CHUNK + 1000) as u64;
+    let (mut sink, out, saved) = resuming_sink(prefix, every)?;
+    sink_all(&mut sink, rest).await;
+    let (_, hash) = sink.finish_hash().await.map_err(|e| e.to_string())?;
+    let hash = hash.ok_or("no hash")?;
+    assert_eq!(hash.len(), body.len() as u64);
+    assert_eq!(hash.finalize(), md5(&body));
+    assert!(*super::lock(&out) == body, "the written bytes differ");
+    let saved = super::lock(&saved).clone();
+    // States past multiples of `every` after the prefix (a state waiting for the writer is
+    // replaced by a later one, so the slow writer may skip some), none of it beyond what was
+    // written when it was saved, each the MD5 state of the body's first bytes, the last one
+    // past the last multiple.
+    let at_last = saved.last().map(|(s, _)| s.len() / every);
+    assert_eq!(at_last, Some(body.len() as u64 / every), "{saved:?}");
+    let mut last = prefix.len() as u64;
+    for (state, written) in saved {
+        let len = state.len();
+        assert!(
+            len > last && len <= written as u64,
+            "{len} after {last}, {written} written"
+        );
+        assert!(len / every > last / every, "one state per multiple");
+        let cut = usize::try_from(len)?;
+        assert_eq!(state.finalize(), md5(&body[..cut]));
+        last = len;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resuming_sink_dropped_unfinished_saves_where_it_got_to() -> TestResult {
+    let body = data(6 * CHUNK + 3);
+    let (mut sink, out, saved) = resuming_sink(&body[..100], 1 << 40)?;
+    sink_all(&mut sink, &body[100..]).await;
+    drop(sink);
+    // The jobs finish the queued chunks, then the last one out saves the state.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while super::lock(&saved).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let saved = super::lock(&saved).clone();
+    assert_eq!(saved.len(), 1, "one state, on drop");
+    let (state, written) = saved[0].clone();
+    assert_eq!((state.len(), written), (body.len() as u64, body.len()));
+    assert!(*super::lock(&out) == body);
+    assert_eq!(state.finalize(), md5(&body));
     Ok(())
 }

@@ -22,8 +22,9 @@ use crate::support::{BinServer, Noise, wait_until};
 
 const SIZE: usize = 24 << 20;
 const KILL_AT: usize = SIZE * 3 / 10;
-/// The hooks fire at the end of the chunk that crosses `KILL_AT`.
-const KILL_BY: u64 = (KILL_AT + 256 * 1024) as u64;
+/// The hooks fire at the end of the chunk that crosses `KILL_AT` (the client's chunks are
+/// `transfer::LARGE_CHUNK`, 1 MiB).
+const KILL_BY: u64 = (KILL_AT + 1024 * 1024) as u64;
 const VERIFICATION: i32 = 4;
 
 /// The binary, pointed at `port`, run in `dir`.
