@@ -348,11 +348,16 @@ mod tests {
     #[test]
     fn compact_refills_half_empty_chunks() {
         let mut files = Files::default();
-        for i in 0..20 * CHUNK as u32 {
-            // Each name inserted just before the last one: chunks split in halves.
-            let n = if i % 2 == 0 { i + 1 } else { i - 1 };
+        // 0, 2, 1, 4, 3, ...: every other name goes just before the last one, so a chunk that
+        // fills up that way is split in halves.
+        let last = 20 * CHUNK as u32 - 1;
+        let order = std::iter::once(0)
+            .chain((1..last).map(|k| if k % 2 == 1 { k + 1 } else { k - 1 }))
+            .chain(std::iter::once(last));
+        for n in order {
             files.insert(name(n), entry(n));
         }
+        assert_eq!(files.len(), 20 * CHUNK);
         let model: BTreeMap<_, _> = files.iter().map(|(n, e)| (n.clone(), *e)).collect();
         assert!(files.chunks.len() > 30, "{}", files.chunks.len());
         files.compact();

@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use hashbrown::HashTable;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -326,6 +326,10 @@ fn load(db: &Database) -> Result<Index, redb::Error> {
     let mut index = Index::default();
     let txn = db.begin_read()?;
     let table = txn.open_table(FILES)?;
+    // Room for every name up front: growing the table places each name again, and that looks
+    // up its id (measured: the first listing after a restart on 100,000 files took longer).
+    let rows = usize::try_from(table.len()?).unwrap_or(0);
+    index.by_id.reserve(rows, |_| 0); // Empty: nothing to place again.
     for row in table.iter()? {
         let (k, v) = row?;
         let (size, mtime_ns, ino, md5) = v.value();
