@@ -5,8 +5,8 @@
 //! names found, buffers, batches), tens of MiB stay resident that nothing uses, scattered
 //! between the allocations that live on (the index), so the heap cannot simply shrink from its
 //! top. `malloc_trim` hands every whole free page of every arena back (`MADV_DONTNEED`). It
-//! walks malloc's free lists under their locks, a few ms for tens of MiB, so it is called after
-//! such bursts, never per request: when a whole walk of the folder ends, when a listing hashed
+//! walks malloc's free lists under their locks (every allocation waits meanwhile), so it is
+//! called after such bursts, never per request: when a whole walk of the folder ends, when a listing hashed
 //! a thousand files or more, and when the background hasher empties its queue.
 //!
 //! Freeing is only half of it: glibc gives each thread that meets a busy arena one of its own

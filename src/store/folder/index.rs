@@ -426,6 +426,34 @@ mod tests {
         Ok(())
     }
 
+    /// Ids that share the 8 bytes `by_id` places them by keep their own names, and a name
+    /// that changes id moves with it.
+    #[test]
+    fn ids_placed_alike_keep_their_own_names() -> Result<(), Box<dyn std::error::Error>> {
+        let mut ix = Index::default();
+        let (one, two) = (
+            FileId([1; 16]),
+            FileId([1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]),
+        );
+        assert_eq!(id_hash(&one), id_hash(&two));
+        let with = |id| Entry { id, ..entry(0, 1) };
+        let names: Vec<FileName> = (0..300)
+            .map(|i| FileName::parse(&format!("n{i:03}")))
+            .collect::<Result<_, _>>()?;
+        for (i, n) in names.iter().enumerate() {
+            ix.insert(n.clone(), with(if i % 3 == 0 { one } else { two }));
+        }
+        assert_eq!(ix.names_of(&one).len(), 100);
+        assert_eq!(ix.names_of(&two).len(), 200);
+        assert!(ix.names_of(&one).windows(2).all(|w| w[0] < w[1]));
+        ix.insert(names[1].clone(), with(one));
+        ix.remove(&names[0]);
+        assert_eq!(ix.names_of(&one).first(), Some(&names[1]));
+        assert_eq!(ix.names_of(&two).len(), 199);
+        assert!(ix.names_of(&FileId([9; 16])).is_empty());
+        Ok(())
+    }
+
     fn state_dir(dir: &tempfile::TempDir) -> std::io::Result<OwnedFd> {
         fsops::open_root(dir.path())
     }
