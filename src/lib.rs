@@ -2,6 +2,7 @@
 //!
 //! The crate is laid out as its architecture:
 //! - [`name`]: the one check every file name from the network goes through;
+//! - [`heap`]: keeping the memory malloc holds close to what the server uses;
 //! - [`id`]: file ids (MD5s), the other plain value the store and the protocol share;
 //! - [`md5_state`]: MD5 states saved to disk, so a resumed transfer does not hash its prefix again;
 //! - [`protocol`]: typed requests and replies, with no I/O;
@@ -18,6 +19,7 @@
 
 pub mod client;
 pub mod discovery;
+pub mod heap;
 pub mod id;
 pub mod md5_state;
 pub mod metrics;

@@ -238,6 +238,10 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
         }
     };
+    if matches!(cli.command, Some(Command::Serve(_))) {
+        // Before the runtime's threads start: a long-running server's memory (issue 11).
+        barge::heap::limit_arenas();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

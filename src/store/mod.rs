@@ -115,7 +115,7 @@ pub struct FileEntry {
 ///
 /// It is a persistent map shared with the store's index, not a copy: taking it, cloning it and
 /// holding it cost a few pointers, plus whatever the index changes afterwards (only the changed
-/// nodes are copied). So every connection sending a listing, however slowly it is read, holds
+/// chunks of 256 files are copied, and the list of chunks). So every connection sending a listing, however slowly it is read, holds
 /// the same nodes, and its length, known up front, is exactly what iterating it yields.
 #[derive(Clone, Debug, Default)]
 pub struct Listing {
@@ -165,7 +165,7 @@ impl Listing {
         use std::ops::Bound;
         let from = name.map_or(Bound::Unbounded, |n| Bound::Excluded(n.as_str()));
         self.files
-            .range::<_, str>((from, Bound::Unbounded))
+            .range_from(from)
             .map(|(n, e)| (n, e.id, e.meta.size))
     }
 
@@ -180,7 +180,7 @@ impl Listing {
         let prefix = folder.map(|f| format!("{}/", f.as_str()));
         let from = prefix.as_deref().map_or(Bound::Unbounded, Bound::Included);
         // The iterator keeps no borrow of its bounds.
-        let files = self.files.range::<_, str>((from, Bound::Unbounded));
+        let files = self.files.range_from(from);
         files
             .take_while(move |(n, _)| prefix.as_deref().is_none_or(|p| n.as_str().starts_with(p)))
             .map(|(n, e)| (n, e.id, e.meta.size))

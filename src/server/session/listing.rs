@@ -1,6 +1,6 @@
 //! Sending a listing (`PROTOCOL.md` section 5.1) in bounded pieces.
 //!
-//! The store hands over a [`Listing`]: a snapshot of its index that shares every node with it,
+//! The store hands over a [`Listing`]: a snapshot of its index that shares every chunk with it,
 //! so holding one costs what the index changes meanwhile, not the folder's size. The count of
 //! the `210` reply comes from that snapshot, and the lines are written from it a page at a time,
 //! each page only once the socket has taken the one before. So what a connection holds for a

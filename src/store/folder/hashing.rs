@@ -203,6 +203,15 @@ fn md5_of(r: &mut impl Read) -> io::Result<FileId> {
     Ok(FileId(hasher.finalize().into()))
 }
 
+impl Inner {
+    /// The end of a burst (a folder first indexed): the index packed, and what the burst freed
+    /// given back to the system ([`heap`](crate::heap)).
+    pub(super) fn settle(&self) {
+        lock(&self.index).compact();
+        crate::heap::give_back();
+    }
+}
+
 fn background_hasher(inner: &Weak<Inner>, rx: &mpsc::Receiver<FileName>) {
     while let Ok(name) = rx.recv() {
         let Some(inner) = inner.upgrade() else { return };
@@ -211,7 +220,14 @@ fn background_hasher(inner: &Weak<Inner>, rx: &mpsc::Receiver<FileName>) {
             Ok(_) | Err(StoreError::BeingWritten(_)) => {}
             Err(e) => tracing::warn!("could not hash {name}: {e}"),
         }
-        lock(&inner.queued).remove(&name);
+        let mut queued = lock(&inner.queued);
+        queued.remove(&name);
+        if queued.is_empty() {
+            // Its room for 100,000 names would otherwise be kept (2 MiB).
+            queued.shrink_to_fit();
+            drop(queued);
+            inner.settle();
+        }
     }
 }
 

@@ -8,14 +8,14 @@
 // redb's error type is large, and these functions run once per batch: boxing buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use hashbrown::HashTable;
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -29,8 +29,11 @@ pub(crate) const INDEX_FILE: &str = "index.redb";
 const CORRUPT_FILE: &str = "index.redb.corrupt";
 
 /// redb's page cache. Its default (1 GiB) kept every page read at start in memory: the whole
-/// database, read once into the in-memory index and not read again. Writes go through it.
-const CACHE_BYTES: usize = 4 << 20;
+/// database, read once into the in-memory index and not read again. Writes go through it, and
+/// it stays full once a large folder is indexed: 4 MiB were a tenth of the server's memory
+/// with 100,000 files (issue 11). Only the writer thread reads pages again (the leaves a commit
+/// changes), from the system's page cache.
+const CACHE_BYTES: usize = 256 << 10;
 
 /// name → (size, mtime in ns, inode, md5).
 const FILES: TableDefinition<&str, (u64, i64, u64, [u8; 16])> = TableDefinition::new("files");
@@ -42,10 +45,7 @@ pub(crate) struct Entry {
     pub(crate) id: FileId,
 }
 
-/// Every hashed file by name, as a persistent map: a copy costs nothing (a few pointers) and,
-/// once the original changes, holds only the nodes that changed since. A listing is such a copy,
-/// so one being sent to a slow reader costs what the folder changed meanwhile, not its size.
-pub(crate) type Files = imbl::OrdMap<FileName, Entry>;
+pub(crate) use super::files::Files;
 
 impl Entry {
     /// The entry of a file listed by a backend with no disk versions to tell apart (memory).
@@ -65,74 +65,34 @@ impl Entry {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     files: Files,
-    /// Names by id. Almost every id has one name, kept without a list of its own (a name is
-    /// shared with `files`, not copied): this map was most of the index's memory on a large
-    /// folder.
-    by_id: HashMap<FileId, Names>,
+    /// Every name of `files` once, placed by its entry's id: what finds the names of an id. It
+    /// holds only the names (shared with `files`, 16 bytes each), not the ids: an id is looked
+    /// up in `files` when the table needs it (to tell names apart, or to grow). An id → names
+    /// map cost twice that per file, most of the index's memory after the names (issue 11).
+    by_id: HashTable<FileName>,
 }
 
-/// The names of one id, sorted.
-#[derive(Debug)]
-enum Names {
-    One(FileName),
-    /// Two or more.
-    Many(Vec<FileName>),
-}
-
-impl Names {
-    fn to_vec(&self) -> Vec<FileName> {
-        match self {
-            Self::One(n) => vec![n.clone()],
-            Self::Many(v) => v.clone(),
-        }
-    }
-
-    fn add(&mut self, name: FileName) {
-        match self {
-            Self::One(n) if *n == name => {}
-            Self::One(n) => {
-                let mut v = vec![n.clone(), name];
-                v.sort();
-                *self = Self::Many(v);
-            }
-            Self::Many(v) => {
-                if let Err(at) = v.binary_search(&name) {
-                    v.insert(at, name);
-                }
-            }
-        }
-    }
-
-    /// Removes `name`; true when none is left.
-    fn remove(&mut self, name: &FileName) -> bool {
-        match self {
-            Self::One(n) => n == name,
-            Self::Many(v) => {
-                if let Ok(at) = v.binary_search(name) {
-                    v.remove(at);
-                }
-                match v.len() {
-                    0 => true,
-                    1 => {
-                        let last = v.remove(0);
-                        *self = Self::One(last);
-                        false
-                    }
-                    _ => false,
-                }
-            }
-        }
-    }
+/// Where an id goes in `by_id`: an id is an MD5, so any 8 of its bytes are a good hash.
+fn id_hash(id: &FileId) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = id.0;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
 impl Index {
     pub(crate) fn get(&self, name: &FileName) -> Option<&Entry> {
-        self.files.get(name)
+        self.files.get(name.as_str())
     }
 
     /// The names that currently carry `id`, in name order.
     pub(crate) fn names_of(&self, id: &FileId) -> Vec<FileName> {
-        self.by_id.get(id).map(Names::to_vec).unwrap_or_default()
+        let mut names: Vec<FileName> = self
+            .by_id
+            .iter_hash(id_hash(id))
+            .filter(|n| self.files.get(n.as_str()).is_some_and(|e| e.id == *id))
+            .cloned()
+            .collect();
+        names.sort();
+        names
     }
 
     /// How many files it holds.
@@ -142,36 +102,44 @@ impl Index {
 
     /// Records `entry` for `name`; returns true if anything changed.
     pub(crate) fn insert(&mut self, name: FileName, entry: Entry) -> bool {
-        if let Some(old) = self.files.get(&name) {
+        if let Some(old) = self.files.get(name.as_str()) {
             if *old == entry {
                 return false;
+            }
+            if old.id == entry.id {
+                // Placed by the same id in `by_id` already.
+                self.files.insert(name, entry);
+                return true;
             }
             let old_id = old.id;
             self.unlink_id(&old_id, &name);
         }
-        match self.by_id.entry(entry.id) {
-            std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().add(name.clone()),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(Names::One(name.clone()));
-            }
-        }
-        self.files.insert(name, entry);
+        self.files.insert(name.clone(), entry);
+        let files = &self.files;
+        // Every name in the table is in `files` (the invariant), so its id is found.
+        self.by_id.insert_unique(id_hash(&entry.id), name, |n| {
+            files.get(n.as_str()).map_or(0, |e| id_hash(&e.id))
+        });
         true
     }
 
     /// Forgets `name`; returns the entry it had.
     pub(crate) fn remove(&mut self, name: &FileName) -> Option<Entry> {
-        let old = self.files.remove(name)?;
+        let old = self.files.remove(name.as_str())?;
         self.unlink_id(&old.id, name);
         Some(old)
     }
 
     fn unlink_id(&mut self, id: &FileId, name: &FileName) {
-        if let Some(names) = self.by_id.get_mut(id) {
-            if names.remove(name) {
-                self.by_id.remove(id);
-            }
+        if let Ok(found) = self.by_id.find_entry(id_hash(id), |n| n == name) {
+            found.remove();
         }
+    }
+
+    /// Packs the files into as few chunks as they need, once a burst of changes is over
+    /// ([`Files::compact`]).
+    pub(crate) fn compact(&mut self) {
+        self.files.compact();
     }
 
     /// Every name in the index, in order.
@@ -186,8 +154,7 @@ impl Index {
     ) -> impl Iterator<Item = &'a FileName> + 'a {
         use std::ops::Bound;
         let prefix = format!("{folder}/");
-        let from = Bound::Included(prefix.as_str());
-        let names = self.files.range::<_, str>((from, Bound::Unbounded));
+        let names = self.files.range_from(Bound::Included(prefix.as_str()));
         names
             .take_while(move |(n, _)| n.as_str().starts_with(prefix.as_str()))
             .map(|(n, _)| n)
@@ -359,6 +326,10 @@ fn load(db: &Database) -> Result<Index, redb::Error> {
     let mut index = Index::default();
     let txn = db.begin_read()?;
     let table = txn.open_table(FILES)?;
+    // Room for every name up front: growing the table places each name again, and that looks
+    // up its id (measured: the first listing after a restart on 100,000 files took longer).
+    let rows = usize::try_from(table.len()?).unwrap_or(0);
+    index.by_id.reserve(rows, |_| 0); // Empty: nothing to place again.
     for row in table.iter()? {
         let (k, v) = row?;
         let (size, mtime_ns, ino, md5) = v.value();
@@ -452,6 +423,34 @@ mod tests {
         ix.remove(&b);
         assert!(ix.names_of(&FileId([1; 16])).is_empty());
         assert_eq!(ix.len(), 1);
+        Ok(())
+    }
+
+    /// Ids that share the 8 bytes `by_id` places them by keep their own names, and a name
+    /// that changes id moves with it.
+    #[test]
+    fn ids_placed_alike_keep_their_own_names() -> Result<(), Box<dyn std::error::Error>> {
+        let mut ix = Index::default();
+        let (one, two) = (
+            FileId([1; 16]),
+            FileId([1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2]),
+        );
+        assert_eq!(id_hash(&one), id_hash(&two));
+        let with = |id| Entry { id, ..entry(0, 1) };
+        let names: Vec<FileName> = (0..300)
+            .map(|i| FileName::parse(&format!("n{i:03}")))
+            .collect::<Result<_, _>>()?;
+        for (i, n) in names.iter().enumerate() {
+            ix.insert(n.clone(), with(if i % 3 == 0 { one } else { two }));
+        }
+        assert_eq!(ix.names_of(&one).len(), 100);
+        assert_eq!(ix.names_of(&two).len(), 200);
+        assert!(ix.names_of(&one).windows(2).all(|w| w[0] < w[1]));
+        ix.insert(names[1].clone(), with(one));
+        ix.remove(&names[0]);
+        assert_eq!(ix.names_of(&one).first(), Some(&names[1]));
+        assert_eq!(ix.names_of(&two).len(), 199);
+        assert!(ix.names_of(&FileId([9; 16])).is_empty());
         Ok(())
     }
 

@@ -16,6 +16,7 @@
 //! It knows nothing of the protocol's rules (read-only, limits, reservations): the policy layer
 //! ([`crate::store::Store`]) holds them. Disk work runs on blocking threads.
 
+mod files;
 mod fsops;
 mod hashing;
 mod index;
@@ -137,6 +138,8 @@ impl FolderBackend {
             redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
             e => StoreError::Backend(Box::new(e)),
         })?;
+        // Loading read the whole database once (redb's pages, a name each): given back.
+        crate::heap::give_back();
         let (tx, rx) = mpsc::channel();
         let files = AtomicU64::new(index.len() as u64);
         let inner = Arc::new(Inner {

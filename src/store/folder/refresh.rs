@@ -35,6 +35,10 @@ impl Part<'_> {
     }
 }
 
+/// Files to hash in one listing past which what it freed is given back to the system
+/// ([`heap`](crate::heap)): while a folder is first indexed, each listing hashes thousands.
+const BURST: usize = 1000;
+
 impl Inner {
     /// A listing of the folder as it is now: the index updated from a walk, or from what the
     /// watcher saw change (see [`watch`](super::watch) for when each).
@@ -82,6 +86,9 @@ impl Inner {
         let unknown = self.reconcile(Part::All, found);
         let pending = self.hash_some(unknown, budget, started);
         *lock(&self.unhashed) = pending;
+        // What the walk held (an entry per file) goes back to the system, not to malloc's
+        // arenas: a whole walk is rare (at start, or when the watcher lost track).
+        self.settle();
         Ok(self.snapshot(false))
     }
 
@@ -142,8 +149,12 @@ impl Inner {
                 }
             }
         }
+        let looked_at = unknown.len();
         let pending = self.hash_some(unknown, budget, started);
         lock(&self.unhashed).extend(pending);
+        if looked_at >= BURST {
+            self.settle();
+        }
         Ok(self.snapshot(true))
     }
 
@@ -275,7 +286,7 @@ impl Inner {
         let mut unhashed = lock(&self.unhashed);
         // A file still to hash when it was seen may have been hashed since (in the
         // background): then it is listed, and not counted again as pending.
-        unhashed.retain(|n| !files.contains_key(n));
+        unhashed.retain(|n| !files.contains_key(n.as_str()));
         let pending = unhashed.len();
         drop(unhashed);
         if counted {
