@@ -66,6 +66,36 @@ pub const SMALL: u64 = 64 * 1024;
 /// Buffers one transfer may allocate.
 const MAX_BUFFERS: usize = DEPTH + 1;
 
+/// Buffers every transfer may allocate: one being filled, one being sent or written. Those
+/// past them (the read-ahead, up to [`MAX_BUFFERS`]) come out of [`EXTRA_BUDGET`].
+const BASE_BUFFERS: usize = 2;
+
+/// Bytes of read-ahead buffers, process-wide: 64 transfers at full depth with 128 KiB chunks.
+/// Past it a transfer runs with its two buffers until others give theirs back, so that many
+/// transfers at once cost 2 chunks each plus this, not [`MAX_BUFFERS`] chunks each: 100
+/// uploads at once held 4 x 128 KiB each (50 MiB) before, 2 x 128 KiB + 16 MiB at most now.
+const EXTRA_BUDGET: usize = 16 << 20;
+
+static EXTRA_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Takes `bytes` of the read-ahead budget, if that much is left.
+fn take_extra(bytes: usize) -> bool {
+    use std::sync::atomic::Ordering;
+    EXTRA_USED
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+            used.checked_add(bytes).filter(|n| *n <= EXTRA_BUDGET)
+        })
+        .is_ok()
+}
+
+/// Gives back what [`take_extra`] took.
+fn give_back_extra(bytes: usize) {
+    use std::sync::atomic::Ordering;
+    let _ = EXTRA_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+        Some(used.saturating_sub(bytes))
+    });
+}
+
 /// How many blocking jobs run at once, process-wide: twice the cores (at least 4), since some
 /// jobs wait on the disk rather than use a core, and a job is short (at most `DEPTH` chunks)
 /// so a queue for a permit is short too.

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use super::{CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, lock, park, runtime, spawn_job};
+use super::{
+    BASE_BUFFERS, CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, give_back_extra, lock, park,
+    runtime, spawn_job, take_extra,
+};
 use crate::md5_state::ResumableMd5;
 use crate::protocol::FileId;
 
@@ -91,6 +94,8 @@ struct Queue {
     lanes: [Lane; 2],
     spare: Vec<Vec<u8>>,
     made: usize,
+    /// Of those, how many came out of the read-ahead budget.
+    extra: usize,
     failed: bool,
 }
 
@@ -144,9 +149,11 @@ impl<T, E> SinkShared<T, E> {
 }
 
 impl<T, E> Drop for SinkShared<T, E> {
-    /// A sink dropped unfinished (its transfer broke off or was cancelled) saves the state of
-    /// everything it both hashed and wrote, so a resumed transfer starts hashing there.
+    /// Gives back the read-ahead buffers' share of the budget. A sink dropped unfinished (its
+    /// transfer broke off or was cancelled) saves the state of everything it both hashed and
+    /// wrote, so a resumed transfer starts hashing there.
     fn drop(&mut self) {
+        give_back_extra(lock(&self.queue).extra * self.chunk);
         let Some(c) = &self.checkpoints else { return };
         let Some(state) = lock(&self.hashing).take() else {
             return;
@@ -254,7 +261,13 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                     return buf;
                 }
                 let drained = q.lanes.iter().all(|l| l.chunks.is_empty());
-                if q.made < MAX_BUFFERS || (q.idle() && drained) {
+                let chunk = self.shared.chunk;
+                let allowed = q.made < BASE_BUFFERS
+                    || (q.made < MAX_BUFFERS && take_extra(chunk) && {
+                        q.extra += 1;
+                        true
+                    });
+                if allowed || (q.idle() && drained) {
                     // (The second case only if a job was lost with its buffers.)
                     q.made += 1;
                     return vec![0; self.shared.chunk];

@@ -7,7 +7,8 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, lock, park, read_full, runtime, spawn_job,
+    BASE_BUFFERS, CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, give_back_extra, lock, park,
+    read_full, runtime, spawn_job, take_extra,
 };
 use crate::md5_state::ResumableMd5;
 use crate::protocol::FileId;
@@ -86,6 +87,14 @@ impl std::fmt::Debug for Chunk {
         f.debug_struct("Chunk")
             .field("len", &self.buf.len())
             .finish()
+    }
+}
+
+impl Drop for SourceShared {
+    /// Gives back the read-ahead buffers' share of the budget.
+    fn drop(&mut self) {
+        let made = lock(&self.buffers).made;
+        give_back_extra(made.saturating_sub(BASE_BUFFERS) * self.chunk);
     }
 }
 
@@ -270,7 +279,7 @@ fn read_job(shared: &Arc<SourceShared>) {
             let mut b = lock(&shared.buffers);
             match b.spare.pop() {
                 Some(buf) => Some(buf),
-                None if b.made < b.max => {
+                None if b.made < b.max && (b.made < BASE_BUFFERS || take_extra(shared.chunk)) => {
                     b.made += 1;
                     Some(Vec::new())
                 }

@@ -388,3 +388,39 @@ async fn a_resuming_sink_dropped_unfinished_saves_where_it_got_to() -> TestResul
     assert_eq!(state.finalize(), md5(&body));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_run_on_two_buffers_when_the_read_ahead_budget_is_spent() -> TestResult {
+    // Spend what is left of the process-wide budget (other tests may hold some of it).
+    let mut taken = 0;
+    while take_extra(CHUNK) {
+        taken += 1;
+    }
+    let result = async {
+        let body = data(12 * CHUNK + 9);
+        let mut sink = Sink::new(Vec::new(), true, |out: &mut Vec<u8>, b: &[u8]| {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            out.extend_from_slice(b);
+            Ok::<_, io::Error>(())
+        })?;
+        let sunk = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            sink_all(&mut sink, &body).await;
+            sink.finish().await.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| "the sink stalled")??;
+        assert!(sunk.0 == body, "the written bytes differ");
+        assert_eq!(sunk.1, Some(md5(&body)));
+        let mut source = Source::new(io::Cursor::new(body.clone()), body.len() as u64, true)?;
+        let mut got = Vec::new();
+        while let Some(chunk) = source.next().await {
+            got.extend_from_slice(&chunk?);
+        }
+        assert!(got == body);
+        assert_eq!(source.finish().await?, Some(md5(&body)));
+        TestResult::Ok(())
+    }
+    .await;
+    give_back_extra(taken * CHUNK);
+    result
+}
