@@ -567,6 +567,34 @@ async fn tls_uses_the_servers_identity() -> TestResult {
         .connect(rustls::pki_types::ServerName::try_from("barge")?, tcp)
         .await;
     assert!(refused.is_err());
+
+    // HTTP/1.1 is chosen whenever the client offers it, in whatever order (browsers and curl
+    // put `h2` first); a client that speaks only HTTP/2 still gets it, and is served.
+    for (offered, chosen) in [
+        (&[&b"h2"[..], b"http/1.1"][..], &b"http/1.1"[..]),
+        (&[&b"http/1.1"[..], b"h2"][..], b"http/1.1"),
+        (&[&b"h2"[..]][..], b"h2"),
+    ] {
+        let (config, _) = client_config(Expectation::Pinned(fingerprint))?;
+        let mut config = (*config).clone();
+        config.alpn_protocols = offered.iter().map(|p| p.to_vec()).collect();
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(rustls::pki_types::ServerName::try_from("barge")?, tcp)
+            .await?;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(chosen));
+        if chosen == b"h2" {
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                hyper_util::rt::TokioIo::new(tls),
+            )
+            .await?;
+            tokio::spawn(conn);
+            let req =
+                Request::get(format!("https://{addr}/api/me")).body(Full::new(Bytes::new()))?;
+            assert_eq!(send.send_request(req).await?.status(), StatusCode::OK);
+        }
+    }
     stop.cancel();
     Ok(())
 }
