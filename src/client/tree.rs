@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
-use md5::{Digest as _, Md5};
+use crate::md5_state::ResumableMd5;
 
 use super::local::leaf;
 use super::{ClientError, PutItem};
@@ -293,7 +293,7 @@ fn local_id_now(path: &Path) -> Result<Option<FileId>, ClientError> {
         _ => return Ok(None),
     }
     let (mut file, _) = super::local::open_regular_now(path, super::local::Follow::No)?;
-    let mut hasher = Md5::new();
+    let mut hasher = ResumableMd5::new();
     let mut buf = vec![0u8; transfer::CHUNK];
     loop {
         let n = file.read(&mut buf).map_err(ClientError::io(path))?;
@@ -302,7 +302,7 @@ fn local_id_now(path: &Path) -> Result<Option<FileId>, ClientError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(Some(FileId(hasher.finalize().into())))
+    Ok(Some(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use md5::{Digest, Md5};
+use crate::md5_state::ResumableMd5;
 
 use super::{Backend, Body, Download, FileEntry, Listing, Space, Staged, StoreError, Target};
 use crate::id::FileId;
@@ -146,7 +146,7 @@ impl Backend for MemoryBackend {
             name: name.clone(),
             size,
             data: Vec::new(),
-            hasher: Md5::new(),
+            hasher: ResumableMd5::new(),
         }))
     }
 
@@ -202,7 +202,7 @@ struct MemoryUpload {
     name: FileName,
     size: u64,
     data: Vec<u8>,
-    hasher: Md5,
+    hasher: ResumableMd5,
 }
 
 impl Staged for MemoryUpload {
@@ -227,7 +227,7 @@ impl Staged for MemoryUpload {
                 received: this.data.len() as u64,
             });
         }
-        let id = FileId(this.hasher.finalize().into());
+        let id = this.hasher.finalize();
         let mut files = lock(&this.files);
         check_free(&files, &this.name)?;
         files.insert(

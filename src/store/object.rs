@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::md5_state::ResumableMd5;
 use futures_util::TryStreamExt;
-use md5::{Digest, Md5};
 use opendal::{ErrorKind, Operator};
 use tokio::runtime::Handle;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -363,7 +363,7 @@ impl Backend for ObjectBackend {
             uploader: uploader.to_owned(),
             size,
             received: 0,
-            hasher: Md5::new(),
+            hasher: ResumableMd5::new(),
             gathered: Vec::new(),
         }))
     }
@@ -462,7 +462,7 @@ struct ObjectUpload {
     uploader: String,
     size: u64,
     received: u64,
-    hasher: Md5,
+    hasher: ResumableMd5,
     /// Bytes not yet handed to the writer (less than [`GATHER`]).
     gathered: Vec<u8>,
 }
@@ -531,7 +531,7 @@ impl Staged for ObjectUpload {
     fn digest(&self) -> Option<FileId> {
         // Every byte written so far passed through the hasher: a resumed upload's mismatch is
         // caught before anything becomes visible.
-        Some(FileId(self.hasher.clone().finalize().into()))
+        Some(self.hasher.clone().finalize())
     }
 
     fn commit(mut self: Box<Self>) -> Result<FileId, StoreError> {
@@ -541,7 +541,7 @@ impl Staged for ObjectUpload {
                 received: self.received,
             });
         }
-        let id = FileId(std::mem::take(&mut self.hasher).finalize().into());
+        let id = std::mem::take(&mut self.hasher).finalize();
         let last = std::mem::take(&mut self.gathered);
         if !last.is_empty() {
             self.hand(Feed::Bytes(last))?;

@@ -20,7 +20,6 @@
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
-use md5::{Digest, Md5};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -155,7 +154,7 @@ where
 /// The MD5 of `body`, for a small body already in memory (call it inside [`blocking`]).
 #[must_use]
 pub fn md5(body: &[u8]) -> FileId {
-    FileId(Md5::digest(body).into())
+    crate::md5_state::md5_of(body)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

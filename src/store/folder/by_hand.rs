@@ -8,8 +8,6 @@ use std::fs;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use md5::{Digest, Md5};
-
 use super::*;
 use crate::store::Backend;
 
@@ -35,7 +33,7 @@ async fn opened(dir: &Path) -> FolderBackend {
 }
 
 fn id_of(data: &[u8]) -> FileId {
-    FileId(Md5::digest(data).into())
+    crate::md5_state::md5_of(data)
 }
 
 /// The backend's listing must be exactly `want` (name → content), with nothing pending; and

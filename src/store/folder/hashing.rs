@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::sync::{Arc, Mutex, Weak, mpsc};
 
-use md5::{Digest, Md5};
+use crate::md5_state::ResumableMd5;
 use rustix::io::Errno;
 
 use super::fsops::{self, Meta};
@@ -190,7 +190,7 @@ impl Inner {
 
 /// The MD5 of everything `r` yields.
 fn md5_of(r: &mut impl Read) -> io::Result<FileId> {
-    let mut hasher = Md5::new();
+    let mut hasher = ResumableMd5::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
         match r.read(&mut buf) {
@@ -200,7 +200,7 @@ fn md5_of(r: &mut impl Read) -> io::Result<FileId> {
             Err(e) => return Err(e),
         }
     }
-    Ok(FileId(hasher.finalize().into()))
+    Ok(hasher.finalize())
 }
 
 impl Inner {

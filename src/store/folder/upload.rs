@@ -10,7 +10,6 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use md5::{Digest, Md5};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -35,7 +34,10 @@ pub(super) struct FolderUpload {
     file: Option<File>,
     /// The temp file's metadata, kept when its handle was closed early (see `close_file`).
     closed: Option<Meta>,
-    hasher: Hasher,
+    hasher: ResumableMd5,
+    /// Whether this is a resumable upload (its partial lives in `.barge/partial/`, with its
+    /// MD5 state beside it).
+    resumable: bool,
     written: u64,
     /// Bytes up to here have had their write-back started (see [`WRITE_BACK`]).
     started: u64,
@@ -43,30 +45,6 @@ pub(super) struct FolderUpload {
     /// A resumable upload: its file is a partial in `.barge/partial/`, kept when the upload
     /// is dropped unfinished (a broken connection), removed by [`Staged::discard`].
     keep: bool,
-}
-
-/// The MD5 of an upload as it is written: the faster one for a plain upload, one whose state
-/// can be saved for a resumable one (see [`crate::md5_state`]).
-#[derive(Debug)]
-enum Hasher {
-    Plain(Md5),
-    Resumable(ResumableMd5),
-}
-
-impl Hasher {
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Self::Plain(h) => h.update(data),
-            Self::Resumable(h) => h.update(data),
-        }
-    }
-
-    fn id(&self) -> FileId {
-        match self {
-            Self::Plain(h) => FileId(h.clone().finalize().into()),
-            Self::Resumable(h) => h.clone().finalize(),
-        }
-    }
 }
 
 /// This process's id, for the temp names: asked once (each `getpid` is a system call, one
@@ -114,7 +92,8 @@ impl FolderUpload {
             tmp_leaf,
             file: Some(File::from(fd)),
             closed: None,
-            hasher: Hasher::Plain(Md5::new()),
+            hasher: ResumableMd5::new(),
+            resumable: false,
             written: 0,
             started: 0,
             linked: false,
@@ -191,7 +170,8 @@ impl FolderUpload {
                 tmp_leaf: leaf,
                 file: Some(file),
                 closed: None,
-                hasher: Hasher::Resumable(hasher),
+                hasher,
+                resumable: true,
                 written: len,
                 started: len,
                 linked: false,
@@ -259,7 +239,7 @@ impl FolderUpload {
                 )
             })?,
         };
-        Ok((self.hasher.id(), meta))
+        Ok((self.hasher.clone().finalize(), meta))
     }
 
     /// What comes after the link: the temp name goes (with a resumable upload's saved MD5
@@ -344,7 +324,7 @@ impl Staged for FolderUpload {
     }
 
     fn digest(&self) -> Option<FileId> {
-        Some(self.hasher.id())
+        Some(self.hasher.clone().finalize())
     }
 
     fn discard(mut self: Box<Self>) {
@@ -357,7 +337,7 @@ impl FolderUpload {
     /// exactly what was written to it. With `sync`, the bytes are flushed first, so that a
     /// state on disk never describes bytes that a power cut could take back.
     fn save_state(&self) {
-        let (Hasher::Resumable(h), Some(file)) = (&self.hasher, &self.file) else {
+        let (true, h, Some(file)) = (self.resumable, &self.hasher, &self.file) else {
             return;
         };
         // `write` hashes before it writes: a failed write leaves the hash ahead of the file.
@@ -379,13 +359,13 @@ impl Drop for FolderUpload {
                 self.save_state();
             } else {
                 let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
-                if matches!(self.hasher, Hasher::Resumable(_)) {
+                if self.resumable {
                     partial::remove_state(&self.tmp, &self.tmp_leaf);
                 }
             }
         }
         self.file = None;
-        if self.keep || matches!(self.hasher, Hasher::Resumable(_)) {
+        if self.keep || self.resumable {
             lock(&self.inner.partials_open).remove(&self.tmp_leaf);
         }
     }
