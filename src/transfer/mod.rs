@@ -49,6 +49,11 @@ pub const CHUNK: usize = 128 * 1024;
 /// wake-ups and queue hand-offs; measured in the session that made it, see README's Speed).
 pub const LARGE_CHUNK: usize = 1024 * 1024;
 
+/// Uploads from this size on ask for [`LARGE_CHUNK`] chunks on a server
+/// ([`Sink::large_within_budget`]): 16 of them at least, so that the larger buffers go to the
+/// transfers where the hand-offs they save add up.
+pub const LARGE_UPLOAD: u64 = 16 * LARGE_CHUNK as u64;
+
 /// Chunks queued between the async side and the blocking side of one transfer, beyond the one
 /// being filled. Three is enough to absorb the jitter of the pool and the network: past it,
 /// one side simply sets the pace.
@@ -75,24 +80,57 @@ const BASE_BUFFERS: usize = 2;
 /// uploads at once held 4 x 128 KiB each (50 MiB) before, 2 x 128 KiB + 16 MiB at most now.
 const EXTRA_BUDGET: usize = 16 << 20;
 
-static EXTRA_USED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// A process-wide allowance of buffer bytes, taken and given back without locks.
+pub(crate) struct Budget {
+    used: std::sync::atomic::AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(crate) const fn new(limit: usize) -> Self {
+        Self {
+            used: std::sync::atomic::AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `bytes`, if that much is left.
+    fn take(&self, bytes: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|n| *n <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives back what [`take`](Self::take) took.
+    fn give_back(&self, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// The read-ahead budget of every transfer of the process.
+static EXTRA: Budget = Budget::new(EXTRA_BUDGET);
 
 /// Takes `bytes` of the read-ahead budget, if that much is left.
 fn take_extra(bytes: usize) -> bool {
-    use std::sync::atomic::Ordering;
-    EXTRA_USED
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-            used.checked_add(bytes).filter(|n| *n <= EXTRA_BUDGET)
-        })
-        .is_ok()
+    EXTRA.take(bytes)
 }
 
 /// Gives back what [`take_extra`] took.
 fn give_back_extra(bytes: usize) {
-    use std::sync::atomic::Ordering;
-    let _ = EXTRA_USED.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-        Some(used.saturating_sub(bytes))
-    });
+    EXTRA.give_back(bytes);
 }
 
 /// How many blocking jobs run at once, process-wide: twice the cores (at least 4), since some

@@ -10,8 +10,8 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use super::{
-    BASE_BUFFERS, CHUNK, CheckpointFn, LARGE_CHUNK, MAX_BUFFERS, give_back_extra, lock, park,
-    runtime, spawn_job, take_extra,
+    BASE_BUFFERS, Budget, CHUNK, CheckpointFn, EXTRA, LARGE_CHUNK, LARGE_UPLOAD, MAX_BUFFERS, lock,
+    park, runtime, spawn_job,
 };
 use crate::md5_state::ResumableMd5;
 use crate::protocol::FileId;
@@ -85,6 +85,12 @@ struct SinkShared<T, E> {
     checkpoints: Option<Mutex<Checkpoints>>,
     /// Bytes per chunk.
     chunk: usize,
+    /// Where the read-ahead buffers (and the larger base buffers of
+    /// [`Sink::large_within_budget`]) come from: the process's budget but in tests.
+    budget: &'static Budget,
+    /// Bytes of the budget taken by [`Sink::large_within_budget`] for the larger base buffers,
+    /// given back on drop.
+    base_extra: usize,
     /// Signalled when a buffer comes back or a job stops.
     ready: Notify,
 }
@@ -153,7 +159,8 @@ impl<T, E> Drop for SinkShared<T, E> {
     /// transfer broke off or was cancelled) saves the state of everything it both hashed and
     /// wrote, so a resumed transfer starts hashing there.
     fn drop(&mut self) {
-        give_back_extra(lock(&self.queue).extra * self.chunk);
+        self.budget
+            .give_back(lock(&self.queue).extra * self.chunk + self.base_extra);
         let Some(c) = &self.checkpoints else { return };
         let Some(state) = lock(&self.hashing).take() else {
             return;
@@ -234,6 +241,8 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                 written: AtomicU64::new(written),
                 checkpoints: checkpoints.map(Mutex::new),
                 chunk: CHUNK,
+                budget: &EXTRA,
+                base_extra: 0,
                 ready: Notify::new(),
             }),
         })
@@ -247,6 +256,46 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
             shared.chunk = LARGE_CHUNK;
         }
         self
+    }
+
+    /// For a body of `size` bytes, [`LARGE_UPLOAD`] or more: with chunks of [`LARGE_CHUNK`]
+    /// bytes if the process's read-ahead budget can pay for
+    /// what its base buffers take beyond [`CHUNK`] (its read-ahead buffers then come out of
+    /// the budget at that size too); unchanged otherwise. For a server: a large upload while
+    /// few others run gets the client's fewer hand-offs (some 5 % less server CPU and 8 % less
+    /// time on a 1 GiB plain upload, by hand), while many at once stay at [`CHUNK`] and the
+    /// memory bound stays 2 chunks per transfer plus the budget. (Before the first
+    /// [`buffer`](Self::buffer); no effect after.)
+    #[must_use]
+    pub fn large_within_budget(mut self, size: u64) -> Self {
+        if size < LARGE_UPLOAD {
+            return self;
+        }
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            let more = BASE_BUFFERS * (LARGE_CHUNK - CHUNK);
+            if shared.chunk == CHUNK && shared.base_extra == 0 && shared.budget.take(more) {
+                shared.chunk = LARGE_CHUNK;
+                shared.base_extra = more;
+            }
+        }
+        self
+    }
+
+    /// With its buffers' bytes past its base ones taken from `budget` instead of the
+    /// process's. (Before the first [`buffer`](Self::buffer); no effect after.)
+    #[cfg(test)]
+    #[must_use]
+    pub(super) fn with_budget(mut self, budget: &'static Budget) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.budget = budget;
+        }
+        self
+    }
+
+    /// Bytes per chunk: what [`buffer`](Self::buffer) hands out.
+    #[must_use]
+    pub fn chunk(&self) -> usize {
+        self.shared.chunk
     }
 
     /// A buffer of `CHUNK` bytes (or `LARGE_CHUNK`) to receive the next chunk into: a recycled one, or a new one
@@ -263,7 +312,7 @@ impl<T: Send + 'static, E: Send + 'static> Sink<T, E> {
                 let drained = q.lanes.iter().all(|l| l.chunks.is_empty());
                 let chunk = self.shared.chunk;
                 let allowed = q.made < BASE_BUFFERS
-                    || (q.made < MAX_BUFFERS && take_extra(chunk) && {
+                    || (q.made < MAX_BUFFERS && self.shared.budget.take(chunk) && {
                         q.extra += 1;
                         true
                     });

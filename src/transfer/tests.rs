@@ -148,7 +148,7 @@ async fn sink_all<T: Send + 'static, E: Send + 'static>(
     body: &[u8],
 ) -> usize {
     let mut buffers = std::collections::HashSet::new();
-    for piece in body.chunks(CHUNK) {
+    for piece in body.chunks(sink.chunk()) {
         let mut buf = sink.buffer().await;
         buffers.insert(buf.as_ptr() as usize);
         buf[..piece.len()].copy_from_slice(piece);
@@ -423,4 +423,50 @@ async fn transfers_run_on_two_buffers_when_the_read_ahead_budget_is_spent() -> T
     .await;
     give_back_extra(taken * CHUNK);
     result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_chunks_go_to_a_sink_only_when_the_budget_pays_for_them() -> TestResult {
+    // A budget of its own (the process's is shared with the tests running beside this one):
+    // one sink's larger base buffers, and half a large chunk more.
+    let base = BASE_BUFFERS * (LARGE_CHUNK - CHUNK);
+    let budget: &'static Budget = Box::leak(Box::new(Budget::new(base + LARGE_CHUNK / 2)));
+    let writer = |out: &mut Vec<u8>, b: &[u8]| {
+        out.extend_from_slice(b);
+        Ok::<_, io::Error>(())
+    };
+    let sink = || Sink::new(Vec::new(), true, writer).map(|s| s.with_budget(budget));
+    // A body under LARGE_UPLOAD never asks.
+    assert_eq!(sink()?.large_within_budget(LARGE_UPLOAD - 1).chunk(), CHUNK);
+    assert_eq!(budget.used(), 0);
+    let first = sink()?.large_within_budget(LARGE_UPLOAD);
+    assert_eq!(first.chunk(), LARGE_CHUNK);
+    assert_eq!(budget.used(), base);
+    // What is left cannot pay for a second one's: it keeps the usual chunks.
+    let second = sink()?.large_within_budget(LARGE_UPLOAD);
+    assert_eq!(second.chunk(), CHUNK);
+    assert_eq!(budget.used(), base);
+    // Both move their bytes whole with the right MD5, within their buffers: the first has
+    // no budget left for read-ahead, so it runs on its two.
+    let body = data(5 * LARGE_CHUNK + 3);
+    for (mut sink, most) in [(first, BASE_BUFFERS), (second, MAX_BUFFERS)] {
+        let made = sink_all(&mut sink, &body).await;
+        assert!(made <= most, "{made} buffers, at most {most}");
+        let (out, id) = sink.finish().await.map_err(|e| e.to_string())?;
+        assert!(out == body, "the written bytes differ");
+        assert_eq!(id, Some(md5(&body)));
+    }
+    // Everything taken is given back once the sinks' last jobs are gone; then a new one can
+    // have large chunks again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while budget.used() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} bytes never given back",
+            budget.used()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(sink()?.large_within_budget(u64::MAX).chunk(), LARGE_CHUNK);
+    Ok(())
 }

@@ -67,7 +67,8 @@ pub(super) async fn receive_into<S: AsyncRead + AsyncWrite + Unpin>(
         .await);
     }
     // The store hashes what it stores, so the pipeline does not hash again.
-    let mut sink = match Sink::new(upload, false, |u: &mut Upload, data: &[u8]| u.write(data)) {
+    let sink = Sink::new(upload, false, |u: &mut Upload, data: &[u8]| u.write(data));
+    let mut sink = match sink.map(|s| s.large_within_budget(size)) {
         Ok(sink) => sink,
         Err(e) => {
             conn.discard_body(size, stall).await?;
@@ -76,7 +77,9 @@ pub(super) async fn receive_into<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let mut remaining = size;
     while remaining > 0 {
-        let want = usize::try_from(remaining).unwrap_or(usize::MAX).min(CHUNK);
+        let want = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(sink.chunk());
         let mut buf = sink.buffer().await;
         buf.resize(want, 0);
         let mut filled = 0;

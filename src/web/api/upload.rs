@@ -123,7 +123,7 @@ impl Pace {
     }
 }
 
-/// Moves a request body into `upload`, in chunks of [`CHUNK`] bytes through a [`Sink`]. The
+/// Moves a request body into `upload`, in chunks of [`Sink::chunk`] bytes through a [`Sink`]. The
 /// outer error: the body broke off, stalled, was slower than `pace` allows, or was not the
 /// announced size (the staged file is dropped, which removes it); the inner one: the store
 /// refused or failed.
@@ -160,7 +160,9 @@ pub(super) async fn receive(
         return Ok(flatten(done));
     }
     let mut sink = Sink::new(upload, false, |u: &mut Upload, data: &[u8]| u.write(data))
+        .map(|s| s.large_within_budget(size))
         .map_err(|e| Refusal::from(io_error(e)))?;
+    let chunk = sink.chunk();
     let mut buf = sink.buffer().await;
     buf.clear();
     let mut received = 0u64;
@@ -170,9 +172,9 @@ pub(super) async fn receive(
             return short();
         }
         while !bytes.is_empty() {
-            let take = (CHUNK - buf.len()).min(bytes.len());
+            let take = (chunk - buf.len()).min(bytes.len());
             buf.extend_from_slice(&bytes.split_to(take));
-            if buf.len() == CHUNK {
+            if buf.len() == chunk {
                 sink.push(buf);
                 buf = sink.buffer().await;
                 buf.clear();
