@@ -337,7 +337,10 @@ impl FolderUpload {
     /// exactly what was written to it. With `sync`, the bytes are flushed first, so that a
     /// state on disk never describes bytes that a power cut could take back.
     fn save_state(&self) {
-        let (true, h, Some(file)) = (self.resumable, &self.hasher, &self.file) else {
+        if !self.resumable {
+            return;
+        }
+        let (h, Some(file)) = (&self.hasher, &self.file) else {
             return;
         };
         // `write` hashes before it writes: a failed write leaves the hash ahead of the file.
