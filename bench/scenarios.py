@@ -61,6 +61,19 @@ SLOW_READERS = 20
 WEB_DOWN_REPEAT = 3
 
 
+def settle_rss(srv: BargeServer, limit: float = 10.0) -> tuple[float, int]:
+    """Waits until the server's RSS has held still for a second (at most `limit` seconds);
+    returns the wait and that RSS."""
+    t0 = time.monotonic()
+    last, still = srv.rss(), 0
+    while still < 4 and time.monotonic() - t0 < limit:
+        time.sleep(0.25)
+        now = srv.rss()
+        still = still + 1 if now == last else 0
+        last = now
+    return time.monotonic() - t0, last
+
+
 class ListProbe:
     """`LIST_FILES` on a raw socket (inside TLS for a TLS server): the server's listing time and
     size, with no client work. Only the first word of the `210` line (the count of lines that
@@ -408,9 +421,13 @@ class Bench:
             if entries < n:
                 self.res.notes.append(f"LIST ({b.name}): only {entries} of {n} files indexed "
                                       f"after {self.a.index_timeout} s")
+            # The first indexing's tail (its last commits, memory given back a second after
+            # it) is not the listing's cost: measure from a server that has settled.
+            settled, rss = settle_rss(srv)
             warm = self.res.row(scen, f"{b.name}: LIST (raw socket)", work=nbytes, unit="B",
                                 detail=f"{human(nbytes)} per listing; client CPU is this "
-                                "Python process, not shown")
+                                "Python process, not shown; measured once the server's RSS "
+                                f"held still ({human(rss)}, {settled:.1f} s after fully listed)")
             warm.extra = {"bytes": nbytes, "entries": entries}
             srv.reset_peak()
             for _ in range(self.a.runs):

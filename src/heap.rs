@@ -34,6 +34,31 @@ pub fn limit_arenas() {
     }
 }
 
+/// [`give_back`] at the end of a burst (a folder first indexed), and once more a second later,
+/// for what the burst's stragglers free meanwhile: the index's last batches committed, the
+/// names of the changes saved, a listing taken before the end. Measured on 100,000 files:
+/// one first indexing in three or four left 4.5 MiB more resident without the second call
+/// (20 MiB of anonymous memory against 15). At most one second call is pending at a time.
+pub(crate) fn give_back_after_burst() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static PENDING: AtomicBool = AtomicBool::new(false);
+    give_back();
+    if PENDING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let later = std::thread::Builder::new()
+        .name("barge-heap".into())
+        .spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            PENDING.store(false, Ordering::Release);
+            give_back();
+        });
+    if later.is_err() {
+        // No thread to spare: the next burst tries again.
+        PENDING.store(false, Ordering::Release);
+    }
+}
+
 /// Returns the free pages malloc holds to the system; a no-op where malloc is not glibc's.
 pub(crate) fn give_back() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

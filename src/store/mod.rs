@@ -200,6 +200,24 @@ impl Listing {
     }
 }
 
+/// Chunks of files (256 each) a dropped [`Listing`] must be the last holder of for the memory
+/// it frees to be given back to the system at once: 1 MiB of entries or more, beside their
+/// names.
+const GIVE_BACK_CHUNKS: usize = 64;
+
+impl Drop for Listing {
+    /// A listing that outlived the index it was taken from (the index rebuilt itself after a
+    /// burst, or most of it changed) frees most of what it shares no more; that memory, in the
+    /// middle of the heap, is given back to the system rather than kept by malloc
+    /// ([`heap`](crate::heap)): the index's own call, a second after the burst, misses a
+    /// listing read slowly for longer than that.
+    fn drop(&mut self) {
+        if self.files.unshared_chunks() >= GIVE_BACK_CHUNKS {
+            crate::heap::give_back();
+        }
+    }
+}
+
 /// The bytes of a download.
 pub enum Body {
     /// A local file positioned at its start: the transport may `sendfile` it. Serving from this

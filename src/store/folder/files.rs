@@ -83,6 +83,19 @@ impl Files {
         self.len == 0
     }
 
+    /// How many of its chunks nothing else holds: what dropping it frees (none while its list
+    /// of chunks is shared, with the index or a clone). A snapshot taken before the index was
+    /// rebuilt, or before most of it changed, is then the last holder of most of its chunks.
+    pub(crate) fn unshared_chunks(&self) -> usize {
+        if Arc::strong_count(&self.chunks) > 1 {
+            return 0;
+        }
+        self.chunks
+            .iter()
+            .filter(|c| Arc::strong_count(c) == 1)
+            .count()
+    }
+
     /// The first chunk whose last name is not before `name` (its files are the first that can
     /// be `name` or come after it); the number of chunks if there is none.
     fn chunk_of(&self, name: &str) -> usize {
@@ -342,6 +355,28 @@ mod tests {
             .filter(|(a, b)| Arc::ptr_eq(a, b))
             .count();
         assert_eq!(shared, 3, "only the first chunk was copied");
+    }
+
+    /// A snapshot counts as the last holder of a chunk only once neither the map nor a clone
+    /// of it shares that chunk.
+    #[test]
+    fn unshared_chunks_are_what_dropping_a_snapshot_frees() {
+        let mut files: Files = (0..4 * CHUNK as u32).map(|i| (name(i), entry(i))).collect();
+        assert_eq!(
+            files.unshared_chunks(),
+            4,
+            "a map alone holds all of its chunks"
+        );
+        let snapshot = files.clone();
+        assert_eq!(snapshot.unshared_chunks(), 0, "shared with the map");
+        files.insert(name(1), entry(99));
+        assert_eq!(snapshot.unshared_chunks(), 1, "the chunk the map copied");
+        let clone = snapshot.clone();
+        assert_eq!(snapshot.unshared_chunks(), 0, "shared with its clone");
+        drop(clone);
+        files = (0..4 * CHUNK as u32).map(|i| (name(i), entry(i))).collect();
+        assert_eq!(snapshot.unshared_chunks(), 4, "the map was rebuilt");
+        assert_eq!(files.len(), snapshot.len());
     }
 
     /// Chunks split in halves are refilled by `compact`, the same files in them.

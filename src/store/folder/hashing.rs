@@ -207,8 +207,8 @@ impl Inner {
     /// The end of a burst (a folder first indexed): the index packed, and what the burst freed
     /// given back to the system ([`heap`](crate::heap)).
     pub(super) fn settle(&self) {
-        lock(&self.index).compact();
-        crate::heap::give_back();
+        lock(&self.index).settle();
+        crate::heap::give_back_after_burst();
     }
 }
 
