@@ -148,7 +148,6 @@ impl Index {
         }
     }
 
-    /// Packs the files into as few chunks as they need, once a burst of changes is over
     /// Called once a burst of changes is over (a folder first indexed): if [`REBUILD_AFTER`]
     /// files or more changed since the index was loaded or last rebuilt, and a quarter of them
     /// at least, rebuilds it in fresh memory, as loading it at start does; otherwise packs its
@@ -161,9 +160,10 @@ impl Index {
     /// list`): 21.7 to 22.6 MiB of anonymous memory after the first indexing against 15.1
     /// after a restart, for the same 13.9 MB in use. Rebuilding frees the old names and
     /// chunks first and hands their space back to malloc as whole blocks, so the new ones
-    /// are packed into it; the caller then gives back the rest ([`heap`](crate::heap)). It takes a copy of every name and entry
-    /// meanwhile (about 60 bytes a file) and holds the index for tens of milliseconds per
-    /// 100,000 files (54 ms measured), once per burst.
+    /// are packed into it; the caller then gives back the rest ([`heap`](crate::heap)). It
+    /// takes a copy of every name and entry meanwhile (about 70 bytes a file for 22-byte
+    /// names) and holds the index for 35 to 64 ms per 100,000 files (measured), once per
+    /// burst.
     pub(crate) fn settle(&mut self) {
         if self.changed < REBUILD_AFTER.max(self.len() / 4) {
             self.files.compact();
