@@ -201,7 +201,7 @@ impl Listing {
 }
 
 /// Chunks of files (256 each) a dropped [`Listing`] must be the last holder of for the memory
-/// it frees to be given back to the system at once: 1 MiB of entries or more, beside their
+/// it frees to be given back to the system at once: 0.9 MiB of entries or more, beside their
 /// names.
 const GIVE_BACK_CHUNKS: usize = 64;
 
