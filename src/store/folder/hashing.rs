@@ -37,9 +37,19 @@ pub(super) fn start(inner: &Arc<Inner>, rx: mpsc::Receiver<FileName>) -> Result<
         .name("barge-scan".into())
         .spawn(move || {
             if let Some(inner) = weak.upgrade() {
-                if let Err(e) = inner.refresh(0) {
-                    tracing::warn!("initial scan failed: {e}");
+                let started = std::time::Instant::now();
+                match inner.refresh(0) {
+                    Ok(l) => tracing::debug!(
+                        files = l.len() + l.pending,
+                        pending = l.pending,
+                        ms = started.elapsed().as_millis(),
+                        "initial scan done"
+                    ),
+                    Err(e) => tracing::warn!("initial scan failed: {e}"),
                 }
+                inner
+                    .first_scan_done
+                    .store(true, std::sync::atomic::Ordering::Release);
             }
         })
         .map_err(StoreError::io_on("starting the scan thread", None))?;
@@ -245,11 +255,27 @@ mod tests {
         backend.inner.hashed.load(Ordering::Relaxed)
     }
 
+    /// A backend on `dir` whose start-up scan is over: on a busy machine one that starts late
+    /// finds the files a test writes and queues them for the background hasher, which then
+    /// counts in [`hashed`].
+    fn opened(dir: &std::path::Path) -> FolderBackend {
+        let backend = FolderBackend::open(dir, StoreConfig::default()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !backend.inner.first_scan_done.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the start-up scan never ended"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        backend
+    }
+
     /// Issue 10 item 9: eight requests at once for a file not hashed yet read it once.
     #[test]
     fn concurrent_requests_share_one_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = FolderBackend::open(dir.path(), StoreConfig::default()).unwrap();
+        let backend = opened(dir.path());
         let before = hashed(&backend);
         std::fs::write(dir.path().join("big"), vec![5u8; 48 << 20]).unwrap();
         let name = FileName::parse("big").unwrap();
@@ -276,7 +302,7 @@ mod tests {
     #[test]
     fn a_file_being_written_is_not_hashed_again_and_again() {
         let dir = tempfile::tempdir().unwrap();
-        let backend = FolderBackend::open(dir.path(), StoreConfig::default()).unwrap();
+        let backend = opened(dir.path());
         let path = dir.path().join("growing");
         std::fs::write(&path, vec![1u8; 32 << 20]).unwrap();
         let name = FileName::parse("growing").unwrap();
@@ -320,7 +346,7 @@ mod tests {
     async fn an_id_shared_by_many_files_is_refused_without_opening_them_all() {
         use crate::store::{Store, Target};
         let dir = tempfile::tempdir().unwrap();
-        let backend = Arc::new(FolderBackend::open(dir.path(), StoreConfig::default()).unwrap());
+        let backend = Arc::new(opened(dir.path()));
         for i in 0..50 {
             std::fs::write(dir.path().join(format!("f{i:02}")), b"same").unwrap();
         }
@@ -331,9 +357,16 @@ mod tests {
         let listed = store.list().await.unwrap();
         assert_eq!(listed.entries().len(), 50);
         let id = listed.entries()[0].id;
-        // The start-up scan queued them all for the background hasher: let it finish, or on a
-        // busy machine it meets the changes below and hashes them (not what is measured).
+        // The listing queued them all for the background hasher: let it finish, or on a busy
+        // machine it meets the changes below and hashes them (not what is measured). The
+        // start-up scan is over too (`opened`): once in a CI run one that started late took
+        // up the changes below, and 27 files were hashed before the delete ended.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while !lock(&backend.inner.queued).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the hasher never finished"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         // Changed behind its back, same size: opening any of these would hash it again.

@@ -96,6 +96,9 @@ struct Inner {
     /// Walks of the whole folder (for the log and tests: with a watcher, only the first and
     /// those it asks for).
     full_walks: AtomicU64,
+    /// Set when the start-up scan has ended (for tests: a scan that ends late takes up
+    /// changes made after it started, and queues their files for the hasher).
+    first_scan_done: std::sync::atomic::AtomicBool,
     /// Group commits whose files are durable ([`Backend::group_flushes`]).
     group_flushes: AtomicU64,
     /// The partials (their leaves in `.barge/partial`) that a resumable upload is writing:
@@ -163,6 +166,7 @@ impl FolderBackend {
             watcher: watch::Watcher::new(),
             unhashed: Mutex::default(),
             full_walks: AtomicU64::new(0),
+            first_scan_done: std::sync::atomic::AtomicBool::new(false),
         });
         hashing::start(&inner, rx)?;
         watch::start_draining(&inner)?;
