@@ -187,6 +187,26 @@ fn open_components(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
     Ok(dir)
 }
 
+/// Moves `from` (in `from_dir`) to `to` (in `to_dir`), never replacing anything: `EXIST` when
+/// `to` exists. One `renameat2(RENAME_NOREPLACE)`; on a filesystem without it, a hard link
+/// (which refuses to replace, too) and an unlink of `from`.
+pub(crate) fn move_no_replace(
+    from_dir: impl AsFd,
+    from: &str,
+    to_dir: impl AsFd,
+    to: &str,
+) -> rustix::io::Result<()> {
+    use rustix::fs::RenameFlags;
+    use rustix::io::Errno;
+    match rustix::fs::renameat_with(&from_dir, from, &to_dir, to, RenameFlags::NOREPLACE) {
+        Err(Errno::INVAL | Errno::NOSYS) => {
+            rustix::fs::linkat(&from_dir, from, &to_dir, to, AtFlags::empty())?;
+            rustix::fs::unlinkat(&from_dir, from, AtFlags::empty())
+        }
+        other => other,
+    }
+}
+
 /// Makes a folder's entries durable (after a link, rename or unlink in it).
 pub(crate) fn sync_dir(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(dir)?)

@@ -2,7 +2,7 @@
 //!
 //! barge keeps its own state in one hidden folder at the top, [`STATE_DIR`]: the id index
 //! (`index.redb`) and the temp area (`tmp/`) where uploads are written until they are complete,
-//! on disk, and then linked into place atomically.
+//! on disk, and then moved into place atomically.
 //!
 //! What it guarantees (README, "Guarantees"):
 //! - A name is only ever opened beneath the folder, one component at a time, never through a
@@ -10,8 +10,8 @@
 //! - An id is never stale: an indexed id is trusted only while the file's size, mtime and inode
 //!   match what was hashed; otherwise the file is hashed again before it is listed or served
 //!   ([`hashing`], [`index`]).
-//! - An upload is visible only once every byte is flushed to disk, and is linked without ever
-//!   replacing a file; a group of small ones costs two `syncfs` ([`upload`]).
+//! - An upload is visible only once every byte is flushed to disk, and is moved into place
+//!   without ever replacing a file; a group of small ones costs two `syncfs` ([`upload`]).
 //!
 //! It knows nothing of the protocol's rules (read-only, limits, reservations): the policy layer
 //! ([`crate::store::Store`]) holds them. Disk work runs on blocking threads.
@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
-use rustix::fs::{AtFlags, Mode, RenameFlags};
+use rustix::fs::{AtFlags, Mode};
 use rustix::io::Errno;
 
 pub(crate) use self::index::{Entry as Known, Files};
@@ -477,13 +477,7 @@ impl Inner {
                 return Err(e);
             }
         };
-        let renamed = rustix::fs::renameat_with(
-            &from_dir,
-            from_leaf,
-            &to_dir,
-            to_leaf,
-            RenameFlags::NOREPLACE,
-        );
+        let renamed = fsops::move_no_replace(&from_dir, from_leaf, &to_dir, to_leaf);
         if renamed.is_err() {
             fsops::prune_empty_folders(&self.root, to);
         }
@@ -491,12 +485,6 @@ impl Inner {
             Ok(()) => {}
             Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(StoreError::Exists(to.clone())),
             Err(Errno::NOENT) => return Err(gone()),
-            // Filesystems without RENAME_NOREPLACE: a hard link refuses to replace, too.
-            Err(Errno::INVAL | Errno::NOSYS) => {
-                upload::link_no_replace(&from_dir, from_leaf, &to_dir, to_leaf, to)?;
-                rustix::fs::unlinkat(&from_dir, from_leaf, AtFlags::empty())
-                    .map_err(StoreError::io_on("renaming", Some(from)))?;
-            }
             Err(e) => return Err(StoreError::io("renaming", Some(from), e.into())),
         }
         let _ = fsops::sync_dir(&to_dir);

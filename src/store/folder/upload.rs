@@ -1,5 +1,5 @@
 //! Uploads into the folder: written to `.barge/tmp/`, hashed as they are written, flushed, then
-//! hard-linked into place (a link never replaces a file), one by one or as a group commit.
+//! moved into place with a rename that never replaces a file, one by one or as a group commit.
 //!
 //! It does not check reservations or limits (the policy layer does) and keeps no state beyond
 //! one upload's temp file.
@@ -21,7 +21,7 @@ use crate::md5_state::ResumableMd5;
 use crate::name::FileName;
 use crate::store::{PartialKey, Staged, StoreError};
 
-/// An upload being written to the temp area. Dropped before it is linked, it removes its temp
+/// An upload being written to the temp area. Dropped before it is in place, it removes its temp
 /// file: nothing of a failed upload is ever visible.
 #[derive(Debug)]
 pub(super) struct FolderUpload {
@@ -193,7 +193,7 @@ impl FolderUpload {
     }
 
     /// Checks every byte arrived, flushes the file when `sync` (a group commit flushes the
-    /// whole batch at once instead), and links it into place under its name.
+    /// whole batch at once instead), and moves it into place under its name.
     fn complete(mut self, sync: bool) -> Result<FileId, StoreError> {
         let (id, meta) = self.seal(sync)?;
         let inner = Arc::clone(&self.inner);
@@ -205,13 +205,13 @@ impl FolderUpload {
                 Some(&self.name),
             ))?;
         }
-        // Linking changes the ctime only: size, mtime and inode are what was just written.
+        // Moving changes the ctime only: size, mtime and inode are what was just written.
         inner.note_name(&self.name);
         inner.record(self.name.clone(), Entry { meta, id });
         Ok(id)
     }
 
-    /// What comes before the link: checks every byte arrived, flushes the file when `sync`,
+    /// What comes before the move into place: checks every byte arrived, flushes the file when `sync`,
     /// and gives its id and what identifies this version of it on disk.
     fn seal(&mut self, sync: bool) -> Result<(FileId, Meta), StoreError> {
         if self.written != self.size {
@@ -242,12 +242,11 @@ impl FolderUpload {
         Ok((self.hasher.clone().finalize(), meta))
     }
 
-    /// What comes after the link: the temp name goes (with a resumable upload's saved MD5
-    /// state), and the folder counts one more file.
+    /// What comes after the move into place: a resumable upload's saved MD5 state goes, and
+    /// the folder counts one more file.
     fn linked(&mut self) {
         self.linked = true;
         self.inner.files.fetch_add(1, Ordering::Relaxed);
-        let _ = rustix::fs::unlinkat(&self.tmp, self.tmp_leaf.as_str(), AtFlags::empty());
         if self.keep {
             partial::remove_state(&self.tmp, &self.tmp_leaf);
         }
@@ -255,15 +254,15 @@ impl FolderUpload {
 }
 
 impl FolderUpload {
-    /// Links the temp file under its name, creating its folders; returns the folder it is in.
-    /// A folder that a delete elsewhere pruned between our open and our link (it was empty
+    /// Moves the temp file to its name, creating its folders; returns the folder it is in.
+    /// A folder that a delete elsewhere pruned between our open and our move (it was empty
     /// then) is created again; a failure leaves no folder it created behind.
     fn link_into_place(&self, inner: &Inner) -> Result<OwnedFd, StoreError> {
         let name = &self.name;
         let mut tries = 0;
         let result = loop {
             let attempt = inner.open_parent_for_write(name).and_then(|(dir, leaf)| {
-                link_no_replace(&self.tmp, &self.tmp_leaf, &dir, leaf, name).map(|()| dir)
+                place_no_replace(&self.tmp, &self.tmp_leaf, &dir, leaf, name).map(|()| dir)
             });
             match attempt {
                 Err(StoreError::Io { source, .. })
@@ -390,12 +389,12 @@ impl Drop for PartialOpen {
 }
 
 /// Stores several small files with one group commit: each is written to the temp area, all are
-/// flushed with one `syncfs`, linked into place, and the new folder entries flushed with one
+/// flushed with one `syncfs`, moved into place, and the new folder entries flushed with one
 /// more. Each file still appears only once it is complete and on disk, and each gets its own
 /// result, in order; a batch of hundreds costs two disk flushes instead of two per file, and
 /// one update of the index.
 ///
-/// A name that is taken is found by the link (which never replaces anything), not looked up
+/// A name that is taken is found by the move (which never replaces anything), not looked up
 /// beforehand: the lookup would cost every file of the batch a `stat` for the rare one refused.
 pub(super) fn group_commit(
     inner: &Arc<Inner>,
@@ -462,8 +461,8 @@ pub(super) fn group_commit(
     results
 }
 
-/// The folder the last file of a group commit was linked into, kept open for the next file in
-/// the same folder (a batch is usually one folder's files): a top-level name links straight
+/// The folder the last file of a group commit was moved into, kept open for the next file in
+/// the same folder (a batch is usually one folder's files): a top-level name moves straight
 /// into the shared folder's handle, and a folder is walked to once, not once per file.
 #[derive(Default)]
 struct LastFolder {
@@ -471,7 +470,7 @@ struct LastFolder {
 }
 
 impl LastFolder {
-    /// Links `upload` under its name, through the folder kept open when it is the same one.
+    /// Moves `upload` to its name, through the folder kept open when it is the same one.
     fn link(&mut self, inner: &Inner, upload: &FolderUpload) -> Result<(), StoreError> {
         let name = &upload.name;
         let (parent, leaf) = name.split_parent();
@@ -481,7 +480,7 @@ impl LastFolder {
             _ => None,
         };
         if let Some(dir) = kept {
-            match link_no_replace(&upload.tmp, &upload.tmp_leaf, dir, leaf, name) {
+            match place_no_replace(&upload.tmp, &upload.tmp_leaf, dir, leaf, name) {
                 // The folder kept open was removed meanwhile (a delete pruned it): the full
                 // walk below creates it again.
                 Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
@@ -494,16 +493,17 @@ impl LastFolder {
     }
 }
 
-/// Links `from` as `to`, failing with [`StoreError::Exists`] if `to` exists: the no-replace
-/// commit of the folder backend.
-pub(super) fn link_no_replace(
+/// Moves the temp file `from` to `to`, failing with [`StoreError::Exists`] if `to` exists: the
+/// no-replace commit of the folder backend. One rename where the filesystem has
+/// `RENAME_NOREPLACE`, instead of a link and an unlink ([`fsops::move_no_replace`]).
+pub(super) fn place_no_replace(
     from_dir: &OwnedFd,
     from: &str,
     to_dir: &OwnedFd,
     to: &str,
     name: &FileName,
 ) -> Result<(), StoreError> {
-    match rustix::fs::linkat(from_dir, from, to_dir, to, AtFlags::empty()) {
+    match fsops::move_no_replace(from_dir, from, to_dir, to) {
         Ok(()) => Ok(()),
         Err(Errno::EXIST) => Err(StoreError::Exists(name.clone())),
         Err(e) => Err(StoreError::io("storing", Some(name), e.into())),
