@@ -83,7 +83,7 @@ impl Sessions {
 
     /// Checks every session against the user database if it changed since the last check:
     /// sessions of removed users, revoked tokens and changed passwords end; the others take
-    /// their current permissions and folder. One `stat` per request; the sweep itself only on
+    /// their current permissions and folder. A `stat` per request at most; the sweep only on
     /// a change (no argon2: a lookup by name and credential digest).
     fn revalidate(&self, policy: &crate::server::Access) {
         let now = policy.generation();

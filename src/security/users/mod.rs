@@ -26,10 +26,12 @@ mod perms;
 mod record;
 #[cfg(test)]
 mod tests;
+mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -183,6 +185,56 @@ struct Cache {
     loaded: Result<Arc<Loaded>, String>,
     /// Bumped whenever `loaded` is replaced.
     generation: u64,
+    /// When `stamp` was last compared with the file's.
+    checked: Instant,
+    /// The watch saw a change that no `stat` has looked at yet.
+    dirty: bool,
+    /// What lets [`Users::generation`] skip the `stat` while the folder is quiet; set up at its
+    /// first call (admin commands never make one), and tried again a [`watch::RESTAT_EVERY`]
+    /// later while the state folder does not exist or after the watch was lost.
+    watch: Option<watch::DirWatch>,
+    watch_tried: Option<Instant>,
+}
+
+impl Cache {
+    fn new(stamp: Option<Stamp>, loaded: Result<Arc<Loaded>, String>) -> Self {
+        Self {
+            stamp,
+            loaded,
+            generation: 0,
+            checked: Instant::now(),
+            dirty: false,
+            watch: None,
+            watch_tried: None,
+        }
+    }
+
+    /// True when the database cannot have changed since `stamp` was compared: the watch saw
+    /// nothing in the folder and the last comparison is recent ([`watch::RESTAT_EVERY`]).
+    fn vouched(&mut self, dir: Option<&Path>) -> bool {
+        if self.watch.is_none()
+            && self
+                .watch_tried
+                .is_none_or(|t| t.elapsed() >= watch::RESTAT_EVERY)
+        {
+            self.watch_tried = Some(Instant::now());
+            self.watch = dir.and_then(watch::DirWatch::new);
+            // Set up after the last comparison: what changed before it is not vouched for.
+            self.dirty = true;
+        }
+        let Some(w) = &mut self.watch else {
+            return false;
+        };
+        if !w.quiet() {
+            self.dirty = true;
+            if w.lost() {
+                // The folder was removed or moved: watched again (if it is back) a second on.
+                self.watch = None;
+                self.watch_tried = Some(Instant::now());
+            }
+        }
+        !self.dirty && self.checked.elapsed() < watch::RESTAT_EVERY
+    }
 }
 
 /// The user and token database of one state folder.
@@ -190,6 +242,9 @@ struct Cache {
 pub struct Users {
     path: PathBuf,
     cache: Mutex<Cache>,
+    /// How many times the file's stamp was compared (tests).
+    #[cfg(test)]
+    stats: std::sync::atomic::AtomicU64,
 }
 
 impl Users {
@@ -204,11 +259,9 @@ impl Users {
         dummy_hash();
         Ok(Self {
             path,
-            cache: Mutex::new(Cache {
-                stamp,
-                loaded: Ok(Arc::new(loaded)),
-                generation: 0,
-            }),
+            cache: Mutex::new(Cache::new(stamp, Ok(Arc::new(loaded)))),
+            #[cfg(test)]
+            stats: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -236,32 +289,38 @@ impl Users {
     /// The current database, reloaded if the file changed since it was last read.
     fn current(&self) -> Result<Arc<Loaded>, UsersError> {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        let stamp = files::stamp(&self.path)?;
-        if stamp != cache.stamp {
-            let generation = cache.generation.wrapping_add(1);
-            match Self::read(&self.path) {
-                Ok((loaded, stamp)) => {
-                    *cache = Cache {
-                        stamp,
-                        loaded: Ok(Arc::new(loaded)),
-                        generation,
-                    }
-                }
-                // Remember the failure for this version of the file, so that a broken file is
-                // not re-parsed on every attempt, and keep refusing until it changes.
-                Err(e) => {
-                    *cache = Cache {
-                        stamp,
-                        loaded: Err(e.to_string()),
-                        generation,
-                    }
-                }
-            }
-        }
+        self.refresh(&mut cache)?;
         cache.loaded.clone().map_err(|reason| UsersError::Corrupt {
             path: self.path.clone(),
             reason,
         })
+    }
+
+    /// Compares the file's stamp with the cached one and reloads it when they differ.
+    fn refresh(&self, cache: &mut Cache) -> Result<(), UsersError> {
+        #[cfg(test)]
+        self.stats
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let checked = Instant::now();
+        let stamp = files::stamp(&self.path)?;
+        cache.checked = checked;
+        cache.dirty = false;
+        if stamp != cache.stamp {
+            cache.generation = cache.generation.wrapping_add(1);
+            match Self::read(&self.path) {
+                Ok((loaded, stamp)) => {
+                    cache.stamp = stamp;
+                    cache.loaded = Ok(Arc::new(loaded));
+                }
+                // Remember the failure for this version of the file, so that a broken file is
+                // not re-parsed on every attempt, and keep refusing until it changes.
+                Err(e) => {
+                    cache.stamp = stamp;
+                    cache.loaded = Err(e.to_string());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Whether any user or token exists (anonymous access is then off unless the server is public).
@@ -337,17 +396,19 @@ impl Users {
     }
 
     /// A number that changes whenever the database does, here or through another process
-    /// (`barge user`, `barge token`): the file's stamp is checked, one `stat` per call. While
-    /// it stays the same, a login checked earlier still stands.
+    /// (`barge user`, `barge token`): the file's stamp is checked, with one `stat`, unless an
+    /// inotify watch on the state folder vouches that nothing changed there since the last
+    /// check, less than a second ago ([`watch`]). While it stays the same, a login checked
+    /// earlier still stands.
     #[must_use]
     pub fn generation(&self) -> u64 {
-        // A file that cannot be read now still bumps the generation when its stamp changed;
-        // the recheck that follows then fails closed.
-        let _ = self.current();
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .generation
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if !cache.vouched(self.path.parent()) {
+            // A file that cannot be read now still bumps the generation when its stamp
+            // changed; the recheck that follows then fails closed.
+            let _ = self.refresh(&mut cache);
+        }
+        cache.generation
     }
 
     /// `principal` as the database says now: the same user with the same password (or the
@@ -408,11 +469,9 @@ impl Users {
         files::write_atomic(&self.path, &json)?;
         let stamp = files::stamp(&self.path)?;
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        *cache = Cache {
-            stamp,
-            loaded: Ok(Arc::new(loaded)),
-            generation: cache.generation.wrapping_add(1),
-        };
+        cache.stamp = stamp;
+        cache.loaded = Ok(Arc::new(loaded));
+        cache.generation = cache.generation.wrapping_add(1);
         Ok(result)
     }
 

@@ -223,3 +223,97 @@ fn concurrent_admin_commands_lose_nothing() -> Result {
     assert_eq!(Users::open(&path)?.list_tokens()?.len(), 12);
     Ok(())
 }
+
+fn stats(users: &Users) -> u64 {
+    users.stats.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Issue 11: while nothing changes in the state folder, commands do not `stat` the database
+/// (the watch vouches for it, up to a `stat` a second); every change made through the folder
+/// is seen by the very next call, and one the watch cannot see (the file written through a
+/// hard link elsewhere) within a second.
+#[test]
+fn generation_sees_every_change_without_a_stat_per_call() -> Result {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let server = Users::open(&state)?;
+    let admin = Users::open(&state)?;
+    // No state folder yet: a stat per call, and the watch is tried again a second later.
+    let g0 = server.generation();
+    let before = stats(&server);
+    let _ = server.generation();
+    assert_eq!(stats(&server), before + 1, "no watch: a stat per call");
+    admin.add_user("dave", "pw1", Permissions::ALL, &Scope::whole_share())?;
+    let g1 = server.generation();
+    assert_ne!(g1, g0, "the first user seen at once");
+    std::thread::sleep(watch::RESTAT_EVERY);
+    let _ = server.generation(); // sets up the watch, now that the folder exists
+    let before = stats(&server);
+    for _ in 0..1000 {
+        assert_eq!(server.generation(), g1);
+    }
+    let spent = stats(&server) - before;
+    assert!(spent <= 2, "{spent} stats for 1000 quiet calls");
+    // Each kind of change through the folder, seen by the next call.
+    admin.add_user("erin", "pw2", Permissions::READ_ONLY, &Scope::whole_share())?;
+    let g2 = server.generation();
+    assert_ne!(g2, g1, "an added user seen at once");
+    admin.remove_user("erin")?;
+    let g3 = server.generation();
+    assert_ne!(g3, g2, "a removal seen at once");
+    let path = server.path().to_owned();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    let g4 = server.generation();
+    assert_ne!(g4, g3, "a chmod seen at once");
+    assert!(
+        server.is_empty().is_err(),
+        "a file open to others is refused"
+    );
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let g5 = server.generation();
+    assert_ne!(g5, g4);
+    // Written in place through a hard link in another folder: no event in the state folder.
+    let elsewhere = dir.path().join("link.json");
+    std::fs::hard_link(&path, &elsewhere)?;
+    let g6 = server.generation();
+    let text = std::fs::read_to_string(&elsewhere)?.replace("\"dave\"", "\"dan\"");
+    std::fs::write(&elsewhere, text)?;
+    let deadline = Instant::now() + watch::RESTAT_EVERY * 3;
+    while server.generation() == g6 {
+        assert!(
+            Instant::now() < deadline,
+            "a change the watch missed never seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(server.verify_password("dave", "pw1")?.is_none());
+    assert!(server.verify_password("dan", "pw1")?.is_some());
+    // The state folder replaced: the watch is lost, and every call looks again.
+    let g7 = server.generation();
+    std::fs::rename(&state, dir.path().join("old"))?;
+    std::fs::create_dir(&state)?;
+    let g8 = server.generation();
+    assert_ne!(g8, g7, "the folder's replacement seen at once");
+    let before = stats(&server);
+    let _ = server.generation();
+    assert_eq!(
+        stats(&server),
+        before + 1,
+        "a lost watch vouches for nothing"
+    );
+    // A second on, the new folder is watched.
+    std::thread::sleep(watch::RESTAT_EVERY);
+    let _ = server.generation();
+    let before = stats(&server);
+    for _ in 0..100 {
+        assert_eq!(server.generation(), g8);
+    }
+    assert!(stats(&server) - before <= 1, "the new folder is watched");
+    admin.add_user("fay", "pw3", Permissions::ALL, &Scope::whole_share())?;
+    assert_ne!(
+        server.generation(),
+        g8,
+        "a change in the new folder seen at once"
+    );
+    Ok(())
+}

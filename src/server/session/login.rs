@@ -149,9 +149,10 @@ impl<S: Stream> Session<'_, S> {
     }
 
     /// Checks the session's login again if the user database changed since the last command
-    /// (one `stat` of the database per command): a removed user, a revoked token or a new
-    /// password ends it, new permissions or a new folder apply at once, and an anonymous
-    /// session ends when anonymous access does (the first user added on a loopback server).
+    /// ([`Users::generation`](crate::security::users::Users::generation): no `stat` while its
+    /// folder is quiet): a removed user, a revoked token or a new password ends it, new
+    /// permissions or a new folder apply at once, and an anonymous session ends when anonymous
+    /// access does (the first user added on a loopback server).
     pub(super) fn revalidate(&mut self) {
         let access = &self.config.access;
         let now = access.generation();
