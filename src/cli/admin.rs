@@ -143,10 +143,10 @@ pub(crate) fn read_password(
         );
         return Ok(line.to_owned());
     }
-    if let Ok(pw) = std::env::var("BARGE_PASSWORD") {
-        if !pw.is_empty() {
-            return Ok(pw);
-        }
+    if let Ok(pw) = std::env::var("BARGE_PASSWORD")
+        && !pw.is_empty()
+    {
+        return Ok(pw);
     }
     let pw = rpassword::prompt_password(prompt).context(
         "no terminal to ask for the password on: use --password-file FILE or BARGE_PASSWORD",

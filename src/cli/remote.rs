@@ -315,15 +315,15 @@ async fn connect_trusted(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyS
         }
         Err(e) => return Err(connect_error(remote, e)),
     };
-    if let Some(given) = remote.fingerprint {
-        if pinned.is_some_and(|p| p != given) {
-            // The pin matched, but the user expected another key: believe neither silently.
-            return Err(Untrusted(format!(
-                "{remote} presented its pinned key {}, not the {given} you gave",
-                pinned.map(|p| p.to_string()).unwrap_or_default()
-            ))
-            .into());
-        }
+    if let Some(given) = remote.fingerprint
+        && pinned.is_some_and(|p| p != given)
+    {
+        // The pin matched, but the user expected another key: believe neither silently.
+        return Err(Untrusted(format!(
+            "{remote} presented its pinned key {}, not the {given} you gave",
+            pinned.map(|p| p.to_string()).unwrap_or_default()
+        ))
+        .into());
     }
     let Some(presented) = presented else {
         return Err(Untrusted(format!("{remote} presented no key")).into());

@@ -63,10 +63,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Records whether an error left the connection unusable.
     pub(super) fn settle<T>(&mut self, result: Result<T, ClientError>) -> Result<T, ClientError> {
-        if let Err(e) = &result {
-            if (e.is_connection_lost() || self.in_exchange) && self.broken.is_none() {
-                self.broken = Some(e.to_string());
-            }
+        if let Err(e) = &result
+            && (e.is_connection_lost() || self.in_exchange)
+            && self.broken.is_none()
+        {
+            self.broken = Some(e.to_string());
         }
         result
     }

@@ -226,13 +226,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
         let found = find_part(path, file.id);
         if let Some((part, id, len)) = found {
-            if len > 0 {
-                if let Some(done) = self
+            if len > 0
+                && let Some(done) = self
                     .continue_part(file, path, &part, id, len, overwrite, progress)
                     .await?
-                {
-                    return Ok(done);
-                }
+            {
+                return Ok(done);
             }
             let _ = std::fs::remove_file(&part);
             part_hash::remove(&part);

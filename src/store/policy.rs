@@ -149,10 +149,10 @@ impl Store {
                 }
             }
         }
-        if let Some(name) = &target.name {
-            if let Some(d) = self.backend.open(name).await? {
-                return Ok(d);
-            }
+        if let Some(name) = &target.name
+            && let Some(d) = self.backend.open(name).await?
+        {
+            return Ok(d);
         }
         Err(StoreError::NotFound(target.clone()))
     }

@@ -145,11 +145,11 @@ impl<T, E> SinkShared<T, E> {
         let Some(c) = &self.checkpoints else { return };
         let mut c = lock(c);
         let written = self.written.load(Ordering::Acquire);
-        if c.pending.as_ref().is_some_and(|p| p.len() <= written) {
-            if let Some(state) = c.pending.take() {
-                (c.save)(&state);
-                c.saved = state.len();
-            }
+        if c.pending.as_ref().is_some_and(|p| p.len() <= written)
+            && let Some(state) = c.pending.take()
+        {
+            (c.save)(&state);
+            c.saved = state.len();
         }
     }
 }

@@ -322,10 +322,11 @@ fn read_job(shared: &Arc<SourceShared>) {
                 if let Some(h) = r.hasher.as_mut() {
                     let before = h.len();
                     h.update(&buf);
-                    if let Some((every, save)) = r.checkpoints.as_mut() {
-                        if h.len() / *every > before / *every && r.reader.limit() > 0 {
-                            save(h);
-                        }
+                    if let Some((every, save)) = r.checkpoints.as_mut()
+                        && h.len() / *every > before / *every
+                        && r.reader.limit() > 0
+                    {
+                        save(h);
                     }
                 }
                 Ok(Chunk {

@@ -98,10 +98,10 @@ pub(super) async fn request(State(gw): State<Arc<Gateway>>, req: Request, next: 
     if let Some(text) = req.uri().path().strip_prefix("/files/") {
         action.name(percent_encoding::percent_decode_str(text).decode_utf8_lossy());
     }
-    if command == "upload" {
-        if let Some(size) = content_length(req.headers()) {
-            action.bytes(size);
-        }
+    if command == "upload"
+        && let Some(size) = content_length(req.headers())
+    {
+        action.bytes(size);
     }
     let response = next.run(req).instrument(span.clone()).await;
     if let Some(noted) = response.extensions().get::<Noted>() {
@@ -133,20 +133,18 @@ pub(super) async fn request(State(gw): State<Arc<Gateway>>, req: Request, next: 
     let refusal = (status.is_client_error() || status.is_server_error())
         .then(|| status.canonical_reason().unwrap_or("error"));
     action.status(status.as_u16(), refusal);
-    if streamed {
-        if let Some(expected) = content_length(response.headers()) {
-            let metrics = Arc::clone(&gw.config.metrics);
-            return response.map(|body| {
-                axum::body::Body::new(Sent {
-                    body,
-                    sent: 0,
-                    expected,
-                    action: Some(action),
-                    span,
-                    metrics,
-                })
-            });
-        }
+    if streamed && let Some(expected) = content_length(response.headers()) {
+        let metrics = Arc::clone(&gw.config.metrics);
+        return response.map(|body| {
+            axum::body::Body::new(Sent {
+                body,
+                sent: 0,
+                expected,
+                action: Some(action),
+                span,
+                metrics,
+            })
+        });
     }
     let _in = span.enter();
     action.finish(&gw.config.metrics);
@@ -172,10 +170,10 @@ impl http_body::Body for Sent {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent = self.sent.saturating_add(data.len() as u64);
-            }
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.sent = self.sent.saturating_add(data.len() as u64);
         }
         polled
     }

@@ -67,10 +67,10 @@ fn is_local_host(host: &str) -> bool {
 /// The request did not come from another site's page: no `Origin` or ours, and no
 /// `Sec-Fetch-Site` other than `same-origin`/`none`.
 fn same_origin(headers: &HeaderMap, host: Option<&str>) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if !matches!(site.as_bytes(), b"same-origin" | b"none") {
-            return false;
-        }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return false;
     }
     match headers.get(header::ORIGIN) {
         None => true,

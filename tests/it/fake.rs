@@ -241,10 +241,10 @@ async fn session(stream: TcpStream, files: Files, quirks: Quirks) -> std::io::Re
                     Some((name, mut data)) => {
                         let id = md5_hex(&data);
                         let name = quirks.download_name.clone().unwrap_or(name);
-                        if quirks.corrupt_download || quirks.corrupt_only.as_ref() == Some(&name) {
-                            if let Some(b) = data.first_mut() {
-                                *b ^= 0xff;
-                            }
+                        if (quirks.corrupt_download || quirks.corrupt_only.as_ref() == Some(&name))
+                            && let Some(b) = data.first_mut()
+                        {
+                            *b ^= 0xff;
                         }
                         let size = quirks.download_size.unwrap_or(data.len() as u64);
                         // Raw, not `Reply::file_follows`: the quirks may make the name hostile.

@@ -115,12 +115,13 @@ async fn skip_uploaded(
         .collect();
     let mut kept = Vec::with_capacity(files.len());
     for (item, size) in files {
-        if let Some(entry) = theirs.get(item.name.as_str()) {
-            if entry.size == size && tree::local_id(&item.path).await? == Some(entry.id) {
-                ui.note(format_args!("Skipped: {} (already there)", item.name));
-                tally.skipped += 1;
-                continue;
-            }
+        if let Some(entry) = theirs.get(item.name.as_str())
+            && entry.size == size
+            && tree::local_id(&item.path).await? == Some(entry.id)
+        {
+            ui.note(format_args!("Skipped: {} (already there)", item.name));
+            tally.skipped += 1;
+            continue;
         }
         kept.push((item, size));
     }
@@ -290,16 +291,16 @@ pub(super) async fn get(
         wanted = kept;
     }
     let needed: u64 = wanted.iter().map(|(e, _)| e.size).sum();
-    if let Some(free) = free_space(&into) {
-        if needed > free {
-            ui.fail(format_args!(
-                "barge: the files to download take {} and {} has only {} free",
-                indicatif::BinaryBytes(needed),
-                escape(&into.display().to_string()),
-                indicatif::BinaryBytes(free)
-            ));
-            return Err(Reported(Status::Failure).into());
-        }
+    if let Some(free) = free_space(&into)
+        && needed > free
+    {
+        ui.fail(format_args!(
+            "barge: the files to download take {} and {} has only {} free",
+            indicatif::BinaryBytes(needed),
+            escape(&into.display().to_string()),
+            indicatif::BinaryBytes(free)
+        ));
+        return Err(Reported(Status::Failure).into());
     }
     let ready = tree::make_parents(&into, wanted.iter().map(|(_, p)| p.clone()).collect()).await;
     let mut items = Vec::with_capacity(wanted.len());

@@ -107,10 +107,10 @@ pub(crate) fn run(rt: &Runtime, server: &Remote, ui: &Ui) -> Status {
             break;
         }
     }
-    if let Some(client) = shell.client.take() {
-        if client.is_usable() {
-            let _ = shell.rt.block_on(client.disconnect());
-        }
+    if let Some(client) = shell.client.take()
+        && client.is_usable()
+    {
+        let _ = shell.rt.block_on(client.disconnect());
     }
     if interactive {
         ui.note("Disconnected.");
@@ -358,11 +358,11 @@ impl Shell<'_> {
 
     /// The connection, made again first if it was lost; `None` (reported) if that failed.
     fn connected(&mut self) -> Option<&mut Client<AnyStream>> {
-        if let Some(client) = self.client.as_mut() {
-            if let Err(e) = self.rt.block_on(client.check_idle()) {
-                self.ui.fail(format_args!("barge: {e}; reconnecting."));
-                self.client = None;
-            }
+        if let Some(client) = self.client.as_mut()
+            && let Err(e) = self.rt.block_on(client.check_idle())
+        {
+            self.ui.fail(format_args!("barge: {e}; reconnecting."));
+            self.client = None;
         }
         if self.client.is_none() {
             match self

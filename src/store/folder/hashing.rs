@@ -62,10 +62,10 @@ impl Inner {
     }
 
     pub(super) fn queue_hash(&self, name: FileName) {
-        if lock(&self.queued).insert(name.clone()) {
-            if let Some(tx) = lock(&self.hasher_tx).as_ref() {
-                let _ = tx.send(name);
-            }
+        if lock(&self.queued).insert(name.clone())
+            && let Some(tx) = lock(&self.hasher_tx).as_ref()
+        {
+            let _ = tx.send(name);
         }
     }
 
@@ -90,10 +90,10 @@ impl Inner {
             Err(e) => return Err(StoreError::io("opening", Some(name), e)),
         };
         let meta = Meta::of(&st);
-        if let Some(e) = lock(&self.index).get(name) {
-            if e.meta == meta {
-                return Ok(Some((file, *e)));
-            }
+        if let Some(e) = lock(&self.index).get(name)
+            && e.meta == meta
+        {
+            return Ok(Some((file, *e)));
         }
         if self.still_changing(&meta) {
             return Err(StoreError::BeingWritten(name.clone()));
@@ -122,17 +122,17 @@ impl Inner {
         meta: Meta,
     ) -> Result<Entry, StoreError> {
         let mut done = lock(slot);
-        if let Some(entry) = *done {
-            if entry.meta == meta {
-                self.record(name.clone(), entry);
-                return Ok(entry);
-            }
+        if let Some(entry) = *done
+            && entry.meta == meta
+        {
+            self.record(name.clone(), entry);
+            return Ok(entry);
         }
         // A hash that ended between our look at the index and our taking the slot.
-        if let Some(entry) = lock(&self.index).get(name).copied() {
-            if entry.meta == meta {
-                return Ok(entry);
-            }
+        if let Some(entry) = lock(&self.index).get(name).copied()
+            && entry.meta == meta
+        {
+            return Ok(entry);
         }
         self.hashed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -287,10 +287,11 @@ impl Backend for FolderBackend {
         if !name.as_str().is_ascii() {
             // Files dropped in by hand and not walked yet: their whole-name forms, on disk.
             for form in [canonical.into_owned(), name.as_str().nfd().collect()] {
-                if let Ok(n) = FileName::parse(&form) {
-                    if n != *name && !candidates.contains(&n) {
-                        candidates.push(n);
-                    }
+                if let Ok(n) = FileName::parse(&form)
+                    && n != *name
+                    && !candidates.contains(&n)
+                {
+                    candidates.push(n);
                 }
             }
         }

@@ -140,13 +140,13 @@ impl Inner {
             if lock(&self.index).get(&name).is_some() {
                 continue; // Hashed in the background meanwhile.
             }
-            if let Ok(Some(st)) = fsops::stat_name(&self.root, &name) {
-                if fsops::is_regular(&st) {
-                    unknown.push(Found {
-                        meta: Meta::of(&st),
-                        name,
-                    });
-                }
+            if let Ok(Some(st)) = fsops::stat_name(&self.root, &name)
+                && fsops::is_regular(&st)
+            {
+                unknown.push(Found {
+                    meta: Meta::of(&st),
+                    name,
+                });
             }
         }
         let looked_at = unknown.len();

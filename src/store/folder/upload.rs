@@ -410,21 +410,19 @@ pub(super) fn group_commit(
         })
         .collect();
     let sync = inner.config.sync && staged.iter().any(Result::is_ok);
-    if sync {
-        if let Err(e) = rustix::fs::syncfs(&inner.root) {
-            return staged
-                .into_iter()
-                .map(|r| {
-                    r.and_then(|u| {
-                        Err(StoreError::io(
-                            "flushing to disk",
-                            Some(&u.name),
-                            io::Error::from(e),
-                        ))
-                    })
+    if sync && let Err(e) = rustix::fs::syncfs(&inner.root) {
+        return staged
+            .into_iter()
+            .map(|r| {
+                r.and_then(|u| {
+                    Err(StoreError::io(
+                        "flushing to disk",
+                        Some(&u.name),
+                        io::Error::from(e),
+                    ))
                 })
-                .collect();
-        }
+            })
+            .collect();
     }
     let mut folder = LastFolder::default();
     let mut entries = Vec::with_capacity(staged.len());
@@ -440,20 +438,21 @@ pub(super) fn group_commit(
             Ok(id)
         })
         .collect();
-    if sync && results.iter().any(Result::is_ok) {
-        if let Err(e) = rustix::fs::syncfs(&inner.root).inspect(|_| {
+    if sync
+        && results.iter().any(Result::is_ok)
+        && let Err(e) = rustix::fs::syncfs(&inner.root).inspect(|_| {
             inner.group_flushes.fetch_add(1, Ordering::SeqCst);
-        }) {
-            // The files are in place but their folder entries may not be on disk yet.
-            tracing::error!("flushing folder entries to disk failed: {e}");
-            for r in &mut results {
-                if r.is_ok() {
-                    *r = Err(StoreError::io(
-                        "flushing the folder to disk",
-                        None,
-                        io::Error::from(e),
-                    ));
-                }
+        })
+    {
+        // The files are in place but their folder entries may not be on disk yet.
+        tracing::error!("flushing folder entries to disk failed: {e}");
+        for r in &mut results {
+            if r.is_ok() {
+                *r = Err(StoreError::io(
+                    "flushing the folder to disk",
+                    None,
+                    io::Error::from(e),
+                ));
             }
         }
     }
