@@ -472,6 +472,10 @@ impl Users {
         cache.stamp = stamp;
         cache.loaded = Ok(Arc::new(loaded));
         cache.generation = cache.generation.wrapping_add(1);
+        // The stamp was taken before the lock: a change made since (by a hand edit, which
+        // takes no lock), whose events another caller may have read already, is looked for by
+        // the next call.
+        cache.dirty = true;
         Ok(result)
     }
 

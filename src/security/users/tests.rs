@@ -317,3 +317,27 @@ fn generation_sees_every_change_without_a_stat_per_call() -> Result {
     );
     Ok(())
 }
+
+/// A state folder that is a symlink (as dotfile managers make them) is watched too.
+#[test]
+fn a_symlinked_state_folder_is_watched() -> Result {
+    let dir = tempfile::tempdir()?;
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real)?;
+    let state = dir.path().join("state");
+    std::os::unix::fs::symlink(&real, &state)?;
+    let server = Users::open(&state)?;
+    let admin = Users::open(&state)?;
+    let g0 = server.generation(); // sets up the watch
+    let before = stats(&server);
+    for _ in 0..100 {
+        assert_eq!(server.generation(), g0);
+    }
+    assert!(
+        stats(&server) - before <= 1,
+        "the symlinked folder is watched"
+    );
+    admin.add_user("gus", "pw", Permissions::ALL, &Scope::whole_share())?;
+    assert_ne!(server.generation(), g0, "a change seen at once");
+    Ok(())
+}

@@ -24,7 +24,9 @@ use rustix::io::Errno;
 /// The longest a change the watch cannot see goes unnoticed.
 pub(super) const RESTAT_EVERY: Duration = Duration::from_secs(1);
 
-/// Every change to an entry of the folder, and the folder's own end.
+/// Every change to an entry of the folder, and the folder's own end. A state folder that is a
+/// symlink (dotfile managers make them) is followed: a retargeted symlink makes no event, and is
+/// caught by the `stat` a second.
 const EVENTS: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::DELETE)
     .union(WatchFlags::MODIFY)
@@ -34,8 +36,7 @@ const EVENTS: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::MOVED_TO)
     .union(WatchFlags::DELETE_SELF)
     .union(WatchFlags::MOVE_SELF)
-    .union(WatchFlags::ONLYDIR)
-    .union(WatchFlags::DONT_FOLLOW);
+    .union(WatchFlags::ONLYDIR);
 
 /// An inotify watch on one folder.
 #[derive(Debug)]

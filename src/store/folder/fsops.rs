@@ -189,7 +189,8 @@ fn open_components(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
 
 /// Moves `from` (in `from_dir`) to `to` (in `to_dir`), never replacing anything: `EXIST` when
 /// `to` exists. One `renameat2(RENAME_NOREPLACE)`; on a filesystem without it, a hard link
-/// (which refuses to replace, too) and an unlink of `from`.
+/// (which refuses to replace, too) and an unlink of `from`. Once the link is made the file is
+/// at `to`, so a failed unlink is logged, not returned (`from` is left as a second name).
 pub(crate) fn move_no_replace(
     from_dir: impl AsFd,
     from: &str,
@@ -201,7 +202,10 @@ pub(crate) fn move_no_replace(
     match rustix::fs::renameat_with(&from_dir, from, &to_dir, to, RenameFlags::NOREPLACE) {
         Err(Errno::INVAL | Errno::NOSYS) => {
             rustix::fs::linkat(&from_dir, from, &to_dir, to, AtFlags::empty())?;
-            rustix::fs::unlinkat(&from_dir, from, AtFlags::empty())
+            if let Err(e) = rustix::fs::unlinkat(&from_dir, from, AtFlags::empty()) {
+                tracing::warn!("moved to {to}, but {from} could not be removed: {e}");
+            }
+            Ok(())
         }
         other => other,
     }
