@@ -218,7 +218,7 @@ impl Cache {
                 .is_none_or(|t| t.elapsed() >= watch::RESTAT_EVERY)
         {
             self.watch_tried = Some(Instant::now());
-            self.watch = dir.and_then(watch::DirWatch::new);
+            self.watch = dir.and_then(|d| watch::DirWatch::new(d, USERS_FILE));
             // Set up after the last comparison: what changed before it is not vouched for.
             self.dirty = true;
         }

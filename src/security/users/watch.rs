@@ -38,21 +38,29 @@ const EVENTS: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::MOVE_SELF)
     .union(WatchFlags::ONLYDIR);
 
-/// An inotify watch on one folder.
+/// An inotify watch on one entry of a folder (through a watch on the folder).
 #[derive(Debug)]
 pub(super) struct DirWatch {
     fd: OwnedFd,
+    /// The entry watched (the database's file name): events about the folder's other entries
+    /// are read and dropped.
+    name: String,
     /// The watch ended (the folder was removed or moved, or the queue overflowed and reading it
     /// failed): from then on it never vouches for anything.
     lost: bool,
 }
 
 impl DirWatch {
-    /// A watch on `dir`; `None` when it does not exist or inotify is not available.
-    pub(super) fn new(dir: &Path) -> Option<Self> {
+    /// A watch on the entry `name` of `dir`; `None` when `dir` does not exist or inotify is not
+    /// available.
+    pub(super) fn new(dir: &Path, name: &str) -> Option<Self> {
         let fd = inotify::init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
         inotify::add_watch(&fd, dir, EVENTS).ok()?;
-        Some(Self { fd, lost: false })
+        Some(Self {
+            fd,
+            name: name.to_owned(),
+            lost: false,
+        })
     }
 
     /// True once the watch has ended: it will never vouch for anything again.
@@ -60,8 +68,9 @@ impl DirWatch {
         self.lost
     }
 
-    /// True when nothing happened in the folder since the last call (the events are read and
-    /// dropped); false when something did, or the watch can no longer tell.
+    /// True when nothing happened to the watched entry (or to the folder itself) since the last
+    /// call (the events are read and dropped); false when something did, or the watch can no
+    /// longer tell.
     pub(super) fn quiet(&mut self) -> bool {
         if self.lost {
             return false;
@@ -72,7 +81,6 @@ impl DirWatch {
         loop {
             match reader.next() {
                 Ok(event) => {
-                    quiet = false;
                     let end = ReadFlags::DELETE_SELF
                         | ReadFlags::MOVE_SELF
                         | ReadFlags::IGNORED
@@ -80,6 +88,15 @@ impl DirWatch {
                         | ReadFlags::QUEUE_OVERFLOW;
                     if event.events().intersects(end) {
                         self.lost = true;
+                    }
+                    // Another entry of the folder (the index beside the database, temp
+                    // files of an atomic write) says nothing about this one; an event
+                    // without a name is about the folder itself.
+                    let other = event
+                        .file_name()
+                        .is_some_and(|n| !n.is_empty() && n.to_bytes() != self.name.as_bytes());
+                    if !other || self.lost {
+                        quiet = false;
                     }
                 }
                 Err(Errno::INTR) => {}
