@@ -5,10 +5,11 @@
 //! The state is the one of the `md-5` 0.11 crate (`digest`'s `SerializableState`: the four
 //! state words, the block count and the unprocessed tail), not a home-made MD5: the padding, the
 //! final block and the saved format are that crate's. Only the bulk of the blocks goes through
-//! a faster compression function: on Intel CPUs with AVX-512VL, our [`md5_vl`] crate's (1 GiB
-//! in 1.79 s of CPU here), elsewhere `fast-md5`'s (animetosho's md5-optimisation assembly on
-//! x86-64 and aarch64: 2.02 s here, against 2.18 s for `md5-asm`, the assembly of `md-5` 0.10,
-//! 2.2 s of user time for `md5sum`, and some 12 % more for 0.11's portable one). Both compress
+//! a faster compression function: on Intel CPUs with AVX-512VL, our [`md5_vl`] crate's (0.89
+//! times `fast-md5`'s CPU here, in paired runs), elsewhere `fast-md5`'s (animetosho's
+//! md5-optimisation assembly on x86-64 and aarch64: 2.02 s here, against 2.18 s for `md5-asm`,
+//! the assembly of `md-5` 0.10, 2.2 s of user time for `md5sum`, and some 12 % more for 0.11's
+//! portable one). Both compress
 //! the very state words 0.11 keeps, so they cannot drift: the tests below compare the result
 //! with RustCrypto's MD5 (0.10 with its own assembly, and 0.11) at every kind of cut, and
 //! `md5_vl`'s own compare it with `fast-md5`'s block by block.
