@@ -118,6 +118,21 @@ class Verdicts(unittest.TestCase):
         self.assertEqual(v[f"{i11}download 100 MiB client CPU <= 1.1 x md5sum CPU"], "FAIL")
         self.assertEqual(v[f"{i11}download 100 MiB server CPU <= 0.2 x md5sum CPU"], "FAIL")
 
+    def test_a_cpu_verdict_shows_the_spread_of_the_runs_on_both_sides(self):
+        res = report.Results()
+        res.refs["upload 100 MiB"] = "hash 100 MiB"
+        for md5_cpu, server in ((1.0, 1.1), (1.2, 0.9), (1.1, 1.0)):
+            res.row("hash 100 MiB", "md5sum").add(Sample(1.0, md5_cpu))
+            res.row("upload 100 MiB", "barge (plain)").add(Sample(1.2, 1.0, server))
+        report.judge(res, args(), Namespace(list=[]))
+        got = {n: (v, d) for n, v, d in res.targets}
+        verdict, detail = got["[issue 11, plain] upload 100 MiB server CPU <= 1.05 x md5sum CPU"]
+        # The medians: 1.0 against 1.1.
+        self.assertEqual(verdict, "PASS")
+        self.assertEqual(detail, "0.91 x (1.00 CPU s vs 1.10 CPU s; runs 0.90-1.10 vs 1.00-1.20)")
+        _, detail = got["[issue 11, plain] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"]
+        self.assertIn("runs 1.90-2.10 vs 1.00-1.20", detail)
+
     def test_disk_upload_is_judged_against_the_slower_of_md5sum_and_dd(self):
         for dd, want in ((1.0, "FAIL"), (2.0, "PASS")):
             res = report.Results()
