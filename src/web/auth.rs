@@ -70,6 +70,18 @@ impl std::fmt::Debug for Sessions {
     }
 }
 
+/// What [`Sessions::open`] made.
+enum Opened {
+    Session {
+        id: String,
+        principal: Principal,
+    },
+    /// The principal was removed or changed while its credential was checked.
+    Revoked,
+    /// The system's random generator failed.
+    NoRandom,
+}
+
 fn random() -> Option<String> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).ok()?;
@@ -107,10 +119,31 @@ impl Sessions {
         });
     }
 
-    /// A new session for `principal`: its id and CSRF token.
-    fn open(&self, principal: Principal) -> Option<(String, String)> {
-        let (id, csrf) = (random()?, random()?);
+    /// A new session for `principal`, whose credential was checked against generation
+    /// `checked_at` of the user database: its id, CSRF token and principal as the database
+    /// says now. The sessions held are valid as of the generation they were last swept at; if
+    /// that is not `checked_at` (the database changed while the credential was checked, and a
+    /// request may have swept the sessions meanwhile), the principal is checked again here,
+    /// under the same lock as the sweep, so that no session escapes the check of a change
+    /// (`Opened::Revoked` when it is gone now).
+    fn open(
+        &self,
+        principal: Principal,
+        checked_at: u64,
+        policy: &crate::server::Access,
+    ) -> Opened {
+        let (Some(id), Some(csrf)) = (random(), random()) else {
+            return Opened::NoRandom;
+        };
         let mut held = self.lock();
+        let principal = if held.checked == checked_at {
+            principal
+        } else {
+            match policy.recheck(&principal) {
+                Some(fresh) => fresh,
+                None => return Opened::Revoked,
+            }
+        };
         let map = &mut held.map;
         map.retain(|_, s| s.made.elapsed() < LIFETIME);
         // Its own oldest session goes first; when the table is full, the oldest of whoever
@@ -141,12 +174,12 @@ impl Sessions {
             }
         }
         let session = Session {
-            principal,
-            csrf: csrf.clone(),
+            principal: principal.clone(),
+            csrf,
             made: Instant::now(),
         };
         map.insert(id.clone(), session);
-        Some((id, csrf))
+        Opened::Session { id, principal }
     }
 
     fn get(&self, id: &str) -> Option<(Principal, String)> {
@@ -319,6 +352,7 @@ impl Gateway {
         let throttled = user
             .clone()
             .unwrap_or_else(|| crate::security::throttle::TOKEN.into());
+        let before = self.policy.generation();
         let checked = self
             .policy
             .check(ip, &throttled, move |u| match &user {
@@ -326,16 +360,24 @@ impl Gateway {
                 None => u.verify_token(&secret),
             })
             .await;
+        let incorrect = || Refusal(StatusCode::UNAUTHORIZED, "Login incorrect".into());
         let Some(principal) = checked else {
             tracing::debug!(%ip, "web: failed login for {}", crate::name::escape(&shown));
-            return Err(Refusal(StatusCode::UNAUTHORIZED, "Login incorrect".into()));
+            return Err(incorrect());
         };
-        let (id, _) = self.sessions.open(principal.clone()).ok_or_else(|| {
-            Refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "No random numbers".into(),
-            )
-        })?;
+        let (id, principal) = match self.sessions.open(principal, before, &self.policy) {
+            Opened::Session { id, principal } => (id, principal),
+            Opened::Revoked => {
+                tracing::info!(%ip, "web: login of {} refused: removed or changed on the server meanwhile", crate::name::escape(&shown));
+                return Err(incorrect());
+            }
+            Opened::NoRandom => {
+                return Err(Refusal(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "No random numbers".into(),
+                ));
+            }
+        };
         super::audit::acting_for(&principal.name);
         Ok((self.set_cookie(&id, LIFETIME.as_secs()), principal))
     }
@@ -426,11 +468,13 @@ mod tests {
             Ok(users.verify_token(t.secret())?.ok_or("no principal")?)
         };
         let (alice, mallory) = (principal("alice")?, principal("mallory")?);
+        let policy = crate::server::Access::new(users, options());
+        let at = policy.generation();
         let sessions = Sessions::default();
-        let (alices, _) = sessions.open(alice.clone()).ok_or("no session")?;
+        let alices = id_of(sessions.open(alice.clone(), at, &policy))?;
         let mut mallorys = Vec::new();
         for _ in 0..MAX_SESSIONS + 10 {
-            mallorys.push(sessions.open(mallory.clone()).ok_or("no session")?.0);
+            mallorys.push(id_of(sessions.open(mallory.clone(), at, &policy))?);
         }
         let held = sessions.lock().map.len();
         assert_eq!(held, MAX_SESSIONS_PER_PRINCIPAL + 1);
@@ -438,6 +482,64 @@ mod tests {
         // Mallory keeps his newest sessions; his oldest went first.
         assert!(sessions.get(&mallorys[0]).is_none());
         assert!(sessions.get(mallorys.last().ok_or("none")?).is_some());
+        Ok(())
+    }
+
+    fn options() -> crate::server::AccessOptions {
+        crate::server::AccessOptions {
+            public: false,
+            read_only: false,
+            loopback: true,
+            tls: false,
+        }
+    }
+
+    fn id_of(opened: Opened) -> Result<String, &'static str> {
+        match opened {
+            Opened::Session { id, .. } => Ok(id),
+            Opened::Revoked => Err("revoked"),
+            Opened::NoRandom => Err("no random numbers"),
+        }
+    }
+
+    /// A login whose user is removed while its password is checked gets no session, even when
+    /// a request swept the sessions after the change and before the session was opened (the
+    /// sweep would never see it again).
+    #[test]
+    fn a_login_that_overlaps_a_removal_opens_no_session() -> Result<(), Box<dyn std::error::Error>>
+    {
+        const PASSWORD: &str = "correct horse battery";
+        let dir = tempfile::tempdir()?;
+        let users = Users::open(dir.path())?;
+        users.add_user("alice", PASSWORD, Permissions::ALL, &Scope::whole_share())?;
+        users.add_user("bob", PASSWORD, Permissions::ALL, &Scope::whole_share())?;
+        let alice = users
+            .verify_password("alice", PASSWORD)?
+            .ok_or("alice's password")?;
+        let bob = users
+            .verify_password("bob", PASSWORD)?
+            .ok_or("bob's password")?;
+        let policy = crate::server::Access::new(users, options());
+        let sessions = Sessions::default();
+        sessions.revalidate(&policy);
+        // The credentials were checked at this generation; then alice is removed (by another
+        // process: `barge user remove`) and a request sweeps the sessions.
+        let before = policy.generation();
+        assert!(Users::open(dir.path())?.remove_user("alice")?);
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while policy.generation() == before && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_ne!(policy.generation(), before, "the change was not seen");
+        sessions.revalidate(&policy);
+        assert!(matches!(
+            sessions.open(alice, before, &policy),
+            Opened::Revoked
+        ));
+        // Bob, unchanged, gets his session, with his rights as the database says now.
+        let bobs = id_of(sessions.open(bob, before, &policy))?;
+        assert!(sessions.get(&bobs).is_some());
+        assert_eq!(sessions.lock().map.len(), 1);
         Ok(())
     }
 }
