@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::security::pair::{PairCode, PairError, PairingCodes};
@@ -42,7 +43,16 @@ pub struct Access {
     anonymous: Permissions,
     pub(super) throttle: Throttle,
     pub(super) pairing: PairingCodes<Grant>,
+    /// Credential checks running now: at most [`CHECKS_AT_ONCE`].
+    checks: Semaphore,
 }
+
+/// Credential checks that run at once, per server; the others wait their turn (in arrival
+/// order), holding nothing but their connection. An argon2 verification holds its memory cost
+/// (19 MiB with the parameters barge writes) for tens of milliseconds: unbounded, a burst of
+/// logins from as many connections, or from the streams of one HTTP/2 connection, took the
+/// server to gigabytes. Two keep both cores of a small machine busy when logins queue.
+pub const CHECKS_AT_ONCE: usize = 2;
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,6 +77,7 @@ impl Default for Access {
             anonymous: Permissions::ALL,
             throttle: Throttle::new(Policy::default()),
             pairing: PairingCodes::default(),
+            checks: Semaphore::new(CHECKS_AT_ONCE),
         }
     }
 }
@@ -106,6 +117,7 @@ impl Access {
             },
             throttle: Throttle::new(policy),
             pairing: PairingCodes::default(),
+            checks: Semaphore::new(CHECKS_AT_ONCE),
         }
     }
 
@@ -156,17 +168,28 @@ impl Access {
         verify: impl FnOnce(&Users) -> Result<Option<Principal>, UsersError> + Send + 'static,
     ) -> Option<Principal> {
         self.throttle.begin(ip).await;
+        // Never closed; without a permit (it cannot happen) the check is refused.
+        let Ok(permit) = self.checks.acquire().await else {
+            return None;
+        };
         let me = Arc::clone(self);
-        let checked = tokio::task::spawn_blocking(move || match verify(me.users()?) {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::error!("{e}");
-                None
-            }
+        let checked = tokio::task::spawn_blocking(move || {
+            let found = match verify(me.users()?) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    None
+                }
+            };
+            // What the verification allocated (argon2's memory) goes back to the system
+            // rather than staying in malloc's free lists.
+            crate::heap::give_back();
+            found
         })
         .await
         .ok()
         .flatten();
+        drop(permit);
         match &checked {
             Some(_) => self.throttle.succeed(ip, name),
             None => self.throttle.fail(ip, name),

@@ -14,7 +14,7 @@ mod session;
 pub(crate) use session::confine::seen_reply;
 
 pub use accept::{Accept, Peer, PlainTcp, Tls};
-pub use access::{Access, AccessOptions, Grant};
+pub use access::{Access, AccessOptions, CHECKS_AT_ONCE, Grant};
 
 use std::io;
 use std::sync::Arc;

@@ -914,3 +914,101 @@ async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_onc
     );
     Ok(())
 }
+
+/// A burst of credential checks runs at most `CHECKS_AT_ONCE` at a time (each argon2
+/// verification holds 19 MiB): the others wait their turn, and every one is answered.
+#[tokio::test]
+async fn credential_checks_run_a_few_at_a_time_however_many_arrive() -> TestResult {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let s = auth_server(
+        &[("alice", Permissions::ALL, None)],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    let running = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24u8 {
+        let (access, running, most) = (
+            Arc::clone(&s.access),
+            Arc::clone(&running),
+            Arc::clone(&most),
+        );
+        // From as many addresses, so that no throttle orders them.
+        let ip = std::net::IpAddr::from([10, 0, 0, i]);
+        tasks.spawn(async move {
+            access
+                .check(ip, "alice", move |_| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(None)
+                })
+                .await
+        });
+    }
+    let mut answered = 0;
+    while let Some(done) = tasks.join_next().await {
+        assert!(done?.is_none());
+        answered += 1;
+    }
+    assert_eq!(answered, 24);
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        (1..=barge::server::CHECKS_AT_ONCE).contains(&most),
+        "{most} checks ran at once"
+    );
+    Ok(())
+}
+
+/// The answer to a prompt is acted on with the rights the session has when it arrives: a
+/// user removed, or a right taken, while a prompt waited gets `530` or `403` for the answer,
+/// and nothing changes.
+#[tokio::test]
+async fn an_answer_to_a_prompt_is_checked_against_the_database_of_its_time() -> TestResult {
+    let s = auth_server(
+        &[
+            ("alice", Permissions::ALL, None),
+            ("bob", Permissions::ALL, None),
+            ("carol", Permissions::READ_ONLY, None),
+        ],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    std::fs::write(s.server.root().join("a.txt"), b"abc")?;
+    let mut alice = logged_in(&s.server, "alice").await?;
+    let mut bob = logged_in(&s.server, "bob").await?;
+    assert!(alice.cmd("DELETE").await?.starts_with("331 "));
+    assert!(bob.cmd("RENAME").await?.starts_with("332 "));
+    assert!(bob.cmd("a.txt").await?.starts_with("333 "));
+    // Another process removes alice (as `barge user remove` would) and gives bob carol's
+    // read-only rights (an edit of the file, which keeps his password).
+    assert!(Users::open(s._state.path())?.remove_user("alice")?);
+    let path = s._state.path().join("users.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let list = db["users"].as_array_mut().ok_or("no users")?;
+    let carol = list
+        .iter()
+        .find(|u| u["name"] == "carol")
+        .map(|u| u["perms"].clone())
+        .ok_or("no carol")?;
+    for u in list.iter_mut().filter(|u| u["name"] == "bob") {
+        u["perms"] = carol.clone();
+    }
+    let tmp = s._state.path().join("users.json.new");
+    std::fs::write(&tmp, serde_json::to_vec(&db)?)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    let revoked = "530 Your login was removed or changed on the server; log in again";
+    assert_eq!(alice.cmd("a.txt").await?, revoked);
+    assert_eq!(bob.cmd("b.txt").await?, "403 Not allowed for this user");
+    assert!(s.server.root().join("a.txt").exists());
+    assert!(!s.server.root().join("b.txt").exists());
+    // The sessions go on in step: the next command is answered as usual.
+    assert_eq!(alice.cmd("LIST_FILES").await?, revoked);
+    assert_eq!(bob.list().await?.len(), 1);
+    Ok(())
+}

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{Flow, Next, Session, decode_text};
 use crate::name::escape;
-use crate::protocol::{Reply, Request, Secret};
+use crate::protocol::{Prompt, Reply, Request, Secret};
 use crate::security::pair::{
     CONFIRM_LEN, MESSAGE_LEN, PairError, ServerPairing, decode_b64, encode_b64,
 };
@@ -103,7 +103,22 @@ impl<S: Stream> Session<'_, S> {
     /// The refusal for `req`, checked before anything else about it: `530` when logged out,
     /// `403` beyond the permissions; `None` when it may run.
     pub(super) fn refusal(&self, req: &Request) -> Option<Reply> {
-        let need = need(req);
+        self.refusal_for(need(req))
+    }
+
+    /// Checks the login again (if the user database changed) before the answer to `prompt`
+    /// is acted on: a prompt may wait for its answer up to the idle timeout, and a user removed
+    /// (or a right taken) meanwhile must not still act on it. The refusal, if any.
+    pub(super) fn refusal_after(&mut self, prompt: Prompt) -> Option<Reply> {
+        self.revalidate();
+        self.refusal_for(match prompt {
+            Prompt::UploadSpec => Need::Put,
+            Prompt::Download => Need::Get,
+            Prompt::Delete | Prompt::RenameFrom | Prompt::RenameTo => Need::Modify,
+        })
+    }
+
+    fn refusal_for(&self, need: Need) -> Option<Reply> {
         if need == Need::Nothing {
             return None;
         }

@@ -314,6 +314,10 @@ impl<S: Stream> Session<'_, S> {
             Ok(l) => l,
             Err(_) => return Ok(None),
         };
+        if let Some(refusal) = self.refusal_after(what) {
+            self.reply(refusal);
+            return Ok(None);
+        }
         match decode_text(&line).and_then(decode) {
             Ok(v) => Ok(Some(v)),
             Err(e) => {
