@@ -238,6 +238,16 @@ impl Reply {
         )
     }
 
+    /// `403`: a pairing on a plain connection, which has no TLS exporter value to bind it to
+    /// (whatever the address: a plain loopback server accepts logins, not pairings).
+    #[must_use]
+    pub fn pairing_needs_tls() -> Self {
+        Self::new(
+            Code::FORBIDDEN,
+            "Pairing needs TLS: a plain connection has nothing to bind it to",
+        )
+    }
+
     /// `336 <B> <server-mac> Send your confirmation`.
     #[must_use]
     pub fn pair_continue(message: &str, confirm: &str) -> Self {

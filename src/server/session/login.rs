@@ -278,8 +278,12 @@ impl<S: Stream> Session<'_, S> {
         let access = Arc::clone(&self.config.access);
         let binding = match self.peer.pair_binding {
             Some(b) if access.logins_allowed() => b,
-            _ => {
+            Some(_) => {
                 self.reply(Reply::login_needs_tls());
+                return Ok(Flow::Continue);
+            }
+            None => {
+                self.reply(Reply::pairing_needs_tls());
                 return Ok(Flow::Continue);
             }
         };
