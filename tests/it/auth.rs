@@ -854,8 +854,8 @@ mod bin {
     }
 }
 
-#[tokio::test]
-async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_once() -> TestResult {
+/// A server with alice and bob (every right) and carol (read-only), sharing `a.txt`.
+async fn alice_bob_and_carol() -> TestResult<AuthServer> {
     let s = auth_server(
         &[
             ("alice", Permissions::ALL, None),
@@ -867,6 +867,33 @@ async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_onc
     )
     .await?;
     std::fs::write(s.server.root().join("a.txt"), b"abc")?;
+    Ok(s)
+}
+
+/// Gives bob carol's permissions by editing `users.json` as any editor would (a new file
+/// renamed over it), which keeps his password.
+fn give_bob_carols_rights(s: &AuthServer) -> TestResult {
+    let path = s._state.path().join("users.json");
+    let mut db: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    let list = db["users"].as_array_mut().ok_or("no users")?;
+    let carol = list
+        .iter()
+        .find(|u| u["name"] == "carol")
+        .map(|u| u["perms"].clone())
+        .ok_or("no carol")?;
+    for u in list.iter_mut().filter(|u| u["name"] == "bob") {
+        u["perms"] = carol.clone();
+    }
+    let tmp = s._state.path().join("users.json.new");
+    std::fs::write(&tmp, serde_json::to_vec(&db)?)?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_once() -> TestResult {
+    let s = alice_bob_and_carol().await?;
     let users = s.access.users().ok_or("no database")?;
     let token = users.create_token("t", Permissions::ALL, &Scope::whole_share())?;
     let mut alice = logged_in(&s.server, "alice").await?;
@@ -888,21 +915,7 @@ async fn revoking_a_user_or_token_ends_open_sessions_and_new_rights_apply_at_onc
     assert_eq!(bob.list().await?.len(), 1, "others keep their login");
     // A permission change (here by hand in the file, as any edit would be) applies to bob's
     // next command: his record takes carol's read-only permissions.
-    let path = s._state.path().join("users.json");
-    let mut db: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let list = db["users"].as_array_mut().ok_or("no users")?;
-    let carol = list
-        .iter()
-        .find(|u| u["name"] == "carol")
-        .map(|u| u["perms"].clone())
-        .ok_or("no carol")?;
-    for u in list.iter_mut().filter(|u| u["name"] == "bob") {
-        u["perms"] = carol.clone();
-    }
-    let tmp = s._state.path().join("users.json.new");
-    std::fs::write(&tmp, serde_json::to_vec(&db)?)?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)?;
+    give_bob_carols_rights(&s)?;
     assert_eq!(
         bob.cmd("DELETE a.txt").await?,
         "403 Not allowed for this user"
@@ -973,17 +986,7 @@ async fn credential_checks_run_a_few_at_a_time_however_many_arrive() -> TestResu
 /// and nothing changes.
 #[tokio::test]
 async fn an_answer_to_a_prompt_is_checked_against_the_database_of_its_time() -> TestResult {
-    let s = auth_server(
-        &[
-            ("alice", Permissions::ALL, None),
-            ("bob", Permissions::ALL, None),
-            ("carol", Permissions::READ_ONLY, None),
-        ],
-        Policy::default(),
-        None,
-    )
-    .await?;
-    std::fs::write(s.server.root().join("a.txt"), b"abc")?;
+    let s = alice_bob_and_carol().await?;
     let mut alice = logged_in(&s.server, "alice").await?;
     let mut bob = logged_in(&s.server, "bob").await?;
     assert!(alice.cmd("DELETE").await?.starts_with("331 "));
@@ -992,21 +995,7 @@ async fn an_answer_to_a_prompt_is_checked_against_the_database_of_its_time() -> 
     // Another process removes alice (as `barge user remove` would) and gives bob carol's
     // read-only rights (an edit of the file, which keeps his password).
     assert!(Users::open(s._state.path())?.remove_user("alice")?);
-    let path = s._state.path().join("users.json");
-    let mut db: serde_json::Value = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let list = db["users"].as_array_mut().ok_or("no users")?;
-    let carol = list
-        .iter()
-        .find(|u| u["name"] == "carol")
-        .map(|u| u["perms"].clone())
-        .ok_or("no carol")?;
-    for u in list.iter_mut().filter(|u| u["name"] == "bob") {
-        u["perms"] = carol.clone();
-    }
-    let tmp = s._state.path().join("users.json.new");
-    std::fs::write(&tmp, serde_json::to_vec(&db)?)?;
-    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    std::fs::rename(&tmp, &path)?;
+    give_bob_carols_rights(&s)?;
     let revoked = "530 Your login was removed or changed on the server; log in again";
     assert_eq!(alice.cmd("a.txt").await?, revoked);
     assert_eq!(bob.cmd("b.txt").await?, "403 Not allowed for this user");
