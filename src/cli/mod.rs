@@ -242,7 +242,12 @@ pub(crate) fn main() -> ExitCode {
         // Before the runtime's threads start: a long-running server's memory (issue 11).
         barge::heap::limit_arenas();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = if matches!(cli.command, Some(Command::Serve(_))) {
+        barge::server::runtime()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("barge: cannot start: {e}");
