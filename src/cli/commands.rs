@@ -348,6 +348,7 @@ fn report_upload(
 /// What to do about a failed upload, or what became of it, when the error alone does not say.
 fn upload_hint(e: &ClientError) -> Option<&'static str> {
     match e {
+        e if e.is_folder_taken() => Some("(use --as NEWNAME)"),
         ClientError::Refused { code, .. } if *code == Code::CONFLICT => {
             Some("(use --as NEWNAME, or rm it first)")
         }

@@ -175,6 +175,14 @@ impl ClientError {
         }
     }
 
+    /// Whether the server refused a name because a folder has it (`409 A folder named NAME
+    /// already exists`, PROTOCOL.md section 5.2): removing it is no way out, another name is.
+    #[must_use]
+    pub fn is_folder_taken(&self) -> bool {
+        matches!(self, Self::Refused { code, text }
+            if *code == Code::CONFLICT && text.starts_with("A folder named "))
+    }
+
     pub(super) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { path, source }

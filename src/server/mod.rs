@@ -265,6 +265,7 @@ pub fn reply_for(err: &StoreError) -> Reply {
     let code = match err {
         StoreError::NotFound(_) => Code::NOT_FOUND,
         StoreError::Exists(_)
+        | StoreError::FolderExists(_)
         | StoreError::UploadInProgress { .. }
         | StoreError::Equivalent { .. }
         | StoreError::Ambiguous { .. }

@@ -303,7 +303,16 @@ impl SqlCatalog {
         .await
         .map_err(db)?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::Exists(name.clone()));
+            let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM paths WHERE path = $1")
+                .bind(text)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+            return Err(if kind.as_deref() == Some("d") {
+                StoreError::FolderExists(name.clone())
+            } else {
+                StoreError::Exists(name.clone())
+            });
         }
         Ok(())
     }
@@ -538,6 +547,7 @@ impl Catalog for SqlCatalog {
             match kind.as_deref() {
                 None => {}
                 Some("d") if key != text => {}
+                Some("d") if key == text => return Err(StoreError::FolderExists(name.clone())),
                 Some(_) if key == text => return Err(StoreError::Exists(name.clone())),
                 Some(_) => return Err(StoreError::NotAFolder(key.to_owned())),
             }

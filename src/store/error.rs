@@ -18,9 +18,12 @@ pub enum StoreError {
     /// No file matches the name or id.
     #[error("no such file: {0}")]
     NotFound(Target),
-    /// A file (or folder) of that name exists.
+    /// A file of that name exists.
     #[error("a file named {0} already exists")]
     Exists(FileName),
+    /// A folder of that name exists (it holds files, or an upload into it is under way).
+    #[error("a folder named {0} already exists")]
+    FolderExists(FileName),
     /// The name conflicts with an upload in progress: the same name, a folder of it, or a name
     /// under it.
     #[error("the name {name} conflicts with an upload in progress: {uploading}")]

@@ -77,7 +77,7 @@ fn check_free(files: &BTreeMap<FileName, Stored>, name: &FileName) -> Result<(),
         .next()
         .is_some_and(|(n, _)| n.as_str().starts_with(&folder))
     {
-        return Err(StoreError::Exists(name.clone()));
+        return Err(StoreError::FolderExists(name.clone()));
     }
     Ok(())
 }

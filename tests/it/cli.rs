@@ -219,6 +219,26 @@ fn refusals_have_their_exit_statuses() -> TestResult {
         .assert()
         .code(FAILURE)
         .stderr(contains("already exists (409) (use --as NEWNAME"));
+    // A name a folder has: removing it is no way out (a folder goes with its last file).
+    std::fs::write(work.path().join("box"), b"b")?;
+    barge(server.addr.port(), work.path())
+        .args(["put", "c.txt", "--as", "box/c.txt"])
+        .assert()
+        .success();
+    barge(server.addr.port(), work.path())
+        .args(["put", "box"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains(
+            "Fail: box: a folder named box already exists (use --as NEWNAME)\n",
+        ));
+    barge(server.addr.port(), work.path())
+        .args(["mv", "a.txt", "box"])
+        .assert()
+        .code(FAILURE)
+        .stderr(contains(
+            "Fail: renaming a.txt: a folder named box already exists (choose another name)",
+        ));
     barge(server.addr.port(), work.path())
         .args(["put", "missing.txt"])
         .assert()

@@ -117,6 +117,7 @@ async fn error_replies_keep_the_connection_usable() -> TestResult {
     let server = TestServer::start().await?;
     let mut c = server.raw().await?;
     c.upload("exists", b"x").await?;
+    c.upload("dir/inside", b"y").await?;
     let cases = [
         ("FROB", "400 Unknown command 'FROB'"),
         ("", "400 Empty command"),
@@ -148,6 +149,12 @@ async fn error_replies_keep_the_connection_usable() -> TestResult {
         ("RENAME exists\t../up", "422 Invalid name"),
         ("RENAME exists/sub\tx", "404 No such file"),
         ("UPLOAD exists/sub;1", "409 'exists' is in the way"),
+        // A folder is not "a file" (attack session of round 2, finding 5).
+        ("UPLOAD dir;1", "409 A folder named dir already exists"),
+        (
+            "RENAME exists\tdir",
+            "409 A folder named dir already exists",
+        ),
     ];
     for (line, want) in cases {
         let got = c.cmd(line).await?;
@@ -157,8 +164,8 @@ async fn error_replies_keep_the_connection_usable() -> TestResult {
         );
     }
     // Still fine afterwards, and nothing was created.
-    assert_eq!(c.list().await?.len(), 1);
-    assert_eq!(std::fs::read_dir(server.root())?.count(), 2); // exists + .barge
+    assert_eq!(c.list().await?.len(), 2);
+    assert_eq!(std::fs::read_dir(server.root())?.count(), 3); // exists, dir, .barge
     // Invalid UTF-8 is refused, the connection goes on.
     c.send(b"LIST\xff\xfe\n").await?;
     assert!(

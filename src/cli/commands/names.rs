@@ -60,17 +60,17 @@ pub(super) async fn mv(
         match result {
             Ok(to) => ui.done(format_args!("Renamed {shown} to {to}"))?,
             Err(e) => {
-                let taken = matches!(
-                    e.downcast_ref(),
+                let refusal = e.downcast_ref::<barge::client::ClientError>();
+                let hint = match refusal {
+                    Some(e) if e.is_folder_taken() => " (choose another name)",
                     Some(barge::client::ClientError::Refused { code, .. })
-                        if *code == barge::protocol::Code::CONFLICT
-                );
-                let e = e.context(format!("renaming {shown}"));
-                let hint = if taken {
-                    " (rm it first, or choose another name)"
-                } else {
-                    ""
+                        if *code == barge::protocol::Code::CONFLICT =>
+                    {
+                        " (rm it first, or choose another name)"
+                    }
+                    _ => "",
                 };
+                let e = e.context(format!("renaming {shown}"));
                 ui.fail(format_args!("Fail: {}{hint}", render(&e)));
                 worst = worst.max(status_of(&e));
             }

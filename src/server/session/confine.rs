@@ -99,6 +99,10 @@ pub(crate) fn seen_reply(scope: &Scope, e: &StoreError) -> Reply {
             Some(n) => StoreError::Exists(n),
             None => return generic(e),
         },
+        StoreError::FolderExists(n) => match seen(n) {
+            Some(n) => StoreError::FolderExists(n),
+            None => return generic(e),
+        },
         StoreError::UploadInProgress { name, uploading } => match seen(name) {
             Some(name) => StoreError::UploadInProgress {
                 uploading: seen(uploading).unwrap_or_else(|| name.clone()),

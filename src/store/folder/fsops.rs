@@ -124,6 +124,24 @@ pub(crate) fn stat_name(root: &OwnedFd, name: &FileName) -> io::Result<Option<St
     }
 }
 
+/// The refusal for `name`, found taken at `leaf` of `dir` (a create or a rename that met
+/// `EEXIST`): a folder's own, or a file's.
+pub(crate) fn taken(dir: impl AsFd, leaf: &str, name: &FileName) -> crate::store::StoreError {
+    match rustix::fs::statat(dir, leaf, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => taken_by(&st, name),
+        Err(_) => crate::store::StoreError::Exists(name.clone()),
+    }
+}
+
+/// The refusal for `name`, taken by what `st` describes.
+pub(crate) fn taken_by(st: &Stat, name: &FileName) -> crate::store::StoreError {
+    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+        crate::store::StoreError::FolderExists(name.clone())
+    } else {
+        crate::store::StoreError::Exists(name.clone())
+    }
+}
+
 /// True for errors that mean "nothing usable at that path": missing, or a symlink or a file
 /// where a folder was expected.
 pub(crate) fn is_absent(e: &io::Error) -> bool {

@@ -217,7 +217,7 @@ impl Inner {
     fn check_free(&self, name: &FileName) -> Result<(), StoreError> {
         match fsops::stat_name(&self.root, name) {
             Ok(None) => Ok(()),
-            Ok(Some(_)) => Err(StoreError::Exists(name.clone())),
+            Ok(Some(st)) => Err(fsops::taken_by(&st, name)),
             Err(e) if is_blocked(&e) => Err(not_a_folder(name)),
             Err(e) => Err(StoreError::io("looking up", Some(name), e)),
         }
@@ -484,7 +484,7 @@ impl Inner {
         }
         match renamed {
             Ok(()) => {}
-            Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(StoreError::Exists(to.clone())),
+            Err(Errno::EXIST | Errno::NOTEMPTY) => return Err(fsops::taken(&to_dir, to_leaf, to)),
             Err(Errno::NOENT) => return Err(gone()),
             Err(e) => return Err(StoreError::io("renaming", Some(from), e.into())),
         }

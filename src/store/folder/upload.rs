@@ -504,7 +504,7 @@ pub(super) fn place_no_replace(
 ) -> Result<(), StoreError> {
     match fsops::move_no_replace(from_dir, from, to_dir, to) {
         Ok(()) => Ok(()),
-        Err(Errno::EXIST) => Err(StoreError::Exists(name.clone())),
+        Err(Errno::EXIST) => Err(fsops::taken(to_dir, to, name)),
         Err(e) => Err(StoreError::io("storing", Some(name), e.into())),
     }
 }

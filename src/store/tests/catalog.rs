@@ -61,14 +61,17 @@ async fn round_trip_and_rules(c: &dyn Catalog) {
     // Names and folders: a file where a folder should be, a folder where a file should be.
     assert!(matches!(add(c, "a").await, Err(StoreError::Exists(_))));
     assert!(matches!(add(c, "a/c").await, Err(StoreError::NotAFolder(f)) if f == "a"));
-    assert!(matches!(add(c, "b").await, Err(StoreError::Exists(_))));
+    assert!(matches!(
+        add(c, "b").await,
+        Err(StoreError::FolderExists(_))
+    ));
     assert!(matches!(
         c.check_free(&n("a/c")).await,
         Err(StoreError::NotAFolder(_))
     ));
     assert!(matches!(
         c.check_free(&n("b")).await,
-        Err(StoreError::Exists(_))
+        Err(StoreError::FolderExists(_))
     ));
     c.check_free(&n("b/y")).await.unwrap();
     // Equivalent whole names conflict; a folder that merely looks like another is distinct.
@@ -91,7 +94,7 @@ async fn round_trip_and_rules(c: &dyn Catalog) {
     ));
     assert!(matches!(
         c.rename(&n("a"), &n("b")).await,
-        Err(StoreError::Exists(_))
+        Err(StoreError::FolderExists(_))
     ));
     assert!(matches!(
         c.rename(&n("a"), &n("B/q")).await,
@@ -104,7 +107,10 @@ async fn round_trip_and_rules(c: &dyn Catalog) {
     c.rename(&n("b/x"), &n("c/d/x")).await.unwrap();
     // `b` is no folder any more: a file may take the name.
     add(c, "b").await.unwrap();
-    assert!(matches!(add(c, "c/d").await, Err(StoreError::Exists(_))));
+    assert!(matches!(
+        add(c, "c/d").await,
+        Err(StoreError::FolderExists(_))
+    ));
     let gone = c.delete(&n("c/d/x")).await.unwrap();
     assert_eq!(gone.blob, format!("blobs/{}", hex::encode("b/x")));
     add(c, "c/d").await.unwrap();
@@ -179,7 +185,9 @@ async fn races_have_one_winner(c: Arc<dyn Catalog>) {
         for t in tasks {
             match t.await.unwrap() {
                 Ok(()) => won += 1,
-                Err(StoreError::Exists(_) | StoreError::NotAFolder(_)) => {}
+                Err(
+                    StoreError::Exists(_) | StoreError::FolderExists(_) | StoreError::NotAFolder(_),
+                ) => {}
                 Err(e) => panic!("{e}"),
             }
         }

@@ -276,6 +276,18 @@ async fn empty_folders_go_with_their_last_file() {
     .unwrap();
     assert!(matches!(done, Err(StoreError::Exists(_))));
     std::fs::remove_file(dir.path().join("late/sub/f")).unwrap();
+    // A folder made by hand where the upload was to land is said to be one.
+    let up = store.begin_upload(n("late/sub/g"), 1).await.unwrap();
+    std::fs::create_dir_all(dir.path().join("late/sub/g/h")).unwrap();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut up = up;
+        up.write(b"z")?;
+        up.finish()
+    })
+    .await
+    .unwrap();
+    assert!(matches!(done, Err(StoreError::FolderExists(f)) if f == n("late/sub/g")));
+    std::fs::remove_dir_all(dir.path().join("late/sub/g")).unwrap();
     store.delete(&r("moved/x/one")).await.unwrap();
     assert_eq!(
         folders(dir.path()),

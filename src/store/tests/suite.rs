@@ -52,7 +52,11 @@ pub(super) async fn existing_names_and_reservations_conflict(fx: &dyn Fixture) {
     put(&store, "dir/file", b"x").await.unwrap();
     assert!(matches!(
         put(&store, "dir", b"x").await,
-        Err(StoreError::Exists(_))
+        Err(StoreError::FolderExists(f)) if f == n("dir")
+    ));
+    assert!(matches!(
+        store.rename(&r("a"), &n("dir")).await,
+        Err(StoreError::FolderExists(f)) if f == n("dir")
     ));
 }
 
