@@ -100,7 +100,7 @@ pub const TOKEN: &str = "\0token";
 pub const PAIRING: &str = "\0pair";
 
 /// The key an address is tracked under: the address itself, or its /64 for IPv6.
-fn key(ip: IpAddr) -> IpAddr {
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),

@@ -10,6 +10,7 @@
 //! [`Throttle`] per server). Not here: the dialogue of a login (`session::login`), checking a
 //! password or token (`security::users`).
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::security::pair::{PairCode, PairError, PairingCodes};
-use crate::security::throttle::{Policy, Throttle};
+use crate::security::throttle::{self, Policy, Throttle};
 use crate::security::users::{Permissions, Principal, Scope, Users, UsersError};
 
 /// What a pairing code grants when it is used: the permissions and folder of the token the
@@ -45,6 +46,8 @@ pub struct Access {
     pub(super) pairing: PairingCodes<Grant>,
     /// Credential checks running now: at most [`CHECKS_AT_ONCE`].
     checks: Semaphore,
+    /// One attempt per address in [`Access::check`] at a time.
+    turns: Turns,
 }
 
 /// Credential checks that run at once, per server; the others wait their turn (in arrival
@@ -53,6 +56,66 @@ pub struct Access {
 /// logins from as many connections, or from the streams of one HTTP/2 connection, took the
 /// server to gigabytes. Two keep both cores of a small machine busy when logins queue.
 pub const CHECKS_AT_ONCE: usize = 2;
+
+/// Credential checks take turns per address: an address has at most one attempt past its turn
+/// (in the throttle's delay, in the queue for [`CHECKS_AT_ONCE`], or being checked); its other
+/// attempts wait for their turn before they queue. So a burst of wrong logins from one
+/// address, which has no delay yet (its attempts all arrive before the first fails), holds one
+/// place in the queue, not one per attempt: a login from elsewhere waits for at most one check
+/// per other address with attempts in flight, not for the whole burst. An address is keyed as
+/// the throttle keys it (an IPv6 /64 as one). Entries live while an attempt holds or awaits
+/// them: at most one per address with a login under way, and those are bounded by the
+/// connection limits.
+#[derive(Default)]
+struct Turns {
+    by_address: std::sync::Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The turn of one attempt; the next attempt of its address may go once it is dropped.
+struct Turn<'a> {
+    turns: &'a Turns,
+    key: IpAddr,
+    lane: Arc<tokio::sync::Mutex<()>>,
+    held: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Turns {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>> {
+        self.by_address
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits (in arrival order) until no other attempt of `ip`'s address is past its turn.
+    async fn take(&self, ip: IpAddr) -> Turn<'_> {
+        let key = throttle::key(ip);
+        let lane = Arc::clone(self.lanes().entry(key).or_default());
+        let held = Some(Arc::clone(&lane).lock_owned().await);
+        Turn {
+            turns: self,
+            key,
+            lane,
+            held,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lanes().len()
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        drop(self.held.take());
+        let mut lanes = self.turns.lanes();
+        // Nobody else holds or awaits it (the map and this turn are its two owners): it goes,
+        // under the map's lock, so a new attempt either found it first or makes a new one.
+        if Arc::strong_count(&self.lane) == 2 {
+            lanes.remove(&self.key);
+        }
+    }
+}
 
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -78,6 +141,7 @@ impl Default for Access {
             throttle: Throttle::new(Policy::default()),
             pairing: PairingCodes::default(),
             checks: Semaphore::new(CHECKS_AT_ONCE),
+            turns: Turns::default(),
         }
     }
 }
@@ -118,6 +182,7 @@ impl Access {
             throttle: Throttle::new(policy),
             pairing: PairingCodes::default(),
             checks: Semaphore::new(CHECKS_AT_ONCE),
+            turns: Turns::default(),
         }
     }
 
@@ -158,15 +223,18 @@ impl Access {
 
     /// Checks a credential from `ip` for `name` (a user name, or
     /// [`crate::security::throttle::TOKEN`]) with `verify` (run on the blocking pool: argon2
-    /// takes tens of milliseconds of CPU), slowed first by the failed-login throttle of that
-    /// address; records the outcome there (a success forgives only failures against `name`). `None`: wrong, unknown, or no database (failures are logged by the
-    /// caller, without the secret).
+    /// takes tens of milliseconds of CPU), after the address's earlier attempts ([`Turns`]: one
+    /// at a time per address), then the failed-login throttle of that address, then a free
+    /// place among [`CHECKS_AT_ONCE`]; records the outcome in the throttle (a success forgives
+    /// only failures against `name`). `None`: wrong, unknown, or no database (failures are
+    /// logged by the caller, without the secret).
     pub async fn check(
         self: &Arc<Self>,
         ip: IpAddr,
         name: &str,
         verify: impl FnOnce(&Users) -> Result<Option<Principal>, UsersError> + Send + 'static,
     ) -> Option<Principal> {
+        let _turn = self.turns.take(ip).await;
         self.throttle.begin(ip).await;
         // Never closed; without a permit (it cannot happen) the check is refused.
         let Ok(permit) = self.checks.acquire().await else {
@@ -223,5 +291,38 @@ impl Access {
     /// Too many active codes, or the random generator failed.
     pub fn issue_code(&self, grant: Grant, lifetime: Duration) -> Result<PairCode, PairError> {
         self.pairing.issue(grant, lifetime, Instant::now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempts of one address go one at a time, in arrival order; other addresses do not wait
+    /// for them; nothing is left in the map once they are done, cancelled ones included.
+    #[tokio::test]
+    async fn turns_go_one_per_address_and_leave_nothing_behind() {
+        let turns = Arc::new(Turns::default());
+        let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        let first = turns.take(a).await;
+        // The same address waits; another one, or the same /64 of IPv6 as another, does not.
+        let mut second = Box::pin(turns.take(a));
+        assert!(done_within_20_ms(&mut second).await.is_none());
+        let other = turns.take(b).await;
+        let v6 = turns.take("fd00::1".parse().unwrap()).await;
+        let mut same_64 = Box::pin(turns.take("fd00::2".parse().unwrap()));
+        assert!(done_within_20_ms(&mut same_64).await.is_none());
+        drop(same_64); // cancelled while waiting
+        assert_eq!(turns.len(), 3);
+        drop(first);
+        let second = second.await;
+        drop((second, other, v6));
+        assert_eq!(turns.len(), 0);
+    }
+
+    async fn done_within_20_ms<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        tokio::time::timeout(Duration::from_millis(20), f)
+            .await
+            .ok()
     }
 }

@@ -981,6 +981,55 @@ async fn credential_checks_run_a_few_at_a_time_however_many_arrive() -> TestResu
     Ok(())
 }
 
+/// A burst of wrong logins from one address holds one place in the queue of credential
+/// checks, not one per attempt: a login from another address that arrives during the burst is
+/// checked next, not after the whole burst.
+#[tokio::test]
+async fn a_burst_from_one_address_does_not_make_other_logins_wait_for_all_of_it() -> TestResult {
+    use std::sync::Mutex;
+    let s = auth_server(
+        &[("alice", Permissions::ALL, None)],
+        Policy::default(),
+        None,
+    )
+    .await?;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let check = |ip: std::net::IpAddr| {
+        let (access, order) = (Arc::clone(&s.access), Arc::clone(&order));
+        async move {
+            access
+                .check(ip, "alice", move |_| {
+                    order.lock().unwrap().push(ip);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    Ok(None)
+                })
+                .await
+        }
+    };
+    let flood = std::net::IpAddr::from([10, 0, 0, 66]);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        tasks.spawn(check(flood));
+    }
+    // The burst has arrived (a fresh address: no throttle delay yet) and is being checked.
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while order.lock().unwrap().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    let other = std::net::IpAddr::from([10, 0, 0, 7]);
+    assert!(check(other).await.is_none());
+    let position = order.lock().unwrap().iter().position(|ip| *ip == other);
+    // Behind at most the burst's attempt being checked and the one queued after it.
+    assert!(
+        position.is_some_and(|p| p <= 2),
+        "checked after {position:?} of the burst's attempts"
+    );
+    tasks.abort_all();
+    Ok(())
+}
+
 /// The answer to a prompt is acted on with the rights the session has when it arrives: a
 /// user removed, or a right taken, while a prompt waited gets `530` or `403` for the answer,
 /// and nothing changes.
