@@ -24,7 +24,7 @@ from pathlib import Path
 
 from peers import PLAIN, TLS, Barge, BargeServer, Peer, Peers
 from procs import (
-    KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file, run_all,
+    KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file, run_all, warm_memory,
 )
 from report import Results, Row
 
@@ -129,9 +129,13 @@ class Bench:
               **kw) -> Sample:
         return PROCS.run(cmd, self.timeout, what, server=server.cpu if server else None, **kw)
 
-    def attempt(self, what: str, fn) -> None:
-        """Runs one measured step; a failing tool is noted and the run goes on."""
+    def attempt(self, what: str, fn, warm: int = 0) -> None:
+        """Runs one measured step; a failing tool is noted and the run goes on. A step that
+        writes a large file gives `warm`, about the bytes it writes: it starts right after
+        as many bytes were written and deleted (`warm_memory`)."""
         try:
+            if warm:
+                warm_memory(self.work, warm)
             fn()
         except Exception as e:  # noqa: BLE001 - one tool failing must not end the run
             log(f"{what} failed: {e}")
@@ -232,7 +236,7 @@ class Bench:
                 # Rotate the order each run so slow drifts of the machine hit every tool alike.
                 k = run % len(order)
                 for what, fn in order[k:] + order[:k]:
-                    self.attempt(f"{what} {label} run {run + 1}", fn)
+                    self.attempt(f"{what} {label} run {run + 1}", fn, warm=size)
                 log(f"  run {run + 1}/{self.a.runs} done")
         finally:
             for srv in servers.values():
@@ -295,7 +299,7 @@ class Bench:
                 order += [(b.name, lambda b=b, run=run: barge_up(b, run)) for b in self.barges]
                 k = run % len(order)
                 for what, fn in order[k:] + order[:k]:
-                    self.attempt(f"{what} {scen} run {run + 1}", fn)
+                    self.attempt(f"{what} {scen} run {run + 1}", fn, warm=size)
                 log(f"  run {run + 1}/{self.a.runs} done")
         finally:
             for srv in servers.values():
@@ -532,7 +536,8 @@ class Bench:
                          lambda: self.md5sum(r_md5, [str(src)] * n))
             for b in self.barges:
                 self.attempt(f"{b.name} concurrent run {run + 1}",
-                             lambda b=b: self._concurrent(b, src, d, scen_up, scen_down))
+                             lambda b=b: self._concurrent(b, src, d, scen_up, scen_down),
+                             warm=n * size)
             log(f"  run {run + 1}/{self.a.runs} done")
         shutil.rmtree(d, ignore_errors=True)
 
@@ -728,7 +733,7 @@ class Bench:
                 # Rotate the order each run so slow drifts of the machine hit every tool alike.
                 k = run % len(order)
                 for what, fn in order[k:] + order[:k]:
-                    self.attempt(f"{what} {label} run {run + 1}", fn)
+                    self.attempt(f"{what} {label} run {run + 1}", fn, warm=size)
                 log(f"  run {run + 1}/{self.a.runs} done")
             for b in barges:
                 if b.name in servers:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
 import report  # noqa: E402
-from procs import PROCS, MiB, Sample, TreeCpu, tree, wait_for  # noqa: E402
+from procs import PROCS, MiB, Sample, TreeCpu, tree, wait_for, warm_memory  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # Burns about `s` CPU seconds in a fresh Python process.
@@ -93,6 +93,40 @@ def args(**kw) -> Namespace:
                 client_size=MiB, idle=1, disk_size=100 * MiB)
     base.update(kw)
     return Namespace(**base)
+
+
+class WarmMemory(unittest.TestCase):
+    def test_it_writes_the_bytes_asked_and_leaves_nothing(self):
+        import scenarios
+        with tempfile.TemporaryDirectory() as d:
+            folder = Path(d)
+            seen = []
+            real_write = os.write
+
+            def counting(fd, data):
+                n = real_write(fd, data)
+                seen.append(n)
+                return n
+
+            os.write = counting
+            try:
+                warm_memory(folder, 5 * MiB + 3)
+            finally:
+                os.write = real_write
+            self.assertEqual(sum(seen), 5 * MiB + 3)
+            self.assertEqual(list(folder.iterdir()), [])
+            # A measured step that writes a large file is warmed first; one that does not is not.
+            order = []
+            s = scenarios.Bench.__new__(scenarios.Bench)
+            s.work, s.res = folder, Namespace(notes=[])
+            real_warm = scenarios.warm_memory
+            scenarios.warm_memory = lambda f, n: order.append(("warm", n))
+            try:
+                s.attempt("up", lambda: order.append(("run", 0)), warm=7)
+                s.attempt("hash", lambda: order.append(("run", 1)))
+            finally:
+                scenarios.warm_memory = real_warm
+            self.assertEqual(order, [("warm", 7), ("run", 0), ("run", 1)])
 
 
 class Verdicts(unittest.TestCase):
