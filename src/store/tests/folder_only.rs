@@ -208,6 +208,16 @@ async fn truncated_index_is_rebuilt_at_open() {
 }
 
 /// Every folder on disk under `root`, outside the state folder, as relative paths.
+/// Writes `body` into `up` and stores it, on the blocking pool as the server does.
+async fn write_and_finish(mut up: Upload, body: &'static [u8]) -> Result<FileId, StoreError> {
+    tokio::task::spawn_blocking(move || {
+        up.write(body)?;
+        up.finish()
+    })
+    .await
+    .unwrap()
+}
+
 fn folders(root: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
@@ -267,25 +277,13 @@ async fn empty_folders_go_with_their_last_file() {
     let up = store.begin_upload(n("late/sub/f"), 1).await.unwrap();
     std::fs::create_dir_all(dir.path().join("late/sub")).unwrap();
     std::fs::write(dir.path().join("late/sub/f"), b"first").unwrap();
-    let done = tokio::task::spawn_blocking(move || {
-        let mut up = up;
-        up.write(b"z")?;
-        up.finish()
-    })
-    .await
-    .unwrap();
+    let done = write_and_finish(up, b"z").await;
     assert!(matches!(done, Err(StoreError::Exists(_))));
     std::fs::remove_file(dir.path().join("late/sub/f")).unwrap();
     // A folder made by hand where the upload was to land is said to be one.
     let up = store.begin_upload(n("late/sub/g"), 1).await.unwrap();
     std::fs::create_dir_all(dir.path().join("late/sub/g/h")).unwrap();
-    let done = tokio::task::spawn_blocking(move || {
-        let mut up = up;
-        up.write(b"z")?;
-        up.finish()
-    })
-    .await
-    .unwrap();
+    let done = write_and_finish(up, b"z").await;
     assert!(matches!(done, Err(StoreError::FolderExists(f)) if f == n("late/sub/g")));
     std::fs::remove_dir_all(dir.path().join("late/sub/g")).unwrap();
     store.delete(&r("moved/x/one")).await.unwrap();
