@@ -15,6 +15,13 @@ use crate::security::pair::{
     CONFIRM_LEN, ClientPairing, MESSAGE_LEN, PairCode, decode_b64, encode_b64,
 };
 
+/// How long the reply to a credential (`PASS`, `TOKEN`, the first step of `PAIR`) may take at
+/// least, whatever the client's stall timeout: the server holds it for its failed-login delay
+/// (up to 30 s, `PROTOCOL.md` section 5.9) after the earlier attempts of the same address.
+/// With the CLI's 10 s, a login after 7 mistakes (a 16 s delay) gave up before the server
+/// answered.
+pub const LOGIN_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Who the server says the session is logged in as (`230 <principal> <perms>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoggedIn {
@@ -48,6 +55,24 @@ impl std::fmt::Debug for Paired {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Sends a credential and reads its `230`, waiting at least [`LOGIN_WAIT`] for it.
+    async fn credential(
+        &mut self,
+        request: &Request,
+    ) -> Result<crate::protocol::Reply, ClientError> {
+        self.waiting_for_the_throttle(async |c: &mut Self| c.simple(request, Code::LOGGED_IN).await)
+            .await
+    }
+
+    /// Runs `step` with a stall timeout of at least [`LOGIN_WAIT`], then the client's again.
+    async fn waiting_for_the_throttle<T>(&mut self, step: impl AsyncFnOnce(&mut Self) -> T) -> T {
+        let stall = self.timeout;
+        self.timeout = stall.map(|t| t.max(LOGIN_WAIT));
+        let done = step(self).await;
+        self.timeout = stall;
+        done
+    }
+
     /// Logs in with a user name and password (`USER`, `PASS`).
     ///
     /// # Errors
@@ -61,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.simple(&Request::User(user.to_owned()), Code::SEND_PASS)
             .await?;
         let reply = self
-            .simple(&Request::Pass(Secret::new(password)), Code::LOGGED_IN)
+            .credential(&Request::Pass(Secret::new(password)))
             .await?;
         Ok(logged_in(&reply.text))
     }
@@ -71,9 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// # Errors
     /// As [`Client::login_password`].
     pub async fn login_token(&mut self, token: &str) -> Result<LoggedIn, ClientError> {
-        let reply = self
-            .simple(&Request::Token(Secret::new(token)), Code::LOGGED_IN)
-            .await?;
+        let reply = self.credential(&Request::Token(Secret::new(token))).await?;
         Ok(logged_in(&reply.text))
     }
 
@@ -94,7 +117,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             slot: code.nameplate(),
             message: encode_b64(&msg_a),
         };
-        let reply = match self.request(&request).await {
+        // The server delays the step as it delays a login.
+        let reply = self
+            .waiting_for_the_throttle(async |c: &mut Self| c.request(&request).await)
+            .await;
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => return self.settle(Err(e)),
         };

@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 
 pub use error::ClientError;
 pub use listing::{ListingLimit, ListingReader, decode_listing};
-pub use login::{LoggedIn, Paired};
+pub use login::{LOGIN_WAIT, LoggedIn, Paired};
 pub use put_many::PutItem;
 pub use resume::RESUME_MIN;
 pub use secure::{AnyStream, Duplex, Security};
@@ -370,6 +370,39 @@ mod tests {
             line.push(byte[0]);
         }
         Ok(String::from_utf8_lossy(&line).into_owned())
+    }
+
+    /// The server may hold a login's reply for its failed-login delay (up to 30 s), longer
+    /// than the stall timeout the CLI gives every other reply (10 s): the client waits for it,
+    /// then goes back to its timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_login_reply_may_take_the_servers_failed_login_delay() -> Result<(), ClientError> {
+        let mut client = scripted(|mut s| async move {
+            assert_eq!(request_line(&mut s).await?, "USER alice");
+            s.write_all(b"334 Password for alice\n").await?;
+            assert_eq!(request_line(&mut s).await?, "PASS secret");
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            s.write_all(b"230 alice get,put,modify Logged in\n").await?;
+            assert_eq!(request_line(&mut s).await?, "LIST_FILES");
+            // A LIST that does not answer within the stall timeout still times out.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(())
+        })
+        .await?;
+        let stall = client.timeout;
+        assert!(
+            stall.is_some_and(|t| t < Duration::from_secs(30)),
+            "{stall:?}"
+        );
+        let logged_in = client.login_password("alice", "secret").await?;
+        assert_eq!(logged_in.principal, "alice");
+        assert_eq!(client.timeout, stall);
+        let listed = client.list().await;
+        assert!(
+            matches!(listed, Err(ClientError::Transport(_))),
+            "{listed:?}"
+        );
+        Ok(())
     }
 
     #[tokio::test]
