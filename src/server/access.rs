@@ -63,24 +63,32 @@ pub const CHECKS_AT_ONCE: usize = 2;
 /// address, which has no delay yet (its attempts all arrive before the first fails), holds one
 /// place in the queue, not one per attempt: a login from elsewhere waits for at most one check
 /// per other address with attempts in flight, not for the whole burst. An address is keyed as
-/// the throttle keys it (an IPv6 /64 as one). Entries live while an attempt holds or awaits
-/// them: at most one per address with a login under way, and those are bounded by the
+/// the throttle keys it (an IPv6 /64 as one). An address's entry lives while an attempt of it
+/// holds or awaits its turn (a waiter that is dropped, its connection gone, counts itself out
+/// too): at most one per address with a login under way, and those are bounded by the
 /// connection limits.
 #[derive(Default)]
 struct Turns {
-    by_address: std::sync::Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    by_address: std::sync::Mutex<HashMap<IpAddr, Lane>>,
 }
 
-/// The turn of one attempt; the next attempt of its address may go once it is dropped.
+/// The turns of one address: whose turn it is, and how many attempts hold or await one.
+#[derive(Default)]
+struct Lane {
+    turn: Arc<tokio::sync::Mutex<()>>,
+    attempts: usize,
+}
+
+/// The turn of one attempt, counted in its lane from before it waits; the next attempt of its
+/// address may go once it is dropped.
 struct Turn<'a> {
     turns: &'a Turns,
     key: IpAddr,
-    lane: Arc<tokio::sync::Mutex<()>>,
     held: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Turns {
-    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Lane>> {
         self.by_address
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -89,14 +97,20 @@ impl Turns {
     /// Waits (in arrival order) until no other attempt of `ip`'s address is past its turn.
     async fn take(&self, ip: IpAddr) -> Turn<'_> {
         let key = throttle::key(ip);
-        let lane = Arc::clone(self.lanes().entry(key).or_default());
-        let held = Some(Arc::clone(&lane).lock_owned().await);
-        Turn {
+        let turn = {
+            let mut lanes = self.lanes();
+            let lane = lanes.entry(key).or_default();
+            lane.attempts += 1;
+            Arc::clone(&lane.turn)
+        };
+        // Counted from here on: dropped while it waits, it counts itself out.
+        let mut mine = Turn {
             turns: self,
             key,
-            lane,
-            held,
-        }
+            held: None,
+        };
+        mine.held = Some(turn.lock_owned().await);
+        mine
     }
 
     #[cfg(test)]
@@ -109,10 +123,13 @@ impl Drop for Turn<'_> {
     fn drop(&mut self) {
         drop(self.held.take());
         let mut lanes = self.turns.lanes();
-        // Nobody else holds or awaits it (the map and this turn are its two owners): it goes,
-        // under the map's lock, so a new attempt either found it first or makes a new one.
-        if Arc::strong_count(&self.lane) == 2 {
-            lanes.remove(&self.key);
+        // The last attempt of its address takes the lane with it, under the map's lock, so a
+        // new attempt either counted itself in first or makes a new lane.
+        if let Some(lane) = lanes.get_mut(&self.key) {
+            lane.attempts = lane.attempts.saturating_sub(1);
+            if lane.attempts == 0 {
+                lanes.remove(&self.key);
+            }
         }
     }
 }
@@ -302,10 +319,11 @@ mod tests {
     /// for them; nothing is left in the map once they are done, cancelled ones included.
     #[tokio::test]
     async fn turns_go_one_per_address_and_leave_nothing_behind() {
-        let turns = Arc::new(Turns::default());
+        let turns = Turns::default();
         let (a, b) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
         let first = turns.take(a).await;
-        // The same address waits; another one, or the same /64 of IPv6 as another, does not.
+        // The same address waits, and so does another of the same IPv6 /64; another address
+        // does not.
         let mut second = Box::pin(turns.take(a));
         assert!(done_within_20_ms(&mut second).await.is_none());
         let other = turns.take(b).await;
@@ -317,6 +335,14 @@ mod tests {
         drop(first);
         let second = second.await;
         drop((second, other, v6));
+        assert_eq!(turns.len(), 0);
+        // A waiter dropped after the turn before it ended (its turn came, it was not polled
+        // again) takes its address's entry with it too.
+        let first = turns.take(a).await;
+        let mut waiter = Box::pin(turns.take(a));
+        assert!(done_within_20_ms(&mut waiter).await.is_none());
+        drop(first);
+        drop(waiter);
         assert_eq!(turns.len(), 0);
     }
 
