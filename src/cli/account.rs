@@ -95,7 +95,7 @@ pub(crate) async fn pair(args: &PairArgs, global: &Global, ui: &Ui) -> anyhow::R
         Err(e) => return Err(remote::connect_error(&remote, e)),
     };
     let presented = presented.ok_or_else(|| Untrusted(format!("{remote} presented no key")))?;
-    let paired = match client.pair(&code).await {
+    let paired = match remote::waiting_for_login(ui, &remote, client.pair(&code)).await {
         Ok(p) => p,
         Err(ClientError::Pairing(why)) => {
             return Err(Untrusted(format!(

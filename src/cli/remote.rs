@@ -246,17 +246,43 @@ impl Remote {
     }
 }
 
+/// How long a login may take before the CLI says what it is waiting for: a credential check
+/// takes well under a second, the server's failed-login delay up to 30 s.
+const SLOW_LOGIN_NOTE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Awaits `step` (a login or pairing step); if it takes longer than [`SLOW_LOGIN_NOTE`], says
+/// why the wait (on stderr, unless `--quiet`) instead of seeming to hang.
+pub(crate) async fn waiting_for_login<T>(
+    ui: &Ui,
+    remote: &Remote,
+    step: impl std::future::Future<Output = T>,
+) -> T {
+    let mut step = std::pin::pin!(step);
+    tokio::select! {
+        done = &mut step => return done,
+        () = tokio::time::sleep(SLOW_LOGIN_NOTE) => {}
+    }
+    ui.note(format_args!(
+        "waiting for {remote} to answer the login: a server slows down logins from an \
+         address after failed attempts (by up to 30 s)"
+    ));
+    step.await
+}
+
 /// Logs the session in with the credential the options and saved logins give, if any.
-async fn log_in(remote: &Remote, client: &mut Client<AnyStream>) -> anyhow::Result<()> {
+async fn log_in(remote: &Remote, client: &mut Client<AnyStream>, ui: &Ui) -> anyhow::Result<()> {
     let Some(credential) = remote.credential()? else {
         return Ok(());
     };
-    let result = match &credential {
-        Credential::Token(t) => client.login_token(t.expose()).await,
-        Credential::Password { user, password } => {
-            client.login_password(user, password.expose()).await
+    let result = waiting_for_login(ui, remote, async {
+        match &credential {
+            Credential::Token(t) => client.login_token(t.expose()).await,
+            Credential::Password { user, password } => {
+                client.login_password(user, password.expose()).await
+            }
         }
-    };
+    })
+    .await;
     match result {
         Ok(_) => Ok(()),
         Err(ClientError::Refused { code, .. }) if code == Code::NOT_LOGGED_IN => {
@@ -276,7 +302,7 @@ async fn log_in(remote: &Remote, client: &mut Client<AnyStream>) -> anyhow::Resu
 pub(crate) async fn connect(remote: &Remote, ui: &Ui) -> anyhow::Result<Client<AnyStream>> {
     let mut client = connect_trusted(remote, ui).await?;
     client.set_listing_limit(remote.listing_limit);
-    log_in(remote, &mut client).await?;
+    log_in(remote, &mut client, ui).await?;
     Ok(client)
 }
 

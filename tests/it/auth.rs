@@ -737,6 +737,51 @@ mod bin {
     }
 
     #[test]
+    fn a_login_slowed_by_earlier_failures_says_why_it_waits_and_gets_in() -> TestResult {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        barge(config.path())
+            .args(["user", "add", "alice", "--root"])
+            .arg(root.path())
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        let served = serve(root.path(), &["--plain"], log.path())?;
+        let ls = || {
+            let mut cmd = barge(config.path());
+            cmd.args(["--plain", "--host", "127.0.0.1", "--user", "alice"])
+                .args(["--port", &served.port.to_string(), "ls"])
+                .env("BARGE_PASSWORD", PASSWORD);
+            cmd
+        };
+        // A login with no failures before it is quick and says nothing about waiting.
+        let out = ls().output()?;
+        assert!(out.status.success(), "{out:?}");
+        assert!(!String::from_utf8(out.stderr)?.contains("waiting"));
+        // Five failures from this address: the next attempt is held 4 s (3 free, 1 s, 2 s).
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            let mut raw = Raw::connect(([127, 0, 0, 1], served.port).into()).await?;
+            raw.line().await?;
+            for _ in 0..5 {
+                assert_eq!(raw.cmd("USER alice").await?, "334 Send PASS");
+                assert!(raw.cmd("PASS wrong").await?.starts_with("530"));
+            }
+            TestResult::Ok(())
+        })?;
+        let out = ls().output()?;
+        assert!(out.status.success(), "{out:?}");
+        let stderr = String::from_utf8(out.stderr)?;
+        assert!(
+            stderr.contains("waiting for 127.0.0.1")
+                && stderr.contains("slows down logins from an address after failed attempts"),
+            "{stderr}"
+        );
+        Ok(())
+    }
+
+    #[test]
     fn pairing_end_to_end_pins_the_server_and_saves_a_token() -> TestResult {
         let root = tempfile::tempdir()?;
         let config = tempfile::tempdir()?;
