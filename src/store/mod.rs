@@ -173,12 +173,25 @@ impl Listing {
     pub fn under(
         &self,
         folder: Option<&FileName>,
-    ) -> impl Iterator<Item = (&FileName, FileId, u64)> + '_ {
+    ) -> impl Iterator<Item = (&FileName, FileId, u64)> + use<'_> {
+        self.under_after(folder, None)
+    }
+
+    /// The files of [`under`](Self::under) that come after `name` (all of them for `None`), in
+    /// name order: where a listing of a folder sent in pieces goes on.
+    pub fn under_after(
+        &self,
+        folder: Option<&FileName>,
+        name: Option<&FileName>,
+    ) -> impl Iterator<Item = (&FileName, FileId, u64)> + use<'_> {
         use std::ops::Bound;
         // Every name beneath `folder` sorts from `folder/` on; the first that does not start
         // with it ends them (names are compared byte by byte).
         let prefix = folder.map(|f| format!("{}/", f.as_str()));
-        let from = prefix.as_deref().map_or(Bound::Unbounded, Bound::Included);
+        let from = match name {
+            Some(n) => Bound::Excluded(n.as_str()),
+            None => prefix.as_deref().map_or(Bound::Unbounded, Bound::Included),
+        };
         // The iterator keeps no borrow of its bounds.
         let files = self.files.range_from(from);
         files

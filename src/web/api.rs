@@ -22,6 +22,7 @@ use super::auth::Who;
 use super::{Access, Gateway, page};
 use crate::id::FileId;
 use crate::name::FileName;
+use crate::security::users::Scope;
 use crate::store::{self, StoreError, Target, Upload};
 use crate::transfer::{self, CHUNK, SMALL, Sink, SinkError, Source};
 use std::net::SocketAddr;
@@ -153,9 +154,9 @@ async fn resolve(gw: &Gateway, access: &Access, text: &str) -> Answer<Target> {
 
 /// A file as the page sees it: the shape of `barge ls --json`'s entries.
 #[derive(Serialize)]
-struct FileJson {
-    id: String,
-    name: String,
+struct FileJson<'a> {
+    id: &'a str,
+    name: &'a str,
     size: u64,
 }
 
@@ -214,20 +215,6 @@ async fn list(
         );
     }
     let listing = gw.store.list().await?;
-    // Built straight from the snapshot (no copy of the listing first); the JSON answer is
-    // whole, bounded by the server's file limit like any listing.
-    let files = listing
-        .under(access.scope.folder_name())
-        .filter_map(|(name, id, size)| {
-            let seen = access.scope.to_seen(name)?;
-            Some(FileJson {
-                id: id.to_hex(),
-                name: seen.as_str().to_owned(),
-                size,
-            })
-        })
-        .collect();
-    let files: Vec<FileJson> = files;
     // Files still being hashed cannot be told apart by folder: a confined access is not told
     // about them (as on the TCP side).
     let pending = if access.scope.folder_name().is_some() {
@@ -238,9 +225,82 @@ async fn list(
     let pending = value(&pending.to_string());
     let headers = [
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
         (header::HeaderName::from_static("barge-pending"), pending),
     ];
-    Ok((headers, Json(files)).into_response())
+    Ok((headers, listing_body(listing, access.scope)).into_response())
+}
+
+/// JSON text of a listing made before it is handed to hyper, as on the TCP side
+/// (`session::listing`): large enough for big writes, small enough to be a rounding error.
+pub(super) const LIST_PAGE_BYTES: usize = 32 * 1024;
+
+/// The JSON array of the files `scope` sees in `listing`, in name order, made a page at a time
+/// as hyper takes them: what a listing holds, however slowly it is read and however many files
+/// there are, is a snapshot of the index (which shares its chunks) and a page or two of text.
+/// A reader that stops reading meets the connection's stall timeout (`conn`).
+fn listing_body(listing: store::Listing, scope: Scope) -> Body {
+    let cursor = ListCursor {
+        listing,
+        scope,
+        after: None,
+        written: 0,
+    };
+    let pages = futures_util::stream::unfold(Some(cursor), |cursor| async move {
+        let mut cursor = cursor?;
+        match cursor.page() {
+            Ok((page, true)) => Some((Ok(Bytes::from(page)), None)),
+            Ok((page, false)) => Some((Ok(Bytes::from(page)), Some(cursor))),
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    Body::from_stream(pages)
+}
+
+/// Where a listing being sent is.
+struct ListCursor {
+    listing: store::Listing,
+    scope: Scope,
+    /// The last name looked at, once a page is out.
+    after: Option<FileName>,
+    /// Entries written so far.
+    written: usize,
+}
+
+impl ListCursor {
+    /// The next page of the JSON array, and whether it is the last.
+    fn page(&mut self) -> Result<(Vec<u8>, bool), serde_json::Error> {
+        let mut page = Vec::with_capacity(LIST_PAGE_BYTES + 1024);
+        let after = self.after.take();
+        if after.is_none() {
+            page.push(b'[');
+        }
+        let folder = self.scope.folder_name();
+        for (name, id, size) in self.listing.under_after(folder, after.as_ref()) {
+            let Some(seen) = self.scope.to_seen(name) else {
+                continue;
+            };
+            if self.written > 0 {
+                page.push(b',');
+            }
+            self.written += 1;
+            let entry = FileJson {
+                id: &id.to_hex(),
+                name: seen.as_str(),
+                size,
+            };
+            serde_json::to_writer(&mut page, &entry)?;
+            if page.len() >= LIST_PAGE_BYTES {
+                self.after = Some(name.clone());
+                return Ok((page, false));
+            }
+        }
+        page.push(b']');
+        Ok((page, true))
+    }
 }
 
 #[derive(Deserialize)]

@@ -93,17 +93,18 @@ pub(super) async fn index(
     let (rows, empty) = if perms.may_list() {
         match gw.store.list().await {
             Ok(listing) => {
-                let seen: Vec<FileEntry> = listing
-                    .under(access.scope.folder_name())
-                    .filter_map(|(name, id, size)| {
-                        Some(FileEntry {
-                            id,
-                            name: access.scope.to_seen(name)?,
-                            size,
-                        })
-                    })
-                    .collect();
-                let rows = rows(&seen, &folder, perms.may_get());
+                // Straight from the snapshot: what is held is the HTML of this folder's rows.
+                let seen =
+                    listing
+                        .under(access.scope.folder_name())
+                        .filter_map(|(name, id, size)| {
+                            Some(FileEntry {
+                                id,
+                                name: access.scope.to_seen(name)?,
+                                size,
+                            })
+                        });
+                let rows = rows(seen, &folder, perms.may_get());
                 let empty = if rows.is_empty() {
                     "No files available at the moment."
                 } else {
@@ -205,8 +206,8 @@ fn crumbs(folder: &str) -> String {
 
 /// The table rows of `folder` (names as the visitor sees them): a row per sub-folder, then
 /// its files.
-fn rows(entries: &[FileEntry], folder: &str, links: bool) -> String {
-    let mut folders: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
+fn rows(entries: impl IntoIterator<Item = FileEntry>, folder: &str, links: bool) -> String {
+    let mut folders: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     let mut out = String::new();
     let mut files = String::new();
     for e in entries {
@@ -214,9 +215,13 @@ fn rows(entries: &[FileEntry], folder: &str, links: bool) -> String {
             continue;
         };
         if let Some((sub, _)) = rest.split_once('/') {
-            let f = folders.entry(sub).or_default();
-            f.0 += e.size;
-            f.1 += 1;
+            if !folders.contains_key(sub) {
+                folders.insert(sub.to_owned(), (0, 0));
+            }
+            if let Some(f) = folders.get_mut(sub) {
+                f.0 += e.size;
+                f.1 += 1;
+            }
             continue;
         }
         let id = e.id.to_hex();
@@ -251,7 +256,7 @@ fn rows(entries: &[FileEntry], folder: &str, links: bool) -> String {
              <td class=\"num\" title=\"{size} bytes\">{}</td><td class=\"id muted\">{count} file{}</td>\
              <td class=\"actions\"></td></tr>",
             attr(&folder_link(&format!("{folder}{sub}/"))),
-            text(sub),
+            text(&sub),
             human(size),
             if count == 1 { "" } else { "s" }
         );

@@ -458,6 +458,55 @@ async fn a_drop_box_may_only_upload() -> TestResult {
     Ok(())
 }
 
+/// Stores `body` under `name` directly, without the gateway.
+async fn put_direct(web: &Web, name: &str, body: &[u8]) -> TestResult {
+    let mut up = web
+        .store
+        .begin_upload(crate::name::FileName::parse(name)?, body.len() as u64)
+        .await?;
+    up.write(body)?;
+    up.finish()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_long_listing_is_sent_in_pages_and_parses_whole_for_every_scope() -> TestResult {
+    let folder = As::Token(Permissions::ALL, Scope::parse("alice")?);
+    let web = start(folder, StoreConfig::default()).await?;
+    let empty = call(&web, "GET", "/api/files", &[], b"").await?;
+    assert_eq!(&empty.body[..], b"[]");
+    assert_eq!(empty.header("content-type"), "application/json");
+    // 300 entries of ~250 bytes of JSON: several pages. Names just outside the folder sort
+    // before (`al`) and after (`alice0`, as '0' > '/') its names.
+    let long = |i: usize| format!("{i:05}-\"quoted\"-{}", "x".repeat(200));
+    for i in 0..300 {
+        put_direct(&web, &format!("alice/{}", long(i)), b"in").await?;
+    }
+    for outside in ["al", "alice0", "bob/x"] {
+        put_direct(&web, outside, b"out").await?;
+    }
+    let list = call(&web, "GET", "/api/files", &[], b"").await?;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.body.len() > 2 * super::api::LIST_PAGE_BYTES);
+    assert_eq!(
+        list.header("content-length"),
+        "",
+        "streamed, not built whole"
+    );
+    let files = list.json();
+    let names: Vec<&str> = files
+        .as_array()
+        .ok_or("not a JSON array")?
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    let expected: Vec<String> = (0..300).map(long).collect();
+    assert_eq!(names, expected);
+    assert_eq!(files[0]["size"], 2);
+    assert_eq!(files[0]["id"], md5(b"in").to_hex());
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
     let alice = As::Token(Permissions::ALL, Scope::parse("alice")?);
