@@ -543,6 +543,7 @@ mod bin {
 
     use assert_cmd::Command;
     use predicates::str::contains;
+    use tempfile::{NamedTempFile, TempDir};
 
     use super::PASSWORD;
     use crate::common::{Raw, TestResult, WAIT};
@@ -617,6 +618,23 @@ mod bin {
         Ok(Served { child, port, lines })
     }
 
+    /// A shared folder with the user alice (`extra`: options of `user add`), a configuration
+    /// folder and a log file for a server.
+    fn alice_added(extra: &[&str]) -> TestResult<(TempDir, TempDir, NamedTempFile)> {
+        let root = tempfile::tempdir()?;
+        let config = tempfile::tempdir()?;
+        let log = tempfile::NamedTempFile::new()?;
+        barge(config.path())
+            .args(["user", "add", "alice"])
+            .args(extra)
+            .arg("--root")
+            .arg(root.path())
+            .env("BARGE_PASSWORD", PASSWORD)
+            .assert()
+            .success();
+        Ok((root, config, log))
+    }
+
     #[test]
     fn a_network_address_with_no_users_is_refused_unless_public() -> TestResult {
         let root = tempfile::tempdir()?;
@@ -635,14 +653,7 @@ mod bin {
 
     #[test]
     fn a_users_file_others_can_read_is_refused_at_start() -> TestResult {
-        let root = tempfile::tempdir()?;
-        let config = tempfile::tempdir()?;
-        barge(config.path())
-            .args(["user", "add", "alice", "--root"])
-            .arg(root.path())
-            .env("BARGE_PASSWORD", PASSWORD)
-            .assert()
-            .success();
+        let (root, config, _) = alice_added(&[])?;
         let file = root.path().join(".barge/users.json");
         let text = std::fs::read_to_string(&file)?;
         assert!(
@@ -662,19 +673,11 @@ mod bin {
 
     #[test]
     fn no_secret_on_the_command_line_in_debug_traces_or_logs() -> TestResult {
-        let root = tempfile::tempdir()?;
-        let config = tempfile::tempdir()?;
-        let log = tempfile::NamedTempFile::new()?;
+        let (root, config, log) = alice_added(&[])?;
         // No option takes a password or a token itself.
         for args in [["--password", "x"], ["--token", "barge_x"]] {
             barge(config.path()).args(args).arg("ls").assert().code(2);
         }
-        barge(config.path())
-            .args(["user", "add", "alice", "--root"])
-            .arg(root.path())
-            .env("BARGE_PASSWORD", PASSWORD)
-            .assert()
-            .success();
         let token_out = barge(config.path())
             .args(["token", "create", "--read-only", "--root"])
             .arg(root.path())
@@ -738,15 +741,7 @@ mod bin {
 
     #[test]
     fn a_login_slowed_by_earlier_failures_says_why_it_waits_and_gets_in() -> TestResult {
-        let root = tempfile::tempdir()?;
-        let config = tempfile::tempdir()?;
-        let log = tempfile::NamedTempFile::new()?;
-        barge(config.path())
-            .args(["user", "add", "alice", "--root"])
-            .arg(root.path())
-            .env("BARGE_PASSWORD", PASSWORD)
-            .assert()
-            .success();
+        let (root, config, log) = alice_added(&[])?;
         let served = serve(root.path(), &["--plain"], log.path())?;
         let ls = || {
             let mut cmd = barge(config.path());
@@ -837,15 +832,7 @@ mod bin {
 
     #[test]
     fn login_remembers_the_user_name_but_never_the_password() -> TestResult {
-        let root = tempfile::tempdir()?;
-        let config = tempfile::tempdir()?;
-        let log = tempfile::NamedTempFile::new()?;
-        barge(config.path())
-            .args(["user", "add", "alice", "--read-only", "--root"])
-            .arg(root.path())
-            .env("BARGE_PASSWORD", PASSWORD)
-            .assert()
-            .success();
+        let (root, config, log) = alice_added(&["--read-only"])?;
         let served = serve(root.path(), &["--plain"], log.path())?;
         let port = served.port.to_string();
         let client = |args: &[&str]| {
