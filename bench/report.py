@@ -25,6 +25,11 @@ RSS_LIMIT = 64 * MiB
 # The rows of the build under test (`peers.modes` names them): TLS, its default, and `--plain`.
 BARGE_TLS = "barge (TLS)"
 BARGE_PLAIN = "barge (plain)"
+# The floor of a verified download to a file, measured beside the judged (plain) rows: that
+# build's download with its bytes thrown away, and the same bytes written to a new file.
+FLOOR_OF = BARGE_PLAIN
+FLOOR_NO_FILE = "barge (plain) get -o - (no file)"
+FLOOR_WRITE = "dd into a new tmpfs file"
 # The yardsticks a scenario's tools are measured against; they get no time/barge ratio.
 REFERENCES = ("md5sum", "dd conv=fsync")
 
@@ -135,9 +140,11 @@ def _wall(res: Results, name: str, row: Row | None, ref: Row | None, limit: floa
         res.target(name, None, "not measured")
 
 
-def _cpu(res: Results, name: str, values: list[float], md5: Row | None, limit: float) -> None:
+def _cpu(res: Results, name: str, values: list[float], md5: Row | None, limit: float,
+         also: str = "") -> None:
     """Judges the median of `values` (CPU seconds per run) against md5sum's median CPU, and
-    shows both ranges: on a shared machine the runs of one build spread by more than 10 %."""
+    shows both ranges: on a shared machine the runs of one build spread by more than 10 %.
+    `also` is appended to the detail."""
     ref = md5.c_cpu if md5 else None
     value = median(values)
     if value is None or not ref:
@@ -149,7 +156,20 @@ def _cpu(res: Results, name: str, values: list[float], md5: Row | None, limit: f
         spread = (f"; runs {min(values):.2f}-{max(values):.2f} vs "
                   f"{min(md5.client_cpu):.2f}-{max(md5.client_cpu):.2f}")
     res.target(name, ratio <= limit,
-               f"{ratio:.2f} x ({value:.2f} CPU s vs {ref:.2f} CPU s{spread})")
+               f"{ratio:.2f} x ({value:.2f} CPU s vs {ref:.2f} CPU s{spread}){also}")
+
+
+def download_floor(res: Results, label: str, md5: Row | None) -> str:
+    """The floor of a verified download's client CPU in this run, as a note for its verdict:
+    the judged build's download without the file plus `dd` writing the file, against md5sum
+    (empty if not measured)."""
+    scen = f"download floor {label}"
+    no_file, write = res.find(scen, FLOOR_NO_FILE), res.find(scen, FLOOR_WRITE)
+    if not (no_file and write and no_file.c_cpu and write.c_cpu and md5 and md5.c_cpu):
+        return ""
+    floor = no_file.c_cpu + write.c_cpu
+    return (f"; floor {floor / md5.c_cpu:.2f} x = without the file {no_file.c_cpu:.2f} + "
+            f"writing the file {write.c_cpu:.2f} CPU s")
 
 
 def judge(res: Results, a, peers) -> None:
@@ -290,7 +310,7 @@ def _judge_plain(res: Results, a, peers) -> None:
              1.05)
     if down:
         _cpu(res, f"{i11}download {label} client CPU <= 1.1 x md5sum CPU", down.client_cpu, md5,
-             1.1)
+             1.1, download_floor(res, label, md5))
         _cpu(res, f"{i11}download {label} server CPU <= 0.2 x md5sum CPU", down.server_cpu, md5,
              0.2)
         _wall(res, f"{i11}download {label} <= 1.1 x md5sum", down, md5, 1.1)

@@ -26,7 +26,7 @@ from peers import PLAIN, TLS, Barge, BargeServer, Peer, Peers
 from procs import (
     KiB, MiB, PROCS, Busy, Sample, human, log, make_random_file, md5_file, run_all, warm_memory,
 )
-from report import Results, Row
+from report import FLOOR_NO_FILE, FLOOR_OF, FLOOR_WRITE, Results, Row
 
 
 def tls_context() -> ssl.SSLContext:
@@ -168,6 +168,19 @@ class Bench:
         hash_s, up_s, down_s = f"hash {label}", f"upload {label}", f"download {label}"
         self.res.refs.update({up_s: hash_s, down_s: hash_s})
         r_md5 = self.res.row(hash_s, "md5sum", work=size, note="the limit")
+        # What a verified download to a file cannot go below, measured in the same runs: the
+        # judged build's download with its bytes thrown away (MD5 and the socket, no file), and
+        # `dd` putting as many bytes into a new file on the same tmpfs (the file, nothing else).
+        floor_s = f"download floor {label}"
+        self.res.refs[floor_s] = hash_s
+        judged = next((b for b in self.barges if b.name == FLOOR_OF), None)
+        if judged:
+            self.res.row(floor_s, FLOOR_NO_FILE, work=size,
+                         note="the judged build's `get -o -` to /dev/null: its download "
+                              "without the file")
+            self.res.row(floor_s, FLOOR_WRITE, work=size,
+                         note="`dd if=/dev/zero bs=1M` into a new file on the tmpfs: writing "
+                              "the bytes, nothing else")
         servers = {}
         try:
             for b in self.barges:
@@ -212,6 +225,17 @@ class Bench:
                 check(dest, "barge get", run == 0)
                 dest.unlink()
 
+            def floor_no_file(b: Barge) -> None:
+                self.res.row(floor_s, FLOOR_NO_FILE).add(
+                    self.timed(b._cli(servers[b.name], "get", "dl.bin", "-o", "-"),
+                               "barge get -o -"))
+
+            def floor_write() -> None:
+                cmd = ["dd", "if=/dev/zero", f"of={dest}", "bs=1M", f"count={size // MiB}",
+                       "status=none"]
+                self.res.row(floor_s, FLOOR_WRITE).add(self.timed(cmd, "dd into tmpfs"))
+                dest.unlink()
+
             def peer_task(p: Peer, run: int, up: bool) -> None:
                 row = self.res.row(up_s if up else down_s, p.name)
                 if up:
@@ -229,6 +253,9 @@ class Bench:
                 for b in self.barges:
                     order.append((f"{b.name} up", lambda b=b, run=run: barge_up(b, run)))
                     order.append((f"{b.name} down", lambda b=b, run=run: barge_down(b, run)))
+                if judged:
+                    order.append(("floor: no file", lambda: floor_no_file(judged)))
+                    order.append(("floor: dd", floor_write))
                 for p in [p for p in peers.list if not p.web_only]:
                     order.append((f"{p.name} up", lambda p=p, run=run: peer_task(p, run, True)))
                     order.append((f"{p.name} down",

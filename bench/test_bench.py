@@ -167,6 +167,27 @@ class Verdicts(unittest.TestCase):
         _, detail = got["[issue 11, plain] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"]
         self.assertIn("runs 1.90-2.10 vs 1.00-1.20", detail)
 
+    def test_the_download_verdict_shows_the_floor_measured_in_the_same_run(self):
+        name = "[issue 11, plain] download 100 MiB client CPU <= 1.1 x md5sum CPU"
+        res = report.Results()
+        res.refs.update({"download 100 MiB": "hash 100 MiB",
+                         "download floor 100 MiB": "hash 100 MiB"})
+        res.row("hash 100 MiB", "md5sum").add(Sample(1.0, 2.0))
+        res.row("download 100 MiB", "barge (plain)").add(Sample(1.0, 2.4, 0.1))
+        report.judge(res, args(), Namespace(list=[]))
+        # Without the floor's rows the verdict says nothing of it.
+        verdict, detail = next((v, d) for n, v, d in res.targets if n == name)
+        self.assertEqual((verdict, detail), ("FAIL", "1.20 x (2.40 CPU s vs 2.00 CPU s)"))
+        res.targets.clear()
+        res.row("download floor 100 MiB", report.FLOOR_NO_FILE).add(Sample(1.0, 1.7))
+        res.row("download floor 100 MiB", report.FLOOR_WRITE).add(Sample(0.5, 0.5))
+        report.judge(res, args(), Namespace(list=[]))
+        verdict, detail = next((v, d) for n, v, d in res.targets if n == name)
+        # The floor informs; the verdict is still against md5sum's CPU.
+        self.assertEqual(verdict, "FAIL")
+        self.assertEqual(detail, "1.20 x (2.40 CPU s vs 2.00 CPU s); floor 1.10 x = without "
+                                 "the file 1.70 + writing the file 0.50 CPU s")
+
     def test_disk_upload_is_judged_against_the_slower_of_md5sum_and_dd(self):
         for dd, want in ((1.0, "FAIL"), (2.0, "PASS")):
             res = report.Results()
