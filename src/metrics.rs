@@ -179,7 +179,7 @@ impl Metrics {
         let listing_buffered = Gauge::<u64, AtomicU64>::default();
         registry.register(
             "listing_buffered_bytes",
-            "Listing text queued for connections and not yet taken by their sockets",
+            "Listing text made for connections (TCP and web) and not yet taken by their sockets",
             listing_buffered.clone(),
         );
         let latency = Family::<CommandLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -246,10 +246,24 @@ impl Metrics {
 
     /// Counts `bytes` as being written to a temporary file until the guard drops.
     #[must_use]
-    pub fn temp(&self, bytes: u64) -> TempBytes {
+    pub fn temp(&self, bytes: u64) -> HeldBytes {
         self.temp_bytes.inc_by(bytes);
-        TempBytes {
+        HeldBytes {
             gauge: self.temp_bytes.clone(),
+            bytes,
+        }
+    }
+
+    /// Counts `bytes` of listing text made and not yet sent (a page of the web gateway's
+    /// `/api/files`, until hyper has written it) until the guard drops; see [`listing`].
+    ///
+    /// [`listing`]: Self::listing
+    #[must_use]
+    pub fn listing_page(&self, bytes: usize) -> HeldBytes {
+        let bytes = bytes as u64;
+        self.listing_buffered.inc_by(bytes);
+        HeldBytes {
+            gauge: self.listing_buffered.clone(),
             bytes,
         }
     }
@@ -314,14 +328,15 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Bytes of an upload in progress, counted until dropped.
+/// Bytes counted on a gauge until dropped: of an upload in progress, or of a listing page
+/// handed to the web server and not yet sent.
 #[derive(Debug)]
-pub struct TempBytes {
+pub struct HeldBytes {
     gauge: Gauge<u64, AtomicU64>,
     bytes: u64,
 }
 
-impl Drop for TempBytes {
+impl Drop for HeldBytes {
     fn drop(&mut self) {
         self.gauge.dec_by(self.bytes);
     }

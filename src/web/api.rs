@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::Who;
 use super::{Access, Gateway, page};
 use crate::id::FileId;
+use crate::metrics::{HeldBytes, Metrics, SendingListing};
 use crate::name::FileName;
 use crate::security::users::Scope;
 use crate::store::{self, StoreError, Target, Upload};
@@ -231,7 +232,8 @@ async fn list(
         ),
         (header::HeaderName::from_static("barge-pending"), pending),
     ];
-    Ok((headers, listing_body(listing, access.scope)).into_response())
+    let body = listing_body(listing, access.scope, &gw.config.metrics);
+    Ok((headers, body).into_response())
 }
 
 /// JSON text of a listing made before it is handed to hyper, as on the TCP side
@@ -242,28 +244,55 @@ pub(super) const LIST_PAGE_BYTES: usize = 32 * 1024;
 /// as hyper takes them: what a listing holds, however slowly it is read and however many files
 /// there are, is a snapshot of the index (which shares its chunks) and a page or two of text.
 /// A reader that stops reading meets the connection's stall timeout (`conn`).
-fn listing_body(listing: store::Listing, scope: Scope) -> Body {
+///
+/// Counted in `metrics` as the TCP `LIST` is: a listing being sent while its cursor lives, and
+/// each page's bytes from when it is made until hyper has written and dropped it.
+pub(super) fn listing_body(listing: store::Listing, scope: Scope, metrics: &Arc<Metrics>) -> Body {
     let cursor = ListCursor {
         listing,
         scope,
         after: None,
         written: 0,
+        _sending: metrics.listing(),
+        metrics: Arc::clone(metrics),
     };
     let pages = futures_util::stream::unfold(Some(cursor), |cursor| async move {
         let mut cursor = cursor?;
+        let page = |text: Vec<u8>, metrics: &Metrics| {
+            let held = metrics.listing_page(text.len());
+            Bytes::from_owner(CountedPage { text, _held: held })
+        };
         match cursor.page() {
-            Ok((page, true)) => Some((Ok(Bytes::from(page)), None)),
-            Ok((page, false)) => Some((Ok(Bytes::from(page)), Some(cursor))),
+            Ok((text, true)) => Some((Ok(page(text, &cursor.metrics)), None)),
+            Ok((text, false)) => {
+                let page = page(text, &cursor.metrics);
+                Some((Ok(page), Some(cursor)))
+            }
             Err(e) => Some((Err(e), None)),
         }
     });
     Body::from_stream(pages)
 }
 
+/// A page of listing text, counted in the metrics until hyper drops it.
+struct CountedPage {
+    text: Vec<u8>,
+    _held: HeldBytes,
+}
+
+impl AsRef<[u8]> for CountedPage {
+    fn as_ref(&self) -> &[u8] {
+        &self.text
+    }
+}
+
 /// Where a listing being sent is.
 struct ListCursor {
     listing: store::Listing,
     scope: Scope,
+    /// Counts this listing as being sent (`barge_listings_sending`) while it lives.
+    _sending: SendingListing,
+    metrics: Arc<Metrics>,
     /// The last name looked at, once a page is out.
     after: Option<FileName>,
     /// Entries written so far.

@@ -508,6 +508,53 @@ async fn a_long_listing_is_sent_in_pages_and_parses_whole_for_every_scope() -> T
 }
 
 #[tokio::test]
+async fn a_web_listings_pages_are_counted_until_hyper_drops_them() -> TestResult {
+    let web = start(As::Anyone, StoreConfig::default()).await?;
+    for i in 0..300 {
+        put_direct(&web, &format!("{i:05}-{}", "y".repeat(200)), b"z").await?;
+    }
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    async fn page(
+        body: &mut axum::body::Body,
+    ) -> Result<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+        let frame = body.frame().await.ok_or("no page")??;
+        Ok(frame.into_data().map_err(|_| "not a data frame")?)
+    }
+    let in_flight = || metrics.listings_in_flight();
+    let listing = web.store.list().await?;
+    let mut body = super::api::listing_body(listing, Scope::whole_share(), &metrics);
+    assert_eq!(in_flight(), (1, 0), "sending, nothing made yet");
+    let first: Bytes = page(&mut body).await?;
+    let second: Bytes = page(&mut body).await?;
+    assert!(first.len() >= super::api::LIST_PAGE_BYTES);
+    let both = (first.len() + second.len()) as u64;
+    assert_eq!(in_flight(), (1, both), "two pages made and held");
+    drop(first);
+    assert_eq!(
+        in_flight(),
+        (1, second.len() as u64),
+        "the first one written"
+    );
+    // The reader goes away: the listing stops, its last page goes when hyper drops it.
+    drop(body);
+    assert_eq!(in_flight(), (0, second.len() as u64));
+    drop(second);
+    assert_eq!(in_flight(), (0, 0));
+    // Read to the end, every page dropped as it is written: nothing is left counted.
+    let listing = web.store.list().await?;
+    let mut body = super::api::listing_body(listing, Scope::whole_share(), &metrics);
+    let mut pages = 0;
+    while let Some(frame) = body.frame().await {
+        assert!(frame?.is_data());
+        pages += 1;
+    }
+    assert!(pages > 2);
+    drop(body);
+    assert_eq!(in_flight(), (0, 0));
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_confined_access_sees_its_folder_as_the_whole_share() -> TestResult {
     let alice = As::Token(Permissions::ALL, Scope::parse("alice")?);
     let web = start(alice, StoreConfig::default()).await?;
