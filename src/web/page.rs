@@ -93,24 +93,31 @@ pub(super) async fn index(
     let (rows, empty) = if perms.may_list() {
         match gw.store.list().await {
             Ok(listing) => {
-                // Straight from the snapshot: what is held is the HTML of this folder's rows.
-                let seen =
-                    listing
-                        .under(access.scope.folder_name())
+                // Straight from the snapshot: what is held is the HTML of at most ROWS_BYTES of
+                // rows. Walking a large folder takes a while: off the async threads.
+                let scope = access.scope.clone();
+                let here = folder.clone();
+                let links = perms.may_get();
+                let made = crate::transfer::blocking(move || {
+                    let seen = listing
+                        .under(scope.folder_name())
                         .filter_map(|(name, id, size)| {
                             Some(FileEntry {
                                 id,
-                                name: access.scope.to_seen(name)?,
+                                name: scope.to_seen(name)?,
                                 size,
                             })
                         });
-                let rows = rows(seen, &folder, perms.may_get());
-                let empty = if rows.is_empty() {
-                    "No files available at the moment."
-                } else {
-                    ""
-                };
-                (rows, empty.to_owned())
+                    rows(seen, &here, links)
+                })
+                .await;
+                match made {
+                    Ok(rows) => {
+                        let note = rows.note().unwrap_or_default();
+                        (rows.html, note)
+                    }
+                    Err(e) => (String::new(), format!("The listing failed: {e}")),
+                }
             }
             Err(e) => (String::new(), super::api::Refusal::from(e).1),
         }
@@ -204,26 +211,134 @@ fn crumbs(folder: &str) -> String {
     out
 }
 
+/// Bytes of table rows the server renders into one page (about 1,000 rows of short names):
+/// past them, entries are counted, not rendered, and the page says so; its script lists them
+/// all from `/api/files`. What a request for the page holds is this, the page around it and a
+/// copy while the template is filled, however many files the folder has.
+pub(super) const ROWS_BYTES: usize = 256 * 1024;
+
+/// The rows of a folder as rendered into the page, and what they leave out.
+struct Rows {
+    /// Its sub-folders' rows (in name order), then its files' (in listing order).
+    html: String,
+    files: usize,
+    files_shown: usize,
+    folders: usize,
+    folders_shown: usize,
+}
+
+impl Rows {
+    /// What the page says under the table: nothing when every row is there.
+    fn note(&self) -> Option<String> {
+        if self.html.is_empty() {
+            return Some("No files available at the moment.".to_owned());
+        }
+        if self.files_shown == self.files && self.folders_shown == self.folders {
+            return None;
+        }
+        let count = |shown: usize, all: usize, what: &str| {
+            format!("{shown} of {all} {what}{}", if all == 1 { "" } else { "s" })
+        };
+        Some(format!(
+            "This page shows {} and {} here; with JavaScript on, it lists them all.",
+            count(self.folders_shown, self.folders, "folder"),
+            count(self.files_shown, self.files, "file"),
+        ))
+    }
+}
+
 /// The table rows of `folder` (names as the visitor sees them): a row per sub-folder, then
-/// its files.
-fn rows(entries: impl IntoIterator<Item = FileEntry>, folder: &str, links: bool) -> String {
-    let mut folders: BTreeMap<String, (u64, usize)> = BTreeMap::new();
-    let mut out = String::new();
-    let mut files = String::new();
+/// its files, until [`ROWS_BYTES`] of them are made. `entries` come in name order, so that
+/// each sub-folder's entries come one after the other (a name prefix is a range of that order).
+fn rows(entries: impl IntoIterator<Item = FileEntry>, folder: &str, links: bool) -> Rows {
+    let mut b = RowsBuilder {
+        folder,
+        out: Rows {
+            html: String::new(),
+            files: 0,
+            files_shown: 0,
+            folders: 0,
+            folders_shown: 0,
+        },
+        folders: BTreeMap::new(),
+        folder_bytes: 0,
+        files: String::new(),
+        current: None,
+    };
     for e in entries {
         let Some(rest) = e.name.as_str().strip_prefix(folder) else {
             continue;
         };
         if let Some((sub, _)) = rest.split_once('/') {
-            if !folders.contains_key(sub) {
-                folders.insert(sub.to_owned(), (0, 0));
-            }
-            if let Some(f) = folders.get_mut(sub) {
-                f.0 += e.size;
-                f.1 += 1;
-            }
-            continue;
+            b.in_folder(sub, e.size);
+        } else {
+            b.file(&e, rest, links);
         }
+    }
+    b.close_folder();
+    let mut out = b.out;
+    out.html = b.folders.into_values().collect::<String>() + &b.files;
+    out
+}
+
+/// [`rows`] on its way.
+struct RowsBuilder<'a> {
+    folder: &'a str,
+    out: Rows,
+    /// The sub-folders' rows made, by name.
+    folders: BTreeMap<String, String>,
+    folder_bytes: usize,
+    files: String,
+    /// The sub-folder whose entries are being summed: name, bytes, files.
+    current: Option<(String, u64, usize)>,
+}
+
+impl RowsBuilder<'_> {
+    fn full(&self) -> bool {
+        self.files.len() + self.folder_bytes >= ROWS_BYTES
+    }
+
+    /// Counts a file of sub-folder `sub`.
+    fn in_folder(&mut self, sub: &str, size: u64) {
+        if let Some((name, bytes, count)) = &mut self.current
+            && name == sub
+        {
+            *bytes += size;
+            *count += 1;
+            return;
+        }
+        self.close_folder();
+        self.current = Some((sub.to_owned(), size, 1));
+    }
+
+    /// Makes the row of the sub-folder summed so far, if there is room.
+    fn close_folder(&mut self) {
+        let Some((sub, size, count)) = self.current.take() else {
+            return;
+        };
+        if let Some(row) = self.folders.get_mut(&sub) {
+            // Only if the entries were not in name order after all: one row per folder still.
+            *row = folder_row(self.folder, &sub, size, count);
+            return;
+        }
+        self.out.folders += 1;
+        if !self.full() {
+            let row = folder_row(self.folder, &sub, size, count);
+            self.folder_bytes += row.len();
+            self.folders.insert(sub, row);
+            self.out.folders_shown += 1;
+        }
+    }
+
+    /// Makes the row of a file right in the folder (`rest`: its name there), if there is room.
+    fn file(&mut self, e: &FileEntry, rest: &str, links: bool) {
+        // A sub-folder's entries are over once another name comes.
+        self.close_folder();
+        self.out.files += 1;
+        if self.full() {
+            return;
+        }
+        self.out.files_shown += 1;
         let id = e.id.to_hex();
         // A name that reads as an id would be taken as one ("ids win"): link such a file by id.
         let target = if crate::id::FileId::parse(e.name.as_str()).is_ok() {
@@ -242,26 +357,26 @@ fn rows(entries: impl IntoIterator<Item = FileEntry>, folder: &str, links: bool)
             text(rest).into_owned()
         };
         let _ = write!(
-            files,
+            self.files,
             "<tr><td class=\"name\">{name}</td><td class=\"num\" title=\"{} bytes\">{}</td>\
              <td class=\"id\">{id}</td><td class=\"actions\"></td></tr>",
             e.size,
             human(e.size)
         );
     }
-    for (sub, (size, count)) in folders {
-        let _ = write!(
-            out,
-            "<tr><td class=\"name\"><a class=\"folder\" href=\"{}\">{}</a></td>\
-             <td class=\"num\" title=\"{size} bytes\">{}</td><td class=\"id muted\">{count} file{}</td>\
-             <td class=\"actions\"></td></tr>",
-            attr(&folder_link(&format!("{folder}{sub}/"))),
-            text(&sub),
-            human(size),
-            if count == 1 { "" } else { "s" }
-        );
-    }
-    out + &files
+}
+
+/// The row of sub-folder `sub` of `folder`: its bytes and files in all.
+fn folder_row(folder: &str, sub: &str, size: u64, count: usize) -> String {
+    format!(
+        "<tr><td class=\"name\"><a class=\"folder\" href=\"{}\">{}</a></td>\
+         <td class=\"num\" title=\"{size} bytes\">{}</td><td class=\"id muted\">{count} file{}</td>\
+         <td class=\"actions\"></td></tr>",
+        attr(&folder_link(&format!("{folder}{sub}/"))),
+        text(sub),
+        human(size),
+        if count == 1 { "" } else { "s" }
+    )
 }
 
 /// A size for people: `512 B`, `1.5 KiB`, `20 MiB` (as the script shows it).

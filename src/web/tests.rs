@@ -728,6 +728,53 @@ async fn the_page_lists_a_folder_without_script_and_escapes_every_name() -> Test
 }
 
 #[tokio::test]
+async fn the_rendered_page_holds_a_bounded_share_of_a_large_folder_and_says_so() -> TestResult {
+    let web = start(As::Anyone, StoreConfig::default()).await?;
+    // Rows of about 2.8 KiB (names of 200 `&`, escaped in three places): 1,200 of them are
+    // far past the page's budget. Three sub-folders sort first ('/' < '0' in no name here:
+    // `a/`, `b/`, `c/` begin with letters) and are summed whole.
+    let long = |i: usize| format!("{i:04}{}", "&".repeat(200));
+    for i in 0..1200 {
+        put_direct(&web, &format!("z{}", long(i)), b"f").await?;
+    }
+    for (folder, n) in [("a", 3), ("b", 1), ("c", 2)] {
+        for i in 0..n {
+            put_direct(&web, &format!("{folder}/{i}"), b"in").await?;
+        }
+    }
+    let top = call(&web, "GET", "/", &[], b"").await?;
+    assert_eq!(top.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&top.body);
+    let rows = html.matches("<tr>").count();
+    let shown = rows - 3 - 1; // the folders and the table's head
+    assert!(
+        html.contains(">3 files<") && html.contains(">1 file<"),
+        "{html}"
+    );
+    assert!(shown > 50 && shown < 1200, "{shown} files rendered");
+    let note = format!(
+        "This page shows 3 of 3 folders and {shown} of 1200 files here; with JavaScript on, \
+         it lists them all."
+    );
+    assert!(
+        html.contains(&note),
+        "no note of what is left out: {}",
+        &html[html.len() - 2000..]
+    );
+    assert!(top.body.len() < super::page::ROWS_BYTES + 32 * 1024);
+    // The first files in name order, the folders before them.
+    let at = |what: &str| html.find(what).unwrap_or(usize::MAX);
+    assert!(at(">c</a>") < at(&format!(">z0000{}<", "&amp;".repeat(200))));
+    assert!(!html.contains("z1199"));
+    // A folder that fits is shown whole, without a note.
+    let a = call(&web, "GET", "/?folder=a/", &[], b"").await?;
+    let html = String::from_utf8_lossy(&a.body);
+    assert_eq!(html.matches("<tr>").count(), 3 + 1);
+    assert!(!html.contains("This page shows"));
+    Ok(())
+}
+
+#[tokio::test]
 async fn other_sites_and_rebound_names_are_refused() -> TestResult {
     let web = start(As::Anyone, StoreConfig::default()).await?;
     let own = format!("http://{}", web.addr);
