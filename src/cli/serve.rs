@@ -220,7 +220,12 @@ pub(crate) async fn run(args: ServeArgs, host: &str, port: u16, plain: bool) -> 
         partial_ttl: Duration::from_secs(args.partial_ttl),
         ..StoreConfig::default()
     };
-    raise_fd_limit(args.max_connections);
+    let web_connections = if args.web.is_some() {
+        args.web_max_connections.max(1)
+    } else {
+        0
+    };
+    raise_fd_limit(args.max_connections.saturating_add(web_connections));
     let (store, shown) =
         super::storage::open(&args.storage, &args.root, &state_dir, store_config).await?;
     // Scripts and tests read the address at the end of this first line: keep its shape.
@@ -453,8 +458,9 @@ pub(crate) async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener
     }))
 }
 
-/// Each connection needs a socket, and a transfer a file too: raise the soft limit on open
-/// files towards the hard one, so `--max-connections` is not cut short by the default 1024.
+/// Each connection (TCP, and web: one request at a time each) needs a socket, and a transfer a
+/// file too: raise the soft limit on open files towards the hard one, so `--max-connections`
+/// and `--web-max-connections` are not cut short by the default 1024.
 fn raise_fd_limit(connections: usize) {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let want = u64::try_from(connections)

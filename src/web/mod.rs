@@ -203,6 +203,10 @@ pub async fn run(
     while connections.join_next().await.is_some() {}
 }
 
+/// Requests an HTTP/2 connection may have running at once (`SETTINGS_MAX_CONCURRENT_STREAMS`):
+/// one, as an HTTP/1.1 connection.
+pub(super) const H2_STREAMS: u32 = 1;
+
 /// Serves HTTP/1.1 or HTTP/2 on one connection, within the deadlines of [`conn`].
 async fn serve<S>(
     io: S,
@@ -236,7 +240,13 @@ async fn serve<S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // One request at a time per connection, as HTTP/1.1: the connection limits (in all and per
+    // address) are then limits on requests, their files, buffers and staged uploads too. hyper's
+    // default of 200 streams let one connection hold 200 downloads or uploads at once.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_STREAMS);
     let io = conn::Watched {
         inner: io,
         watch: Arc::clone(&watch),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -687,6 +687,34 @@ async fn tls_uses_the_servers_identity() -> TestResult {
         }
     }
     stop.cancel();
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_http2_connection_runs_one_request_at_a_time() -> TestResult {
+    use std::time::Duration;
+    let web = start(As::Anyone, StoreConfig::default()).await?;
+    put_direct(&web, "big", &data(8 << 20)).await?;
+    let tcp = TcpStream::connect(web.addr).await?;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    let get = |path: &str| {
+        Request::get(format!("http://{}{path}", web.addr)).body(Full::new(Bytes::new()))
+    };
+    // A download whose body is not read holds the connection's one stream...
+    let first = send.send_request(get("/files/big")?).await?;
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = tokio::time::timeout(Duration::from_secs(1), send.send_request(get("/api/me")?));
+    assert!(
+        second.await.is_err(),
+        "a second request ran beside the first"
+    );
+    // ... until it is given up.
+    drop(first);
+    let third =
+        tokio::time::timeout(Duration::from_secs(10), send.send_request(get("/api/me")?)).await??;
+    assert_eq!(third.status(), StatusCode::OK);
     Ok(())
 }
 
