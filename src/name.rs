@@ -53,6 +53,13 @@ pub enum NameError {
     /// The first component looks like a Windows drive prefix (`C:`).
     #[error("the name starts with a drive prefix")]
     DrivePrefix,
+    /// Joined to the folder a confined access sees as the whole share, the name would be
+    /// longer than [`MAX_NAME_LEN`] bytes or deeper than [`MAX_DEPTH`] (the numbers are not
+    /// given: they would tell the folder's length and depth).
+    #[error(
+        "the name is too long or too deep once joined to the folder this access is confined to"
+    )]
+    TooLongInFolder,
     /// The name points into the server's private state folder.
     #[error("the name is inside the reserved folder '{STATE_DIR}'")]
     Reserved,

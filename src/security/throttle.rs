@@ -195,6 +195,11 @@ impl Throttle {
         if let Some(i) = entry.by_name.iter().position(|(h, _)| *h == hashed) {
             let (_, n) = entry.by_name.swap_remove(i);
             entry.failures = entry.failures.saturating_sub(n);
+            // The next attempt owes what the failures left make it owe, no more: the step the
+            // successful attempt reserved, and those of the forgiven failures, are given back.
+            entry.next_allowed = entry
+                .next_allowed
+                .min(entry.last_failure + self.policy.step(entry.failures));
         }
         if entry.failures == 0 {
             entries.remove(&key);
@@ -360,5 +365,24 @@ mod tests {
         let extra = format!("user{MAX_NAMES}");
         t.succeed(A, &extra);
         assert!(t.begin_at(A, now) > Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_gives_back_the_delay_of_what_it_forgave() {
+        let t = Throttle::new(Policy::default());
+        let now = Instant::now();
+        // Two typing mistakes as bob, one guess at nobody: the fourth attempt waits 1 s...
+        t.fail_at(A, "bob", now);
+        t.fail_at(A, "bob", now);
+        t.fail_at(A, "nobody", now);
+        assert_eq!(t.begin_at(A, now), S);
+        // ... and is bob's right password: one failure is left, so the next two are free.
+        t.succeed(A, "bob");
+        assert_eq!(t.begin_at(A, now + S), Duration::ZERO);
+        t.fail_at(A, "nobody", now + S);
+        assert_eq!(t.begin_at(A, now + S), Duration::ZERO);
+        t.fail_at(A, "nobody", now + S);
+        // Three failures again: the next waits the first step.
+        assert_eq!(t.begin_at(A, now + S), S);
     }
 }

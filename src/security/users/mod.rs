@@ -353,7 +353,10 @@ impl Users {
             Some((_, (_, hash))) => &hash.0,
             None => dummy_hash(),
         };
-        let password_ok = password.len() <= MAX_PASSWORD_LEN && verify_hash(phc, password);
+        // Hashed whatever its length, so that a refusal takes the same time whatever was wrong
+        // (a password over the limit never matches: none can be set).
+        let matches = verify_hash(phc, password);
+        let password_ok = matches && password.len() <= MAX_PASSWORD_LEN;
         let principal = match found {
             Some((user, (scope, hash))) if password_ok => Some(Principal {
                 name: user.name.clone(),

@@ -167,13 +167,18 @@ impl Scope {
     /// The real name (relative to the share) of a name the user sent.
     ///
     /// # Errors
-    /// [`NameError::TooLong`] when `folder/name` exceeds the name limit.
+    /// [`NameError::TooLongInFolder`] when `folder/name` exceeds the name's length or depth
+    /// limit (an error that does not tell the folder's length or depth).
     pub fn to_real(&self, seen: &FileName) -> Result<FileName, NameError> {
         match &self.0 {
             None => Ok(seen.clone()),
             // Both parts are checked names, so the join has only normal components and starts
-            // with the folder; parsing again enforces the total length.
-            Some(folder) => FileName::parse(&format!("{}/{}", folder.as_str(), seen.as_str())),
+            // with the folder; parsing again enforces the total length and depth.
+            Some(folder) => FileName::parse(&format!("{}/{}", folder.as_str(), seen.as_str()))
+                .map_err(|e| match e {
+                    NameError::TooLong(_) | NameError::TooDeep(_) => NameError::TooLongInFolder,
+                    other => other,
+                }),
         }
     }
 
@@ -206,6 +211,26 @@ mod tests {
 
     fn name(s: &str) -> FileName {
         FileName::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn a_name_too_long_once_joined_does_not_tell_the_folders_length_or_depth() {
+        let scope = Scope::parse("some/folder").unwrap_or_else(|e| panic!("{e}"));
+        // 1,019 bytes in parts of 203: fine alone, too long after `some/folder/`.
+        let long = name(&vec!["a".repeat(203); 5].join("/"));
+        let deep = name(&vec!["d"; crate::name::MAX_DEPTH - 1].join("/"));
+        for seen in [long.clone(), deep] {
+            let e = scope.to_real(&seen).err().map(|e| e.to_string());
+            assert_eq!(
+                e.as_deref(),
+                Some(
+                    "the name is too long or too deep once joined to the folder this access is confined to"
+                )
+            );
+        }
+        // Unconfined, the same names are fine; one within the folder's room is too.
+        assert!(Scope::whole_share().to_real(&long).is_ok());
+        assert!(scope.to_real(&name("short")).is_ok());
     }
 
     #[test]
@@ -339,7 +364,10 @@ mod tests {
             "n".repeat(250),
             "n".repeat(250)
         ));
-        assert!(matches!(long.to_real(&seen), Err(NameError::TooLong(_))));
+        assert!(matches!(
+            long.to_real(&seen),
+            Err(NameError::TooLongInFolder)
+        ));
         Ok(())
     }
 }
