@@ -54,8 +54,44 @@ pub(super) fn router(gw: Arc<Gateway>, guard: super::guard::Guard) -> axum::Rout
             Arc::clone(&gw),
             super::audit::request,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::map_response(page::security_headers))
         .with_state(gw)
+}
+
+/// Error text past which an error response's body is not kept (axum's rejections are a line).
+const ERROR_TEXT_BYTES: usize = 4 * 1024;
+
+/// Every error is JSON, `{"error": "..."}` (WEB.md): those of our handlers already are; axum's
+/// own (a body that is not the JSON asked for, a path that is not UTF-8, no such route, a method
+/// a route does not take) come as plain text or empty, and are wrapped here with their status.
+async fn json_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, ERROR_TEXT_BYTES)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        status.canonical_reason().unwrap_or("Error").to_owned()
+    } else {
+        text
+    };
+    let mut res = Refusal(status, text).into_response();
+    // What else the response said (`Allow` on a 405, `WWW-Authenticate`...) stays.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            res.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    res
 }
 
 /// A refusal: a status and the words for it.

@@ -691,6 +691,86 @@ async fn tls_uses_the_servers_identity() -> TestResult {
 }
 
 #[tokio::test]
+async fn every_error_is_json_with_its_status() -> TestResult {
+    let web = start(As::Anyone, StoreConfig::default()).await?;
+    let json = [("content-type", "application/json")];
+    /// Method, path, headers, body; the status and a word of the error.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [u8],
+        StatusCode,
+        &'a str,
+    );
+    let cases: [Case; 6] = [
+        (
+            "POST",
+            "/api/rename",
+            &json,
+            b"notjson",
+            StatusCode::BAD_REQUEST,
+            "JSON",
+        ),
+        (
+            "POST",
+            "/api/rename",
+            &json,
+            br#"{"from":"a"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "to",
+        ),
+        (
+            "POST",
+            "/api/rename",
+            &[],
+            br#"{"from":"a","to":"b"}"#,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            "GET",
+            "/files/%FF",
+            &[],
+            b"",
+            StatusCode::BAD_REQUEST,
+            "UTF-8",
+        ),
+        (
+            "GET",
+            "/no/such/route",
+            &[],
+            b"",
+            StatusCode::NOT_FOUND,
+            "Not Found",
+        ),
+        (
+            "PATCH",
+            "/files/a",
+            &[],
+            b"",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+        ),
+    ];
+    for (method, path, headers, body, status, says) in cases {
+        let r = call(&web, method, path, headers, body).await?;
+        assert_eq!(r.status, status, "{method} {path}");
+        assert_eq!(
+            r.header("content-type"),
+            "application/json",
+            "{method} {path}"
+        );
+        let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(says), "{method} {path}: {error}");
+    }
+    // A 405 still says which methods the route takes.
+    let r = call(&web, "PATCH", "/files/a", &[], b"").await?;
+    assert!(r.header("allow").contains("GET"), "{:?}", r.headers);
+    Ok(())
+}
+
+#[tokio::test]
 async fn an_http2_connection_runs_one_request_at_a_time() -> TestResult {
     use std::time::Duration;
     let web = start(As::Anyone, StoreConfig::default()).await?;
