@@ -95,6 +95,12 @@ pub const fn runtime_threads(cores: usize) -> usize {
     if n == 0 { 1 } else { n }
 }
 
+/// Threads of the server's blocking pool, at most: the transfers' jobs (hashing, file I/O) are
+/// gated far below this by [`crate::transfer`]'s permits, but the store's short operations
+/// (open, stat, rename, commit) and the login checks run on the pool beside them, one per
+/// connection at a time; past this many at once they queue (tokio's default is 512 threads).
+pub const MAX_BLOCKING_THREADS: usize = 64;
+
 /// The server's async runtime: [`runtime_threads`] threads for this machine's cores, unless
 /// `TOKIO_WORKER_THREADS` sets the number (tokio reads it; for measuring).
 ///
@@ -102,7 +108,9 @@ pub const fn runtime_threads(cores: usize) -> usize {
 /// The runtime could not start (no threads, no `epoll`).
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
+    builder
+        .enable_all()
+        .max_blocking_threads(MAX_BLOCKING_THREADS);
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         builder.worker_threads(runtime_threads(cores));
@@ -308,6 +316,32 @@ mod tests {
         let mut out = Vec::new();
         Reply::busy().encode_into(&mut out);
         assert_eq!(out, BUSY_LINE.as_bytes());
+    }
+
+    #[test]
+    fn the_blocking_pool_runs_at_most_its_bound_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let rt = runtime().unwrap_or_else(|e| panic!("{e}"));
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        rt.block_on(async {
+            let jobs: Vec<_> = (0..MAX_BLOCKING_THREADS * 2)
+                .map(|_| {
+                    let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+                    tokio::task::spawn_blocking(move || {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for job in jobs {
+                job.await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        });
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_BLOCKING_THREADS, "{most} at once");
+        assert!(most > MAX_BLOCKING_THREADS / 2, "only {most} at once");
     }
 
     #[test]
