@@ -44,22 +44,37 @@ pub(super) const CHECKPOINT: u64 = 128 << 20;
 /// A state file is one record of one state: anything longer is not ours.
 const STATE_MAX_BYTES: u64 = 1024;
 
-/// The file name of the partial upload for `key`: the SHA-256 of the key's parts, each
-/// length-prefixed (so no two keys share an encoding), in hex.
+/// Hex digits of a partial's file name that tell its owner apart (a hash of the owner).
+const OWNER_HEX: usize = 16;
+
+/// Hex digits of a partial's file name before its suffix: the owner's, then the key's.
+const LEAF_HEX: usize = OWNER_HEX + 64;
+
+/// The file name of the partial upload for `key`: a hash of its owner (the first
+/// [`OWNER_HEX`] hex digits of the SHA-256 of the owner), then the SHA-256 of the key's parts,
+/// each length-prefixed (so no two keys share an encoding), in hex. The owner's part lets the
+/// cap on partials take from the owner who holds the most, never from another one's few.
 pub(crate) fn leaf(key: &PartialKey) -> String {
+    let owner = Sha256::digest(key.owner.as_bytes());
     let mut h = Sha256::new();
     for part in [key.owner.as_bytes(), key.name.as_str().as_bytes()] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part);
     }
     h.update(key.size.to_le_bytes());
-    format!("{}{SUFFIX}", hex::encode(h.finalize()))
+    let owner = hex::encode(owner);
+    format!(
+        "{}{}{SUFFIX}",
+        &owner[..OWNER_HEX],
+        hex::encode(h.finalize())
+    )
 }
 
 /// Opens (creating if needed) the partial for `leaf`, after dropping expired partials and, if
-/// this one is new and the folder is full, the oldest others that no upload is writing (`busy`:
-/// those are bounded by the number of connections, not by `max`). Returns the file, positioned
-/// at its end, and its length.
+/// this one is new and the folder is full, others that no upload is writing (`busy`: those are
+/// bounded by the number of connections, not by `max`): each time the oldest of the owner who
+/// holds the most (this one counted), so that one principal starting many uploads drops its
+/// own, not the few of others. Returns the file, positioned at its end, and its length.
 pub(super) fn open(
     dir: &OwnedFd,
     leaf: &str,
@@ -74,12 +89,9 @@ pub(super) fn open(
         .collect();
     let exists = kept.iter().any(|(l, _)| l == leaf);
     if !exists && max > 0 && kept.len() >= max {
-        // Oldest first; drop enough to make room for this one.
-        let mut by_age = kept;
-        by_age.sort_by_key(|(_, t)| *t);
-        for (old, _) in by_age.iter().take(by_age.len() + 1 - max) {
+        for old in to_drop(kept, leaf, max) {
             let _ = rustix::fs::unlinkat(dir, old.as_str(), AtFlags::empty());
-            remove_state(dir, old);
+            remove_state(dir, &old);
         }
     }
     let fd = rustix::fs::openat(
@@ -105,6 +117,47 @@ pub(super) fn open(
         return Ok((file, 0));
     }
     Ok((file, len))
+}
+
+/// Which of `kept` to drop so that `leaf`, a new partial, makes no more than `max`: each time
+/// the oldest of the owner with the most partials, `leaf`'s owner counted with its new one (a
+/// tie goes to the owner whose oldest is oldest).
+fn to_drop(kept: Vec<(String, SystemTime)>, leaf: &str, max: usize) -> Vec<String> {
+    let owner = |l: &str| l.get(..OWNER_HEX).unwrap_or_default().to_owned();
+    let mut by_owner: std::collections::HashMap<String, Vec<(String, SystemTime)>> =
+        std::collections::HashMap::new();
+    let mut total = kept.len();
+    for (l, t) in kept {
+        by_owner.entry(owner(&l)).or_default().push((l, t));
+    }
+    for list in by_owner.values_mut() {
+        // Newest first: the oldest is popped from the end.
+        list.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+    }
+    let newcomer = owner(leaf);
+    let mut dropped = Vec::new();
+    while total + 1 > max {
+        let count =
+            |o: &String, list: &Vec<(String, SystemTime)>| list.len() + usize::from(*o == newcomer);
+        let Some(list) = by_owner
+            .iter_mut()
+            .filter(|(_, list)| !list.is_empty())
+            .max_by(|(a, la), (b, lb)| {
+                let oldest = |l: &Vec<(String, SystemTime)>| l.last().map(|(_, t)| *t);
+                count(a, la)
+                    .cmp(&count(b, lb))
+                    .then_with(|| oldest(lb).cmp(&oldest(la)))
+            })
+            .map(|(_, list)| list)
+        else {
+            break;
+        };
+        if let Some((old, _)) = list.pop() {
+            dropped.push(old);
+        }
+        total -= 1;
+    }
+    dropped
 }
 
 /// The leaf of the saved state of the partial `leaf`.
@@ -214,10 +267,11 @@ pub(super) fn sweep(
                         u32::try_from(st.st_mtime_nsec).unwrap_or(0),
                     )
             });
-        let wellformed = name.len() == 64 + SUFFIX.len() && name.ends_with(SUFFIX);
+        // (Partials named by an older build, 64 hex digits without an owner's, are dropped.)
+        let wellformed = name.len() == LEAF_HEX + SUFFIX.len() && name.ends_with(SUFFIX);
         if modified.is_some()
-            && ((name.len() == 64 + STATE_SUFFIX.len() && name.ends_with(STATE_SUFFIX))
-                || (name.len() == 64 + STATE_NEW.len() && name.ends_with(STATE_NEW)))
+            && ((name.len() == LEAF_HEX + STATE_SUFFIX.len() && name.ends_with(STATE_SUFFIX))
+                || (name.len() == LEAF_HEX + STATE_NEW.len() && name.ends_with(STATE_NEW)))
         {
             // Judged once the partials are known (below).
             states.push(name.to_owned());
@@ -240,7 +294,7 @@ pub(super) fn sweep(
     for state in states {
         // A state whose partial is kept stays; a `-new` one is being written (or was cut off:
         // it is overwritten by the next save, and removed with its partial).
-        let partial = format!("{}{SUFFIX}", &state[..64]);
+        let partial = format!("{}{SUFFIX}", &state[..LEAF_HEX]);
         if !kept.iter().any(|(l, _)| *l == partial) {
             let _ = rustix::fs::unlinkat(dir, state.as_str(), AtFlags::empty());
         }

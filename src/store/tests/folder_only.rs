@@ -411,6 +411,51 @@ mod partial_state {
         assert!(files(dir.path(), "part").is_empty());
     }
 
+    /// The cap takes from whoever holds the most: a principal starting many resumable uploads
+    /// drops its own partials, never another one's few (before, the oldest went, whoever's).
+    #[tokio::test]
+    async fn the_cap_on_partials_takes_from_the_owner_who_holds_the_most() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            max_partials: 4,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), config).unwrap();
+        let data = body();
+        let key = |owner: &str, i: usize| PartialKey {
+            owner: owner.to_owned(),
+            name: FileName::parse(&format!("{owner}{i}.bin")).unwrap(),
+            size: SIZE,
+        };
+        let broken_off = |k: PartialKey| {
+            let store = &store;
+            let data = &data;
+            async move {
+                let (mut up, offset) = store.resume_upload(k).await.unwrap();
+                up.write(&data[..1_000]).unwrap();
+                drop(up);
+                offset
+            }
+        };
+        // Alice's partial first (the oldest of all), then mallory's many.
+        assert_eq!(broken_off(key("alice", 0)).await, 0);
+        for i in 0..10 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            broken_off(key("mallory", i)).await;
+        }
+        assert_eq!(files(dir.path(), "part").len(), 4);
+        let (up, offset) = store.resume_upload(key("alice", 0)).await.unwrap();
+        assert_eq!(offset, 1_000, "alice's partial was dropped for mallory's");
+        drop(up);
+        // Mallory kept his newest: 3 of them, the oldest gone.
+        let (up, offset) = store.resume_upload(key("mallory", 9)).await.unwrap();
+        assert_eq!(offset, 1_000);
+        drop(up);
+        let (up, offset) = store.resume_upload(key("mallory", 0)).await.unwrap();
+        assert_eq!(offset, 0);
+        drop(up);
+    }
+
     #[tokio::test]
     async fn a_saved_state_is_taken_up_instead_of_hashing_again() {
         let dir = tempfile::tempdir().unwrap();
