@@ -275,9 +275,10 @@ impl Persist {
             }
         };
         let (tx, rx) = mpsc::channel();
+        let state = state.try_clone().map_err(redb::Error::Io)?;
         let thread = thread::Builder::new()
             .name("barge-index".into())
-            .spawn(move || writer(db, &rx))
+            .spawn(move || writer(db, &rx, || open_db(&state)))
             .map_err(redb::Error::Io)?;
         Ok((
             Self {
@@ -344,6 +345,13 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, redb::Error>) -> Result<
 /// Opens the database file without following a symlink (one planted at `.barge/index.redb`
 /// must not be written through) and loads every entry.
 fn attempt(state: &OwnedFd) -> Result<(Database, Index), Unusable> {
+    let db = open_db(state)?;
+    let index = guarded("loading", || load(&db))?;
+    Ok((db, index))
+}
+
+/// Opens the database file of [`attempt`], without loading it.
+fn open_db(state: &OwnedFd) -> Result<Database, Unusable> {
     let flags = OFlags::RDWR | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = match rustix::fs::openat(state, INDEX_FILE, flags, Mode::from_raw_mode(0o600)) {
         Ok(fd) => fd,
@@ -356,14 +364,12 @@ fn attempt(state: &OwnedFd) -> Result<(Database, Index), Unusable> {
         Err(e) => return Err(Unusable::Broken(format!("reading it: {e}"))),
     }
     let file = std::fs::File::from(fd);
-    let db = guarded("opening", || {
+    guarded("opening", || {
         redb::Builder::new()
             .set_cache_size(CACHE_BYTES)
             .create_file(file)
             .map_err(Into::into)
-    })?;
-    let index = guarded("loading", || load(&db))?;
-    Ok((db, index))
+    })
 }
 
 /// Moves an unusable database out of the way (replacing an older one set aside), or removes it
@@ -414,7 +420,18 @@ fn load(db: &Database) -> Result<Index, redb::Error> {
     Ok(index)
 }
 
-fn writer(db: Database, rx: &mpsc::Receiver<Vec<Change>>) {
+/// Saves the batches of changes that come over `rx` until it closes. After a failed save (a
+/// full disk...), redb refuses every later write of that handle ("Previous I/O error
+/// occurred"), so the database is closed and opened again with `reopen`, and the batch tried
+/// once more: saving goes on once the cause is gone, instead of never until a restart. A batch
+/// that cannot be saved is dropped: the index is a cache, and what it misses is hashed again at
+/// the next start (a removal it misses is found stale then, its file being gone).
+fn writer(
+    db: Database,
+    rx: &mpsc::Receiver<Vec<Change>>,
+    mut reopen: impl FnMut() -> Result<Database, Unusable>,
+) {
+    let mut db = Some(db);
     while let Ok(mut batch) = rx.recv() {
         while batch.len() < BATCH_MAX {
             match rx.recv_timeout(BATCH_WINDOW) {
@@ -422,15 +439,36 @@ fn writer(db: Database, rx: &mpsc::Receiver<Vec<Change>>) {
                 Err(_) => break,
             }
         }
-        match guarded("saving", || commit(&db, &batch)) {
-            Ok(()) => {}
-            Err(Unusable::Broken(why)) => {
-                tracing::warn!("could not save the id index ({why})");
+        for _ in 0..2 {
+            if db.is_none() {
+                match reopen() {
+                    Ok(again) => db = Some(again),
+                    Err(Unusable::Broken(why)) => {
+                        tracing::warn!("could not open the id index again ({why})");
+                        break;
+                    }
+                    Err(Unusable::Locked) => break,
+                }
             }
-            Err(Unusable::Locked) => tracing::warn!("could not save the id index (locked)"),
+            let Some(open) = &db else { break };
+            match guarded("saving", || commit(open, &batch)) {
+                Ok(()) => break,
+                Err(Unusable::Broken(why)) => {
+                    tracing::warn!("could not save the id index ({why})");
+                    close(db.take());
+                }
+                Err(Unusable::Locked) => {
+                    tracing::warn!("could not save the id index (locked)");
+                    break;
+                }
+            }
         }
     }
-    // redb flushes on drop; a panic there must not take the process down either.
+    close(db);
+}
+
+/// Closes a database; redb flushes on drop, and a panic there must not take the process down.
+fn close(db: Option<Database>) {
     let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(db)));
 }
 
@@ -459,6 +497,7 @@ fn commit(db: &Database, batch: &[Change]) -> Result<(), redb::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn entry(n: u8, size: u64) -> Entry {
         Entry {
@@ -469,6 +508,111 @@ mod tests {
             },
             id: FileId([n; 16]),
         }
+    }
+
+    /// A database in memory whose writes fail while `full` is set, as on a full disk.
+    #[derive(Debug)]
+    struct Flaky {
+        bytes: Arc<redb::backends::InMemoryBackend>,
+        full: Arc<std::sync::atomic::AtomicBool>,
+        failed: Arc<std::sync::atomic::AtomicUsize>,
+        /// Syncs that went through: one per commit.
+        synced: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Flaky {
+        fn refuse(&self) -> Result<(), std::io::Error> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                self.failed
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for Flaky {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.bytes.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+            self.bytes.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.refuse()?;
+            self.bytes.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+            self.refuse()?;
+            self.synced
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.bytes.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.refuse()?;
+            self.bytes.write(offset, data)
+        }
+    }
+
+    #[test]
+    fn saving_goes_on_after_a_full_disk_is_freed() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let bytes = Arc::new(redb::backends::InMemoryBackend::new());
+        let full = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let synced = Arc::new(AtomicUsize::new(0));
+        let db_over = || {
+            let backend = Flaky {
+                bytes: Arc::clone(&bytes),
+                full: Arc::clone(&full),
+                failed: Arc::clone(&failed),
+                synced: Arc::clone(&synced),
+            };
+            redb::Builder::new()
+                .create_with_backend(backend)
+                .map_err(|e| Unusable::Broken(e.to_string()))
+        };
+        let db = db_over().unwrap_or_else(|_| panic!("an empty database"));
+        let (tx, rx) = mpsc::channel();
+        let put = |n: &str, i: u8| {
+            let name = FileName::parse(n).unwrap_or_else(|e| panic!("{e}"));
+            vec![Change::Put(name, entry(i, 1))]
+        };
+        std::thread::scope(|s| {
+            let saver = s.spawn(move || writer(db, &rx, db_over));
+            let send = |batch| tx.send(batch).unwrap_or_else(|e| panic!("{e}"));
+            let wait = |what: &str, done: &dyn Fn() -> bool| {
+                let until = std::time::Instant::now() + Duration::from_secs(10);
+                while !done() {
+                    assert!(std::time::Instant::now() < until, "{what}");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            };
+            let before = synced.load(Ordering::SeqCst);
+            send(put("a", 1));
+            wait("the first save never came", &|| {
+                synced.load(Ordering::SeqCst) > before
+            });
+            full.store(true, Ordering::SeqCst);
+            send(put("b", 2));
+            wait("the full disk was never met", &|| {
+                failed.load(Ordering::SeqCst) > 0
+            });
+            // Let the writer give up on that batch before the disk is freed.
+            std::thread::sleep(BATCH_WINDOW * 4);
+            full.store(false, Ordering::SeqCst);
+            send(put("c", 3));
+            drop(tx);
+            saver
+                .join()
+                .unwrap_or_else(|_| panic!("the writer panicked"));
+        });
+        let db = db_over().unwrap_or_else(|_| panic!("reopening"));
+        let read = db.begin_read().unwrap_or_else(|e| panic!("{e}"));
+        let table = read.open_table(FILES).unwrap_or_else(|e| panic!("{e}"));
+        let has = |n: &str| table.get(n).ok().flatten().is_some();
+        assert!(has("a"), "saved before the disk was full");
+        assert!(has("c"), "not saved once the disk was freed");
     }
 
     #[test]
