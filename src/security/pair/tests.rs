@@ -278,3 +278,64 @@ async fn pairing_over_tls_pins_the_server_and_a_relay_is_caught()
     );
     Ok(())
 }
+
+/// A source of one repeated byte, so that SPAKE2's random scalars are known (a test vector).
+struct Fixed(u8);
+
+impl rand_core::RngCore for Fixed {
+    fn next_u32(&mut self) -> u32 {
+        u32::from_le_bytes([self.0; 4])
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from_le_bytes([self.0; 8])
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(self.0);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core::Error> {
+        dest.fill(self.0);
+        Ok(())
+    }
+}
+
+impl rand_core::CryptoRng for Fixed {}
+
+/// The example exchange of PROTOCOL.md section 5.10, whose values were computed from that
+/// section's text alone (a pure-Python SPAKE2 over edwards25519): a client written from the
+/// spec gets exactly what this implementation gets.
+#[test]
+fn the_exchange_is_the_one_protocol_md_writes_out() -> Result<(), PairError> {
+    let code = code("7-copper-lantern");
+    let exporter: [u8; 32] = std::array::from_fn(|i| u8::try_from(i).unwrap_or(0));
+    let (id_a, id_b) = identities(&exporter);
+    let pw = code.password();
+    let (client, msg_a) = Spake2::<Ed25519Group>::start_a_with_rng(&pw, &id_a, &id_b, Fixed(7));
+    let (server, msg_b) = Spake2::<Ed25519Group>::start_b_with_rng(&pw, &id_a, &id_b, Fixed(9));
+    assert_eq!(
+        hex::encode(&msg_a),
+        "418fb6838e2b98b1eb7de850f155919afdb44d88585ebb808867785f56f11b44d9"
+    );
+    assert_eq!(
+        hex::encode(&msg_b),
+        "422ea2a6d25931defa0759ceb6eb7e98967ba7fe2f077ee5f5e1c1fd8f3b131038"
+    );
+    let key = client.finish(&msg_b).map_err(|_| PairError::BadMessage)?;
+    assert_eq!(
+        server.finish(&msg_a).map_err(|_| PairError::BadMessage)?,
+        key
+    );
+    assert_eq!(
+        hex::encode(&key),
+        "20cdac4b1dd009301f9f6c5de3159ed3cc00e9da2532307cc0cbb2c4069efd81"
+    );
+    let (mc, ms) = confirmations(&key, &exporter, &msg_a, &msg_b)?;
+    assert_eq!(
+        hex::encode(ms.finalize().into_bytes()),
+        "4db280579e8a18db9d1240caa85f0c0d292f1c88a301ac4697c283fbcaa9976f"
+    );
+    assert_eq!(
+        hex::encode(mc.finalize().into_bytes()),
+        "b26fd9f159f1f96e0fe5443972985f69683f4f74509dd2da586e245e6f447009"
+    );
+    Ok(())
+}
