@@ -419,7 +419,7 @@ fn init_server_tracing(debug: bool, format: serve::LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(barge::server::log_out::stderr());
     let _ = match format {
         // One object per line; the connection's span (peer, user) under "span".
         serve::LogFormat::Json => fmt

@@ -9,6 +9,7 @@ mod accept;
 mod access;
 pub mod audit;
 mod limits;
+pub mod log_out;
 pub(crate) use limits::PerAddress;
 mod session;
 pub(crate) use session::confine::seen_reply;

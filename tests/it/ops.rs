@@ -577,6 +577,11 @@ fn after<'a>(text: &'a str, prefix: &str) -> TestResult<&'a str> {
         .trim())
 }
 
+/// More small uploads than one group commit takes (256).
+const PIPELINED: usize = 300;
+
+/// Also checks that a group commit's audit lines, written together (`log_out`), arrive whole
+/// and in order.
 #[test]
 fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> TestResult {
     use std::io::{Read as _, Write as _};
@@ -633,6 +638,23 @@ fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> Test
     let _ = tcp.read(&mut buf)?;
     drop(tcp);
 
+    // Pipelined small uploads: two group commits, whose audit lines are written together.
+    let mut tcp = std::net::TcpStream::connect(&tcp_addr)?;
+    tcp.set_read_timeout(Some(WAIT))?;
+    let mut puts = Vec::new();
+    for i in 0..PIPELINED {
+        puts.extend_from_slice(format!("PUT p{i:03}.txt;3\n{i:03}").as_bytes());
+    }
+    puts.extend_from_slice(b"DISCONNECT\n");
+    tcp.write_all(&puts)?;
+    let mut replies = String::new();
+    std::io::BufReader::new(tcp).read_to_string(&mut replies)?;
+    assert_eq!(
+        replies.lines().filter(|l| l.starts_with("226 ")).count(),
+        PIPELINED,
+        "{replies}"
+    );
+
     // One upload, one refused upload and one download over the web.
     assert_eq!(http(&web, "PUT /files/w.txt HTTP/1.1\n", b"abc")?.0, 201);
     assert_eq!(http(&web, "PUT /files/w.txt HTTP/1.1\n", b"abc")?.0, 409);
@@ -642,11 +664,15 @@ fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> Test
     let (status, metrics) = http(&metrics, "GET /metrics HTTP/1.1\n", b"")?;
     assert_eq!(status, 200);
     let up = |o: &str| format!("barge_transfers_total{{direction=\"upload\",outcome=\"{o}\"}}");
-    assert_eq!(series(&metrics, &up("ok")), 2.0, "{metrics}");
+    let piped = PIPELINED as f64;
+    assert_eq!(series(&metrics, &up("ok")), 2.0 + piped, "{metrics}");
     assert_eq!(series(&metrics, &up("refused")), 1.0, "{metrics}");
-    assert_eq!(series(&metrics, "barge_received_bytes_total"), 8.0);
+    assert_eq!(
+        series(&metrics, "barge_received_bytes_total"),
+        8.0 + 3.0 * piped
+    );
     assert_eq!(series(&metrics, "barge_sent_bytes_total"), 3.0);
-    assert_eq!(series(&metrics, "barge_index_files"), 2.0);
+    assert_eq!(series(&metrics, "barge_index_files"), 2.0 + piped);
     assert!(
         metrics.contains("barge_connections_open{listener=\"web\"}"),
         "{metrics}"
@@ -688,14 +714,17 @@ fn the_binary_logs_json_audit_lines_for_tcp_and_web_and_serves_metrics() -> Test
             )
         })
         .collect();
-    let want: Vec<(String, String, String)> = [
-        ("conn", "a.txt", "ok"),
-        ("web", "w.txt", "ok"),
-        ("web", "w.txt", "refused"),
-    ]
-    .iter()
-    .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
-    .collect();
+    let piped =
+        (0..PIPELINED).map(|i| ("conn".to_owned(), format!("p{i:03}.txt"), "ok".to_owned()));
+    let want: Vec<(String, String, String)> = std::iter::once(("conn", "a.txt", "ok"))
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+        .chain(piped)
+        .chain(
+            [("web", "w.txt", "ok"), ("web", "w.txt", "refused")]
+                .iter()
+                .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned())),
+        )
+        .collect();
     assert_eq!(uploads, want, "{audit:#?}");
     for line in &audit {
         assert!(

@@ -113,26 +113,29 @@ impl<S: Stream> Session<'_, S> {
                 })
                 .collect()
         });
-        for (mut action, result) in actions.into_iter().zip(results) {
-            let reply = match result {
-                Ok(id) => {
-                    if let Some(a) = &mut action {
-                        a.id(id);
+        // The batch's audit lines go out with one `write`.
+        crate::server::log_out::together(|| {
+            for (mut action, result) in actions.into_iter().zip(results) {
+                let reply = match result {
+                    Ok(id) => {
+                        if let Some(a) = &mut action {
+                            a.id(id);
+                        }
+                        Reply::stored(&id)
                     }
-                    Reply::stored(&id)
-                }
-                Err(e) => {
-                    if e.is_internal() {
-                        tracing::error!(peer = %self.peer, "{e}");
+                    Err(e) => {
+                        if e.is_internal() {
+                            tracing::error!(peer = %self.peer, "{e}");
+                        }
+                        self.reply_for_seen(&e)
                     }
-                    self.reply_for_seen(&e)
+                };
+                self.queue(&reply);
+                if let Some(mut a) = action {
+                    a.replied(&reply);
+                    a.finish(&self.config.metrics);
                 }
-            };
-            self.queue(&reply);
-            if let Some(mut a) = action {
-                a.replied(&reply);
-                a.finish(&self.config.metrics);
             }
-        }
+        });
     }
 }
