@@ -78,6 +78,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--index-timeout", type=float, default=300,
                     help="how long to wait for the server to index the listed folder")
     ap.add_argument("--tmp", default="/dev/shm", help="where the temporary folder goes (tmpfs)")
+    ap.add_argument("--keep-page-reporting", action="store_true",
+                    help="leave the VM kernel's free page reporting delay as it is (by default "
+                         "a run holds off the hypervisor's taking back of free memory, where "
+                         "the machine has that setting and allows it, and puts it back after)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--out", type=Path, help="also write the printed report here")
     a = ap.parse_args(argv)
@@ -103,10 +107,8 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main() -> int:
     a = options()
-    import report
-    from peers import Barge, Peers, scrub_env
-    from procs import PROCS, Busy, log
-    from scenarios import Bench, resume_and_folders
+    from peers import scrub_env
+    from procs import PageReporting, log
 
     want_peers = {p.strip() for p in a.peers.split(",") if p.strip()}
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -122,6 +124,17 @@ def main() -> int:
 
     # A BARGE_PLAIN, BARGE_HOST... of the caller's would change what the rows measure.
     scrub_env()
+    with PageReporting(a.keep_page_reporting) as memory:
+        log(memory.note)
+        return run(a, want_peers, memory)
+
+
+def run(a, want_peers: set[str], memory) -> int:
+    import report
+    from peers import Barge, Peers
+    from procs import PROCS, Busy, log
+    from scenarios import Bench, resume_and_folders
+
     started = time.perf_counter()
     busy = Busy(PROCS)
     work = Path(tempfile.mkdtemp(prefix="barge-bench-", dir=a.tmp))
@@ -162,12 +175,12 @@ def main() -> int:
         PROCS.stop_all()
         busy.stop()
         report.judge(res, a, peers)
-        text = report.text(res, a, peers, busy, work, started)
+        text = report.text(res, a, peers, busy, work, started, memory.note)
         print(text, flush=True)
         if a.out:
             a.out.write_text(text + "\n")
         if a.json:
-            report.write_json(a.json, res, a, peers, busy)
+            report.write_json(a.json, res, a, peers, busy, memory.note)
         return 1 if any(t[1] == "FAIL" for t in res.targets) else 0
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}); cleaning up")

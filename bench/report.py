@@ -456,7 +456,8 @@ def table(res: Results) -> str:
     return "\n".join(out)
 
 
-def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
+def text(res: Results, a, peers, busy: Busy, work: Path, started: float,
+         memory: str = "") -> str:
     """The printed report: header (machine and how busy it was), table, notes, targets."""
     out = []
     base = f"; baseline: {a.baseline_bin}" if a.baseline_bin else ""
@@ -466,6 +467,8 @@ def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
                f"kernel {platform.release()}; files and shared folders on tmpfs ({work}), "
                f"except the disk scenario ({a.disk_tmp}); loopback only")
     out.append(f"busy: {busy.describe()}")
+    if memory:
+        out.append(f"memory: {memory}")
     out.append("rate: bytes or files per second of wall time; vs md5sum: time / md5sum's time on "
                "the same bytes; time/barge: a tool's time / barge (TLS)'s time (above 1: barge is "
                "faster; barge (plain)'s where TLS was not measured); CPU s: user+sys seconds of "
@@ -508,7 +511,7 @@ def text(res: Results, a, peers, busy: Busy, work: Path, started: float) -> str:
     return "\n".join(out)
 
 
-def write_json(path: Path, res: Results, a, peers, busy: Busy) -> None:
+def write_json(path: Path, res: Results, a, peers, busy: Busy, memory: str = "") -> None:
     rows = []
     for r in res.rows:
         d = dict(r.__dict__)
@@ -517,7 +520,7 @@ def write_json(path: Path, res: Results, a, peers, busy: Busy) -> None:
         rows.append(d)
     path.write_text(json.dumps({
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(a).items()},
-        "machine": busy.as_dict(),
+        "machine": busy.as_dict(), "memory": memory,
         "busy_per_scenario": {k: b.as_dict() for k, b in res.busy.items()},
         "rows": rows, "refs": res.refs,
         "targets": res.targets, "notes": res.notes,

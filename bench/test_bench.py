@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
 import report  # noqa: E402
-from procs import PROCS, MiB, Sample, TreeCpu, tree, wait_for, warm_memory  # noqa: E402
+from procs import (  # noqa: E402
+    PROCS, MiB, PageReporting, Sample, TreeCpu, tree, wait_for, warm_memory,
+)
 
 HERE = Path(__file__).resolve().parent
 # Burns about `s` CPU seconds in a fresh Python process.
@@ -438,6 +440,76 @@ class BargeModes(unittest.TestCase):
         _, plain = peers.Barge.variants(self.fake(True), self.logs)
         with self.assertRaisesRegex(RuntimeError, "wrong mode"):
             plain.server(self.dir / "p")
+
+
+class FreePageReporting(unittest.TestCase):
+    """The VM setting the run holds off (a stand-in file here, never the machine's own)."""
+
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp())
+        self.path = self.dir / "min_free_ms"
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_the_delay_is_raised_for_the_run_and_put_back_after(self):
+        self.path.write_text("0\n")
+        with PageReporting(False, self.path, 300_000) as memory:
+            self.assertEqual(self.path.read_text(), "300000")
+            self.assertIn("0 ms -> 300000 ms", memory.note)
+        self.assertEqual(self.path.read_text(), "0")
+
+    def test_it_is_put_back_when_the_run_is_interrupted(self):
+        self.path.write_text("7")
+        with self.assertRaises(KeyboardInterrupt):
+            with PageReporting(False, self.path, 300_000):
+                raise KeyboardInterrupt
+        self.assertEqual(self.path.read_text(), "7")
+
+    def test_keep_and_a_larger_delay_leave_it_alone(self):
+        self.path.write_text("0")
+        with PageReporting(True, self.path, 300_000) as memory:
+            self.assertEqual(self.path.read_text(), "0")
+            self.assertIn("--keep-page-reporting", memory.note)
+        self.path.write_text("400000")
+        with PageReporting(False, self.path, 300_000) as memory:
+            self.assertEqual(self.path.read_text(), "400000")
+            self.assertIn("nothing changed", memory.note)
+        self.assertEqual(self.path.read_text(), "400000")
+
+    def test_a_machine_without_the_setting_changes_nothing(self):
+        with PageReporting(False, self.path, 300_000) as memory:
+            self.assertIn("no free page reporting setting", memory.note)
+        self.assertFalse(self.path.exists())
+
+    def test_a_setting_that_cannot_be_changed_is_reported(self):
+        # The kernel refuses values past its bound with EINVAL (root or not).
+        self.path.write_text("0")
+        with mock_write_refused(self.path):
+            with PageReporting(False, self.path, 300_000) as memory:
+                self.assertIn("cannot change it", memory.note)
+        self.assertEqual(self.path.read_text(), "0")
+
+
+class mock_write_refused:
+    """Makes `Path.write_text` of `path` fail as the kernel does for a value it refuses."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        self.real = Path.write_text
+        real, target = self.real, self.path
+
+        def write_text(p, *args, **kwargs):
+            if p == target:
+                raise OSError(22, "Invalid argument")
+            return real(p, *args, **kwargs)
+
+        Path.write_text = write_text
+
+    def __exit__(self, *_exc):
+        Path.write_text = self.real
 
 
 class Help(unittest.TestCase):

@@ -17,8 +17,9 @@
 //! specification (RFC 1321), checked against `fast-md5` on random data of every length.
 //!
 //! [`Compressor::detect`] says whether the CPU has the instructions; it also requires an Intel
-//! CPU, since on AMD's Zen 4 the scalar code was reported faster (md5-many's measurements). Use
-//! the scalar code when it says no.
+//! CPU, since on AMD's Zen 4 the scalar code was reported faster (md5-many's measurements), and
+//! on a Zen 5 (an EPYC of family 1Ah, 8 alternated passes over 256 MiB) we measured this code at
+//! 2.14 s per GiB against `fast-md5`'s 1.17. Use the scalar code when it says no.
 //!
 //! MD5 here is a checksum against accidents (barge's file ids), not a defence against an
 //! adversary: MD5 collisions are easy to make.
