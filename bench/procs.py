@@ -402,7 +402,8 @@ class PageReporting:
     file, by when the machine last freed memory, not by what the tool does, and it is larger
     than the targets' margins; `md5sum` and the other references read files already in memory
     and pay nothing of the kind. `--keep-page-reporting` measures with the machine's own
-    setting."""
+    setting. A run killed with SIGKILL cannot put it back: the report's first line gave the
+    value to write back."""
 
     def __init__(self, keep: bool, path: Path = PAGE_REPORTING_DELAY,
                  held: int = PAGE_REPORTING_HELD_MS):
