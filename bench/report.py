@@ -159,10 +159,12 @@ def _cpu(res: Results, name: str, values: list[float], md5: Row | None, limit: f
                f"{ratio:.2f} x ({value:.2f} CPU s vs {ref:.2f} CPU s{spread}){also}")
 
 
-def download_floor(res: Results, label: str, md5: Row | None) -> str:
-    """The floor of a verified download's client CPU in this run, as a note for its verdict:
-    the judged build's download without the file plus `dd` writing the file, against md5sum
-    (empty if not measured)."""
+def receive_floor(res: Results, label: str, md5: Row | None) -> str:
+    """The floor of the CPU of a verified transfer's receiving side in this run, as a note for
+    its verdicts (the download's client, the upload's server: each takes the bytes from the
+    socket, hashes them and writes them into a new tmpfs file): the judged build's download
+    without the file (the socket and MD5) plus `dd` writing the file, against md5sum (empty if
+    not measured)."""
     scen = f"download floor {label}"
     no_file, write = res.find(scen, FLOOR_NO_FILE), res.find(scen, FLOOR_WRITE)
     if not (no_file and write and no_file.c_cpu and write.c_cpu and md5 and md5.c_cpu):
@@ -307,10 +309,10 @@ def _judge_plain(res: Results, a, peers) -> None:
         _cpu(res, f"{i11}upload {label} client+server CPU <= 2.1 x md5sum CPU", up.cpus, md5,
              2.1)
         _cpu(res, f"{i11}upload {label} server CPU <= 1.05 x md5sum CPU", up.server_cpu, md5,
-             1.05)
+             1.05, receive_floor(res, label, md5))
     if down:
         _cpu(res, f"{i11}download {label} client CPU <= 1.1 x md5sum CPU", down.client_cpu, md5,
-             1.1, download_floor(res, label, md5))
+             1.1, receive_floor(res, label, md5))
         _cpu(res, f"{i11}download {label} server CPU <= 0.2 x md5sum CPU", down.server_cpu, md5,
              0.2)
         _wall(res, f"{i11}download {label} <= 1.1 x md5sum", down, md5, 1.1)

@@ -169,13 +169,15 @@ class Verdicts(unittest.TestCase):
         _, detail = got["[issue 11, plain] upload 100 MiB client+server CPU <= 2.1 x md5sum CPU"]
         self.assertIn("runs 1.90-2.10 vs 1.00-1.20", detail)
 
-    def test_the_download_verdict_shows_the_floor_measured_in_the_same_run(self):
+    def test_the_receiving_sides_verdicts_show_the_floor_measured_in_the_same_run(self):
         name = "[issue 11, plain] download 100 MiB client CPU <= 1.1 x md5sum CPU"
+        up_name = "[issue 11, plain] upload 100 MiB server CPU <= 1.05 x md5sum CPU"
         res = report.Results()
-        res.refs.update({"download 100 MiB": "hash 100 MiB",
+        res.refs.update({"download 100 MiB": "hash 100 MiB", "upload 100 MiB": "hash 100 MiB",
                          "download floor 100 MiB": "hash 100 MiB"})
         res.row("hash 100 MiB", "md5sum").add(Sample(1.0, 2.0))
         res.row("download 100 MiB", "barge (plain)").add(Sample(1.0, 2.4, 0.1))
+        res.row("upload 100 MiB", "barge (plain)").add(Sample(1.0, 2.0, 2.6))
         report.judge(res, args(), Namespace(list=[]))
         # Without the floor's rows the verdict says nothing of it.
         verdict, detail = next((v, d) for n, v, d in res.targets if n == name)
@@ -188,6 +190,11 @@ class Verdicts(unittest.TestCase):
         # The floor informs; the verdict is still against md5sum's CPU.
         self.assertEqual(verdict, "FAIL")
         self.assertEqual(detail, "1.20 x (2.40 CPU s vs 2.00 CPU s); floor 1.10 x = without "
+                                 "the file 1.70 + writing the file 0.50 CPU s")
+        # The upload's server receives, hashes and writes the same way.
+        verdict, detail = next((v, d) for n, v, d in res.targets if n == up_name)
+        self.assertEqual(verdict, "FAIL")
+        self.assertEqual(detail, "1.30 x (2.60 CPU s vs 2.00 CPU s); floor 1.10 x = without "
                                  "the file 1.70 + writing the file 0.50 CPU s")
 
     def test_disk_upload_is_judged_against_the_slower_of_md5sum_and_dd(self):
